@@ -1,0 +1,492 @@
+//! The JSON bodies of the `/api/v1` API, and the rules every field must meet.
+//!
+//! Validation lives beside the types so that an agent can refuse to send what the server would
+//! refuse to take, and both say it in the same words.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::Timestamp;
+
+#[cfg(feature = "openapi")]
+use utoipa::ToSchema;
+
+/// Longest hostname DNS allows; the server keeps whatever the host calls itself up to that.
+pub const MAX_HOSTNAME_LEN: usize = 253;
+/// Longest version, OS, kind, machine id or group name.
+pub const MAX_TEXT_LEN: usize = 128;
+
+/// An agent's first words to the server, and its words after every restart.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct LoginRequest {
+    /// The IPv4 (or IPv6) address of the agent's configured interface: half of its identity.
+    pub ip: String,
+    /// The host's name: the other half of its identity.
+    pub hostname: String,
+    /// The instance's unique id, sent when `login_with_machine_id=1`; stored, not identity.
+    #[serde(default)]
+    pub machine_id: Option<String>,
+    pub version: String,
+    pub os: String,
+    /// What the agent protects, e.g. `waf`, `siem`, `edr`.
+    pub kind: String,
+}
+
+impl LoginRequest {
+    pub fn validate(&self) -> Result<(), FieldError> {
+        validate_identity(&self.ip, &self.hostname)?;
+        validate_text("version", &self.version)?;
+        validate_text("os", &self.os)?;
+        validate_text("kind", &self.kind)?;
+        validate_optional_text("machine_id", self.machine_id.as_deref())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct LoginResponse {
+    pub agent_id: i64,
+    /// True when this login registered a new agent, false when it found the existing entry.
+    pub created: bool,
+    /// How often the agent must send a heartbeat; three missed make it `stopped`.
+    pub heartbeat_interval_s: u64,
+}
+
+/// An operator registering a system by hand before its agent ever logs in.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RegisterAgent {
+    pub ip: String,
+    pub hostname: String,
+    #[serde(default)]
+    pub kind: String,
+    #[serde(default)]
+    pub os: String,
+    #[serde(default)]
+    pub group: Option<String>,
+}
+
+impl RegisterAgent {
+    pub fn validate(&self) -> Result<(), FieldError> {
+        validate_identity(&self.ip, &self.hostname)?;
+        validate_text("kind", &self.kind)?;
+        validate_text("os", &self.os)?;
+        validate_optional_text("group", self.group.as_deref())
+    }
+}
+
+/// The management settings an operator may change. Absent fields stay as they are; `group: null`
+/// takes the agent out of its group.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct PatchAgent {
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub group: Option<Option<String>>,
+}
+
+impl PatchAgent {
+    pub fn validate(&self) -> Result<(), FieldError> {
+        validate_optional_text("group", self.group.clone().flatten().as_deref())
+    }
+}
+
+/// Tells a field that was sent as `null` (`Some(None)`) from one that was left out (`None`).
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum AgentStatus {
+    /// A heartbeat arrived within three heartbeat intervals.
+    Running,
+    /// Silent for longer than that, or logged out. Never deleted for it.
+    Stopped,
+    /// Registered by an operator and never seen.
+    Unknown,
+}
+
+/// One managed agent as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Agent {
+    pub id: i64,
+    pub ip: String,
+    pub hostname: String,
+    pub status: AgentStatus,
+    /// The ON/OFF management switch; independent of `status`.
+    pub enabled: bool,
+    pub group: Option<String>,
+    pub kind: String,
+    pub os: String,
+    pub version: String,
+    pub machine_id: Option<String>,
+    /// The address the last login came from, as the server saw it.
+    pub source_ip: Option<String>,
+    pub registered_at: Timestamp,
+    pub last_login_at: Option<Timestamp>,
+    pub last_seen_at: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct AgentList {
+    /// How many agents match the filter, over all pages.
+    pub total: u64,
+    pub page: u32,
+    pub per_page: u32,
+    pub items: Vec<Agent>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// An unknown (ip, hostname) logged in, or an operator registered it.
+    Registered,
+    Login,
+    /// A known identity logged in with another machine id than its last login.
+    Takeover,
+    /// A heartbeat arrived from an agent that had been marked stopped.
+    Resumed,
+    /// Silent for three heartbeat intervals.
+    Stopped,
+    /// Said goodbye (graceful shutdown).
+    Logout,
+    Enabled,
+    Disabled,
+    GroupChanged,
+    /// Deleted by an operator (kept in the audit log only).
+    Deleted,
+    /// Deleted by the prune policy after a long stop (kept in the audit log only).
+    Pruned,
+}
+
+/// One entry of an agent's history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Event {
+    pub at: Timestamp,
+    pub event: EventKind,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct EventList {
+    /// Newest first.
+    pub items: Vec<Event>,
+}
+
+/// A change to the fleet, as the live stream (`/api/v1/events/stream`) tells it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Change {
+    pub agent_id: i64,
+    pub at: Timestamp,
+    pub event: EventKind,
+    pub detail: String,
+    /// The agent after the change; absent when it was deleted.
+    pub agent: Option<Agent>,
+}
+
+/// A record of the audit log: who did what to which agent, kept after the agent is gone.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct AuditRecord {
+    pub at: Timestamp,
+    /// The API token's name, or `system` for the server's own policies.
+    pub actor: String,
+    pub action: EventKind,
+    pub agent_id: i64,
+    pub ip: String,
+    pub hostname: String,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct AuditList {
+    pub items: Vec<AuditRecord>,
+}
+
+/// The console's summary cards.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Summary {
+    pub registered: u64,
+    pub enabled: u64,
+    pub disabled: u64,
+    pub running: u64,
+    pub stopped: u64,
+    pub unknown: u64,
+    pub by_kind: BTreeMap<String, u64>,
+    pub by_os: BTreeMap<String, u64>,
+}
+
+/// Who may do what with an API token, each role including the ones below it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Reads everything.
+    Monitor,
+    /// Also switches agents ON/OFF and assigns groups.
+    Operator,
+    /// Also registers and deletes agents.
+    Admin,
+}
+
+/// Who the caller's token says it is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct WhoAmI {
+    pub name: String,
+    pub role: Role,
+}
+
+/// Every error the API answers, with a 4xx or 5xx status.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct ErrorBody {
+    /// A stable machine-readable code, e.g. `bad_request`, `not_found`, `forbidden`.
+    pub error: String,
+    /// What went wrong, for a person.
+    pub message: String,
+}
+
+/// A field that breaks its rule, named so the sender can fix it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: &'static str,
+    pub problem: String,
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.problem)
+    }
+}
+
+impl std::error::Error for FieldError {}
+
+fn field_error(field: &'static str, problem: impl Into<String>) -> FieldError {
+    FieldError {
+        field,
+        problem: problem.into(),
+    }
+}
+
+/// The (ip, hostname) pair: an address an agent can really have, and a name a host can carry.
+pub fn validate_identity(ip: &str, hostname: &str) -> Result<(), FieldError> {
+    let addr = IpAddr::from_str(ip)
+        .map_err(|_| field_error("ip", format!("{ip:?} is not an IPv4 or IPv6 address")))?;
+    if addr.is_unspecified() || addr.is_multicast() {
+        return Err(field_error(
+            "ip",
+            format!("{ip} cannot be a host's own address"),
+        ));
+    }
+    if addr.to_string() != ip {
+        return Err(field_error(
+            "ip",
+            format!("write {ip:?} in its canonical form {addr}"),
+        ));
+    }
+    if hostname.is_empty() {
+        return Err(field_error("hostname", "must not be empty"));
+    }
+    check_chars("hostname", hostname, MAX_HOSTNAME_LEN)
+}
+
+fn validate_text(field: &'static str, value: &str) -> Result<(), FieldError> {
+    check_chars(field, value, MAX_TEXT_LEN)
+}
+
+fn validate_optional_text(field: &'static str, value: Option<&str>) -> Result<(), FieldError> {
+    value.map_or(Ok(()), |v| validate_text(field, v))
+}
+
+fn check_chars(field: &'static str, value: &str, max: usize) -> Result<(), FieldError> {
+    let len = value.chars().count();
+    if len > max {
+        return Err(field_error(
+            field,
+            format!("is {len} characters long; at most {max} are allowed"),
+        ));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(field_error(field, "must not contain control characters"));
+    }
+    Ok(())
+}
+
+macro_rules! text_enum {
+    ($ty:ty { $($variant:ident => $text:literal),+ $(,)? }) => {
+        impl $ty {
+            pub const ALL: &'static [$ty] = &[$(<$ty>::$variant),+];
+
+            pub const fn as_str(self) -> &'static str {
+                match self { $(<$ty>::$variant => $text),+ }
+            }
+        }
+
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $ty {
+            type Err = String;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s {
+                    $($text => Ok(<$ty>::$variant),)+
+                    other => Err(format!(
+                        "{other:?} is not one of: {}",
+                        [$($text),+].join(", ")
+                    )),
+                }
+            }
+        }
+    };
+}
+
+text_enum!(AgentStatus { Running => "running", Stopped => "stopped", Unknown => "unknown" });
+text_enum!(Role { Monitor => "monitor", Operator => "operator", Admin => "admin" });
+text_enum!(EventKind {
+    Registered => "registered",
+    Login => "login",
+    Takeover => "takeover",
+    Resumed => "resumed",
+    Stopped => "stopped",
+    Logout => "logout",
+    Enabled => "enabled",
+    Disabled => "disabled",
+    GroupChanged => "group_changed",
+    Deleted => "deleted",
+    Pruned => "pruned",
+});
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn login() -> LoginRequest {
+        LoginRequest {
+            ip: "172.31.64.4".into(),
+            hostname: "waf-1".into(),
+            machine_id: None,
+            version: "5.0.1".into(),
+            os: "Ubuntu 24.04".into(),
+            kind: "waf".into(),
+        }
+    }
+
+    #[test]
+    fn a_plain_login_is_valid() {
+        assert_eq!(login().validate(), Ok(()));
+    }
+
+    #[test]
+    fn ip_must_be_a_canonical_host_address() {
+        for (ip, hint) in [
+            ("abc", "is not an IPv4 or IPv6 address"),
+            ("172.31.64", "is not an IPv4 or IPv6 address"),
+            ("0.0.0.0", "cannot be a host's own address"),
+            ("224.0.0.1", "cannot be a host's own address"),
+            ("fe80:0:0::1", "canonical form fe80::1"),
+        ] {
+            let err = LoginRequest {
+                ip: ip.into(),
+                ..login()
+            }
+            .validate()
+            .unwrap_err();
+            assert_eq!(err.field, "ip");
+            assert!(err.problem.contains(hint), "{ip}: {err}");
+        }
+        let v6 = LoginRequest {
+            ip: "fe80::1".into(),
+            ..login()
+        };
+        assert_eq!(v6.validate(), Ok(()));
+    }
+
+    #[test]
+    fn hostname_is_any_printable_text_up_to_253_characters() {
+        let odd = LoginRequest {
+            hostname: "<img src=x onerror=alert(1)>".into(),
+            ..login()
+        };
+        assert_eq!(
+            odd.validate(),
+            Ok(()),
+            "shown escaped by the console, not refused"
+        );
+        for bad in [String::new(), "a".repeat(254), "waf\n1".into()] {
+            let err = LoginRequest {
+                hostname: bad,
+                ..login()
+            }
+            .validate()
+            .unwrap_err();
+            assert_eq!(err.field, "hostname");
+        }
+    }
+
+    #[test]
+    fn short_texts_have_a_limit() {
+        let err = LoginRequest {
+            version: "9".repeat(129),
+            ..login()
+        }
+        .validate()
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "version: is 129 characters long; at most 128 are allowed"
+        );
+    }
+
+    #[test]
+    fn patch_tells_null_from_absent() {
+        let absent: PatchAgent = serde_json::from_str(r#"{"enabled":false}"#).unwrap();
+        assert_eq!(absent.group, None);
+        let cleared: PatchAgent = serde_json::from_str(r#"{"group":null}"#).unwrap();
+        assert_eq!(cleared.group, Some(None));
+        let set: PatchAgent = serde_json::from_str(r#"{"group":"web"}"#).unwrap();
+        assert_eq!(set.group, Some(Some("web".into())));
+        assert!(serde_json::from_str::<PatchAgent>(r#"{"grop":"web"}"#).is_err());
+    }
+
+    #[test]
+    fn text_enums_round_trip_and_explain_refusals() {
+        for kind in EventKind::ALL {
+            assert_eq!(kind.as_str().parse::<EventKind>(), Ok(*kind));
+            let json = serde_json::to_string(kind).unwrap();
+            assert_eq!(json, format!("\"{kind}\""));
+        }
+        assert_eq!(
+            "root".parse::<Role>().unwrap_err(),
+            "\"root\" is not one of: monitor, operator, admin"
+        );
+        assert!(Role::Admin > Role::Operator && Role::Operator > Role::Monitor);
+    }
+}

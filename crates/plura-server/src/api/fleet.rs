@@ -1,0 +1,345 @@
+//! The routes people and scripts call to see and manage the fleet. They carry a role token.
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use plura_proto::{
+    Agent, AgentList, AgentStatus, AuditList, ErrorBody, EventList, PatchAgent, RegisterAgent,
+    Role, Summary, Timestamp, WhoAmI,
+};
+
+use super::error::{Json, Path, Query};
+use super::{ApiError, ApiResult, AppState};
+use crate::auth::Caller;
+use crate::store::{ListFilter, SortColumn};
+
+const DEFAULT_PER_PAGE: u32 = 50;
+const MAX_PER_PAGE: u32 = 1000;
+const MAX_RECORDS: u32 = 1000;
+
+/// Filters, search, order and page of the agent list. Empty values mean "any".
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListParams {
+    /// `running`, `stopped` or `unknown`.
+    status: Option<String>,
+    group: Option<String>,
+    kind: Option<String>,
+    os: Option<String>,
+    /// `true` for ON, `false` for OFF.
+    enabled: Option<bool>,
+    /// Text found anywhere in ip, hostname, group, OS, version or machine id.
+    q: Option<String>,
+    /// A column (`id`, `ip`, `hostname`, `status`, `enabled`, `group`, `kind`, `os`,
+    /// `version`, `registered_at`, `last_login_at`, `last_seen_at`); `-` in front for
+    /// descending.
+    sort: Option<String>,
+    /// From 1.
+    page: Option<u32>,
+    /// 1 to 1000, default 50.
+    per_page: Option<u32>,
+}
+
+fn non_empty(value: &Option<String>) -> Option<String> {
+    value
+        .as_deref()
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(String::from)
+}
+
+impl ListParams {
+    fn filter(&self) -> ApiResult<ListFilter> {
+        let status = non_empty(&self.status)
+            .map(|s| s.parse::<AgentStatus>())
+            .transpose()
+            .map_err(|e| ApiError::bad_request(format!("status: {e}")))?;
+        let sort = non_empty(&self.sort).unwrap_or_else(|| "id".into());
+        let (name, descending) = match sort.strip_prefix('-') {
+            Some(name) => (name, true),
+            None => (sort.as_str(), false),
+        };
+        let sort = SortColumn::NAMES
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, column)| *column)
+            .ok_or_else(|| {
+                let names: Vec<&str> = SortColumn::NAMES.iter().map(|(n, _)| *n).collect();
+                ApiError::bad_request(format!(
+                    "sort: {name:?} is not one of: {}",
+                    names.join(", ")
+                ))
+            })?;
+        Ok(ListFilter {
+            status,
+            group: non_empty(&self.group),
+            kind: non_empty(&self.kind),
+            os: non_empty(&self.os),
+            enabled: self.enabled,
+            text: non_empty(&self.q),
+            sort,
+            descending,
+            limit: None,
+            offset: 0,
+        })
+    }
+
+    fn page(&self) -> ApiResult<(u32, u32)> {
+        let page = self.page.unwrap_or(1);
+        let per_page = self.per_page.unwrap_or(DEFAULT_PER_PAGE);
+        if page == 0 {
+            return Err(ApiError::bad_request("page: pages count from 1"));
+        }
+        if !(1..=MAX_PER_PAGE).contains(&per_page) {
+            return Err(ApiError::bad_request(format!(
+                "per_page: must be from 1 to {MAX_PER_PAGE}"
+            )));
+        }
+        Ok((page, per_page))
+    }
+}
+
+/// One page of the agent list.
+#[utoipa::path(
+    get, path = "/api/v1/agents", tag = "fleet", params(ListParams),
+    responses(
+        (status = 200, body = AgentList),
+        (status = 400, description = "A bad filter", body = ErrorBody),
+    ),
+    security(("api_token" = []))
+)]
+pub async fn list(
+    caller: Caller,
+    State(state): State<AppState>,
+    Query(params): Query<ListParams>,
+) -> ApiResult<Json<AgentList>> {
+    caller.require(Role::Monitor)?;
+    let (page, per_page) = params.page()?;
+    let filter = ListFilter {
+        limit: Some(per_page),
+        offset: u64::from(page - 1) * u64::from(per_page),
+        ..params.filter()?
+    };
+    let (total, mut items) = state.store.list(&filter).await?;
+    items.iter_mut().for_each(|a| state.registry.overlay(a));
+    Ok(Json(AgentList {
+        total,
+        page,
+        per_page,
+        items,
+    }))
+}
+
+/// The filtered list (every page) as CSV.
+#[utoipa::path(
+    get, path = "/api/v1/agents.csv", tag = "fleet", params(ListParams),
+    responses((status = 200, content_type = "text/csv", body = String)),
+    security(("api_token" = []))
+)]
+pub async fn csv(
+    caller: Caller,
+    State(state): State<AppState>,
+    Query(params): Query<ListParams>,
+) -> ApiResult<impl IntoResponse> {
+    caller.require(Role::Monitor)?;
+    let (_, mut agents) = state.store.list(&params.filter()?).await?;
+    agents.iter_mut().for_each(|a| state.registry.overlay(a));
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+            (
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"agents.csv\"",
+            ),
+        ],
+        crate::csv::agents(&agents),
+    ))
+}
+
+/// One agent with its details.
+#[utoipa::path(
+    get, path = "/api/v1/agents/{id}", tag = "fleet",
+    params(("id" = i64, Path)),
+    responses((status = 200, body = Agent), (status = 404, body = ErrorBody)),
+    security(("api_token" = []))
+)]
+pub async fn show(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<Agent>> {
+    caller.require(Role::Monitor)?;
+    let mut agent = state.store.agent(id).await?.ok_or(ApiError::no_agent(id))?;
+    state.registry.overlay(&mut agent);
+    Ok(Json(agent))
+}
+
+/// How many records of a history to answer.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct LimitParams {
+    /// How many, newest first: 1 to 1000, default 100.
+    limit: Option<u32>,
+}
+
+impl LimitParams {
+    fn limit(&self) -> ApiResult<u32> {
+        let limit = self.limit.unwrap_or(100);
+        if (1..=MAX_RECORDS).contains(&limit) {
+            Ok(limit)
+        } else {
+            Err(ApiError::bad_request(format!(
+                "limit: must be from 1 to {MAX_RECORDS}"
+            )))
+        }
+    }
+}
+
+/// An agent's history, newest first.
+#[utoipa::path(
+    get, path = "/api/v1/agents/{id}/events", tag = "fleet",
+    params(("id" = i64, Path), LimitParams),
+    responses((status = 200, body = EventList), (status = 404, body = ErrorBody)),
+    security(("api_token" = []))
+)]
+pub async fn events(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+    Query(params): Query<LimitParams>,
+) -> ApiResult<Json<EventList>> {
+    caller.require(Role::Monitor)?;
+    let items = state
+        .store
+        .events(id, params.limit()?)
+        .await?
+        .ok_or(ApiError::no_agent(id))?;
+    Ok(Json(EventList { items }))
+}
+
+/// Switches an agent ON/OFF or moves it to a group (operator).
+#[utoipa::path(
+    patch, path = "/api/v1/agents/{id}", tag = "fleet",
+    params(("id" = i64, Path)), request_body = PatchAgent,
+    responses(
+        (status = 200, body = Agent),
+        (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+    ),
+    security(("api_token" = []))
+)]
+pub async fn patch(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+    Json(patch): Json<PatchAgent>,
+) -> ApiResult<Json<Agent>> {
+    caller.require(Role::Operator)?;
+    patch.validate()?;
+    let changed = state
+        .store
+        .patch(id, &patch, &caller.name, Timestamp::now())
+        .await?
+        .ok_or(ApiError::no_agent(id))?;
+    state.registry.publish(&changed);
+    let mut agent = changed.agent;
+    state.registry.overlay(&mut agent);
+    Ok(Json(agent))
+}
+
+/// Deletes an agent and its history; the audit log keeps a record (admin).
+#[utoipa::path(
+    delete, path = "/api/v1/agents/{id}", tag = "fleet",
+    params(("id" = i64, Path)),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+    ),
+    security(("api_token" = []))
+)]
+pub async fn delete(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+) -> ApiResult<StatusCode> {
+    caller.require(Role::Admin)?;
+    let changed = state
+        .store
+        .delete(id, &caller.name, Timestamp::now())
+        .await?
+        .ok_or(ApiError::no_agent(id))?;
+    tracing::info!(agent = id, by = %caller.name, "agent deleted");
+    state.registry.publish(&changed);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Registers a system by hand; it shows `unknown` until its agent logs in (admin).
+#[utoipa::path(
+    post, path = "/api/v1/agents", tag = "fleet", request_body = RegisterAgent,
+    responses(
+        (status = 201, body = Agent),
+        (status = 403, body = ErrorBody),
+        (status = 409, description = "That (ip, hostname) exists", body = ErrorBody),
+        (status = 422, body = ErrorBody),
+    ),
+    security(("api_token" = []))
+)]
+pub async fn register(
+    caller: Caller,
+    State(state): State<AppState>,
+    Json(agent): Json<RegisterAgent>,
+) -> ApiResult<(StatusCode, Json<Agent>)> {
+    caller.require(Role::Admin)?;
+    agent.validate()?;
+    let changed = state
+        .store
+        .register(&agent, &caller.name, Timestamp::now())
+        .await?;
+    state.registry.publish(&changed);
+    Ok((StatusCode::CREATED, Json(changed.agent)))
+}
+
+/// The console's summary cards.
+#[utoipa::path(
+    get, path = "/api/v1/summary", tag = "fleet",
+    responses((status = 200, body = Summary)),
+    security(("api_token" = []))
+)]
+pub async fn summary(caller: Caller, State(state): State<AppState>) -> ApiResult<Json<Summary>> {
+    caller.require(Role::Monitor)?;
+    Ok(Json(state.store.summary().await?))
+}
+
+/// Deletes and prunes, with who did them: kept after the agents are gone (admin).
+#[utoipa::path(
+    get, path = "/api/v1/audit", tag = "fleet", params(LimitParams),
+    responses((status = 200, body = AuditList), (status = 403, body = ErrorBody)),
+    security(("api_token" = []))
+)]
+pub async fn audit(
+    caller: Caller,
+    State(state): State<AppState>,
+    Query(params): Query<LimitParams>,
+) -> ApiResult<Json<AuditList>> {
+    caller.require(Role::Admin)?;
+    Ok(Json(AuditList {
+        items: state.store.audit(params.limit()?).await?,
+    }))
+}
+
+/// The caller's name and role, for the console to offer only what the role may do.
+#[utoipa::path(
+    get, path = "/api/v1/me", tag = "fleet",
+    responses((status = 200, body = WhoAmI), (status = 401, body = ErrorBody)),
+    security(("api_token" = []))
+)]
+pub async fn whoami(caller: Caller) -> Json<WhoAmI> {
+    Json(WhoAmI {
+        name: caller.name,
+        role: caller.role,
+    })
+}

@@ -1,0 +1,128 @@
+//! The routes for the people who run the server: health, metrics, and the API's own description.
+
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use serde::Serialize;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+
+use super::{ApiError, ApiResult, AppState, agent, fleet, stream};
+use crate::auth::Caller;
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    status: &'static str,
+    database: &'static str,
+}
+
+/// Whether the server and its database answer.
+#[utoipa::path(
+    get, path = "/healthz", tag = "ops",
+    responses(
+        (status = 200, body = Health),
+        (status = 503, description = "The database does not answer", body = Health),
+    )
+)]
+pub async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
+    match state.store.ping().await {
+        Ok(()) => (
+            StatusCode::OK,
+            axum::Json(Health {
+                status: "ok",
+                database: "ok",
+            }),
+        ),
+        Err(e) => {
+            tracing::warn!("health check: database does not answer: {e}");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                axum::Json(Health {
+                    status: "degraded",
+                    database: "unreachable",
+                }),
+            )
+        }
+    }
+}
+
+/// A scraper on this machine needs no token; one from elsewhere needs any role token.
+pub struct MetricsReader;
+
+impl FromRequestParts<AppState> for MetricsReader {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let local = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .is_some_and(|ConnectInfo(peer)| peer.ip().is_loopback());
+        if !local {
+            Caller::from_request_parts(parts, state).await?;
+        }
+        Ok(MetricsReader)
+    }
+}
+
+/// Prometheus text exposition.
+#[utoipa::path(
+    get, path = "/metrics", tag = "ops",
+    responses((status = 200, content_type = "text/plain", body = String)),
+)]
+pub async fn metrics(
+    _: MetricsReader,
+    State(state): State<AppState>,
+) -> ApiResult<impl IntoResponse> {
+    let summary = state.store.summary().await?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.render(&summary),
+    ))
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "PLURA Fleet", description = "Agent registry and liveness of PLURA host agents"),
+    paths(
+        agent::login, agent::heartbeat, agent::logout,
+        fleet::list, fleet::csv, fleet::show, fleet::events, fleet::patch, fleet::delete,
+        fleet::register, fleet::summary, fleet::audit, fleet::whoami,
+        stream::changes, healthz, metrics,
+    ),
+    modifiers(&BearerTokens),
+    tags(
+        (name = "agent", description = "Called by agents, with the enrollment token"),
+        (name = "fleet", description = "Called by people and scripts, with a role token"),
+        (name = "ops", description = "Health and metrics"),
+    )
+)]
+struct ApiDoc;
+
+struct BearerTokens;
+
+impl Modify for BearerTokens {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        for name in ["enrollment_token", "api_token"] {
+            components.add_security_scheme(
+                name,
+                SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+            );
+        }
+    }
+}
+
+/// The OpenAPI document of the whole API.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
+pub async fn openapi_json() -> impl IntoResponse {
+    axum::Json(openapi())
+}

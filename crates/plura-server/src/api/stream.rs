@@ -1,0 +1,44 @@
+//! The live stream of fleet changes (server-sent events), for the console.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures::{Stream, StreamExt};
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+
+use plura_proto::{Change, Role};
+
+use super::{ApiResult, AppState};
+use crate::auth::Caller;
+
+/// Each change as an event named after its kind (`login`, `stopped`, …) with a `Change` as
+/// JSON data. A reader that falls too far behind gets a `resync` event: reload the list.
+#[utoipa::path(
+    get, path = "/api/v1/events/stream", tag = "fleet",
+    responses((status = 200, content_type = "text/event-stream", body = Change)),
+    security(("api_token" = []))
+)]
+pub async fn changes(
+    caller: Caller,
+    State(state): State<AppState>,
+) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
+    caller.require(Role::Monitor)?;
+    let shutdown = state.shutdown.clone();
+    let events = BroadcastStream::new(state.registry.subscribe())
+        .map(|change| {
+            Ok(match change {
+                Ok(change) => Event::default()
+                    .event(change.event.as_str())
+                    .json_data(&change)
+                    .unwrap_or_else(|_| Event::default().event("resync")),
+                Err(BroadcastStreamRecvError::Lagged(missed)) => {
+                    Event::default().event("resync").data(missed.to_string())
+                }
+            })
+        })
+        .take_until(async move { shutdown.cancelled().await });
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}

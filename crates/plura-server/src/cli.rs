@@ -1,0 +1,137 @@
+//! The `plura-server` command line.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use plura_proto::Role;
+
+use crate::auth;
+use crate::registry::LivenessPolicy;
+use crate::server;
+use crate::store::{self, redact_url};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "plura-server",
+    version,
+    about = "PLURA Fleet management server"
+)]
+pub struct Cli {
+    /// The database: sqlite://PATH (created on first start) or postgres://USER:PASS@HOST/DB.
+    #[arg(
+        long,
+        global = true,
+        env = "PLURA_DATABASE_URL",
+        default_value = "sqlite://plura.db",
+        hide_env_values = true
+    )]
+    database: String,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server (the default).
+    Serve(ServeArgs),
+    /// Manage API tokens for people and scripts.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Print the token agents enroll with (`enrollment_token` in plura.conf).
+    EnrollmentToken {
+        /// Replace it: agents holding the old one are refused from then on.
+        #[arg(long)]
+        rotate: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "PLURA_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// How often agents send a heartbeat; three missed make an agent stopped.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    heartbeat_interval: Duration,
+    /// Delete agents stopped for longer than this (e.g. 14d). Off unless given.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    prune_stopped_after: Option<Duration>,
+}
+
+impl Default for ServeArgs {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            heartbeat_interval: LivenessPolicy::default().heartbeat_interval,
+            prune_stopped_after: None,
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Create an API token; it is printed once, alone on the last line.
+    Create {
+        /// admin, operator or monitor.
+        #[arg(long)]
+        role: Role,
+        /// Who or what it is for; shown in the audit log.
+        #[arg(long, default_value = "api")]
+        name: String,
+    },
+}
+
+impl Cli {
+    pub async fn run(self) -> anyhow::Result<()> {
+        let store = store::open(&self.database)
+            .await
+            .with_context(|| format!("cannot open the database {}", redact_url(&self.database)))?;
+        match self.command.unwrap_or(Command::Serve(ServeArgs::default())) {
+            Command::Serve(args) => serve(store, args).await,
+            Command::Token(TokenCommand::Create { role, name }) => {
+                let token = auth::create_api_token(&store, role, &name).await?;
+                eprintln!("Created a {role} token named {name:?}. It is shown only this once:");
+                println!("{token}");
+                Ok(())
+            }
+            Command::EnrollmentToken { rotate } => {
+                let token = auth::enrollment_token(&store, rotate).await?;
+                if rotate {
+                    eprintln!("Rotated: agents must now use this token in plura.conf:");
+                }
+                println!("{token}");
+                Ok(())
+            }
+        }
+    }
+}
+
+async fn serve(store: store::SqlStore, args: ServeArgs) -> anyhow::Result<()> {
+    tracing::info!(database = ?store.backend(), "database ready");
+    if let Some(token) = auth::bootstrap(&store).await? {
+        println!("First start: created an admin API token. It is shown only this once; keep it:");
+        println!("  {token}");
+        println!("Agents enroll with: plura-server enrollment-token");
+    }
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let policy = LivenessPolicy {
+        heartbeat_interval: args.heartbeat_interval,
+        prune_stopped_after: args.prune_stopped_after,
+    };
+    anyhow::ensure!(
+        policy.heartbeat_interval >= Duration::from_secs(1),
+        "--heartbeat-interval must be at least 1s"
+    );
+    let shutdown = CancellationToken::new();
+    tokio::spawn(server::cancel_on_signal(shutdown.clone()));
+    server::serve(listener, Arc::new(store), policy, shutdown).await
+}

@@ -1,0 +1,87 @@
+//! The agent list as CSV (RFC 4180), safe to open in a spreadsheet.
+
+use plura_proto::{Agent, Timestamp};
+
+const HEADER: [&str; 14] = [
+    "id",
+    "ip",
+    "hostname",
+    "status",
+    "enabled",
+    "group",
+    "kind",
+    "os",
+    "version",
+    "machine_id",
+    "source_ip",
+    "registered_at",
+    "last_login_at",
+    "last_seen_at",
+];
+
+pub fn agents(agents: &[Agent]) -> String {
+    let mut out = String::with_capacity(128 * (agents.len() + 1));
+    push_row(&mut out, HEADER.iter().map(|h| h.to_string()));
+    let time = |t: Option<Timestamp>| t.map(|t| t.to_string()).unwrap_or_default();
+    for a in agents {
+        push_row(
+            &mut out,
+            [
+                a.id.to_string(),
+                a.ip.clone(),
+                a.hostname.clone(),
+                a.status.to_string(),
+                if a.enabled { "on" } else { "off" }.into(),
+                a.group.clone().unwrap_or_default(),
+                a.kind.clone(),
+                a.os.clone(),
+                a.version.clone(),
+                a.machine_id.clone().unwrap_or_default(),
+                a.source_ip.clone().unwrap_or_default(),
+                a.registered_at.to_string(),
+                time(a.last_login_at),
+                time(a.last_seen_at),
+            ],
+        );
+    }
+    out
+}
+
+fn push_row(out: &mut String, fields: impl IntoIterator<Item = String>) {
+    for (i, field) in fields.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&escape(&field));
+    }
+    out.push_str("\r\n");
+}
+
+/// Quotes what needs quoting, and defuses text a spreadsheet would run as a formula: hostnames
+/// and groups come from agents and operators, not from us.
+fn escape(field: &str) -> String {
+    let field = if field.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{field}")
+    } else {
+        field.to_string()
+    };
+    if field.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", field.replace('"', "\"\""))
+    } else {
+        field
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_are_quoted_and_formulas_defused() {
+        assert_eq!(escape("waf-1"), "waf-1");
+        assert_eq!(escape("a,b"), "\"a,b\"");
+        assert_eq!(escape("say \"hi\""), "\"say \"\"hi\"\"\"");
+        assert_eq!(escape("=HYPERLINK(\"x\")"), "\"'=HYPERLINK(\"\"x\"\")\"");
+        assert_eq!(escape("-1"), "'-1");
+    }
+}

@@ -1,0 +1,11 @@
+//! PLURA Fleet's management server: the registry of agents by (ip, hostname), their liveness,
+//! the HTTP API over them, and the storage beneath.
+
+pub mod api;
+pub mod auth;
+pub mod cli;
+mod csv;
+pub mod metrics;
+pub mod registry;
+pub mod server;
+pub mod store;

@@ -1,0 +1,100 @@
+//! The server's Prometheus metrics. Each server owns its registry (no globals), so several
+//! servers can run in one test process.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use plura_proto::Summary;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EventLabel {
+    pub event: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabel {
+    pub status: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CodeLabel {
+    pub code: u16,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    /// Every history event the server recorded, by kind (registered, login, stopped, …).
+    pub agent_events: Family<EventLabel, Counter>,
+    pub heartbeats: Counter,
+    /// Last-seen rows written by the batched flush.
+    pub flushed_rows: Counter,
+    /// Agents whose last-seen is held in this server's memory.
+    pub tracked_agents: Gauge,
+    pub agents: Family<StatusLabel, Gauge>,
+    pub http_responses: Family<CodeLabel, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("plura");
+        let agent_events = Family::<EventLabel, Counter>::default();
+        registry.register(
+            "agent_events",
+            "History events recorded, by kind",
+            agent_events.clone(),
+        );
+        let heartbeats = Counter::default();
+        registry.register("heartbeats", "Heartbeats accepted", heartbeats.clone());
+        let flushed_rows = Counter::default();
+        registry.register(
+            "last_seen_flushed_rows",
+            "Last-seen times written to the database in batches",
+            flushed_rows.clone(),
+        );
+        let tracked_agents = Gauge::default();
+        registry.register(
+            "tracked_agents",
+            "Agents whose liveness this server holds in memory",
+            tracked_agents.clone(),
+        );
+        let agents = Family::<StatusLabel, Gauge>::default();
+        registry.register("agents", "Registered agents by status", agents.clone());
+        let http_responses = Family::<CodeLabel, Counter>::default();
+        registry.register(
+            "http_responses",
+            "HTTP responses by status code",
+            http_responses.clone(),
+        );
+        Self {
+            registry,
+            agent_events,
+            heartbeats,
+            flushed_rows,
+            tracked_agents,
+            agents,
+            http_responses,
+        }
+    }
+}
+
+impl Metrics {
+    /// The Prometheus text exposition, with the agent counts taken from `summary`.
+    pub fn render(&self, summary: &Summary) -> String {
+        for (status, count) in [
+            ("running", summary.running),
+            ("stopped", summary.stopped),
+            ("unknown", summary.unknown),
+        ] {
+            self.agents
+                .get_or_create(&StatusLabel { status })
+                .set(i64::try_from(count).unwrap_or(i64::MAX));
+        }
+        let mut text = String::new();
+        encode(&mut text, &self.registry).expect("writing to a String cannot fail");
+        text
+    }
+}

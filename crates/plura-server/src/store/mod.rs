@@ -1,0 +1,191 @@
+//! Storage: the one trait the server codes against, its error type, and the choice of backend
+//! from the database URL.
+//!
+//! Every method that changes an agent records the matching history event in the same
+//! transaction, and answers only after the commit, so what a client is told is on disk.
+
+mod backend;
+mod sql;
+
+use async_trait::async_trait;
+use plura_proto::{
+    Agent, AgentStatus, AuditRecord, Event, LoginRequest, PatchAgent, RegisterAgent, Role, Summary,
+    Timestamp,
+};
+
+pub use backend::{Backend, redact_url};
+pub use sql::SqlStore;
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("an agent with ip {ip} and hostname {hostname:?} is already registered")]
+    AlreadyRegistered { ip: String, hostname: String },
+    #[error("unsupported database URL {0:?}: use sqlite://PATH or postgres://USER:PASS@HOST/DB")]
+    UnsupportedUrl(String),
+    #[error("the database holds a value this server does not understand: {0}")]
+    Corrupt(String),
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("database migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// An agent after a change, with the history events that change recorded.
+#[derive(Debug, Clone)]
+pub struct Changed {
+    pub agent: Agent,
+    pub events: Vec<Event>,
+}
+
+/// What a login did: the agent as it now is, and whether the login created it.
+#[derive(Debug, Clone)]
+pub struct LoginOutcome {
+    pub changed: Changed,
+    pub created: bool,
+}
+
+/// A column the agent list can be sorted by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SortColumn {
+    Id,
+    Ip,
+    Hostname,
+    Status,
+    Enabled,
+    Group,
+    Kind,
+    Os,
+    Version,
+    RegisteredAt,
+    LastLoginAt,
+    LastSeenAt,
+}
+
+impl SortColumn {
+    pub const NAMES: &[(&str, SortColumn)] = &[
+        ("id", Self::Id),
+        ("ip", Self::Ip),
+        ("hostname", Self::Hostname),
+        ("status", Self::Status),
+        ("enabled", Self::Enabled),
+        ("group", Self::Group),
+        ("kind", Self::Kind),
+        ("os", Self::Os),
+        ("version", Self::Version),
+        ("registered_at", Self::RegisteredAt),
+        ("last_login_at", Self::LastLoginAt),
+        ("last_seen_at", Self::LastSeenAt),
+    ];
+}
+
+/// Which agents to list, in what order, which page.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListFilter {
+    pub status: Option<AgentStatus>,
+    pub group: Option<String>,
+    pub kind: Option<String>,
+    pub os: Option<String>,
+    pub enabled: Option<bool>,
+    /// Free text, matched case-insensitively anywhere in ip, hostname, group, OS, version or
+    /// machine id.
+    pub text: Option<String>,
+    pub sort: SortColumn,
+    pub descending: bool,
+    /// `None` lists every match (CSV export).
+    pub limit: Option<u32>,
+    pub offset: u64,
+}
+
+impl Default for ListFilter {
+    fn default() -> Self {
+        Self {
+            status: None,
+            group: None,
+            kind: None,
+            os: None,
+            enabled: None,
+            text: None,
+            sort: SortColumn::Id,
+            descending: false,
+            limit: None,
+            offset: 0,
+        }
+    }
+}
+
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// Registers an unknown (ip, hostname) or brings the known one back to running.
+    async fn login(
+        &self,
+        login: &LoginRequest,
+        source_ip: Option<&str>,
+        at: Timestamp,
+    ) -> Result<LoginOutcome>;
+
+    /// A heartbeat the liveness cache could not answer: `None` if the agent is gone; resumes it
+    /// (with an event) if it was not running.
+    async fn heartbeat(&self, id: i64, at: Timestamp) -> Result<Option<Changed>>;
+
+    /// Goodbye from the agent: stopped at once.
+    async fn logout(&self, id: i64, at: Timestamp) -> Result<Option<Changed>>;
+
+    /// Writes the last-seen times collected in memory; answers the status of each agent still
+    /// in the database (the ones missing were deleted).
+    async fn flush_last_seen(&self, seen: &[(i64, Timestamp)]) -> Result<Vec<(i64, AgentStatus)>>;
+
+    /// Marks stopped every running agent not seen since `cutoff`.
+    async fn stop_silent(&self, cutoff: Timestamp, at: Timestamp) -> Result<Vec<Changed>>;
+
+    /// Deletes agents stopped and not seen since `cutoff`, keeping a record in the audit log.
+    async fn prune_stopped(&self, cutoff: Timestamp, at: Timestamp) -> Result<Vec<Changed>>;
+
+    async fn agent(&self, id: i64) -> Result<Option<Agent>>;
+
+    /// The matching agents of one page, and how many match in all.
+    async fn list(&self, filter: &ListFilter) -> Result<(u64, Vec<Agent>)>;
+
+    /// An agent's history, newest first; `None` if there is no such agent.
+    async fn events(&self, id: i64, limit: u32) -> Result<Option<Vec<Event>>>;
+
+    /// An operator registers an agent by hand (status unknown until it logs in).
+    async fn register(&self, agent: &RegisterAgent, actor: &str, at: Timestamp) -> Result<Changed>;
+
+    async fn patch(
+        &self,
+        id: i64,
+        patch: &PatchAgent,
+        actor: &str,
+        at: Timestamp,
+    ) -> Result<Option<Changed>>;
+
+    /// Deletes the agent and its history, keeping a record in the audit log.
+    async fn delete(&self, id: i64, actor: &str, at: Timestamp) -> Result<Option<Changed>>;
+
+    async fn summary(&self) -> Result<Summary>;
+
+    /// The newest audit records first.
+    async fn audit(&self, limit: u32) -> Result<Vec<AuditRecord>>;
+
+    async fn setting(&self, key: &str) -> Result<Option<String>>;
+    /// Sets `key` only if it has no value yet; answers the value it has afterwards.
+    async fn init_setting(&self, key: &str, value: &str) -> Result<String>;
+    async fn put_setting(&self, key: &str, value: &str) -> Result<()>;
+
+    async fn add_api_token(&self, name: &str, role: Role, hash: &str, at: Timestamp) -> Result<()>;
+    /// The name and role of the token with this hash.
+    async fn api_token(&self, hash: &str) -> Result<Option<(String, Role)>>;
+
+    /// Answers when the database does.
+    async fn ping(&self) -> Result<()>;
+
+    /// Waits for open connections to finish and closes them.
+    async fn close(&self);
+}
+
+/// Opens (creating it if needed) and migrates the database the URL names.
+pub async fn open(url: &str) -> Result<SqlStore> {
+    SqlStore::open(Backend::from_url(url)?).await
+}
