@@ -20,7 +20,10 @@ const BOOTSTRAPPED_KEY: &str = "bootstrapped_at";
 
 /// How long a role token is believed without asking the database again, which bounds how long
 /// a deleted token keeps working.
-const CACHE_TTL: Duration = Duration::from_secs(60);
+const CALLER_TTL: Duration = Duration::from_secs(60);
+/// The same for the enrollment token: how long a rotated-out token keeps working on a running
+/// server. Short, since agents send it with every heartbeat and a rotation is often urgent.
+const ENROLLMENT_TTL: Duration = Duration::from_secs(5);
 
 /// Who is calling, as their API token says.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,7 +41,7 @@ impl Caller {
 pub struct Auth {
     store: Arc<dyn Store>,
     callers: RwLock<HashMap<String, (Caller, Instant)>>,
-    enrollment: RwLock<Option<String>>,
+    enrollment: RwLock<Option<(String, Instant)>>,
 }
 
 impl Auth {
@@ -54,7 +57,7 @@ impl Auth {
     pub async fn caller(&self, token: &str) -> store::Result<Option<Caller>> {
         let hash = hash_token(token);
         if let Some((caller, at)) = self.callers.read().unwrap().get(&hash)
-            && at.elapsed() < CACHE_TTL
+            && at.elapsed() < CALLER_TTL
         {
             return Ok(Some(caller.clone()));
         }
@@ -73,17 +76,18 @@ impl Auth {
 
     /// Whether `token` is the agents' current enrollment token.
     pub async fn is_enrollment(&self, token: &str) -> store::Result<bool> {
-        if let Some(current) = self.enrollment.read().unwrap().as_deref()
+        if let Some((current, at)) = self.enrollment.read().unwrap().as_ref()
+            && at.elapsed() < ENROLLMENT_TTL
             && constant_time_eq(current, token)
         {
             return Ok(true);
         }
-        // It may have been rotated since we cached it.
+        // Not cached, stale, or rotated since: the database knows.
         let current = self.store.setting(ENROLLMENT_KEY).await?;
         let valid = current
             .as_deref()
             .is_some_and(|current| constant_time_eq(current, token));
-        *self.enrollment.write().unwrap() = current;
+        *self.enrollment.write().unwrap() = current.map(|c| (c, Instant::now()));
         Ok(valid)
     }
 }

@@ -71,12 +71,31 @@ pub fn router(state: AppState) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(middleware::from_fn(refuse_declared_oversize))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             count_responses,
         ))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// A body declared larger than the limit is refused before it is read: the extractors' own limit
+/// only trips after reading that much, and a client still sending 10 MB would wait for it.
+async fn refuse_declared_oversize(request: Request, next: Next) -> Result<Response, ApiError> {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match declared {
+        Some(length) if length > BODY_LIMIT as u64 => Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("the body is {length} bytes; at most {BODY_LIMIT} are accepted"),
+        )),
+        _ => Ok(next.run(request).await),
+    }
 }
 
 async fn count_responses(State(state): State<AppState>, request: Request, next: Next) -> Response {

@@ -1,0 +1,318 @@
+//! The test harness: a real plura-server on a random loopback port, over a fresh SQLite file or a
+//! fresh PostgreSQL database, and an HTTP client that talks to it as agents and people do.
+#![allow(dead_code)] // each test binary uses its own part of the harness
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sqlx::{Connection, Executor};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use plura_proto::{
+    Agent, AgentList, AgentStatus, ErrorBody, Event, EventList, LoginRequest, LoginResponse, Role,
+};
+use plura_server::auth;
+use plura_server::registry::LivenessPolicy;
+use plura_server::store::{self, SqlStore};
+
+pub const DEFAULT_PG_URL: &str = "postgres://postgres:postgres@127.0.0.1:5432/postgres";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Db {
+    Sqlite,
+    Postgres,
+}
+
+/// A database made for one test: a SQLite file in a temporary folder, or a new PostgreSQL
+/// database on the server `PLURA_TEST_PG_URL` names (dropped when the test ends well).
+pub struct Database {
+    pub url: String,
+    _dir: Option<tempfile::TempDir>,
+    pg_admin: Option<(String, String)>,
+}
+
+impl Database {
+    pub async fn fresh(db: Db) -> Self {
+        match db {
+            Db::Sqlite => {
+                let dir = tempfile::tempdir().expect("temporary folder");
+                let url = format!("sqlite://{}/plura.db", dir.path().display());
+                Self {
+                    url,
+                    _dir: Some(dir),
+                    pg_admin: None,
+                }
+            }
+            Db::Postgres => {
+                let admin = std::env::var("PLURA_TEST_PG_URL").unwrap_or(DEFAULT_PG_URL.into());
+                let mut conn = sqlx::PgConnection::connect(&admin)
+                    .await
+                    .unwrap_or_else(|e| {
+                        panic!(
+                            "PostgreSQL does not answer at {} ({e}); run ./scripts/test, which \
+                         starts it, or set PLURA_TEST_PG_URL",
+                            store::redact_url(&admin)
+                        )
+                    });
+                let name = format!("plura_test_{}", &auth::new_token("x")[2..18]);
+                conn.execute(format!("CREATE DATABASE {name}").as_str())
+                    .await
+                    .expect("create the test database");
+                let (base, query) = admin.split_once('?').unwrap_or((&admin, ""));
+                let server = &base[..base.rfind('/').expect("a database URL has a path")];
+                let url = if query.is_empty() {
+                    format!("{server}/{name}")
+                } else {
+                    format!("{server}/{name}?{query}")
+                };
+                Self {
+                    url,
+                    _dir: None,
+                    pg_admin: Some((admin, name)),
+                }
+            }
+        }
+    }
+
+    async fn drop_database(&self) {
+        if let Some((admin, name)) = &self.pg_admin
+            && let Ok(mut conn) = sqlx::PgConnection::connect(admin).await
+        {
+            let _ = conn
+                .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
+                .await;
+        }
+    }
+}
+
+/// A heartbeat each second: a silent agent is stopped after 3 s, fast enough for tests.
+pub fn fast_policy() -> LivenessPolicy {
+    LivenessPolicy {
+        heartbeat_interval: Duration::from_secs(1),
+        prune_stopped_after: None,
+    }
+}
+
+pub struct TestServer {
+    pub base: String,
+    pub admin: String,
+    pub enrollment: String,
+    pub http: reqwest::Client,
+    store: Arc<SqlStore>,
+    db: Database,
+    policy: LivenessPolicy,
+    shutdown: CancellationToken,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl TestServer {
+    pub async fn start(db: Db) -> Self {
+        Self::start_on(Database::fresh(db).await, fast_policy()).await
+    }
+
+    pub async fn start_on(db: Database, policy: LivenessPolicy) -> Self {
+        let store = Arc::new(store::open(&db.url).await.expect("open the test database"));
+        let admin = auth::create_api_token(store.as_ref(), Role::Admin, "test-admin")
+            .await
+            .unwrap();
+        let enrollment = auth::enrollment_token(store.as_ref(), false).await.unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(plura_server::server::serve(
+            listener,
+            store.clone(),
+            policy,
+            shutdown.clone(),
+        ));
+        Self {
+            base,
+            admin,
+            enrollment,
+            http: reqwest::Client::new(),
+            store,
+            db,
+            policy,
+            shutdown,
+            task,
+        }
+    }
+
+    /// Stops the server gracefully, as SIGTERM would, keeping its database.
+    pub async fn stop(self) -> (Database, LivenessPolicy) {
+        self.shutdown.cancel();
+        self.task
+            .await
+            .expect("server task")
+            .expect("server ends cleanly");
+        (self.db, self.policy)
+    }
+
+    /// Stops it and starts a new server on the same database.
+    pub async fn restart(self) -> Self {
+        let (db, policy) = self.stop().await;
+        Self::start_on(db, policy).await
+    }
+
+    /// Stops it and drops its database.
+    pub async fn finish(self) {
+        let (db, _) = self.stop().await;
+        db.drop_database().await;
+    }
+
+    pub async fn token(&self, role: Role) -> String {
+        auth::create_api_token(self.store.as_ref(), role, &format!("test-{role}"))
+            .await
+            .unwrap()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&(impl Serialize + ?Sized)>,
+    ) -> reqwest::Response {
+        let mut request = self.http.request(method, self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        request.send().await.expect("the server answers")
+    }
+
+    /// GET as admin, expecting 200 and JSON.
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> T {
+        let response = self
+            .call(Method::GET, path, Some(&self.admin), None::<&()>)
+            .await;
+        json_ok(response).await
+    }
+
+    pub async fn login_as(&self, login: &LoginRequest) -> reqwest::Response {
+        self.call(
+            Method::POST,
+            "/api/v1/agents/login",
+            Some(&self.enrollment),
+            Some(login),
+        )
+        .await
+    }
+
+    pub async fn login(&self, ip: &str, hostname: &str) -> LoginResponse {
+        json_ok(self.login_as(&login(ip, hostname)).await).await
+    }
+
+    pub async fn agent_post(&self, id: i64, action: &str) -> StatusCode {
+        let path = format!("/api/v1/agents/{id}/{action}");
+        self.call(Method::POST, &path, Some(&self.enrollment), None::<&()>)
+            .await
+            .status()
+    }
+
+    pub async fn heartbeat(&self, id: i64) -> StatusCode {
+        self.agent_post(id, "heartbeat").await
+    }
+
+    pub async fn logout(&self, id: i64) -> StatusCode {
+        self.agent_post(id, "logout").await
+    }
+
+    pub async fn agent(&self, id: i64) -> Agent {
+        self.get(&format!("/api/v1/agents/{id}")).await
+    }
+
+    pub async fn agents(&self, query: &str) -> AgentList {
+        self.get(&format!("/api/v1/agents{query}")).await
+    }
+
+    pub async fn events(&self, id: i64) -> Vec<Event> {
+        self.get::<EventList>(&format!("/api/v1/agents/{id}/events"))
+            .await
+            .items
+    }
+
+    /// Polls until the agent has `status`; panics with what it saw after `within`.
+    pub async fn wait_for_status(&self, id: i64, status: AgentStatus, within: Duration) -> Agent {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let agent = self.agent(id).await;
+            if agent.status == status {
+                return agent;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "agent {id} still {} after {within:?}, expected {status}",
+                agent.status
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+pub fn login(ip: &str, hostname: &str) -> LoginRequest {
+    LoginRequest {
+        ip: ip.into(),
+        hostname: hostname.into(),
+        machine_id: None,
+        version: "5.0.1".into(),
+        os: "Ubuntu 24.04".into(),
+        kind: "waf".into(),
+    }
+}
+
+pub async fn json_ok<T: DeserializeOwned>(response: reqwest::Response) -> T {
+    let status = response.status();
+    let text = response.text().await.expect("a body");
+    assert!(
+        status.is_success(),
+        "expected success, got {status}: {text}"
+    );
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("not the expected JSON ({e}): {text}"))
+}
+
+/// Checks the answer is the JSON error the API promises, with this status and code.
+pub async fn expect_error(
+    response: reqwest::Response,
+    status: StatusCode,
+    code: &str,
+) -> ErrorBody {
+    let got = response.status();
+    let text = response.text().await.expect("a body");
+    assert_eq!(got, status, "body: {text}");
+    let body: ErrorBody =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("not an error body ({e}): {text}"));
+    assert_eq!(body.error, code, "{text}");
+    assert!(!body.message.is_empty(), "an error says what went wrong");
+    body
+}
+
+/// Declares each named scenario (an `async fn(Db)`) as one test per backend.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($scenario:ident),+ $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $scenario() {
+                super::$scenario($crate::common::Db::Sqlite).await
+            })+
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $scenario() {
+                super::$scenario($crate::common::Db::Postgres).await
+            })+
+        }
+    };
+}
