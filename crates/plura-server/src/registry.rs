@@ -47,6 +47,12 @@ impl LivenessPolicy {
     pub fn tick(&self) -> Duration {
         (self.heartbeat_interval / 4).clamp(Duration::from_millis(100), Duration::from_secs(2))
     }
+
+    /// How often the prune policy runs: a minute, or more often when it prunes after less.
+    pub fn prune_tick(&self) -> Duration {
+        let after = self.prune_stopped_after.unwrap_or(Duration::MAX);
+        (after / 4).clamp(self.tick(), Duration::from_secs(60))
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -254,7 +260,7 @@ impl Registry {
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let mut tick = tokio::time::interval(self.policy.tick());
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let mut prune_tick = tokio::time::interval(Duration::from_secs(60));
+        let mut prune_tick = tokio::time::interval(self.policy.prune_tick());
         prune_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             tokio::select! {

@@ -8,11 +8,12 @@ use futures::StreamExt;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use common::{Db, TestServer, expect_error, json_ok, login};
+use common::{Db, TestServer, expect_error, fast_policy, json_ok, login};
 use plura_proto::{
     Agent, AgentList, AgentStatus, AuditList, Change, EventKind, LoginResponse, Role, Summary,
     WhoAmI,
 };
+use plura_server::registry::LivenessPolicy;
 
 const STOP_WITHIN: Duration = Duration::from_secs(15);
 
@@ -33,6 +34,8 @@ on_both_backends!(
     concurrent_first_logins_of_one_identity_make_one_entry,
     live_stream_tells_changes,
     ops_routes_answer,
+    prune_policy_deletes_long_stopped_agents_with_an_audit_record,
+    servers_sharing_a_database_agree,
 );
 
 async fn first_login_registers_and_relogin_finds_the_same_entry(db: Db) {
@@ -810,4 +813,78 @@ async fn ops_routes_answer(db: Db) {
     }
     assert!(openapi["components"]["schemas"]["Agent"].is_object());
     server.finish().await;
+}
+
+async fn prune_policy_deletes_long_stopped_agents_with_an_audit_record(db: Db) {
+    let policy = LivenessPolicy {
+        prune_stopped_after: Some(Duration::from_secs(1)),
+        ..fast_policy()
+    };
+    let server = TestServer::start_with(db, policy).await;
+    let gone = server.login("10.5.0.1", "short-lived").await.agent_id;
+    let kept = server.login("10.5.0.2", "long-lived").await.agent_id;
+    assert_eq!(server.logout(gone).await, StatusCode::NO_CONTENT);
+
+    let deadline = tokio::time::Instant::now() + STOP_WITHIN;
+    while server.agents("").await.total > 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the stopped agent is pruned"
+        );
+        assert_eq!(server.heartbeat(kept).await, StatusCode::NO_CONTENT);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        server.agents("").await.items[0].id,
+        kept,
+        "running agents stay"
+    );
+    let audit: AuditList = server.get("/api/v1/audit").await;
+    assert_eq!(audit.items[0].action, EventKind::Pruned);
+    assert_eq!(audit.items[0].hostname, "short-lived");
+    assert_eq!(audit.items[0].actor, "system");
+    server.finish().await;
+}
+
+async fn servers_sharing_a_database_agree(db: Db) {
+    let a = TestServer::start(db).await;
+    let b = a.another().await;
+    let id = a.login("10.6.0.1", "shared-1").await.agent_id;
+    assert_eq!(b.login("10.6.0.1", "shared-1").await.agent_id, id);
+
+    // Heartbeats taken by B only keep the agent running for A too, past the silence limit.
+    let until = tokio::time::Instant::now() + Duration::from_secs(5);
+    while tokio::time::Instant::now() < until {
+        assert_eq!(b.heartbeat(id).await, StatusCode::NO_CONTENT);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(a.agent(id).await.status, AgentStatus::Running);
+    assert!(
+        a.events(id)
+            .await
+            .iter()
+            .all(|e| e.event != EventKind::Stopped),
+        "never taken for silent"
+    );
+
+    // Deleted through A: B stops taking its heartbeats once it has flushed.
+    let r = a
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/agents/{id}"),
+            Some(&a.admin),
+            None::<&()>,
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let deadline = tokio::time::Instant::now() + STOP_WITHIN;
+    while b.heartbeat(id).await != StatusCode::NOT_FOUND {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "B learns of the delete"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    b.stop().await;
+    a.finish().await;
 }

@@ -104,7 +104,7 @@ pub struct TestServer {
     pub enrollment: String,
     pub http: reqwest::Client,
     store: Arc<SqlStore>,
-    db: Database,
+    db: Arc<Database>,
     policy: LivenessPolicy,
     shutdown: CancellationToken,
     task: JoinHandle<anyhow::Result<()>>,
@@ -112,10 +112,19 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start(db: Db) -> Self {
-        Self::start_on(Database::fresh(db).await, fast_policy()).await
+        Self::start_with(db, fast_policy()).await
     }
 
-    pub async fn start_on(db: Database, policy: LivenessPolicy) -> Self {
+    pub async fn start_with(db: Db, policy: LivenessPolicy) -> Self {
+        Self::start_on(Arc::new(Database::fresh(db).await), policy).await
+    }
+
+    /// Another server on the same database, as when several share one PostgreSQL.
+    pub async fn another(&self) -> Self {
+        Self::start_on(self.db.clone(), self.policy).await
+    }
+
+    async fn start_on(db: Arc<Database>, policy: LivenessPolicy) -> Self {
         let store = Arc::new(store::open(&db.url).await.expect("open the test database"));
         let admin = auth::create_api_token(store.as_ref(), Role::Admin, "test-admin")
             .await
@@ -144,7 +153,7 @@ impl TestServer {
     }
 
     /// Stops the server gracefully, as SIGTERM would, keeping its database.
-    pub async fn stop(self) -> (Database, LivenessPolicy) {
+    pub async fn stop(self) -> (Arc<Database>, LivenessPolicy) {
         self.shutdown.cancel();
         self.task
             .await

@@ -1,0 +1,154 @@
+//! Benchmarks of the agent registry: logins (registrations and re-logins) and heartbeats.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, ensure};
+use futures::{StreamExt, stream};
+
+use plura_proto::{LoginRequest, LoginResponse};
+
+use crate::report::Timings;
+use crate::target::Target;
+
+fn agent(n: u32) -> LoginRequest {
+    let [_, a, b, c] = (0x0a00_0000u32 + n).to_be_bytes();
+    LoginRequest {
+        ip: format!("10.{a}.{b}.{c}"),
+        hostname: format!("bench-{n}"),
+        machine_id: Some(format!("i-{n:017x}")),
+        version: "5.0.1".into(),
+        os: "Ubuntu 24.04".into(),
+        kind: "waf".into(),
+    }
+}
+
+/// Logs in `agents` agents, `concurrency` at a time; answers each one's id and the timings.
+async fn login_all(
+    http: &reqwest::Client,
+    target: &Target,
+    agents: u32,
+    concurrency: usize,
+) -> anyhow::Result<(Vec<LoginResponse>, Timings)> {
+    let url = format!("{}/api/v1/agents/login", target.base);
+    let started = Instant::now();
+    let results: Vec<anyhow::Result<(LoginResponse, Duration)>> = stream::iter(0..agents)
+        .map(|n| {
+            let request = http
+                .post(&url)
+                .bearer_auth(&target.enrollment)
+                .json(&agent(n));
+            async move {
+                let sent = Instant::now();
+                let response = request.send().await?.error_for_status()?;
+                let login: LoginResponse = response.json().await?;
+                Ok((login, sent.elapsed()))
+            }
+        })
+        .buffer_unordered(concurrency)
+        .collect()
+        .await;
+    let elapsed = started.elapsed();
+    let mut logins = Vec::with_capacity(results.len());
+    let mut latencies = Vec::with_capacity(results.len());
+    for result in results {
+        let (login, latency) = result.context("a login failed")?;
+        logins.push(login);
+        latencies.push(latency);
+    }
+    Ok((logins, Timings::new(latencies, elapsed)))
+}
+
+/// `agents` first logins (registrations), then the same agents logging in again.
+pub async fn logins(
+    database: Option<&str>,
+    agents: u32,
+    concurrency: usize,
+) -> anyhow::Result<String> {
+    let target = Target::start(database).await?;
+    let http = reqwest::Client::new();
+    println!("registering {agents} agents, {concurrency} at a time");
+    let (first, registrations) = login_all(&http, &target, agents, concurrency).await?;
+    ensure!(
+        first.iter().all(|l| l.created),
+        "every first login registers"
+    );
+    println!("  {}", registrations.figures("registrations"));
+    println!("logging the same {agents} agents in again");
+    let (again, relogins) = login_all(&http, &target, agents, concurrency).await?;
+    ensure!(again.iter().all(|l| !l.created), "no re-login registers");
+    println!("  {}", relogins.figures("relogins"));
+    target.stop().await?;
+    Ok(format!(
+        "bench=logins agents={agents} concurrency={concurrency} {} {}",
+        registrations.figures("registrations"),
+        relogins.figures("relogins")
+    ))
+}
+
+/// `agents` logged-in agents send heartbeats as fast as `concurrency` allows, for `seconds`.
+pub async fn heartbeats(
+    database: Option<&str>,
+    agents: u32,
+    seconds: u64,
+    concurrency: usize,
+) -> anyhow::Result<String> {
+    let target = Target::start(database).await?;
+    let http = reqwest::Client::new();
+    let (logins, _) = login_all(&http, &target, agents, concurrency).await?;
+    let urls: Vec<String> = logins
+        .iter()
+        .map(|l| format!("{}/api/v1/agents/{}/heartbeat", target.base, l.agent_id))
+        .collect();
+    println!("{agents} agents sending heartbeats for {seconds}s, {concurrency} at a time");
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let started = Instant::now();
+    let results: Vec<anyhow::Result<Duration>> = stream::iter(urls.iter().cycle())
+        .take_while(|_| std::future::ready(Instant::now() < deadline))
+        .map(|url| {
+            let request = http.post(url).bearer_auth(&target.enrollment);
+            async move {
+                let sent = Instant::now();
+                request.send().await?.error_for_status()?;
+                Ok(sent.elapsed())
+            }
+        })
+        .buffer_unordered(concurrency)
+        .collect()
+        .await;
+    let elapsed = started.elapsed();
+    let latencies = results
+        .into_iter()
+        .collect::<anyhow::Result<Vec<_>>>()
+        .context("a heartbeat failed")?;
+    let timings = Timings::new(latencies, elapsed);
+    println!("  {}", timings.figures("heartbeats"));
+    target.stop().await?;
+    Ok(format!(
+        "bench=heartbeats agents={agents} seconds={seconds} concurrency={concurrency} {}",
+        timings.figures("heartbeats")
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn both_benchmarks_run_and_report_figures() {
+        let figures = logins(None, 40, 8).await.unwrap();
+        assert!(figures.contains("registrations=40 "), "{figures}");
+        assert!(figures.contains("relogins=40 "), "{figures}");
+        let figures = heartbeats(None, 10, 1, 4).await.unwrap();
+        assert!(
+            figures.starts_with("bench=heartbeats agents=10"),
+            "{figures}"
+        );
+        let count: u64 = figures
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix("heartbeats="))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(count > 0, "{figures}");
+    }
+}
