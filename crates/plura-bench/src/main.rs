@@ -1,12 +1,14 @@
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
+use plura_testkit::Db;
 
 /// Load generators for PLURA Fleet. Each benchmark's last line is its figures as key=value.
 #[derive(Debug, Parser)]
 #[command(name = "plura-bench")]
 struct Cli {
-    /// Database for the server under test (default: a new SQLite file in a temporary folder).
-    #[arg(long, global = true)]
-    database: Option<String>,
+    /// The server's database: a new SQLite file, or a new database on the PostgreSQL that
+    /// PLURA_TEST_PG_URL names (default postgres://postgres:postgres@127.0.0.1:5432/postgres).
+    #[arg(long, global = true, value_enum, default_value_t = Backend::Sqlite)]
+    backend: Backend,
     #[command(subcommand)]
     bench: Bench,
 }
@@ -31,10 +33,19 @@ enum Bench {
     },
 }
 
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let database = cli.database.as_deref();
+    let database = match cli.backend {
+        Backend::Sqlite => Db::Sqlite,
+        Backend::Postgres => Db::Postgres,
+    };
     let figures = match cli.bench {
         Bench::Logins {
             agents,

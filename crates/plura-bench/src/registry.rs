@@ -7,8 +7,15 @@ use futures::{StreamExt, stream};
 
 use plura_proto::{LoginRequest, LoginResponse};
 
+use plura_server::registry::LivenessPolicy;
+use plura_testkit::{Db, TestServer};
+
 use crate::report::Timings;
-use crate::target::Target;
+
+/// A real server on loopback over a fresh database, with production liveness settings.
+async fn server(db: Db) -> TestServer {
+    TestServer::start_with(db, LivenessPolicy::default()).await
+}
 
 fn agent(n: u32) -> LoginRequest {
     let [_, a, b, c] = (0x0a00_0000u32 + n).to_be_bytes();
@@ -25,7 +32,7 @@ fn agent(n: u32) -> LoginRequest {
 /// Logs in `agents` agents, `concurrency` at a time; answers each one's id and the timings.
 async fn login_all(
     http: &reqwest::Client,
-    target: &Target,
+    target: &TestServer,
     agents: u32,
     concurrency: usize,
 ) -> anyhow::Result<(Vec<LoginResponse>, Timings)> {
@@ -59,12 +66,8 @@ async fn login_all(
 }
 
 /// `agents` first logins (registrations), then the same agents logging in again.
-pub async fn logins(
-    database: Option<&str>,
-    agents: u32,
-    concurrency: usize,
-) -> anyhow::Result<String> {
-    let target = Target::start(database).await?;
+pub async fn logins(db: Db, agents: u32, concurrency: usize) -> anyhow::Result<String> {
+    let target = server(db).await;
     let http = reqwest::Client::new();
     println!("registering {agents} agents, {concurrency} at a time");
     let (first, registrations) = login_all(&http, &target, agents, concurrency).await?;
@@ -77,9 +80,9 @@ pub async fn logins(
     let (again, relogins) = login_all(&http, &target, agents, concurrency).await?;
     ensure!(again.iter().all(|l| !l.created), "no re-login registers");
     println!("  {}", relogins.figures("relogins"));
-    target.stop().await?;
+    target.finish().await;
     Ok(format!(
-        "bench=logins agents={agents} concurrency={concurrency} {} {}",
+        "bench=logins db={db:?} agents={agents} concurrency={concurrency} {} {}",
         registrations.figures("registrations"),
         relogins.figures("relogins")
     ))
@@ -87,12 +90,12 @@ pub async fn logins(
 
 /// `agents` logged-in agents send heartbeats as fast as `concurrency` allows, for `seconds`.
 pub async fn heartbeats(
-    database: Option<&str>,
+    db: Db,
     agents: u32,
     seconds: u64,
     concurrency: usize,
 ) -> anyhow::Result<String> {
-    let target = Target::start(database).await?;
+    let target = server(db).await;
     let http = reqwest::Client::new();
     let (logins, _) = login_all(&http, &target, agents, concurrency).await?;
     let urls: Vec<String> = logins
@@ -122,9 +125,9 @@ pub async fn heartbeats(
         .context("a heartbeat failed")?;
     let timings = Timings::new(latencies, elapsed);
     println!("  {}", timings.figures("heartbeats"));
-    target.stop().await?;
+    target.finish().await;
     Ok(format!(
-        "bench=heartbeats agents={agents} seconds={seconds} concurrency={concurrency} {}",
+        "bench=heartbeats db={db:?} agents={agents} seconds={seconds} concurrency={concurrency} {}",
         timings.figures("heartbeats")
     ))
 }
@@ -135,14 +138,11 @@ mod tests {
 
     #[tokio::test]
     async fn both_benchmarks_run_and_report_figures() {
-        let figures = logins(None, 40, 8).await.unwrap();
+        let figures = logins(Db::Sqlite, 40, 8).await.unwrap();
         assert!(figures.contains("registrations=40 "), "{figures}");
         assert!(figures.contains("relogins=40 "), "{figures}");
-        let figures = heartbeats(None, 10, 1, 4).await.unwrap();
-        assert!(
-            figures.starts_with("bench=heartbeats agents=10"),
-            "{figures}"
-        );
+        let figures = heartbeats(Db::Sqlite, 10, 1, 4).await.unwrap();
+        assert!(figures.contains(" agents=10 "), "{figures}");
         let count: u64 = figures
             .split_whitespace()
             .find_map(|kv| kv.strip_prefix("heartbeats="))

@@ -1,9 +1,10 @@
-//! What the PLURA agent and server say to each other: the JSON wire types of the `/api/v1` API
-//! and the timestamp format they share.
+//! What the PLURA agent and server say to each other: the JSON wire types of the `/api/v1` API,
+//! the timestamp format they share, and the agent's `plura.conf`.
 //!
 //! This crate stays free of runtimes and databases so that the agent, the server and any script
 //! written in Rust can share one definition of the protocol.
 
+pub mod config;
 mod time;
 mod wire;
 

@@ -1,23 +1,21 @@
 //! The server's behaviour over HTTP, as agents and operators see it, on SQLite and PostgreSQL.
 
-mod common;
-
 use std::time::Duration;
 
 use futures::StreamExt;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use common::{Db, TestServer, expect_error, fast_policy, json_ok, login};
 use plura_proto::{
     Agent, AgentList, AgentStatus, AuditList, Change, EventKind, LoginResponse, Role, Summary,
     WhoAmI,
 };
 use plura_server::registry::LivenessPolicy;
+use plura_testkit::{Db, TestServer, expect_error, fast_policy, json_ok, login};
 
 const STOP_WITHIN: Duration = Duration::from_secs(15);
 
-on_both_backends!(
+plura_testkit::on_both_backends!(
     first_login_registers_and_relogin_finds_the_same_entry,
     new_machine_id_on_a_known_identity_is_a_takeover,
     silent_agent_turns_stopped_and_comes_back_on_heartbeat,

@@ -1,6 +1,6 @@
 //! The test harness: a real plura-server on a random loopback port, over a fresh SQLite file or a
 //! fresh PostgreSQL database, and an HTTP client that talks to it as agents and people do.
-#![allow(dead_code)] // each test binary uses its own part of the harness
+//! Shared by the integration tests of every crate and by the benchmarks.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -314,13 +314,13 @@ macro_rules! on_both_backends {
         mod sqlite {
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $scenario() {
-                super::$scenario($crate::common::Db::Sqlite).await
+                super::$scenario($crate::Db::Sqlite).await
             })+
         }
         mod postgres {
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $scenario() {
-                super::$scenario($crate::common::Db::Postgres).await
+                super::$scenario($crate::Db::Postgres).await
             })+
         }
     };

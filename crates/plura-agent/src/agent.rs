@@ -1,0 +1,188 @@
+//! The agent's life: wait for boot to settle, log in, heartbeat at the interval the server
+//! gives, log in again when the server forgets the agent or the host's identity changes, and
+//! say goodbye on shutdown.
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use plura_proto::LoginRequest;
+use plura_proto::config::AgentConfig;
+
+use crate::backoff::Backoff;
+use crate::boot::LoginWait;
+use crate::client::{CallError, ServerClient};
+use crate::host::{self, Host};
+use crate::identity::{self, Identity};
+
+/// How long the goodbye may take: shutdown of the instance does not wait for a dead server.
+const LOGOUT_TIMEOUT: Duration = Duration::from_secs(3);
+const RETRY_BASE: Duration = Duration::from_secs(1);
+const RETRY_CAP: Duration = Duration::from_secs(60);
+
+/// A logged-in agent.
+struct Session {
+    agent_id: i64,
+    identity: Identity,
+    heartbeat_interval: Duration,
+}
+
+pub struct Agent<'a> {
+    config: &'a AgentConfig,
+    host: &'a dyn Host,
+    client: ServerClient,
+    shutdown: CancellationToken,
+    machine_id: Option<String>,
+    backoff: Backoff,
+}
+
+impl<'a> Agent<'a> {
+    pub fn new(
+        config: &'a AgentConfig,
+        host: &'a dyn Host,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Self> {
+        Ok(Self {
+            config,
+            host,
+            client: ServerClient::new(&config.server_url, &config.enrollment_token)?,
+            shutdown,
+            machine_id: None,
+            backoff: Backoff::new(RETRY_BASE, RETRY_CAP),
+        })
+    }
+
+    /// Runs until shutdown; answers once the goodbye is said (or given up on).
+    pub async fn run(mut self) -> anyhow::Result<()> {
+        let wait = LoginWait {
+            host: self.host,
+            interface: self.config.interface.as_deref(),
+            delay: self.config.login_delay,
+            hostname_changes: self.config.login_hostname_check,
+        };
+        let identity = tokio::select! {
+            identity = wait.identity() => identity,
+            () = self.shutdown.cancelled() => return Ok(()),
+        };
+        if self.config.login_with_machine_id {
+            self.machine_id = host::machine_id().await;
+        }
+        let Some(mut session) = self.login(identity).await else {
+            return Ok(());
+        };
+        let mut next = session.heartbeat_interval;
+        loop {
+            tokio::select! {
+                () = self.shutdown.cancelled() => break,
+                () = tokio::time::sleep(next) => {}
+            }
+            match identity::current(self.host, self.config.interface.as_deref()) {
+                Ok(now) if now != session.identity => {
+                    tracing::info!(
+                        "identity changed from {} to {now}: logging in as the new one",
+                        session.identity
+                    );
+                    self.logout(&session).await;
+                    match self.login(now).await {
+                        Some(new) => session = new,
+                        None => return Ok(()),
+                    }
+                    next = session.heartbeat_interval;
+                    continue;
+                }
+                Ok(_) => {}
+                Err(reason) => tracing::warn!("{reason}; keeping identity {}", session.identity),
+            }
+            next = match self.client.heartbeat(session.agent_id).await {
+                Ok(()) => {
+                    self.backoff.reset();
+                    session.heartbeat_interval
+                }
+                Err(CallError::Gone) => {
+                    tracing::warn!(
+                        "the server no longer knows agent {}; logging in again",
+                        session.agent_id
+                    );
+                    match self.login(session.identity.clone()).await {
+                        Some(new) => session = new,
+                        None => return Ok(()),
+                    }
+                    session.heartbeat_interval
+                }
+                Err(e) => {
+                    let delay = self.backoff.next_delay();
+                    tracing::warn!("heartbeat failed ({e}); next try in {delay:.1?}");
+                    delay
+                }
+            };
+        }
+        self.logout(&session).await;
+        Ok(())
+    }
+
+    /// Logs in, retrying with backoff until it works; `None` if shutdown came first.
+    async fn login(&mut self, identity: Identity) -> Option<Session> {
+        let request = LoginRequest {
+            ip: identity.ip.to_string(),
+            hostname: identity.hostname.clone(),
+            machine_id: self.machine_id.clone(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            os: host::os_name(),
+            kind: self.config.kind.clone(),
+        };
+        loop {
+            let result = match request.validate() {
+                Ok(()) => self.client.login(&request).await,
+                Err(e) => Err(CallError::Refused {
+                    status: reqwest::StatusCode::UNPROCESSABLE_ENTITY,
+                    message: format!("this host's identity cannot be sent: {e}"),
+                }),
+            };
+            let delay = match result {
+                Ok(response) => {
+                    self.backoff.reset();
+                    let interval = Duration::from_secs(response.heartbeat_interval_s.max(1));
+                    tracing::info!(
+                        agent_id = response.agent_id,
+                        created = response.created,
+                        "logged in to {} as {identity}, heartbeat every {interval:?}",
+                        self.config.server_url
+                    );
+                    return Some(Session {
+                        agent_id: response.agent_id,
+                        identity,
+                        heartbeat_interval: interval,
+                    });
+                }
+                Err(e @ CallError::Refused { .. }) => {
+                    let delay = self.backoff.next_delay();
+                    tracing::error!("login refused ({e}); next try in {delay:.1?}");
+                    delay
+                }
+                Err(e) => {
+                    let delay = self.backoff.next_delay();
+                    tracing::warn!(
+                        "cannot log in to {} ({e}); next try in {delay:.1?}",
+                        self.config.server_url
+                    );
+                    delay
+                }
+            };
+            tokio::select! {
+                () = self.shutdown.cancelled() => return None,
+                () = tokio::time::sleep(delay) => {}
+            }
+        }
+    }
+
+    async fn logout(&self, session: &Session) {
+        match tokio::time::timeout(LOGOUT_TIMEOUT, self.client.logout(session.agent_id)).await {
+            Ok(Ok(())) => tracing::info!("logged out as {}", session.identity),
+            Ok(Err(e)) => tracing::warn!("logout of {} failed: {e}", session.identity),
+            Err(_) => tracing::warn!(
+                "logout of {} timed out after {LOGOUT_TIMEOUT:?}",
+                session.identity
+            ),
+        }
+    }
+}

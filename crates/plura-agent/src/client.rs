@@ -1,0 +1,112 @@
+//! The agent's side of the wire API: login, heartbeat, logout, with each failure sorted by what
+//! the agent should do about it.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+
+use plura_proto::{ErrorBody, LoginRequest, LoginResponse};
+
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// The server no longer knows this agent (deleted): log in again.
+    #[error("the server does not know this agent any more")]
+    Gone,
+    /// The server refused the request itself (bad token, bad field): retrying the same will
+    /// not help until someone fixes the configuration.
+    #[error("the server refused: {status} {message}")]
+    Refused { status: StatusCode, message: String },
+    /// Unreachable, timed out, or failing on its side: try again later.
+    #[error("the server is unreachable or failing: {0}")]
+    Unavailable(String),
+}
+
+pub struct ServerClient {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl ServerClient {
+    pub fn new(base: &str, token: &str) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .user_agent(concat!("plura-agent/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Self {
+            http,
+            base: base.trim_end_matches('/').to_string(),
+            token: token.to_string(),
+        })
+    }
+
+    pub async fn login(&self, login: &LoginRequest) -> Result<LoginResponse, CallError> {
+        let response = self.post("/api/v1/agents/login", Some(login)).await?;
+        response
+            .json()
+            .await
+            .map_err(|e| CallError::Unavailable(format!("unreadable login answer: {e}")))
+    }
+
+    pub async fn heartbeat(&self, agent_id: i64) -> Result<(), CallError> {
+        let path = format!("/api/v1/agents/{agent_id}/heartbeat");
+        self.post(&path, None::<&()>).await.map(drop)
+    }
+
+    pub async fn logout(&self, agent_id: i64) -> Result<(), CallError> {
+        let path = format!("/api/v1/agents/{agent_id}/logout");
+        self.post(&path, None::<&()>).await.map(drop)
+    }
+
+    async fn post(
+        &self,
+        path: &str,
+        body: Option<&impl serde::Serialize>,
+    ) -> Result<reqwest::Response, CallError> {
+        let mut request = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| CallError::Unavailable(without_url(e)))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let text = response.text().await.unwrap_or_default();
+        let message = serde_json::from_str::<ErrorBody>(&text)
+            .map(|e| e.message)
+            .unwrap_or(text);
+        Err(match status {
+            StatusCode::NOT_FOUND => CallError::Gone,
+            s if s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS => {
+                CallError::Unavailable(format!("{status} {message}"))
+            }
+            _ => CallError::Refused { status, message },
+        })
+    }
+}
+
+/// reqwest's errors repeat the URL; the log line around them already names the server.
+fn without_url(e: reqwest::Error) -> String {
+    let kind = if e.is_connect() {
+        "cannot connect"
+    } else if e.is_timeout() {
+        "timed out"
+    } else {
+        "request failed"
+    };
+    let cause = std::error::Error::source(&e)
+        .map(|s| format!(": {s}"))
+        .unwrap_or_default();
+    format!("{kind}{cause}")
+}

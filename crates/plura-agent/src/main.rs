@@ -1,0 +1,90 @@
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+use plura_agent::host::SystemHost;
+use plura_proto::config::DEFAULT_CONFIG_PATH;
+
+/// sysexits' EX_CONFIG: the unit file does not restart an agent whose configuration is wrong.
+const EXIT_CONFIG: u8 = 78;
+
+/// The PLURA host agent.
+#[derive(Debug, Parser)]
+#[command(name = "plura-agent", version)]
+struct Cli {
+    /// The configuration file.
+    #[arg(long, default_value = DEFAULT_CONFIG_PATH)]
+    config: PathBuf,
+    /// Check the configuration and print the identity the agent would log in with, then exit.
+    #[arg(long)]
+    check: bool,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("PLURA_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    let cli = Cli::parse();
+    let config = match plura_agent::load_config(&cli.config) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("plura-agent: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    if cli.check {
+        return match plura_agent::identity::current(&SystemHost, config.interface.as_deref()) {
+            Ok(identity) => {
+                println!("{}: ok; identity now {identity}", cli.config.display());
+                ExitCode::SUCCESS
+            }
+            Err(reason) => {
+                println!("{}: ok; no identity yet: {reason}", cli.config.display());
+                ExitCode::FAILURE
+            }
+        };
+    }
+    // One thread is plenty for one heartbeat every few seconds, and keeps the agent small.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let result = runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        tokio::spawn(cancel_on_signal(shutdown.clone()));
+        plura_agent::Agent::new(&config, &SystemHost, shutdown)?
+            .run()
+            .await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("plura-agent: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn cancel_on_signal(token: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot listen for SIGTERM/SIGINT");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: saying goodbye"),
+        _ = int.recv() => tracing::info!("SIGINT: saying goodbye"),
+    }
+    token.cancel();
+}
