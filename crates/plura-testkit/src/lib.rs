@@ -2,6 +2,9 @@
 //! fresh PostgreSQL database, and an HTTP client that talks to it as agents and people do.
 //! Shared by the integration tests of every crate and by the benchmarks.
 
+pub mod imds;
+
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -100,6 +103,7 @@ pub fn fast_policy() -> LivenessPolicy {
 
 pub struct TestServer {
     pub base: String,
+    pub addr: SocketAddr,
     pub admin: String,
     pub enrollment: String,
     pub http: reqwest::Client,
@@ -116,22 +120,36 @@ impl TestServer {
     }
 
     pub async fn start_with(db: Db, policy: LivenessPolicy) -> Self {
-        Self::start_on(Arc::new(Database::fresh(db).await), policy).await
+        Self::start_on(
+            Arc::new(Database::fresh(db).await),
+            policy,
+            loopback().await,
+        )
+        .await
+    }
+
+    /// A server listening on `listener` (e.g. one made inside a network namespace).
+    pub async fn start_listening(db: Db, listener: std::net::TcpListener) -> Self {
+        listener
+            .set_nonblocking(true)
+            .expect("a non-blocking listener");
+        let listener = TcpListener::from_std(listener).expect("a tokio listener");
+        Self::start_on(Arc::new(Database::fresh(db).await), fast_policy(), listener).await
     }
 
     /// Another server on the same database, as when several share one PostgreSQL.
     pub async fn another(&self) -> Self {
-        Self::start_on(self.db.clone(), self.policy).await
+        Self::start_on(self.db.clone(), self.policy, loopback().await).await
     }
 
-    async fn start_on(db: Arc<Database>, policy: LivenessPolicy) -> Self {
+    async fn start_on(db: Arc<Database>, policy: LivenessPolicy, listener: TcpListener) -> Self {
         let store = Arc::new(store::open(&db.url).await.expect("open the test database"));
         let admin = auth::create_api_token(store.as_ref(), Role::Admin, "test-admin")
             .await
             .unwrap();
         let enrollment = auth::enrollment_token(store.as_ref(), false).await.unwrap();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
+        let addr = listener.local_addr().unwrap();
+        let base = format!("http://{addr}");
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(plura_server::server::serve(
             listener,
@@ -141,6 +159,7 @@ impl TestServer {
         ));
         Self {
             base,
+            addr,
             admin,
             enrollment,
             http: reqwest::Client::new(),
@@ -152,26 +171,33 @@ impl TestServer {
         }
     }
 
-    /// Stops the server gracefully, as SIGTERM would, keeping its database.
-    pub async fn stop(self) -> (Arc<Database>, LivenessPolicy) {
+    /// Stops the server gracefully, as SIGTERM would, keeping its database and address.
+    pub async fn stop(self) -> StoppedServer {
         self.shutdown.cancel();
         self.task
             .await
             .expect("server task")
             .expect("server ends cleanly");
-        (self.db, self.policy)
+        StoppedServer {
+            db: self.db,
+            policy: self.policy,
+            addr: self.addr,
+        }
     }
 
-    /// Stops it and starts a new server on the same database.
+    /// Stops it and starts a new server on the same database and address.
     pub async fn restart(self) -> Self {
-        let (db, policy) = self.stop().await;
-        Self::start_on(db, policy).await
+        self.stop().await.start().await
     }
 
     /// Stops it and drops its database.
     pub async fn finish(self) {
-        let (db, _) = self.stop().await;
-        db.drop_database().await;
+        self.stop().await.db.drop_database().await;
+    }
+
+    /// The server's storage, for checks a client cannot make (e.g. from another namespace).
+    pub fn store(&self) -> &SqlStore {
+        &self.store
     }
 
     pub async fn token(&self, role: Role) -> String {
@@ -268,6 +294,28 @@ impl TestServer {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+}
+
+/// A server that was stopped, and can start again where it was.
+pub struct StoppedServer {
+    db: Arc<Database>,
+    policy: LivenessPolicy,
+    addr: SocketAddr,
+}
+
+impl StoppedServer {
+    pub async fn start(self) -> TestServer {
+        let listener = TcpListener::bind(self.addr)
+            .await
+            .expect("the stopped server's address is free again");
+        TestServer::start_on(self.db, self.policy, listener).await
+    }
+}
+
+async fn loopback() -> TcpListener {
+    TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a loopback port")
 }
 
 pub fn login(ip: &str, hostname: &str) -> LoginRequest {

@@ -1,0 +1,442 @@
+//! The real agent binary against a real server on loopback (or inside a network namespace the
+//! test makes): registration, re-runs, SIGTERM, SIGKILL, server restarts, deletes, identity
+//! changes, a missing server, bad configuration, the machine id from IMDS.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use plura_proto::{Agent, AgentStatus, EventKind};
+use plura_server::store::{ListFilter, Store};
+use plura_testkit::imds::{Imds, Instance};
+use plura_testkit::{Db, TestServer};
+
+const BIN: &str = env!("CARGO_BIN_EXE_plura-agent");
+const WAIT: Duration = Duration::from_secs(20);
+
+fn hostname() -> String {
+    nix::unistd::gethostname().unwrap().into_string().unwrap()
+}
+
+/// Writes a plura.conf for `server` with the extra lines given.
+fn config(dir: &Path, server: &TestServer, extra: &str) -> PathBuf {
+    let path = dir.join("plura.conf");
+    let text = format!(
+        "# written by the test\nserver_url={}\nenrollment_token={}\nkind=waf\n{extra}",
+        server.base, server.enrollment
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// A running plura-agent, with what it logs.
+struct AgentProcess {
+    child: Child,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl AgentProcess {
+    fn start(config: &Path) -> Self {
+        Self::spawn(Command::new(BIN), config, &[])
+    }
+
+    fn start_with_env(config: &Path, env: &[(&str, &str)]) -> Self {
+        Self::spawn(Command::new(BIN), config, env)
+    }
+
+    fn spawn(mut command: Command, config: &Path, env: &[(&str, &str)]) -> Self {
+        command
+            .arg("--config")
+            .arg(config)
+            // Nothing but loopback is ever asked: no instance metadata unless a test serves it.
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("PLURA_LOG", "info")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = command.spawn().expect("start plura-agent");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let sink = log.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Self { child, log }
+    }
+
+    fn logged(&self, text: &str) -> bool {
+        self.log.lock().unwrap().iter().any(|l| l.contains(text))
+    }
+
+    async fn wait_for_log(&self, text: &str) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while !self.logged(text) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the agent never logged {text:?}; it logged:\n{}",
+                self.log.lock().unwrap().join("\n")
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn signal(&mut self, signal: &str) -> std::process::ExitStatus {
+        let pid = self.child.id().unwrap().to_string();
+        let sent = Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .await
+            .unwrap();
+        assert!(sent.success());
+        tokio::time::timeout(WAIT, self.child.wait())
+            .await
+            .expect("the agent exits")
+            .unwrap()
+    }
+}
+
+/// Polls the server until `check` holds for the list of agents; answers that list.
+async fn wait_for_agents(
+    server: &TestServer,
+    what: &str,
+    check: impl Fn(&[Agent]) -> bool,
+) -> Vec<Agent> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let agents = server.agents("?sort=id").await.items;
+        if check(&agents) {
+            return agents;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}; agents: {agents:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn running(agents: &[Agent]) -> bool {
+    agents.len() == 1 && agents[0].status == AgentStatus::Running
+}
+
+#[tokio::test]
+async fn registers_once_reruns_as_the_same_entry_and_sigterm_stops_at_once() {
+    let server = TestServer::start(Db::Sqlite).await;
+    let dir = tempfile::tempdir().unwrap();
+    let conf = config(dir.path(), &server, "interface=lo\n");
+
+    let mut agent = AgentProcess::start(&conf);
+    let agents = wait_for_agents(&server, "the agent registers", running).await;
+    assert_eq!(agents[0].ip, "127.0.0.1", "the address of interface=lo");
+    assert_eq!(agents[0].hostname, hostname());
+    assert_eq!(agents[0].kind, "waf");
+    let id = agents[0].id;
+    agent.wait_for_log("logged in to").await;
+
+    // SIGTERM: goodbye, exit 0, and the server shows it stopped at once.
+    assert!(agent.signal("-TERM").await.success());
+    let stopped = server.agent(id).await;
+    assert_eq!(stopped.status, AgentStatus::Stopped);
+    assert_eq!(server.events(id).await[0].event, EventKind::Logout);
+
+    // The next run of the same host is the same entry.
+    let mut again = AgentProcess::start(&conf);
+    let agents = wait_for_agents(&server, "the agent logs in again", running).await;
+    assert_eq!(agents[0].id, id);
+    again.wait_for_log("created=false").await;
+    assert!(again.signal("-TERM").await.success());
+    server.finish().await;
+}
+
+#[tokio::test]
+async fn sigkill_leaves_the_stop_to_the_heartbeat_timeout() {
+    let server = TestServer::start(Db::Sqlite).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut agent = AgentProcess::start(&config(dir.path(), &server, "interface=lo\n"));
+    let id = wait_for_agents(&server, "the agent registers", running).await[0].id;
+
+    agent.signal("-KILL").await;
+    assert_eq!(
+        server.agent(id).await.status,
+        AgentStatus::Running,
+        "no goodbye was said"
+    );
+    server.wait_for_status(id, AgentStatus::Stopped, WAIT).await;
+    assert_eq!(server.events(id).await[0].event, EventKind::Stopped);
+    server.finish().await;
+}
+
+#[tokio::test]
+async fn survives_a_server_restart_and_logs_in_again_after_a_delete() {
+    let server = TestServer::start(Db::Sqlite).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut agent = AgentProcess::start(&config(dir.path(), &server, "interface=lo\n"));
+    let id = wait_for_agents(&server, "the agent registers", running).await[0].id;
+
+    // The server goes away for a while; the agent keeps trying, then carries on.
+    let stopped = server.stop().await;
+    agent.wait_for_log("heartbeat failed").await;
+    let server = stopped.start().await;
+    let before = server.agent(id).await.last_seen_at.unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while server.agent(id).await.last_seen_at.unwrap() <= before {
+        assert!(tokio::time::Instant::now() < deadline, "heartbeats resume");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(server.agents("").await.total, 1, "no new entry");
+
+    // Deleted by an operator: the agent's next heartbeat is refused and it registers anew.
+    let r = server
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/agents/{id}"),
+            Some(&server.admin),
+            None::<&()>,
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let agents = wait_for_agents(&server, "the agent registers again", |a| {
+        running(a) && a[0].id != id
+    })
+    .await;
+    assert_eq!(agents[0].hostname, hostname());
+    agent.wait_for_log("no longer knows agent").await;
+    assert!(agent.signal("-TERM").await.success());
+    server.finish().await;
+}
+
+#[tokio::test]
+async fn waits_for_a_missing_server_and_logs_in_when_it_comes() {
+    let server = TestServer::start(Db::Sqlite).await;
+    let dir = tempfile::tempdir().unwrap();
+    let conf = config(dir.path(), &server, "interface=lo\n");
+    let stopped = server.stop().await;
+
+    let mut agent = AgentProcess::start(&conf);
+    agent.wait_for_log("cannot log in to").await;
+    let server = stopped.start().await;
+    wait_for_agents(
+        &server,
+        "the agent logs in once the server is there",
+        running,
+    )
+    .await;
+    assert!(agent.signal("-TERM").await.success());
+    server.finish().await;
+}
+
+#[tokio::test]
+async fn sends_the_ec2_instance_id_when_imds_answers() {
+    let server = TestServer::start(Db::Sqlite).await;
+    let imds = Imds::start(Instance {
+        instance_id: "i-0123456789abcdef0".into(),
+        availability_zone: "ap-northeast-2a".into(),
+        region: "ap-northeast-2".into(),
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let conf = config(
+        dir.path(),
+        &server,
+        "interface=lo\nlogin_with_machine_id=1\n",
+    );
+    let mut agent = AgentProcess::start_with_env(
+        &conf,
+        &[
+            ("AWS_EC2_METADATA_DISABLED", "false"),
+            ("AWS_EC2_METADATA_SERVICE_ENDPOINT", imds.endpoint.as_str()),
+        ],
+    );
+    let agents = wait_for_agents(&server, "the agent registers", running).await;
+    assert_eq!(agents[0].machine_id.as_deref(), Some("i-0123456789abcdef0"));
+    assert!(agent.signal("-TERM").await.success());
+    server.finish().await;
+}
+
+#[tokio::test]
+async fn a_bad_config_names_the_file_and_line_and_exits_78() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("plura.conf");
+    std::fs::write(
+        &path,
+        "server_url=http://127.0.0.1:9\nenrollment_token=x\ninterfcae=eth1\n",
+    )
+    .unwrap();
+    let output = Command::new(BIN)
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(output.status.code(), Some(78));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!("{}:3: unknown key \"interfcae\"", path.display())),
+        "{stderr}"
+    );
+
+    let missing = dir.path().join("nope.conf");
+    let output = Command::new(BIN)
+        .arg("--config")
+        .arg(&missing)
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(output.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("cannot read it"));
+}
+
+/// A network namespace of this test's own, removed when dropped.
+struct Netns {
+    name: String,
+}
+
+impl Netns {
+    /// `eth1` (one end of a veth pair) carrying `address`, and loopback up; `None` (with the
+    /// reason) where namespaces cannot be made here.
+    fn create(address: &str) -> Result<Self, String> {
+        if !nix::unistd::Uid::effective().is_root() {
+            return Err("network namespaces need root".into());
+        }
+        let name = format!("plura-agent-test-{}", std::process::id());
+        let ns = Self { name };
+        ns.ip(&["netns", "add", &ns.name])?;
+        for args in [
+            &[
+                "link",
+                "add",
+                "eth1",
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth1-peer",
+            ][..],
+            &["addr", "add", address, "dev", "eth1"],
+            &["link", "set", "eth1", "up"],
+            &["link", "set", "eth1-peer", "up"],
+            &["link", "set", "lo", "up"],
+        ] {
+            ns.exec_ip(args)?;
+        }
+        Ok(ns)
+    }
+
+    fn ip(&self, args: &[&str]) -> Result<(), String> {
+        let output = std::process::Command::new("ip")
+            .args(args)
+            .output()
+            .map_err(|e| format!("cannot run ip: {e}"))?;
+        if output.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "ip {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&output.stderr).trim()
+            ))
+        }
+    }
+
+    fn exec_ip(&self, args: &[&str]) -> Result<(), String> {
+        self.ip(&[&["netns", "exec", &self.name, "ip"][..], args].concat())
+    }
+
+    /// A TCP listener on the namespace's own loopback.
+    fn listener(&self) -> std::net::TcpListener {
+        let path = format!("/run/netns/{}", self.name);
+        std::thread::spawn(move || {
+            let ns = std::fs::File::open(&path).expect("the namespace file");
+            nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET)
+                .expect("enter the namespace");
+            std::net::TcpListener::bind("127.0.0.1:0").expect("a port inside the namespace")
+        })
+        .join()
+        .unwrap()
+    }
+
+    fn agent(&self, config: &Path) -> AgentProcess {
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", &self.name, BIN]);
+        AgentProcess::spawn(command, config, &[])
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = self.ip(&["netns", "del", &self.name]);
+    }
+}
+
+async fn agents_in(server: &TestServer) -> Vec<Agent> {
+    server.store().list(&ListFilter::default()).await.unwrap().1
+}
+
+#[tokio::test]
+async fn in_a_namespace_eth1_gives_the_identity_and_a_new_address_is_a_new_login() {
+    let ns = match Netns::create("10.213.0.2/24") {
+        Ok(ns) => ns,
+        Err(reason) => {
+            eprintln!("SKIPPED in_a_namespace_eth1_gives_the_identity: {reason}");
+            return;
+        }
+    };
+    // The server listens on the namespace's loopback, where the agent can reach it; the test
+    // reads the registry through the server's storage.
+    let server = TestServer::start_listening(Db::Sqlite, ns.listener()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let conf = config(
+        dir.path(),
+        &server,
+        "interface=eth1\nlogin_hostname_check=0\n",
+    );
+    let mut agent = ns.agent(&conf);
+
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let first = loop {
+        let agents = agents_in(&server).await;
+        if let [agent] = agents.as_slice() {
+            break agent.clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the agent registers"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(first.ip, "10.213.0.2", "the address of eth1, not of lo");
+
+    // The interface gets another address: the agent says goodbye as the old identity and
+    // logs in as the new one.
+    ns.exec_ip(&["addr", "del", "10.213.0.2/24", "dev", "eth1"])
+        .unwrap();
+    ns.exec_ip(&["addr", "add", "10.213.0.3/24", "dev", "eth1"])
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let agents = agents_in(&server).await;
+        let by_ip = |ip: &str| agents.iter().find(|a| a.ip == ip).map(|a| a.status);
+        if by_ip("10.213.0.2") == Some(AgentStatus::Stopped)
+            && by_ip("10.213.0.3") == Some(AgentStatus::Running)
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a new login: {agents:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    agent.wait_for_log("identity changed").await;
+    assert!(agent.signal("-TERM").await.success());
+    server.finish().await;
+}

@@ -1,0 +1,102 @@
+//! An instance metadata service (IMDSv2) for one simulated EC2 instance, on a loopback port.
+//! Point `AWS_EC2_METADATA_SERVICE_ENDPOINT` at it and the real clients (the agent's, the AWS
+//! SDK's) read this instance's id, zone and region.
+//!
+//! Like the real service it answers metadata only to a caller holding a session token from
+//! `PUT /latest/api/token`, so a client that skips the IMDSv2 handshake fails here as on EC2.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{MethodRouter, get, put};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Instance {
+    pub instance_id: String,
+    pub availability_zone: String,
+    pub region: String,
+}
+
+pub struct Imds {
+    /// `http://127.0.0.1:PORT`
+    pub endpoint: String,
+    shutdown: CancellationToken,
+}
+
+struct Served {
+    instance: Instance,
+    token: String,
+}
+
+impl Imds {
+    pub async fn start(instance: Instance) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a loopback port");
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let served = Arc::new(Served {
+            token: format!("imds-token-{}", instance.instance_id),
+            instance,
+        });
+        let app = Router::new()
+            .route("/latest/api/token", put(session_token))
+            .route(
+                "/latest/meta-data/instance-id",
+                metadata(|i| &i.instance_id),
+            )
+            .route(
+                "/latest/meta-data/placement/availability-zone",
+                metadata(|i| &i.availability_zone),
+            )
+            .route(
+                "/latest/meta-data/placement/region",
+                metadata(|i| &i.region),
+            )
+            .with_state(served);
+        let shutdown = CancellationToken::new();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+        });
+        Self { endpoint, shutdown }
+    }
+}
+
+impl Drop for Imds {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+async fn session_token(
+    State(served): State<Arc<Served>>,
+    headers: HeaderMap,
+) -> Result<String, StatusCode> {
+    if headers.contains_key("x-aws-ec2-metadata-token-ttl-seconds") {
+        Ok(served.token.clone())
+    } else {
+        Err(StatusCode::BAD_REQUEST)
+    }
+}
+
+/// A metadata item, answered to holders of the session token only.
+fn metadata(pick: fn(&Instance) -> &String) -> MethodRouter<Arc<Served>> {
+    get(
+        move |State(served): State<Arc<Served>>, headers: HeaderMap| async move {
+            let token = headers
+                .get("x-aws-ec2-metadata-token")
+                .and_then(|v| v.to_str().ok());
+            if token == Some(served.token.as_str()) {
+                Ok(pick(&served.instance).clone())
+            } else {
+                Err(StatusCode::UNAUTHORIZED)
+            }
+        },
+    )
+}
