@@ -7,7 +7,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
@@ -195,15 +195,7 @@ async fn survives_a_server_restart_and_logs_in_again_after_a_delete() {
     assert_eq!(server.agents("").await.total, 1, "no new entry");
 
     // Deleted by an operator: the agent's next heartbeat is refused and it registers anew.
-    let r = server
-        .call(
-            Method::DELETE,
-            &format!("/api/v1/agents/{id}"),
-            Some(&server.admin),
-            None::<&()>,
-        )
-        .await;
-    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(server.delete_agent(id).await, StatusCode::NO_CONTENT);
     let agents = wait_for_agents(&server, "the agent registers again", |a| {
         running(a) && a[0].id != id
     })

@@ -179,15 +179,13 @@ async fn roles_are_enforced_on_every_route(db: Db) {
             "/api/v1/me",
             agent_path.as_str(),
         ] {
-            let response = server
-                .call(Method::GET, path, Some(token), None::<&()>)
-                .await;
+            let response = server.request(Method::GET, path, Some(token)).await;
             assert_eq!(response.status(), StatusCode::OK, "{path}");
         }
     }
     let me: WhoAmI = json_ok(
         server
-            .call(Method::GET, "/api/v1/me", Some(&monitor), None::<&()>)
+            .request(Method::GET, "/api/v1/me", Some(&monitor))
             .await,
     )
     .await;
@@ -199,7 +197,7 @@ async fn roles_are_enforced_on_every_route(db: Db) {
         .await;
     expect_error(r, StatusCode::FORBIDDEN, "forbidden").await;
     let r = server
-        .call(Method::DELETE, &agent_path, Some(&monitor), None::<&()>)
+        .request(Method::DELETE, &agent_path, Some(&monitor))
         .await;
     expect_error(r, StatusCode::FORBIDDEN, "forbidden").await;
     // An operator switches, but does not register or delete.
@@ -208,7 +206,7 @@ async fn roles_are_enforced_on_every_route(db: Db) {
         .await;
     assert_eq!(r.status(), StatusCode::OK);
     let r = server
-        .call(Method::DELETE, &agent_path, Some(&operator), None::<&()>)
+        .request(Method::DELETE, &agent_path, Some(&operator))
         .await;
     expect_error(r, StatusCode::FORBIDDEN, "forbidden").await;
     let r = server
@@ -221,7 +219,7 @@ async fn roles_are_enforced_on_every_route(db: Db) {
         .await;
     expect_error(r, StatusCode::FORBIDDEN, "forbidden").await;
     let r = server
-        .call(Method::GET, "/api/v1/audit", Some(&operator), None::<&()>)
+        .request(Method::GET, "/api/v1/audit", Some(&operator))
         .await;
     expect_error(r, StatusCode::FORBIDDEN, "forbidden").await;
 
@@ -231,13 +229,11 @@ async fn roles_are_enforced_on_every_route(db: Db) {
         Some("plura_not-a-token"),
         Some(server.enrollment.as_str()),
     ] {
-        let r = server
-            .call(Method::GET, "/api/v1/agents", token, None::<&()>)
-            .await;
+        let r = server.request(Method::GET, "/api/v1/agents", token).await;
         expect_error(r, StatusCode::UNAUTHORIZED, "unauthorized").await;
     }
     let r = server
-        .call(Method::GET, "/api/v1/events/stream", None, None::<&()>)
+        .request(Method::GET, "/api/v1/events/stream", None)
         .await;
     expect_error(r, StatusCode::UNAUTHORIZED, "unauthorized").await;
     for token in [None, Some(server.admin.as_str()), Some("wrong")] {
@@ -247,27 +243,15 @@ async fn roles_are_enforced_on_every_route(db: Db) {
             .await;
         expect_error(r, StatusCode::UNAUTHORIZED, "unauthorized").await;
         let r = server
-            .call(
-                Method::POST,
-                &format!("{agent_path}/heartbeat"),
-                token,
-                None::<&()>,
-            )
+            .request(Method::POST, &format!("{agent_path}/heartbeat"), token)
             .await;
         expect_error(r, StatusCode::UNAUTHORIZED, "unauthorized").await;
     }
-    let r = server
-        .call(Method::GET, "/api/v1/agents", None, None::<&()>)
-        .await;
+    let r = server.request(Method::GET, "/api/v1/agents", None).await;
     expect_error(r, StatusCode::UNAUTHORIZED, "unauthorized").await;
     // The admin does it all.
     let r = server
-        .call(
-            Method::DELETE,
-            &agent_path,
-            Some(&server.admin),
-            None::<&()>,
-        )
+        .request(Method::DELETE, &agent_path, Some(&server.admin))
         .await;
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     server.finish().await;
@@ -319,16 +303,11 @@ async fn bad_input_gets_a_clear_4xx(db: Db) {
     assert_eq!(server.logout(999_999).await, StatusCode::NOT_FOUND);
     let admin = Some(server.admin.as_str());
     let r = server
-        .call(Method::GET, "/api/v1/agents/999999", admin, None::<&()>)
+        .request(Method::GET, "/api/v1/agents/999999", admin)
         .await;
     expect_error(r, StatusCode::NOT_FOUND, "not_found").await;
     let r = server
-        .call(
-            Method::GET,
-            "/api/v1/agents/999999/events",
-            admin,
-            None::<&()>,
-        )
+        .request(Method::GET, "/api/v1/agents/999999/events", admin)
         .await;
     expect_error(r, StatusCode::NOT_FOUND, "not_found").await;
     let r = server
@@ -341,11 +320,11 @@ async fn bad_input_gets_a_clear_4xx(db: Db) {
         .await;
     expect_error(r, StatusCode::NOT_FOUND, "not_found").await;
     let r = server
-        .call(Method::DELETE, "/api/v1/agents/999999", admin, None::<&()>)
+        .request(Method::DELETE, "/api/v1/agents/999999", admin)
         .await;
     expect_error(r, StatusCode::NOT_FOUND, "not_found").await;
     let r = server
-        .call(Method::GET, "/api/v1/agents/abc", admin, None::<&()>)
+        .request(Method::GET, "/api/v1/agents/abc", admin)
         .await;
     expect_error(r, StatusCode::BAD_REQUEST, "bad_path").await;
 
@@ -367,24 +346,15 @@ async fn bad_input_gets_a_clear_4xx(db: Db) {
         ("?enabled=maybe", "bad_query"),
     ] {
         let r = server
-            .call(
-                Method::GET,
-                &format!("/api/v1/agents{query}"),
-                admin,
-                None::<&()>,
-            )
+            .request(Method::GET, &format!("/api/v1/agents{query}"), admin)
             .await;
         expect_error(r, StatusCode::BAD_REQUEST, code).await;
     }
 
     // Routes and methods that do not exist.
-    let r = server
-        .call(Method::GET, "/api/v1/nothing", admin, None::<&()>)
-        .await;
+    let r = server.request(Method::GET, "/api/v1/nothing", admin).await;
     expect_error(r, StatusCode::NOT_FOUND, "not_found").await;
-    let r = server
-        .call(Method::PUT, "/api/v1/summary", admin, None::<&()>)
-        .await;
+    let r = server.request(Method::PUT, "/api/v1/summary", admin).await;
     expect_error(r, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed").await;
 
     // None of it disturbed the registry.
@@ -493,11 +463,10 @@ async fn csv_holds_the_filtered_rows(db: Db) {
     )
     .await;
     let response = server
-        .call(
+        .request(
             Method::GET,
             "/api/v1/agents.csv?kind=waf&sort=ip",
             Some(&server.admin),
-            None::<&()>,
         )
         .await;
     assert_eq!(response.status(), StatusCode::OK);
@@ -592,15 +561,7 @@ async fn patch_switches_and_groups_with_history(db: Db) {
 async fn delete_keeps_an_audit_record_and_the_agent_can_return(db: Db) {
     let server = TestServer::start(db).await;
     let id = server.login("10.0.0.8", "waf-8").await.agent_id;
-    let r = server
-        .call(
-            Method::DELETE,
-            &format!("/api/v1/agents/{id}"),
-            Some(&server.admin),
-            None::<&()>,
-        )
-        .await;
-    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(server.delete_agent(id).await, StatusCode::NO_CONTENT);
     assert_eq!(server.agents("").await.total, 0);
 
     let audit: AuditList = server.get("/api/v1/audit").await;
@@ -693,12 +654,7 @@ async fn live_stream_tells_changes(db: Db) {
     let server = TestServer::start(db).await;
     let monitor = server.token(Role::Monitor).await;
     let response = server
-        .call(
-            Method::GET,
-            "/api/v1/events/stream",
-            Some(&monitor),
-            None::<&()>,
-        )
+        .request(Method::GET, "/api/v1/events/stream", Some(&monitor))
         .await;
     assert_eq!(response.status(), StatusCode::OK);
     assert!(
@@ -748,23 +704,11 @@ async fn ops_routes_answer(db: Db) {
         assert_eq!(server.heartbeat(id).await, StatusCode::NO_CONTENT);
     }
 
-    let health: serde_json::Value = json_ok(
-        server
-            .http
-            .get(server.url("/healthz"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let health: serde_json::Value =
+        json_ok(server.request(Method::GET, "/healthz", None).await).await;
     assert_eq!(health, json!({"status": "ok", "database": "ok"}));
 
-    let metrics = server
-        .http
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap();
+    let metrics = server.request(Method::GET, "/metrics", None).await;
     assert_eq!(metrics.status(), StatusCode::OK);
     let text = metrics.text().await.unwrap();
     assert!(text.contains("plura_heartbeats_total 20"), "{text}");
@@ -785,15 +729,8 @@ async fn ops_routes_answer(db: Db) {
         .unwrap();
     assert!(flushed < 20, "{flushed} rows written for 20 heartbeats");
 
-    let openapi: serde_json::Value = json_ok(
-        server
-            .http
-            .get(server.url("/api/openapi.json"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let openapi: serde_json::Value =
+        json_ok(server.request(Method::GET, "/api/openapi.json", None).await).await;
     for path in [
         "/api/v1/agents/login",
         "/api/v1/agents/{id}/heartbeat",
@@ -866,15 +803,7 @@ async fn servers_sharing_a_database_agree(db: Db) {
     );
 
     // Deleted through A: B stops taking its heartbeats once it has flushed.
-    let r = a
-        .call(
-            Method::DELETE,
-            &format!("/api/v1/agents/{id}"),
-            Some(&a.admin),
-            None::<&()>,
-        )
-        .await;
-    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(a.delete_agent(id).await, StatusCode::NO_CONTENT);
     let deadline = tokio::time::Instant::now() + STOP_WITHIN;
     while b.heartbeat(id).await != StatusCode::NOT_FOUND {
         assert!(

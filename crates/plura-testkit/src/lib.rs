@@ -227,6 +227,24 @@ impl TestServer {
         request.send().await.expect("the server answers")
     }
 
+    /// A request without a body.
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+    ) -> reqwest::Response {
+        self.call(method, path, token, None::<&()>).await
+    }
+
+    /// Deletes an agent as admin.
+    pub async fn delete_agent(&self, id: i64) -> StatusCode {
+        let path = format!("/api/v1/agents/{id}");
+        self.request(Method::DELETE, &path, Some(&self.admin))
+            .await
+            .status()
+    }
+
     /// GET as admin, expecting 200 and JSON.
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> T {
         let response = self
@@ -251,7 +269,7 @@ impl TestServer {
 
     pub async fn agent_post(&self, id: i64, action: &str) -> StatusCode {
         let path = format!("/api/v1/agents/{id}/{action}");
-        self.call(Method::POST, &path, Some(&self.enrollment), None::<&()>)
+        self.request(Method::POST, &path, Some(&self.enrollment))
             .await
             .status()
     }
