@@ -74,15 +74,19 @@ impl Drop for Imds {
     }
 }
 
+const TTL_HEADER: &str = "x-aws-ec2-metadata-token-ttl-seconds";
+
+/// The session token, with the TTL it was asked for echoed back (the SDK insists on it).
 async fn session_token(
     State(served): State<Arc<Served>>,
     headers: HeaderMap,
-) -> Result<String, StatusCode> {
-    if headers.contains_key("x-aws-ec2-metadata-token-ttl-seconds") {
-        Ok(served.token.clone())
-    } else {
-        Err(StatusCode::BAD_REQUEST)
-    }
+) -> Result<([(&'static str, String); 1], String), StatusCode> {
+    let ttl = headers
+        .get(TTL_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| v.parse::<u32>().is_ok_and(|ttl| (1..=21600).contains(&ttl)))
+        .ok_or(StatusCode::BAD_REQUEST)?;
+    Ok(([(TTL_HEADER, ttl.to_string())], served.token.clone()))
 }
 
 /// A metadata item, answered to holders of the session token only.

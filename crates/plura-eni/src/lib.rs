@@ -1,0 +1,14 @@
+//! plura-eni: the Auto Scaling side of PLURA Fleet. A bounded pool of fixed-IP network
+//! interfaces; at boot each new instance claims one (eth1) and takes its hostname, so a
+//! re-created instance comes back as the same agent and the agent list stays bounded.
+
+pub mod aws;
+pub mod claim;
+pub mod cli;
+pub mod error;
+pub mod host;
+pub mod lifecycle;
+pub mod pool;
+pub mod provision;
+pub mod status;
+pub mod templates;
