@@ -12,6 +12,9 @@ wrapper changes them before serving:
    PLURA_MOTO_DETACH_DELAY_S set, this server waits that long too (in the background), so the
    claim's wait for interfaces of terminating instances can be tested.
 
+It also adds one API moto lacks, CompleteLifecycleAction, with Auto Scaling's effect: CONTINUE
+puts the launching instance in service, ABANDON terminates it.
+
 It prints the port it listens on, alone on the first line of stdout, then serves until killed.
 """
 
@@ -21,6 +24,9 @@ import threading
 
 from werkzeug.serving import make_server
 
+from moto.autoscaling.exceptions import ValidationError
+from moto.autoscaling.responses import AutoScalingResponse
+from moto.core.responses import EmptyResult
 from moto.ec2.exceptions import EC2ClientError
 from moto.ec2.models.elastic_network_interfaces import NetworkInterfaceBackend
 from moto.ec2.models.instances import Instance
@@ -79,7 +85,30 @@ def _terminate(self):
     return state
 
 
+def _complete_lifecycle_action(self):
+    backend = self.autoscaling_backend
+    group_name = self._get_param("AutoScalingGroupName")
+    hook = self._get_param("LifecycleHookName")
+    instance_id = self._get_param("InstanceId")
+    result = self._get_param("LifecycleActionResult")
+    if f"{group_name}_{hook}" not in backend.lifecycle_hooks:
+        raise ValidationError(f"No Lifecycle Hook found for {hook} on {group_name}")
+    group = backend.autoscaling_groups.get(group_name)
+    states = [s for s in (group.instance_states if group else []) if s.instance.id == instance_id]
+    if not states:
+        raise ValidationError(f"No active Lifecycle Action found with instance ID {instance_id}")
+    if result == "CONTINUE":
+        states[0].lifecycle_state = "InService"
+    elif result == "ABANDON":
+        states[0].lifecycle_state = "Terminating"
+        backend.ec2_backend.terminate_instances([instance_id])
+    else:
+        raise ValidationError(f"Invalid LifecycleActionResult {result}")
+    return EmptyResult()
+
+
 NetworkInterfaceBackend.attach_network_interface = _attach_network_interface
+AutoScalingResponse.complete_lifecycle_action = _complete_lifecycle_action
 Instance.terminate = _terminate
 
 

@@ -650,3 +650,139 @@ async fn the_cloudformation_template_passes_cfn_lint_and_the_policy_is_scoped_to
         }
     }
 }
+
+#[tokio::test]
+async fn the_lifecycle_hook_continues_a_claimed_launch_and_abandons_an_empty_pool() {
+    let cloud = Cloud::start().await;
+    cloud.provision(&[&cloud.subnet_a], 1).await;
+    let template = cloud
+        .ec2
+        .create_launch_template()
+        .launch_template_name("waf")
+        .launch_template_data(
+            aws_sdk_ec2::types::RequestLaunchTemplateData::builder()
+                .image_id(&cloud.image)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let template_id = template
+        .launch_template()
+        .unwrap()
+        .launch_template_id()
+        .unwrap();
+    let asg = aws_sdk_autoscaling::Client::from_conf(
+        aws_sdk_autoscaling::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(REGION))
+            .endpoint_url(&cloud.endpoint)
+            .credentials_provider(Credentials::new("testing", "testing", None, None, "test"))
+            .build(),
+    );
+    asg.create_auto_scaling_group()
+        .auto_scaling_group_name("waf")
+        .launch_template(
+            aws_sdk_autoscaling::types::LaunchTemplateSpecification::builder()
+                .launch_template_id(template_id)
+                .version("$Latest")
+                .build(),
+        )
+        .min_size(0)
+        .max_size(2)
+        .desired_capacity(2)
+        .vpc_zone_identifier(&cloud.subnet_a)
+        .send()
+        .await
+        .unwrap();
+    asg.put_lifecycle_hook()
+        .auto_scaling_group_name("waf")
+        .lifecycle_hook_name("plura-eni-claim")
+        .lifecycle_transition("autoscaling:EC2_INSTANCE_LAUNCHING")
+        .send()
+        .await
+        .unwrap();
+    let group = asg
+        .describe_auto_scaling_groups()
+        .auto_scaling_group_names("waf")
+        .send()
+        .await
+        .unwrap();
+    let ids: Vec<String> = group.auto_scaling_groups()[0]
+        .instances()
+        .iter()
+        .map(|i| i.instance_id().unwrap().to_string())
+        .collect();
+    assert_eq!(ids.len(), 2);
+    let vms = join_all(ids.into_iter().map(|id| async move {
+        let imds = Imds::start(Instance {
+            instance_id: id.clone(),
+            availability_zone: ZONE_A.into(),
+            region: REGION.into(),
+        })
+        .await;
+        Vm { id, imds }
+    }))
+    .await;
+
+    let runs = join_all(vms.iter().map(|vm| {
+        cloud.claim(
+            vm,
+            &["--lifecycle-hook", "plura-eni-claim", "--patience", "3s"],
+        )
+    }))
+    .await;
+    let codes: BTreeSet<i32> = runs.iter().map(|r| r.code).collect();
+    assert_eq!(
+        codes,
+        BTreeSet::from([0, EMPTY_POOL_EXIT]),
+        "one of two gets the only interface"
+    );
+    for (vm, run) in vms.iter().zip(&runs) {
+        assert!(
+            !run.stderr.contains("lifecycle action:"),
+            "the hook is completed: {}",
+            run.stderr
+        );
+        let states = asg
+            .describe_auto_scaling_instances()
+            .instance_ids(&vm.id)
+            .send()
+            .await
+            .unwrap();
+        let state = states.auto_scaling_instances()[0]
+            .lifecycle_state()
+            .unwrap()
+            .to_string();
+        let expected = if run.code == 0 {
+            "InService"
+        } else {
+            "Terminating"
+        };
+        assert_eq!(state, expected, "{}: {}", vm.id, run.stderr);
+    }
+}
+
+#[tokio::test]
+async fn unreachable_instance_metadata_is_a_clear_error() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let output = Command::new(BIN)
+        .args(["claim", "--pool", "waf", "--attach-only"])
+        .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", &endpoint)
+        .env("AWS_REGION", REGION)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let last = stderr.lines().last().unwrap();
+    assert!(
+        last.starts_with("plura-eni: instance metadata (IMDSv2): /latest/meta-data/instance-id:"),
+        "{stderr}"
+    );
+    assert!(output.stdout.is_empty());
+}
