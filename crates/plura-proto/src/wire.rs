@@ -237,6 +237,8 @@ pub struct Summary {
     pub unknown: u64,
     pub by_kind: BTreeMap<String, u64>,
     pub by_os: BTreeMap<String, u64>,
+    /// Agents per group; agents in no group are not counted here.
+    pub by_group: BTreeMap<String, u64>,
 }
 
 /// Who may do what with an API token, each role including the ones below it.

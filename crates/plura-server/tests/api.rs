@@ -34,6 +34,7 @@ plura_testkit::on_both_backends!(
     ops_routes_answer,
     prune_policy_deletes_long_stopped_agents_with_an_audit_record,
     servers_sharing_a_database_agree,
+    console_is_served_from_the_binary_with_a_strict_policy,
 );
 
 async fn first_login_registers_and_relogin_finds_the_same_entry(db: Db) {
@@ -814,4 +815,39 @@ async fn servers_sharing_a_database_agree(db: Db) {
     }
     b.stop().await;
     a.finish().await;
+}
+
+async fn console_is_served_from_the_binary_with_a_strict_policy(db: Db) {
+    let server = TestServer::start(db).await;
+    let page = server.request(Method::GET, "/", None).await;
+    assert_eq!(page.status(), StatusCode::OK);
+    let policy = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(policy.contains("script-src 'self'"), "{policy}");
+    assert!(!policy.contains("unsafe-inline"), "{policy}");
+    let html = page.text().await.unwrap();
+    assert!(html.contains("/console/app.js"));
+    for (file, kind) in [
+        ("app.js", "text/javascript"),
+        ("i18n.js", "text/javascript"),
+        ("app.css", "text/css"),
+    ] {
+        let asset = server
+            .request(Method::GET, &format!("/console/{file}"), None)
+            .await;
+        assert_eq!(asset.status(), StatusCode::OK, "{file}");
+        assert!(
+            asset.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with(kind)
+        );
+    }
+    let missing = server
+        .request(Method::GET, "/console/secrets.txt", None)
+        .await;
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    server.finish().await;
 }

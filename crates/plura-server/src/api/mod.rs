@@ -1,6 +1,7 @@
 //! The HTTP API: its routes, the state they share, and who may call them.
 
 mod agent;
+mod console;
 mod error;
 mod fleet;
 mod ops;
@@ -59,6 +60,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/audit", get(fleet::audit))
         .route("/api/v1/me", get(fleet::whoami))
         .route("/api/v1/events/stream", get(stream::changes))
+        .route("/", get(console::index))
+        .route("/console/{file}", get(console::asset))
         .route("/healthz", get(ops::healthz))
         .route("/metrics", get(ops::metrics))
         .route("/api/openapi.json", get(ops::openapi_json))

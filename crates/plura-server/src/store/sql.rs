@@ -686,11 +686,17 @@ impl Store for SqlStore {
                 summary.disabled += n;
             }
         }
-        for (column, counts) in [("kind", &mut summary.by_kind), ("os", &mut summary.by_os)] {
+        for (column, counts) in [
+            ("kind", &mut summary.by_kind),
+            ("os", &mut summary.by_os),
+            ("group_name", &mut summary.by_group),
+        ] {
             let sql = format!("SELECT {column} AS v, COUNT(*) AS n FROM agents GROUP BY {column}");
             for row in sqlx::query(&sql).fetch_all(&self.pool).await? {
                 let n = row.try_get::<i64, _>("n")?.max(0) as u64;
-                counts.insert(row.try_get("v")?, n);
+                if let Some(value) = row.try_get::<Option<String>, _>("v")? {
+                    counts.insert(value, n);
+                }
             }
         }
         Ok(summary)

@@ -1,0 +1,487 @@
+// The PLURA Fleet console: System Management over the /api/v1 API.
+// Every piece of agent-supplied text reaches the page through textContent, never as HTML.
+import { t, lang, toggleLang } from './i18n.js';
+
+const app = document.getElementById('app');
+document.documentElement.lang = lang();
+
+const state = {
+  token: sessionStorage.getItem('plura.token'),
+  me: null,
+  query: { status: '', group: '', kind: '', os: '', q: '', sort: 'id', page: 1, per_page: 20 },
+  list: { total: 0, items: [] },
+  summary: null,
+  selected: new Set(),
+  detail: null, // { agent, events, tab }
+  live: false,
+};
+
+// ---------------------------------------------------------------- DOM helpers
+
+/** An element with attributes (on* are listeners) and children (strings become text nodes). */
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (value === undefined || value === null || value === false) continue;
+    if (key.startsWith('on')) node.addEventListener(key.slice(2), value);
+    else if (key === 'className') node.className = value;
+    else node.setAttribute(key, value === true ? '' : value);
+  }
+  for (const child of children.flat(Infinity)) {
+    if (child === null || child === undefined || child === false) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+function time(value) {
+  return value ? new Date(value).toLocaleString(lang() === 'ko' ? 'ko-KR' : 'en-GB') : '-';
+}
+
+const may = (role) => {
+  const rank = { monitor: 0, operator: 1, admin: 2 };
+  return state.me && rank[state.me.role] >= rank[role];
+};
+
+// ---------------------------------------------------------------- API
+
+class ApiError extends Error {}
+
+async function api(path, options = {}) {
+  const headers = { Authorization: `Bearer ${state.token}`, ...(options.headers || {}) };
+  if (options.body !== undefined) headers['Content-Type'] = 'application/json';
+  const response = await fetch(path, {
+    ...options,
+    headers,
+    body: options.body === undefined ? undefined : JSON.stringify(options.body),
+  });
+  if (response.status === 401) {
+    signOut();
+    throw new ApiError(t('badToken'));
+  }
+  if (!response.ok) {
+    const body = await response.json().catch(() => ({}));
+    throw new ApiError(body.message || response.statusText);
+  }
+  return response.status === 204 ? null : response;
+}
+
+const getJson = async (path) => (await api(path)).json();
+
+function listParams(extra = {}) {
+  const params = new URLSearchParams();
+  for (const [key, value] of Object.entries({ ...state.query, ...extra })) {
+    if (value !== '' && value !== null && value !== undefined) params.set(key, value);
+  }
+  return params.toString();
+}
+
+// ---------------------------------------------------------------- sign-in
+
+function signOut() {
+  sessionStorage.removeItem('plura.token');
+  state.token = null;
+  state.me = null;
+  renderSignIn();
+}
+
+function renderSignIn(message) {
+  const input = el('input', {
+    id: 'token', type: 'password', autocomplete: 'off', required: true,
+    placeholder: 'plura_…', 'aria-label': t('tokenLabel'),
+  });
+  const form = el('form', {
+    className: 'signin', 'data-testid': 'signin',
+    onsubmit: async (event) => {
+      event.preventDefault();
+      state.token = input.value.trim();
+      try {
+        state.me = await getJson('/api/v1/me');
+        sessionStorage.setItem('plura.token', state.token);
+        start();
+      } catch (e) {
+        renderSignIn(e.message);
+      }
+    },
+  },
+  el('h1', {}, t('product')),
+  el('label', { for: 'token' }, t('tokenLabel')), input,
+  el('small', {}, t('tokenHint')),
+  message ? el('p', { className: 'error', role: 'alert' }, message) : null,
+  el('button', { type: 'submit' }, t('signIn')),
+  languageButton(() => renderSignIn(message)));
+  app.replaceChildren(form);
+  input.focus();
+}
+
+function languageButton(rerender) {
+  return el('button', {
+    type: 'button', className: 'link', 'data-testid': 'language',
+    onclick: () => { toggleLang(); rerender(); },
+  }, t('language'));
+}
+
+// ---------------------------------------------------------------- the page
+
+async function start() {
+  if (!state.me) {
+    try {
+      state.me = await getJson('/api/v1/me');
+    } catch {
+      return renderSignIn();
+    }
+  }
+  render();
+  await refresh();
+  watch();
+}
+
+let refreshing = null;
+let again = false;
+
+/** Reloads the summary and the current page; calls made while one runs fold into one more. */
+async function refresh() {
+  if (refreshing) {
+    again = true;
+    return refreshing;
+  }
+  refreshing = (async () => {
+    do {
+      again = false;
+      try {
+        const [summary, list] = await Promise.all([
+          getJson('/api/v1/summary'),
+          getJson(`/api/v1/agents?${listParams()}`),
+        ]);
+        state.summary = summary;
+        state.list = list;
+        if (state.detail) {
+          const id = state.detail.agent.id;
+          const agent = list.items.find((a) => a.id === id) || await getJson(`/api/v1/agents/${id}`).catch(() => null);
+          if (agent) {
+            state.detail.agent = agent;
+            state.detail.events = (await getJson(`/api/v1/agents/${id}/events`)).items;
+          } else {
+            state.detail = null;
+          }
+        }
+        render();
+      } catch (e) {
+        if (e instanceof ApiError) toast(e.message);
+      }
+    } while (again);
+  })();
+  try {
+    await refreshing;
+  } finally {
+    refreshing = null;
+  }
+}
+
+/** Follows the server's change stream (fetch, so the token stays in a header) and refreshes. */
+async function watch() {
+  const token = state.token;
+  while (state.token === token) {
+    try {
+      const response = await fetch('/api/v1/events/stream', {
+        headers: { Authorization: `Bearer ${token}` },
+      });
+      if (!response.ok) throw new Error(response.statusText);
+      setLive(true);
+      const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+      let buffer = '';
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done || state.token !== token) break;
+        buffer += value;
+        let end;
+        while ((end = buffer.indexOf('\n\n')) >= 0) {
+          const frame = buffer.slice(0, end);
+          buffer = buffer.slice(end + 2);
+          if (/^(event|data):/m.test(frame)) refresh();
+        }
+      }
+    } catch {
+      // Reconnect below.
+    }
+    setLive(false);
+    await new Promise((resolve) => setTimeout(resolve, 2000));
+  }
+}
+
+function setLive(live) {
+  state.live = live;
+  const badge = document.querySelector('[data-testid=live]');
+  if (badge) {
+    badge.textContent = live ? t('live') : t('offline');
+    badge.className = live ? 'live on' : 'live';
+  }
+}
+
+function toast(message) {
+  const note = el('div', { className: 'toast', role: 'alert' }, message);
+  document.body.append(note);
+  setTimeout(() => note.remove(), 5000);
+}
+
+function render() {
+  const focused = document.activeElement?.id;
+  const parts = [header(), el('main', {}, cards(), toolbar(), table(), pager())];
+  if (state.detail) parts.push(detailPanel());
+  app.replaceChildren(...parts);
+  if (focused) document.getElementById(focused)?.focus();
+}
+
+function header() {
+  return el('header', {},
+    el('h1', {}, t('product'), el('span', {}, ` · ${t('title')}`)),
+    el('div', { className: 'who' },
+      el('span', { className: state.live ? 'live on' : 'live', 'data-testid': 'live' },
+        state.live ? t('live') : t('offline')),
+      el('span', { 'data-testid': 'whoami' }, state.me.name),
+      el('span', { className: `role ${state.me.role}`, 'data-testid': 'role' }, t(state.me.role)),
+      languageButton(render),
+      el('button', { type: 'button', className: 'link', onclick: signOut }, t('signOut'))));
+}
+
+function cards() {
+  const s = state.summary;
+  if (!s) return el('section', { className: 'cards' });
+  const card = (label, value, testid, sub) => el('div', { className: 'card', 'data-testid': testid },
+    el('div', { className: 'label' }, label), el('div', { className: 'value' }, value),
+    sub ? el('div', { className: 'sub' }, sub) : null);
+  const breakdown = (counts) => Object.entries(counts).map(([name, n]) => `${name || '-'} ${n}`).join(' · ');
+  return el('section', { className: 'cards' },
+    card(t('registered'), s.registered, 'card-registered'),
+    card(t('onOff'), `${s.enabled} / ${s.disabled}`, 'card-onoff'),
+    card(t('running'), s.running, 'card-running', `${t('stopped')} ${s.stopped} · ${t('unknown')} ${s.unknown}`),
+    card(t('perKind'), Object.keys(s.by_kind).length, 'card-kind', breakdown(s.by_kind)),
+    card(t('perOs'), Object.keys(s.by_os).length, 'card-os', breakdown(s.by_os)));
+}
+
+function select(name, label, options) {
+  return el('label', { className: 'filter' }, label,
+    el('select', {
+      id: `filter-${name}`, 'data-testid': `filter-${name}`,
+      onchange: (e) => { state.query[name] = e.target.value; state.query.page = 1; refresh(); },
+    },
+    el('option', { value: '' }, t('any')),
+    options.map(([value, text]) => el('option', { value, selected: state.query[name] === value }, text))));
+}
+
+let searchTimer;
+
+function toolbar() {
+  const s = state.summary || { by_kind: {}, by_os: {}, by_group: {} };
+  const names = (counts) => Object.keys(counts || {}).filter(Boolean).map((k) => [k, k]);
+  const selected = state.selected.size;
+  return el('section', { className: 'toolbar' },
+    el('input', {
+      id: 'search', type: 'search', 'data-testid': 'search', placeholder: t('search'),
+      value: state.query.q,
+      oninput: (e) => {
+        // Kept at once, so a live refresh while typing redraws what was typed.
+        state.query.q = e.target.value;
+        state.query.page = 1;
+        clearTimeout(searchTimer);
+        searchTimer = setTimeout(refresh, 250);
+      },
+    }),
+    select('status', t('status'), ['running', 'stopped', 'unknown'].map((v) => [v, t(v)])),
+    select('group', t('group'), names(s.by_group)),
+    select('kind', t('kind'), names(s.by_kind)),
+    select('os', t('os'), names(s.by_os)),
+    el('label', { className: 'filter' },
+      el('select', {
+        id: 'per-page', 'data-testid': 'per-page',
+        onchange: (e) => { state.query.per_page = Number(e.target.value); state.query.page = 1; refresh(); },
+      }, [20, 50, 100].map((n) => el('option', { value: n, selected: state.query.per_page === n }, String(n)))),
+      t('perPage')),
+    el('button', { type: 'button', 'data-testid': 'csv', onclick: downloadCsv }, t('csv')),
+    may('operator') ? el('button', {
+      type: 'button', 'data-testid': 'assign-group', disabled: selected === 0, onclick: assignGroup,
+    }, t('assignGroup')) : null,
+    may('admin') ? el('button', {
+      type: 'button', className: 'danger', 'data-testid': 'delete', disabled: selected === 0, onclick: deleteSelected,
+    }, t('delete')) : null,
+    may('admin') ? el('button', { type: 'button', 'data-testid': 'register', onclick: registerDialog }, t('register')) : null);
+}
+
+const COLUMNS = [
+  ['id', 'no'], ['enabled', 'onOff'], ['status', 'status'], ['group', 'group'], ['ip', 'ip'],
+  ['hostname', 'hostname'], ['os', 'os'], ['kind', 'kind'], ['registered_at', 'registeredAt'],
+  ['last_seen_at', 'lastSeen'],
+];
+
+function sortBy(column) {
+  const current = state.query.sort.replace(/^-/, '');
+  const descending = current === column && !state.query.sort.startsWith('-');
+  state.query.sort = descending ? `-${column}` : column;
+  refresh();
+}
+
+function table() {
+  const sortedBy = state.query.sort.replace(/^-/, '');
+  const arrow = state.query.sort.startsWith('-') ? ' ▼' : ' ▲';
+  const all = state.list.items.length > 0 && state.list.items.every((a) => state.selected.has(a.id));
+  const head = el('tr', {},
+    el('th', {}, el('input', {
+      type: 'checkbox', 'aria-label': 'select all', checked: all, 'data-testid': 'select-all',
+      onchange: (e) => {
+        for (const a of state.list.items) e.target.checked ? state.selected.add(a.id) : state.selected.delete(a.id);
+        render();
+      },
+    })),
+    COLUMNS.map(([column, label]) => el('th', {
+      'data-sort': column, onclick: () => sortBy(column), className: 'sortable',
+    }, t(label), sortedBy === column ? arrow : '')));
+  const rows = state.list.items.map((agent, index) => row(agent, index));
+  return el('table', { 'data-testid': 'agents' },
+    el('thead', {}, head),
+    el('tbody', {}, rows.length ? rows : el('tr', {}, el('td', { colspan: COLUMNS.length + 1, className: 'empty' }, t('noAgents')))));
+}
+
+function row(agent, index) {
+  const number = (state.query.page - 1) * state.query.per_page + index + 1;
+  const toggle = el('button', {
+    type: 'button', role: 'switch', 'aria-checked': String(agent.enabled), 'data-testid': 'toggle',
+    className: agent.enabled ? 'switch on' : 'switch', disabled: !may('operator'),
+    onclick: async (e) => {
+      e.stopPropagation();
+      try {
+        await api(`/api/v1/agents/${agent.id}`, { method: 'PATCH', body: { enabled: !agent.enabled } });
+        refresh();
+      } catch (err) { toast(err.message); }
+    },
+  }, agent.enabled ? t('on') : t('off'));
+  return el('tr', {
+    'data-agent-id': agent.id, 'data-hostname': agent.hostname,
+    className: state.detail?.agent.id === agent.id ? 'open' : '',
+    onclick: () => openDetail(agent),
+  },
+  el('td', { onclick: (e) => e.stopPropagation() }, el('input', {
+    type: 'checkbox', 'data-testid': 'select', checked: state.selected.has(agent.id),
+    onchange: (e) => { e.target.checked ? state.selected.add(agent.id) : state.selected.delete(agent.id); render(); },
+  })),
+  el('td', {}, number),
+  el('td', {}, toggle),
+  el('td', {}, el('span', {
+    className: `status ${agent.status}`, 'data-testid': 'status', 'data-status': agent.status, title: t(agent.status),
+  }), ' ', agent.version || '-'),
+  el('td', {}, agent.group || '-'),
+  el('td', { className: 'mono' }, agent.ip),
+  el('td', { 'data-testid': 'hostname' }, agent.hostname),
+  el('td', {}, agent.os || '-'),
+  el('td', {}, agent.kind ? el('span', { className: 'badge' }, agent.kind.toUpperCase()) : '-'),
+  el('td', {}, time(agent.registered_at)),
+  el('td', {}, time(agent.last_seen_at)));
+}
+
+function pager() {
+  const pages = Math.max(1, Math.ceil(state.list.total / state.query.per_page));
+  const go = (page) => { state.query.page = page; refresh(); };
+  return el('nav', { className: 'pager' },
+    el('span', { 'data-testid': 'total' }, t('total', { n: state.list.total })),
+    el('button', { type: 'button', disabled: state.query.page <= 1, onclick: () => go(state.query.page - 1) }, t('prev')),
+    el('span', {}, t('page', { p: state.query.page, n: pages })),
+    el('button', { type: 'button', disabled: state.query.page >= pages, onclick: () => go(state.query.page + 1) }, t('next')));
+}
+
+// ---------------------------------------------------------------- actions
+
+async function downloadCsv() {
+  try {
+    const { per_page, page, ...filters } = state.query;
+    const params = new URLSearchParams(Object.entries(filters).filter(([, v]) => v !== ''));
+    const blob = await (await api(`/api/v1/agents.csv?${params}`)).blob();
+    const link = el('a', { href: URL.createObjectURL(blob), download: 'agents.csv' });
+    document.body.append(link);
+    link.click();
+    link.remove();
+    setTimeout(() => URL.revokeObjectURL(link.href), 10000);
+  } catch (e) { toast(e.message); }
+}
+
+async function assignGroup() {
+  const answer = prompt(t('groupPrompt'));
+  if (answer === null) return;
+  const group = answer.trim() === '' ? null : answer.trim();
+  await eachSelected((id) => api(`/api/v1/agents/${id}`, { method: 'PATCH', body: { group } }));
+}
+
+async function deleteSelected() {
+  if (!confirm(t('confirmDelete', { n: state.selected.size }))) return;
+  await eachSelected((id) => api(`/api/v1/agents/${id}`, { method: 'DELETE' }));
+  state.selected.clear();
+}
+
+async function eachSelected(action) {
+  try {
+    await Promise.all([...state.selected].map(action));
+  } catch (e) { toast(e.message); }
+  refresh();
+}
+
+function registerDialog() {
+  const field = (name, label, required) => el('label', {}, label,
+    el('input', { name, required, 'data-testid': `register-${name}` }));
+  const dialog = el('dialog', { 'data-testid': 'register-dialog' },
+    el('form', {
+      method: 'dialog',
+      onsubmit: async (e) => {
+        e.preventDefault();
+        const form = new FormData(e.target);
+        const body = Object.fromEntries([...form.entries()].filter(([, v]) => v !== ''));
+        try {
+          await api('/api/v1/agents', { method: 'POST', body });
+          dialog.close();
+          refresh();
+        } catch (err) { toast(err.message); }
+      },
+    },
+    el('h2', {}, t('registerTitle')),
+    field('ip', t('ip'), true), field('hostname', t('hostname'), true),
+    field('kind', t('kind')), field('os', t('os')), field('group', t('group')),
+    el('menu', {},
+      el('button', { type: 'button', onclick: () => dialog.close() }, t('cancel')),
+      el('button', { type: 'submit', 'data-testid': 'register-save' }, t('save')))));
+  dialog.addEventListener('close', () => dialog.remove());
+  document.body.append(dialog);
+  dialog.showModal();
+}
+
+async function openDetail(agent) {
+  state.detail = { agent, events: [], tab: state.detail?.tab || 'details' };
+  render();
+  try {
+    state.detail.events = (await getJson(`/api/v1/agents/${agent.id}/events`)).items;
+    render();
+  } catch (e) { toast(e.message); }
+}
+
+function detailPanel() {
+  const { agent, events, tab } = state.detail;
+  const setTab = (name) => { state.detail.tab = name; render(); };
+  const facts = [
+    ['hostname', agent.hostname], ['ip', agent.ip], ['status', t(agent.status)], ['os', agent.os || '-'],
+    ['version', agent.version || '-'], ['kind', agent.kind || '-'], ['group', agent.group || t('none')],
+    ['machineId', agent.machine_id || '-'], ['sourceIp', agent.source_ip || '-'],
+    ['registeredAt', time(agent.registered_at)], ['lastLogin', time(agent.last_login_at)],
+    ['lastSeen', time(agent.last_seen_at)],
+  ];
+  return el('aside', { className: 'detail', 'data-testid': 'detail' },
+    el('header', {},
+      el('h2', {}, el('span', { className: `status ${agent.status}`, 'data-status': agent.status }), ' ', agent.hostname),
+      el('button', { type: 'button', className: 'link', onclick: () => { state.detail = null; render(); } }, t('close'))),
+    el('div', { className: 'tabs', role: 'tablist' },
+      el('button', { type: 'button', role: 'tab', 'aria-selected': String(tab === 'details'), 'data-testid': 'tab-details', onclick: () => setTab('details') }, t('details')),
+      el('button', { type: 'button', role: 'tab', 'aria-selected': String(tab === 'history'), 'data-testid': 'tab-history', onclick: () => setTab('history') }, t('history'))),
+    tab === 'details'
+      ? el('dl', {}, facts.map(([label, value]) => [el('dt', {}, t(label)), el('dd', {}, value)]))
+      : el('table', { className: 'history', 'data-testid': 'history' },
+        el('thead', {}, el('tr', {}, el('th', {}, t('at')), el('th', {}, t('event')), el('th', {}, t('detail')))),
+        el('tbody', {}, events.map((e) => el('tr', {},
+          el('td', {}, time(e.at)), el('td', {}, el('span', { className: `event ${e.event}` }, e.event)), el('td', {}, e.detail))))));
+}
+
+if (state.token) start(); else renderSignIn();

@@ -1,0 +1,234 @@
+// The web console in a real headless Chromium (Debian's), driven by playwright-core, against a
+// real plura-server with agents logged in through the API.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, execFileSync } from 'node:child_process';
+import { mkdtempSync, mkdirSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { chromium } from 'playwright-core';
+
+const target = process.env.CARGO_TARGET_DIR || resolve(import.meta.dirname, '../../target');
+const serverBin = process.env.PLURA_SERVER_BIN || join(target, 'debug', 'plura-server');
+const work = mkdtempSync(join(tmpdir(), 'plura-console-'));
+const database = `sqlite://${work}/console.db`;
+const screenshots = process.env.PLURA_SCREENSHOTS || join(work, 'screenshots');
+const XSS = '<img src=x onerror=alert(1)>';
+
+let server;
+let base;
+let tokens = {};
+let enrollment;
+let browser;
+const beating = new Map(); // agent id -> heartbeat timer
+
+function cli(...args) {
+  const out = execFileSync(serverBin, [...args, '--database', database], { encoding: 'utf8' });
+  return out.trim().split('\n').pop().trim();
+}
+
+async function startServer() {
+  server = spawn(serverBin, ['serve', '--listen', '127.0.0.1:0', '--database', database,
+    '--heartbeat-interval', '1s'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  server.stdout.on('data', (chunk) => { stdout += chunk; });
+  base = await new Promise((resolveBase, reject) => {
+    let stderr = '';
+    server.stderr.on('data', (chunk) => {
+      stderr += chunk;
+      const match = stderr.match(/address=(\S+)/);
+      if (match) resolveBase(`http://${match[1]}`);
+    });
+    server.on('exit', (code) => reject(new Error(`plura-server exited (${code}): ${stderr}`)));
+  });
+  await new Promise((r) => setTimeout(r, 200));
+  tokens.admin = stdout.split('\n').map((l) => l.trim()).find((l) => l.startsWith('plura_'));
+  assert.ok(tokens.admin, `first start prints an admin token: ${stdout}`);
+}
+
+async function loginAgent(ip, hostname, { kind = 'waf', os = 'Ubuntu 24.04', heartbeat = true } = {}) {
+  const response = await fetch(`${base}/api/v1/agents/login`, {
+    method: 'POST',
+    headers: { Authorization: `Bearer ${enrollment}`, 'Content-Type': 'application/json' },
+    body: JSON.stringify({ ip, hostname, version: '5.0.1', os, kind }),
+  });
+  assert.equal(response.status, 200, await response.clone().text());
+  const { agent_id: id } = await response.json();
+  if (heartbeat) {
+    beating.set(id, setInterval(() => {
+      fetch(`${base}/api/v1/agents/${id}/heartbeat`, {
+        method: 'POST', headers: { Authorization: `Bearer ${enrollment}` },
+      }).catch(() => {});
+    }, 500));
+  }
+  return id;
+}
+
+async function apiGet(path) {
+  const response = await fetch(`${base}${path}`, { headers: { Authorization: `Bearer ${tokens.admin}` } });
+  assert.equal(response.status, 200);
+  return response.json();
+}
+
+before(async () => {
+  await startServer();
+  enrollment = cli('enrollment-token');
+  tokens.operator = cli('token', 'create', '--role', 'operator', '--name', 'ops');
+  tokens.monitor = cli('token', 'create', '--role', 'monitor', '--name', 'noc');
+  await loginAgent('10.0.0.9', 'waf-9');
+  await loginAgent('10.0.0.10', 'waf-10');
+  await loginAgent('10.0.1.1', 'web-gateway');
+  await loginAgent('10.0.2.1', 'edr-a', { kind: 'edr', os: 'Rocky 9' });
+  await loginAgent('10.0.2.2', 'edr-b', { kind: 'edr', os: 'Rocky 9' });
+  browser = await chromium.launch({
+    executablePath: process.env.PLURA_CHROMIUM || '/usr/bin/chromium',
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
+  });
+  mkdirSync(screenshots, { recursive: true });
+  console.log(`screenshots: ${screenshots}`);
+});
+
+after(async () => {
+  for (const timer of beating.values()) clearInterval(timer);
+  await browser?.close();
+  server?.kill('SIGTERM');
+});
+
+/** A signed-in console page for `role`, in English unless `locale` says otherwise. */
+async function signIn(role, { locale = 'en-US' } = {}) {
+  const context = await browser.newContext({ locale, acceptDownloads: true, viewport: { width: 1440, height: 900 } });
+  const page = await context.newPage();
+  const dialogs = [];
+  page.on('dialog', (dialog) => { dialogs.push(dialog.message()); });
+  page.dialogs = dialogs;
+  await page.goto(base);
+  await page.fill('#token', tokens[role]);
+  await page.click('button[type=submit]');
+  await page.waitForSelector('[data-testid=agents] tbody tr[data-agent-id]');
+  await page.waitForSelector('[data-testid=live].on');
+  return page;
+}
+
+const rowOf = (page, hostname) => page.locator(`tr[data-hostname="${hostname}"]`);
+
+test('each role is offered only what it may do', async () => {
+  for (const [role, offered] of Object.entries({
+    monitor: { toggle: false, group: false, delete: false, register: false },
+    operator: { toggle: true, group: true, delete: false, register: false },
+    admin: { toggle: true, group: true, delete: true, register: true },
+  })) {
+    const page = await signIn(role);
+    assert.equal(await page.textContent('[data-testid=role]'), role);
+    assert.equal(await page.locator('[data-testid=toggle]').first().isEnabled(), offered.toggle, `${role} toggle`);
+    assert.equal(await page.locator('[data-testid=assign-group]').count(), offered.group ? 1 : 0, `${role} group`);
+    assert.equal(await page.locator('[data-testid=delete]').count(), offered.delete ? 1 : 0, `${role} delete`);
+    assert.equal(await page.locator('[data-testid=register]').count(), offered.register ? 1 : 0, `${role} register`);
+    await page.context().close();
+  }
+});
+
+test('a wrong token is refused at sign-in', async () => {
+  const page = await browser.newPage();
+  await page.goto(base);
+  await page.fill('#token', 'plura_wrong');
+  await page.click('button[type=submit]');
+  await page.waitForSelector('.signin .error');
+  await page.close();
+});
+
+test('a new agent appears live, and a silent one turns red live', async () => {
+  const page = await signIn('monitor');
+  const silent = await loginAgent('10.0.9.1', 'quiet-host', { heartbeat: false });
+  const row = rowOf(page, 'quiet-host');
+  await row.waitFor({ timeout: 5000 });
+  assert.equal(await row.locator('[data-testid=status]').getAttribute('data-status'), 'running');
+  // No heartbeat: the server stops it after 3 intervals (3 s), and the icon follows, unreloaded.
+  await page.waitForSelector(`tr[data-agent-id="${silent}"] [data-status=stopped]`, { timeout: 15000 });
+  await page.context().close();
+});
+
+test('filters and search narrow the list; the CSV holds the filtered rows', async () => {
+  const page = await signIn('monitor');
+  await page.selectOption('[data-testid=filter-kind]', 'edr');
+  await page.waitForFunction(() => document.querySelectorAll('tr[data-agent-id]').length === 2);
+  const hostnames = await page.locator('[data-testid=hostname]').allTextContents();
+  assert.deepEqual(hostnames.sort(), ['edr-a', 'edr-b']);
+
+  const [download] = await Promise.all([page.waitForEvent('download'), page.click('[data-testid=csv]')]);
+  const csv = readFileSync(await download.path(), 'utf8').trim().split('\r\n');
+  assert.equal(csv.length, 3, csv.join('\n'));
+  assert.ok(csv[0].startsWith('id,ip,hostname,status'));
+  assert.ok(csv.slice(1).every((line) => line.includes(',edr,')), csv.join('\n'));
+
+  await page.selectOption('[data-testid=filter-kind]', '');
+  await page.fill('[data-testid=search]', 'GATEWAY');
+  await page.waitForFunction(() => document.querySelectorAll('tr[data-agent-id]').length === 1);
+  assert.deepEqual(await page.locator('[data-testid=hostname]').allTextContents(), ['web-gateway']);
+  await page.context().close();
+});
+
+test('agent-supplied text is shown as text, never run as HTML', async () => {
+  await loginAgent('10.0.6.6', XSS);
+  const page = await signIn('admin');
+  await page.fill('[data-testid=search]', '10.0.6.6');
+  await page.waitForFunction(() => document.querySelectorAll('tr[data-agent-id]').length === 1);
+  assert.equal(await page.locator('[data-testid=hostname]').textContent(), XSS);
+  assert.equal(await page.locator('[data-testid=agents] img').count(), 0);
+  await page.locator('[data-testid=hostname]').click();
+  await page.waitForSelector('[data-testid=detail]');
+  assert.equal(await page.locator('[data-testid=detail] img').count(), 0);
+  await page.waitForTimeout(300);
+  assert.deepEqual(page.dialogs, [], 'no script ran');
+  await page.context().close();
+});
+
+test('a row opens its details and history; screenshots of the list and the detail', async () => {
+  const page = await signIn('admin');
+  await page.screenshot({ path: join(screenshots, 'list.png'), fullPage: true });
+  await rowOf(page, 'waf-9').click();
+  await page.waitForSelector('[data-testid=detail] dl');
+  const facts = await page.textContent('[data-testid=detail] dl');
+  assert.ok(facts.includes('10.0.0.9') && facts.includes('Ubuntu 24.04') && facts.includes('5.0.1'), facts);
+  await page.screenshot({ path: join(screenshots, 'detail.png') });
+  await page.click('[data-testid=tab-history]');
+  await page.waitForSelector('[data-testid=history] .event.registered');
+  await page.screenshot({ path: join(screenshots, 'history.png') });
+  await page.context().close();
+});
+
+test('an operator switches an agent OFF and assigns a group to several', async () => {
+  const page = await signIn('operator');
+  await rowOf(page, 'waf-10').locator('[data-testid=toggle]').click();
+  await page.waitForSelector('tr[data-hostname="waf-10"] [data-testid=toggle][aria-checked=false]');
+  page.once('dialog', (dialog) => dialog.accept('dmz'));
+  await rowOf(page, 'waf-9').locator('[data-testid=select]').check();
+  await rowOf(page, 'waf-10').locator('[data-testid=select]').check();
+  await page.click('[data-testid=assign-group]');
+  await page.waitForFunction(() => [...document.querySelectorAll('tr[data-agent-id]')]
+    .filter((r) => r.textContent.includes('dmz')).length === 2);
+  const list = await apiGet('/api/v1/agents?group=dmz');
+  assert.equal(list.total, 2);
+  assert.equal(list.items.find((a) => a.hostname === 'waf-10').enabled, false);
+  await page.context().close();
+});
+
+test('an admin deletes a row after confirming', async () => {
+  const id = await loginAgent('10.0.7.7', 'doomed');
+  clearInterval(beating.get(id));
+  const page = await signIn('admin');
+  await rowOf(page, 'doomed').locator('[data-testid=select]').check();
+  page.once('dialog', (dialog) => dialog.accept());
+  await page.click('[data-testid=delete]');
+  await rowOf(page, 'doomed').waitFor({ state: 'detached' });
+  const audit = await apiGet('/api/v1/audit');
+  assert.equal(audit.items[0].hostname, 'doomed');
+  await page.context().close();
+});
+
+test('Korean labels for a Korean browser, with a switch to English', async () => {
+  const page = await signIn('monitor', { locale: 'ko-KR' });
+  assert.ok((await page.textContent('header h1')).includes('시스템 관리'));
+  await page.click('[data-testid=language]');
+  assert.ok((await page.textContent('header h1')).includes('System Management'));
+  await page.context().close();
+});
