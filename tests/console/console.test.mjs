@@ -127,6 +127,25 @@ test('each role is offered only what it may do', async () => {
   }
 });
 
+test('a user signs in with a name and password, and out again', async () => {
+  const password = cli('user', 'create', '--name', 'kim', '--role', 'operator');
+  const page = await browser.newPage();
+  await page.goto(base);
+  await page.click('[data-testid=signin-password]');
+  await page.fill('#username', 'kim');
+  await page.fill('#password', 'not-the-password');
+  await page.click('button[type=submit]');
+  await page.waitForSelector('.signin .error');
+  await page.fill('#password', password);
+  await page.click('button[type=submit]');
+  await page.waitForSelector('[data-testid=agents] tbody tr[data-agent-id]');
+  assert.equal(await page.textContent('[data-testid=whoami]'), 'kim');
+  assert.equal(await page.textContent('[data-testid=role]'), 'operator');
+  await page.click('text=Sign out');
+  await page.waitForSelector('[data-testid=signin]');
+  await page.close();
+});
+
 test('a wrong token is refused at sign-in', async () => {
   const page = await browser.newPage();
   await page.goto(base);

@@ -262,6 +262,25 @@ pub struct WhoAmI {
     pub role: Role,
 }
 
+/// A person signing in to the console with a name and password.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct SignIn {
+    pub username: String,
+    pub password: String,
+}
+
+/// What a sign-in gives: a role token to send as `Authorization: Bearer`, until it expires.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Session {
+    pub token: String,
+    pub name: String,
+    pub role: Role,
+    pub expires_at: Timestamp,
+}
+
 /// Every error the API answers, with a 4xx or 5xx status.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]

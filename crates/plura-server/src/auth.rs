@@ -63,7 +63,7 @@ impl Auth {
         }
         let caller = self
             .store
-            .api_token(&hash)
+            .api_token(&hash, Timestamp::now())
             .await?
             .map(|(name, role)| Caller { name, role });
         let mut cache = self.callers.write().unwrap();
@@ -72,6 +72,13 @@ impl Auth {
             None => cache.remove(&hash),
         };
         Ok(caller)
+    }
+
+    /// Forgets a token (sign-out) here and in the database.
+    pub async fn revoke(&self, token: &str) -> store::Result<bool> {
+        let hash = hash_token(token);
+        self.callers.write().unwrap().remove(&hash);
+        self.store.remove_api_token(&hash).await
     }
 
     /// Whether `token` is the agents' current enrollment token.
@@ -120,9 +127,110 @@ fn constant_time_eq(a: &str, b: &str) -> bool {
 pub async fn create_api_token(store: &dyn Store, role: Role, name: &str) -> store::Result<String> {
     let token = new_token("plura");
     store
-        .add_api_token(name, role, &hash_token(&token), Timestamp::now())
+        .add_api_token(name, role, &hash_token(&token), Timestamp::now(), None)
         .await?;
     Ok(token)
+}
+
+/// How long a console sign-in lasts.
+pub const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 3600);
+/// Shortest password `user create` accepts.
+pub const MIN_PASSWORD_LEN: usize = 12;
+
+/// Makes a console user; answers the password (`password`, or a generated one).
+pub async fn create_user(
+    store: &dyn Store,
+    name: &str,
+    role: Role,
+    password: Option<String>,
+) -> anyhow::Result<String> {
+    anyhow::ensure!(
+        !name.is_empty() && !name.chars().any(char::is_control),
+        "a user name must be printable text"
+    );
+    let password = password.unwrap_or_else(|| new_token("pw")[3..27].to_string());
+    anyhow::ensure!(
+        password.chars().count() >= MIN_PASSWORD_LEN,
+        "a password needs at least {MIN_PASSWORD_LEN} characters"
+    );
+    let hash = hash_password(password.clone()).await?;
+    store.add_user(name, role, &hash, Timestamp::now()).await?;
+    Ok(password)
+}
+
+/// A console sign-in: the token it minted, and when that expires.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub token: String,
+    pub caller: Caller,
+    pub expires_at: Timestamp,
+}
+
+/// Checks a user's password and mints a role token that expires; `None` for an unknown user
+/// or a wrong password alike (and in the same time, so neither can be told from the other).
+pub async fn sign_in(
+    store: &dyn Store,
+    name: &str,
+    password: &str,
+) -> anyhow::Result<Option<Session>> {
+    let user = store.user(name).await?;
+    let (hash, role) = match &user {
+        Some((hash, role)) => (hash.clone(), Some(*role)),
+        None => (DECOY_HASH.clone(), None),
+    };
+    let valid = verify_password(password.to_string(), hash).await?;
+    let (Some(role), true) = (role, valid) else {
+        return Ok(None);
+    };
+    let token = new_token("plura");
+    let now = Timestamp::now();
+    let expires_at = Timestamp::from_millis(now.as_millis() + SESSION_LIFETIME.as_millis() as i64);
+    store
+        .add_api_token(name, role, &hash_token(&token), now, Some(expires_at))
+        .await?;
+    Ok(Some(Session {
+        token,
+        caller: Caller {
+            name: name.to_string(),
+            role,
+        },
+        expires_at,
+    }))
+}
+
+/// A hash no password matches, checked for unknown users so they take as long as known ones.
+static DECOY_HASH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    use argon2::password_hash::{PasswordHasher, SaltString};
+    let salt = SaltString::encode_b64(b"plura-decoy-salt").expect("a valid salt");
+    argon2::Argon2::default()
+        .hash_password(new_token("decoy").as_bytes(), &salt)
+        .expect("hashing works")
+        .to_string()
+});
+
+/// Argon2id, off the async threads: it is slow on purpose.
+async fn hash_password(password: String) -> anyhow::Result<String> {
+    tokio::task::spawn_blocking(move || {
+        use argon2::password_hash::{PasswordHasher, SaltString, rand_core::OsRng};
+        let salt = SaltString::generate(&mut OsRng);
+        argon2::Argon2::default()
+            .hash_password(password.as_bytes(), &salt)
+            .map(|h| h.to_string())
+            .map_err(|e| anyhow::anyhow!("cannot hash the password: {e}"))
+    })
+    .await?
+}
+
+async fn verify_password(password: String, hash: String) -> anyhow::Result<bool> {
+    tokio::task::spawn_blocking(move || {
+        use argon2::password_hash::{PasswordHash, PasswordVerifier};
+        let parsed = PasswordHash::new(&hash)
+            .map_err(|e| anyhow::anyhow!("a stored password hash is unreadable: {e}"))?;
+        Ok(argon2::Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok())
+    })
+    .await?
 }
 
 /// The agents' enrollment token, made on first use; `rotate` replaces it (agents holding the

@@ -44,6 +44,9 @@ enum Command {
     /// Manage API tokens for people and scripts.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Manage people who sign in to the console with a name and password.
+    #[command(subcommand)]
+    User(UserCommand),
     /// Print the token agents enroll with (`enrollment_token` in plura.conf).
     EnrollmentToken {
         /// Replace it: agents holding the old one are refused from then on.
@@ -88,6 +91,22 @@ enum TokenCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum UserCommand {
+    /// Create a user; without --password-stdin a password is generated and printed once, alone
+    /// on the last line.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// admin, operator or monitor.
+        #[arg(long)]
+        role: Role,
+        /// Read the password (at least 12 characters) from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+}
+
 impl Cli {
     pub async fn run(self) -> anyhow::Result<()> {
         let store = store::open(&self.database)
@@ -99,6 +118,26 @@ impl Cli {
                 let token = auth::create_api_token(&store, role, &name).await?;
                 eprintln!("Created a {role} token named {name:?}. It is shown only this once:");
                 println!("{token}");
+                Ok(())
+            }
+            Command::User(UserCommand::Create {
+                name,
+                role,
+                password_stdin,
+            }) => {
+                let given = if password_stdin {
+                    let mut line = String::new();
+                    std::io::stdin().read_line(&mut line)?;
+                    Some(line.trim_end_matches(['\r', '\n']).to_string())
+                } else {
+                    None
+                };
+                let password = auth::create_user(&store, &name, role, given).await?;
+                eprintln!("Created the {role} user {name:?}.");
+                if !password_stdin {
+                    eprintln!("Its password is shown only this once:");
+                    println!("{password}");
+                }
                 Ok(())
             }
             Command::EnrollmentToken { rotate } => {

@@ -7,8 +7,8 @@ use reqwest::{Method, StatusCode};
 use serde_json::json;
 
 use plura_proto::{
-    Agent, AgentList, AgentStatus, AuditList, Change, EventKind, LoginResponse, Role, Summary,
-    WhoAmI,
+    Agent, AgentList, AgentStatus, AuditList, Change, EventKind, LoginResponse, Role, Session,
+    Summary, WhoAmI,
 };
 use plura_server::registry::LivenessPolicy;
 use plura_testkit::{Db, TestServer, expect_error, fast_policy, json_ok, login};
@@ -35,6 +35,7 @@ plura_testkit::on_both_backends!(
     prune_policy_deletes_long_stopped_agents_with_an_audit_record,
     servers_sharing_a_database_agree,
     console_is_served_from_the_binary_with_a_strict_policy,
+    users_sign_in_with_a_password_and_sign_out,
 );
 
 async fn first_login_registers_and_relogin_finds_the_same_entry(db: Db) {
@@ -849,5 +850,71 @@ async fn console_is_served_from_the_binary_with_a_strict_policy(db: Db) {
         .request(Method::GET, "/console/secrets.txt", None)
         .await;
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    server.finish().await;
+}
+
+async fn users_sign_in_with_a_password_and_sign_out(db: Db) {
+    let server = TestServer::start(db).await;
+    let (name, password) = server.user(Role::Operator).await;
+    let sign_in = |username: &str, password: &str| {
+        let body = json!({"username": username, "password": password});
+        let server = &server;
+        async move {
+            server
+                .call(Method::POST, "/api/v1/session", None, Some(&body))
+                .await
+        }
+    };
+
+    // Unknown user and wrong password: the same answer.
+    for (user, pass) in [
+        (name.as_str(), "wrong-password!"),
+        ("nobody", password.as_str()),
+    ] {
+        let e = expect_error(
+            sign_in(user, pass).await,
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+        )
+        .await;
+        assert_eq!(e.message, "unknown user or wrong password");
+    }
+    let r = server
+        .call(
+            Method::POST,
+            "/api/v1/session",
+            None,
+            Some(&json!({"username": name})),
+        )
+        .await;
+    expect_error(r, StatusCode::UNPROCESSABLE_ENTITY, "bad_json").await;
+
+    let session: Session = json_ok(sign_in(&name, &password).await).await;
+    assert_eq!(
+        (session.name.as_str(), session.role),
+        (name.as_str(), Role::Operator)
+    );
+    assert!(session.expires_at > plura_proto::Timestamp::now());
+    let me: WhoAmI = json_ok(
+        server
+            .request(Method::GET, "/api/v1/me", Some(&session.token))
+            .await,
+    )
+    .await;
+    assert_eq!(me.role, Role::Operator);
+    // The session's role is enforced like any token's.
+    let r = server
+        .request(Method::GET, "/api/v1/audit", Some(&session.token))
+        .await;
+    expect_error(r, StatusCode::FORBIDDEN, "forbidden").await;
+
+    let r = server
+        .request(Method::DELETE, "/api/v1/session", Some(&session.token))
+        .await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let r = server
+        .request(Method::GET, "/api/v1/me", Some(&session.token))
+        .await;
+    expect_error(r, StatusCode::UNAUTHORIZED, "unauthorized").await;
     server.finish().await;
 }

@@ -234,3 +234,48 @@ async fn a_bad_database_url_is_a_clear_error_without_its_password() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("monitor, operator, admin"), "{stderr}");
 }
+
+#[tokio::test]
+async fn user_create_prints_a_generated_password_once_and_refuses_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = format!("sqlite://{}/users.db", dir.path().display());
+    let db = ["--database", database.as_str()];
+    let create = ["user", "create", "--name", "alice", "--role", "operator"];
+    let password = run(&[&create[..], &db].concat()).await;
+    assert!(password.len() >= 12, "{password}");
+
+    let again = Command::new(BIN)
+        .args([&create[..], &db].concat())
+        .output()
+        .await
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("\"alice\" exists already"));
+
+    let mut short = Command::new(BIN)
+        .args([
+            "user",
+            "create",
+            "--name",
+            "bob",
+            "--role",
+            "monitor",
+            "--password-stdin",
+        ])
+        .args(db)
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use tokio::io::AsyncWriteExt;
+    short
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"short\n")
+        .await
+        .unwrap();
+    let output = short.wait_with_output().await.unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("at least 12 characters"));
+}

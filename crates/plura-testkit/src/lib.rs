@@ -206,6 +206,15 @@ impl TestServer {
             .unwrap()
     }
 
+    /// A console user with this role; answers its name and password.
+    pub async fn user(&self, role: Role) -> (String, String) {
+        let name = format!("{role}-user");
+        let password = auth::create_user(self.store.as_ref(), &name, role, None)
+            .await
+            .unwrap();
+        (name, password)
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }

@@ -79,39 +79,76 @@ function listParams(extra = {}) {
 // ---------------------------------------------------------------- sign-in
 
 function signOut() {
+  if (sessionStorage.getItem('plura.session') && state.token) {
+    // A token minted by a password sign-in ends here; a CLI token is not ours to revoke.
+    fetch('/api/v1/session', { method: 'DELETE', headers: { Authorization: `Bearer ${state.token}` } })
+      .catch(() => {});
+  }
   sessionStorage.removeItem('plura.token');
+  sessionStorage.removeItem('plura.session');
   state.token = null;
   state.me = null;
   renderSignIn();
 }
 
+let signInMode = 'token';
+let signInUser = '';
+
+async function signedIn(token, session) {
+  state.token = token;
+  state.me = await getJson('/api/v1/me');
+  sessionStorage.setItem('plura.token', token);
+  if (session) sessionStorage.setItem('plura.session', '1');
+  start();
+}
+
 function renderSignIn(message) {
-  const input = el('input', {
-    id: 'token', type: 'password', autocomplete: 'off', required: true,
-    placeholder: 'plura_…', 'aria-label': t('tokenLabel'),
-  });
+  const input = (id, type, label, extra = {}) => [
+    el('label', { for: id }, label),
+    el('input', { id, type, required: true, autocomplete: 'off', ...extra }),
+  ];
+  const fields = signInMode === 'token'
+    ? [input('token', 'password', t('tokenLabel'), { placeholder: 'plura_…' }), el('small', {}, t('tokenHint'))]
+    : [input('username', 'text', t('username'), { autocomplete: 'username', value: signInUser }),
+      input('password', 'password', t('password'), { autocomplete: 'current-password' })];
+  const mode = (name, label) => el('button', {
+    type: 'button', role: 'tab', 'aria-selected': String(signInMode === name), 'data-testid': `signin-${name}`,
+    onclick: () => { signInMode = name; renderSignIn(); },
+  }, label);
   const form = el('form', {
     className: 'signin', 'data-testid': 'signin',
     onsubmit: async (event) => {
       event.preventDefault();
-      state.token = input.value.trim();
+      const value = (id) => form.querySelector(`#${id}`).value;
       try {
-        state.me = await getJson('/api/v1/me');
-        sessionStorage.setItem('plura.token', state.token);
-        start();
+        if (signInMode === 'token') {
+          await signedIn(value('token').trim(), false);
+        } else {
+          signInUser = value('username');
+          const response = await fetch('/api/v1/session', {
+            method: 'POST',
+            headers: { 'Content-Type': 'application/json' },
+            body: JSON.stringify({ username: value('username'), password: value('password') }),
+          });
+          const body = await response.json();
+          if (!response.ok) throw new ApiError(body.message);
+          await signedIn(body.token, true);
+        }
       } catch (e) {
+        state.token = null;
         renderSignIn(e.message);
       }
     },
   },
   el('h1', {}, t('product')),
-  el('label', { for: 'token' }, t('tokenLabel')), input,
-  el('small', {}, t('tokenHint')),
+  el('div', { className: 'tabs', role: 'tablist' }, mode('token', t('withToken')), mode('password', t('withPassword'))),
+  fields,
   message ? el('p', { className: 'error', role: 'alert' }, message) : null,
   el('button', { type: 'submit' }, t('signIn')),
   languageButton(() => renderSignIn(message)));
   app.replaceChildren(form);
-  input.focus();
+  const empty = [...form.querySelectorAll('input')].find((i) => !i.value);
+  empty?.focus();
 }
 
 function languageButton(rerender) {

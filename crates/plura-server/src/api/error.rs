@@ -75,7 +75,7 @@ impl From<FieldError> for ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::AlreadyRegistered { .. } => {
+            StoreError::AlreadyRegistered { .. } | StoreError::UserExists(_) => {
                 Self::new(StatusCode::CONFLICT, "conflict", e.to_string())
             }
             StoreError::Database(sqlx::Error::PoolTimedOut) => {

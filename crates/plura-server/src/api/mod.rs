@@ -5,6 +5,7 @@ mod console;
 mod error;
 mod fleet;
 mod ops;
+mod session;
 mod stream;
 
 use std::sync::Arc;
@@ -12,7 +13,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Request, State};
 use axum::http::request::Parts;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
@@ -59,6 +60,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/summary", get(fleet::summary))
         .route("/api/v1/audit", get(fleet::audit))
         .route("/api/v1/me", get(fleet::whoami))
+        .route(
+            "/api/v1/session",
+            post(session::sign_in).delete(session::sign_out),
+        )
         .route("/api/v1/events/stream", get(stream::changes))
         .route("/", get(console::index))
         .route("/console/{file}", get(console::asset))
@@ -113,9 +118,8 @@ async fn count_responses(State(state): State<AppState>, request: Request, next: 
     response
 }
 
-fn bearer(parts: &Parts) -> Result<&str, ApiError> {
-    let value = parts
-        .headers
+fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
+    let value = headers
         .get(header::AUTHORIZATION)
         .ok_or_else(|| ApiError::unauthorized("send 'Authorization: Bearer <token>'"))?;
     value
@@ -131,7 +135,7 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let token = bearer(parts)?;
+        let token = bearer(&parts.headers)?;
         state
             .auth
             .caller(token)
@@ -157,7 +161,7 @@ impl FromRequestParts<AppState> for Enrolled {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let token = bearer(parts)?;
+        let token = bearer(&parts.headers)?;
         if state.auth.is_enrollment(token).await? {
             Ok(Enrolled)
         } else {

@@ -10,7 +10,7 @@ use serde::Serialize;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
-use super::{ApiError, ApiResult, AppState, agent, fleet, stream};
+use super::{ApiError, ApiResult, AppState, agent, fleet, session, stream};
 use crate::auth::Caller;
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -93,6 +93,7 @@ pub async fn metrics(
         agent::login, agent::heartbeat, agent::logout,
         fleet::list, fleet::csv, fleet::show, fleet::events, fleet::patch, fleet::delete,
         fleet::register, fleet::summary, fleet::audit, fleet::whoami,
+        session::sign_in, session::sign_out,
         stream::changes, healthz, metrics,
     ),
     modifiers(&BearerTokens),

@@ -22,6 +22,8 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 pub enum StoreError {
     #[error("an agent with ip {ip} and hostname {hostname:?} is already registered")]
     AlreadyRegistered { ip: String, hostname: String },
+    #[error("a user named {0:?} exists already")]
+    UserExists(String),
     #[error("unsupported database URL {0:?}: use sqlite://PATH or postgres://USER:PASS@HOST/DB")]
     UnsupportedUrl(String),
     #[error("the database holds a value this server does not understand: {0}")]
@@ -174,9 +176,29 @@ pub trait Store: Send + Sync {
     async fn init_setting(&self, key: &str, value: &str) -> Result<String>;
     async fn put_setting(&self, key: &str, value: &str) -> Result<()>;
 
-    async fn add_api_token(&self, name: &str, role: Role, hash: &str, at: Timestamp) -> Result<()>;
-    /// The name and role of the token with this hash.
-    async fn api_token(&self, hash: &str) -> Result<Option<(String, Role)>>;
+    /// Stores a role token's hash; `expires_at` `None` never expires.
+    async fn add_api_token(
+        &self,
+        name: &str,
+        role: Role,
+        hash: &str,
+        at: Timestamp,
+        expires_at: Option<Timestamp>,
+    ) -> Result<()>;
+    /// The name and role of the token with this hash, unless it expired before `now`.
+    async fn api_token(&self, hash: &str, now: Timestamp) -> Result<Option<(String, Role)>>;
+    /// Forgets a token (sign-out); answers whether there was one.
+    async fn remove_api_token(&self, hash: &str) -> Result<bool>;
+
+    async fn add_user(
+        &self,
+        name: &str,
+        role: Role,
+        password_hash: &str,
+        at: Timestamp,
+    ) -> Result<()>;
+    /// The password hash and role of the user with this name.
+    async fn user(&self, name: &str) -> Result<Option<(String, Role)>>;
 
     /// Answers when the database does.
     async fn ping(&self) -> Result<()>;

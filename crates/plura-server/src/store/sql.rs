@@ -118,6 +118,15 @@ fn agents_from_rows(rows: &[AnyRow]) -> Result<Vec<Agent>> {
     rows.iter().map(agent_from_row).collect()
 }
 
+/// The `name` and `role` columns of a row.
+fn name_and_role(row: &AnyRow) -> Result<(String, Role)> {
+    let role: String = row.try_get("role")?;
+    Ok((
+        row.try_get("name")?,
+        role.parse().map_err(StoreError::Corrupt)?,
+    ))
+}
+
 /// A key that sorts addresses by value: IPv4 before IPv6, each numerically.
 fn ip_sort_key(ip: &str) -> String {
     match ip.parse::<IpAddr>() {
@@ -757,27 +766,75 @@ impl Store for SqlStore {
         Ok(())
     }
 
-    async fn add_api_token(&self, name: &str, role: Role, hash: &str, at: Timestamp) -> Result<()> {
+    async fn add_api_token(
+        &self,
+        name: &str,
+        role: Role,
+        hash: &str,
+        at: Timestamp,
+        expires_at: Option<Timestamp>,
+    ) -> Result<()> {
         let query = sqlx::query(
-            "INSERT INTO api_tokens (name, role, token_hash, created_at) VALUES ($1, $2, $3, $4)",
+            "INSERT INTO api_tokens (name, role, token_hash, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(name.to_string())
         .bind(role.as_str())
         .bind(hash.to_string())
-        .bind(at.as_millis());
+        .bind(at.as_millis())
+        .bind(expires_at.map(Timestamp::as_millis));
         self.write(query).await?;
         Ok(())
     }
 
-    async fn api_token(&self, hash: &str) -> Result<Option<(String, Role)>> {
-        let row = sqlx::query("SELECT name, role FROM api_tokens WHERE token_hash = $1")
-            .bind(hash.to_string())
+    async fn api_token(&self, hash: &str, now: Timestamp) -> Result<Option<(String, Role)>> {
+        let row = sqlx::query(
+            "SELECT name, role FROM api_tokens WHERE token_hash = $1 \
+             AND (expires_at IS NULL OR expires_at > $2)",
+        )
+        .bind(hash.to_string())
+        .bind(now.as_millis())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(name_and_role).transpose()
+    }
+
+    async fn remove_api_token(&self, hash: &str) -> Result<bool> {
+        let query = sqlx::query("DELETE FROM api_tokens WHERE token_hash = $1 RETURNING id")
+            .bind(hash.to_string());
+        Ok(!self.write(query).await?.is_empty())
+    }
+
+    async fn add_user(
+        &self,
+        name: &str,
+        role: Role,
+        password_hash: &str,
+        at: Timestamp,
+    ) -> Result<()> {
+        let query = sqlx::query(
+            "INSERT INTO users (name, role, password_hash, created_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (name) DO NOTHING RETURNING id",
+        )
+        .bind(name.to_string())
+        .bind(role.as_str())
+        .bind(password_hash.to_string())
+        .bind(at.as_millis());
+        if self.write(query).await?.is_empty() {
+            return Err(StoreError::UserExists(name.to_string()));
+        }
+        Ok(())
+    }
+
+    async fn user(&self, name: &str) -> Result<Option<(String, Role)>> {
+        let row = sqlx::query("SELECT password_hash, role FROM users WHERE name = $1")
+            .bind(name.to_string())
             .fetch_optional(&self.pool)
             .await?;
         row.map(|row| {
             let role: String = row.try_get("role")?;
             Ok((
-                row.try_get("name")?,
+                row.try_get("password_hash")?,
                 role.parse().map_err(StoreError::Corrupt)?,
             ))
         })

@@ -1,0 +1,65 @@
+//! Console sign-in with a name and password, and sign-out. A sign-in mints a role token that
+//! expires, so every other route keeps one way of authenticating.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+
+use plura_proto::{ErrorBody, Session, SignIn};
+
+use super::error::Json;
+use super::{ApiError, ApiResult, AppState};
+use crate::auth::{self, Caller};
+
+/// Signs in; the same 401 for an unknown user and a wrong password.
+#[utoipa::path(
+    post, path = "/api/v1/session", tag = "fleet", request_body = SignIn,
+    responses(
+        (status = 200, body = Session),
+        (status = 401, description = "Unknown user or wrong password", body = ErrorBody),
+    )
+)]
+pub async fn sign_in(
+    State(state): State<AppState>,
+    Json(form): Json<SignIn>,
+) -> ApiResult<Json<Session>> {
+    let session = auth::sign_in(state.store.as_ref(), &form.username, &form.password)
+        .await
+        .map_err(|e| {
+            tracing::error!("sign-in failed: {e:#}");
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "sign-in failed; see the server's log",
+            )
+        })?;
+    match session {
+        Some(session) => {
+            tracing::info!(user = %session.caller.name, role = %session.caller.role, "signed in");
+            Ok(Json(Session {
+                token: session.token,
+                name: session.caller.name,
+                role: session.caller.role,
+                expires_at: session.expires_at,
+            }))
+        }
+        None => {
+            tracing::warn!(user = %form.username, "sign-in refused");
+            Err(ApiError::unauthorized("unknown user or wrong password"))
+        }
+    }
+}
+
+/// Signs out: the token of this request stops working.
+#[utoipa::path(
+    delete, path = "/api/v1/session", tag = "fleet",
+    responses((status = 204, description = "Signed out"), (status = 401, body = ErrorBody)),
+    security(("api_token" = []))
+)]
+pub async fn sign_out(
+    _: Caller,
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> ApiResult<StatusCode> {
+    state.auth.revoke(super::bearer(&headers)?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
