@@ -1,10 +1,8 @@
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
-use tracing_subscriber::EnvFilter;
 
 use plura_agent::host::SystemHost;
 use plura_proto::config::DEFAULT_CONFIG_PATH;
@@ -25,13 +23,7 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_env("PLURA_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    plura_proto::logging::init();
     let cli = Cli::parse();
     let config = match plura_agent::load_config(&cli.config) {
         Ok(config) => config,

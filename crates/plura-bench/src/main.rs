@@ -22,6 +22,15 @@ enum Bench {
         #[arg(long, default_value_t = 32)]
         concurrency: usize,
     },
+    /// The console's list queries over a large fleet (server-side paging).
+    List {
+        #[arg(long, default_value_t = 100_000)]
+        agents: u32,
+        #[arg(long, default_value_t = 20)]
+        rounds: u32,
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+    },
     /// Heartbeats of logged-in agents, as fast as they are answered, for a bounded time.
     Heartbeats {
         #[arg(long, default_value_t = 1000)]
@@ -51,6 +60,11 @@ async fn main() -> anyhow::Result<()> {
             agents,
             concurrency,
         } => plura_bench::registry::logins(database, agents, concurrency).await?,
+        Bench::List {
+            agents,
+            rounds,
+            concurrency,
+        } => plura_bench::registry::list(database, agents, rounds, concurrency).await?,
         Bench::Heartbeats {
             agents,
             seconds,

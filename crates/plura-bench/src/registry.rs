@@ -88,6 +88,52 @@ pub async fn logins(db: Db, agents: u32, concurrency: usize) -> anyhow::Result<S
     ))
 }
 
+/// The console's list queries (one page, sorted, filtered, searched) over a fleet of `agents`,
+/// each query `rounds` times.
+pub async fn list(db: Db, agents: u32, rounds: u32, concurrency: usize) -> anyhow::Result<String> {
+    let target = server(db).await;
+    let http = reqwest::Client::new();
+    println!("registering {agents} agents, {concurrency} at a time");
+    let (_, registrations) = login_all(&http, &target, agents, concurrency).await?;
+    println!("  {}", registrations.figures("registrations"));
+    let mut figures = format!("bench=list db={db:?} agents={agents} rounds={rounds}");
+    for (name, query) in [
+        ("first_page", "per_page=20"),
+        ("by_ip_desc", "per_page=100&sort=-ip&page=50"),
+        (
+            "running_by_seen",
+            "status=running&sort=-last_seen_at&per_page=50",
+        ),
+        ("search", "q=bench-1234&per_page=20"),
+        ("summary", ""),
+    ] {
+        let url = if name == "summary" {
+            format!("{}/api/v1/summary", target.base)
+        } else {
+            format!("{}/api/v1/agents?{query}", target.base)
+        };
+        let started = Instant::now();
+        let mut latencies = Vec::with_capacity(rounds as usize);
+        for _ in 0..rounds {
+            let sent = Instant::now();
+            http.get(&url)
+                .bearer_auth(&target.admin)
+                .send()
+                .await?
+                .error_for_status()?
+                .bytes()
+                .await?;
+            latencies.push(sent.elapsed());
+        }
+        let timings = Timings::new(latencies, started.elapsed());
+        println!("  {}", timings.figures(name));
+        figures.push(' ');
+        figures.push_str(&timings.figures(name));
+    }
+    target.finish().await;
+    Ok(figures)
+}
+
 /// `agents` logged-in agents send heartbeats as fast as `concurrency` allows, for `seconds`.
 pub async fn heartbeats(
     db: Db,
@@ -141,6 +187,8 @@ mod tests {
         let figures = logins(Db::Sqlite, 40, 8).await.unwrap();
         assert!(figures.contains("registrations=40 "), "{figures}");
         assert!(figures.contains("relogins=40 "), "{figures}");
+        let figures = list(Db::Sqlite, 30, 2, 4).await.unwrap();
+        assert!(figures.contains("first_page=2 "), "{figures}");
         let figures = heartbeats(Db::Sqlite, 10, 1, 4).await.unwrap();
         assert!(figures.contains(" agents=10 "), "{figures}");
         let count: u64 = figures

@@ -5,6 +5,8 @@
 //! written in Rust can share one definition of the protocol.
 
 pub mod config;
+#[cfg(feature = "logging")]
+pub mod logging;
 mod time;
 mod wire;
 

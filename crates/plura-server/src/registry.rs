@@ -7,6 +7,7 @@
 //! or from an agent marked stopped) goes to the database.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,7 +15,7 @@ use tokio::sync::broadcast;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
-use plura_proto::{Agent, AgentStatus, Change, EventKind, LoginRequest, Timestamp};
+use plura_proto::{Agent, AgentStatus, Change, EventKind, LoginRequest, Summary, Timestamp};
 
 use crate::metrics::{EventLabel, Metrics};
 use crate::store::{self, Changed, LoginOutcome, Store};
@@ -64,6 +65,10 @@ struct Seen {
 
 /// How many changes a slow live-stream reader may fall behind before it is told to resync.
 const CHANGE_BACKLOG: usize = 4096;
+/// How long a summary is reused when nothing changed here: every console reloads it on every
+/// change, and over 100k agents it costs a few scans. Changes made through another server
+/// show after this at the latest.
+const SUMMARY_TTL: Duration = Duration::from_secs(2);
 
 pub struct Registry {
     store: Arc<dyn Store>,
@@ -73,6 +78,9 @@ pub struct Registry {
     seen: Mutex<HashMap<i64, Seen>>,
     changes: broadcast::Sender<Change>,
     started: Instant,
+    summary: Mutex<Option<(Instant, Summary)>>,
+    /// Counts published changes, so a summary computed across one is not cached.
+    generation: AtomicU64,
 }
 
 impl Registry {
@@ -84,6 +92,8 @@ impl Registry {
             seen: Mutex::default(),
             changes: broadcast::channel(CHANGE_BACKLOG).0,
             started: Instant::now(),
+            summary: Mutex::default(),
+            generation: AtomicU64::new(0),
         }
     }
 
@@ -135,9 +145,31 @@ impl Registry {
         }))
     }
 
+    /// The console's cards, from a short cache that every change made here clears.
+    pub async fn summary(&self) -> store::Result<Summary> {
+        if let Some((at, summary)) = self.summary.lock().unwrap().as_ref()
+            && at.elapsed() < SUMMARY_TTL
+        {
+            return Ok(summary.clone());
+        }
+        let asked = (Instant::now(), self.generation.load(Ordering::SeqCst));
+        let summary = self.store.summary().await?;
+        let mut cache = self.summary.lock().unwrap();
+        // Not if a change was published while the query ran: it may predate the change.
+        if self.generation.load(Ordering::SeqCst) == asked.1 {
+            *cache = Some((asked.0, summary.clone()));
+        }
+        Ok(summary)
+    }
+
     /// Tells the live stream and the metrics about a change, and forgets agents that are no
     /// longer running.
     pub fn publish(&self, changed: &Changed) {
+        if !changed.events.is_empty() {
+            let mut cache = self.summary.lock().unwrap();
+            self.generation.fetch_add(1, Ordering::SeqCst);
+            *cache = None;
+        }
         if changed.agent.status != AgentStatus::Running {
             self.seen.lock().unwrap().remove(&changed.agent.id);
         }

@@ -311,7 +311,7 @@ pub async fn register(
 )]
 pub async fn summary(caller: Caller, State(state): State<AppState>) -> ApiResult<Json<Summary>> {
     caller.require(Role::Monitor)?;
-    Ok(Json(state.store.summary().await?))
+    Ok(Json(state.registry.summary().await?))
 }
 
 /// Deletes and prunes, with who did them: kept after the agents are gone (admin).

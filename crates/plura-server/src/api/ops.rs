@@ -76,7 +76,7 @@ pub async fn metrics(
     _: MetricsReader,
     State(state): State<AppState>,
 ) -> ApiResult<impl IntoResponse> {
-    let summary = state.store.summary().await?;
+    let summary = state.registry.summary().await?;
     Ok((
         [(
             header::CONTENT_TYPE,

@@ -282,26 +282,29 @@ fn bind_params<'q>(
 }
 
 fn order_by(column: SortColumn, descending: bool) -> String {
-    let column = match column {
-        SortColumn::Id => "id",
-        SortColumn::Ip => "ip_key",
-        SortColumn::Hostname => "hostname",
-        SortColumn::Status => "status",
-        SortColumn::Enabled => "enabled",
-        SortColumn::Group => "group_name",
-        SortColumn::Kind => "kind",
-        SortColumn::Os => "os",
-        SortColumn::Version => "version",
-        SortColumn::RegisteredAt => "registered_at",
-        SortColumn::LastLoginAt => "last_login_at",
-        SortColumn::LastSeenAt => "last_seen_at",
+    let (column, nullable) = match column {
+        SortColumn::Id => ("id", false),
+        SortColumn::Ip => ("ip_key", false),
+        SortColumn::Hostname => ("hostname", false),
+        SortColumn::Status => ("status", false),
+        SortColumn::Enabled => ("enabled", false),
+        SortColumn::Group => ("group_name", true),
+        SortColumn::Kind => ("kind", false),
+        SortColumn::Os => ("os", false),
+        SortColumn::Version => ("version", false),
+        SortColumn::RegisteredAt => ("registered_at", false),
+        SortColumn::LastLoginAt => ("last_login_at", true),
+        SortColumn::LastSeenAt => ("last_seen_at", true),
     };
     let direction = if descending { "DESC" } else { "ASC" };
-    // Nulls sort as the smallest value in both backends, and ties break by id so pages are
-    // stable.
-    format!(
-        "ORDER BY CASE WHEN {column} IS NULL THEN 0 ELSE 1 END {direction}, {column} {direction}, id {direction}"
-    )
+    // Ties break by id so pages are stable. Nulls sort first in both backends (SQLite's way;
+    // PostgreSQL is told), which keeps a plain `column, id` order that an index can serve.
+    let nulls = match (nullable, descending) {
+        (true, false) => " NULLS FIRST",
+        (true, true) => " NULLS LAST",
+        (false, _) => "",
+    };
+    format!("ORDER BY {column} {direction}{nulls}, id {direction}")
 }
 
 #[async_trait]

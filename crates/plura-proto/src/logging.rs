@@ -1,0 +1,17 @@
+//! How every PLURA binary logs: to stderr (stdout carries the results scripts read, such as
+//! tokens and claimed identities), filtered by `PLURA_LOG` (default `info`), in colour only on a
+//! terminal.
+
+use std::io::IsTerminal;
+
+use tracing_subscriber::EnvFilter;
+
+pub fn init() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("PLURA_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
