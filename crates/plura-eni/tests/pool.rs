@@ -786,3 +786,86 @@ async fn unreachable_instance_metadata_is_a_clear_error() {
     );
     assert!(output.stdout.is_empty());
 }
+
+/// Logs an agent in as `ip` / `hostname` from `instance`, as plura-agent does after the claim.
+async fn agent_login(server: &plura_testkit::TestServer, ip: &str, hostname: &str, instance: &str) {
+    let mut body = plura_testkit::login(ip, hostname);
+    body.machine_id = Some(instance.to_string());
+    let response = server.login_as(&body).await;
+    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+}
+
+#[tokio::test]
+async fn churn_keeps_the_agent_list_bounded_by_the_pool() {
+    const POOL: usize = 4;
+    const ROUNDS: usize = 3;
+    let cloud = Cloud::start().await;
+    cloud.provision(&[&cloud.subnet_a], POOL as u32).await;
+    let pooled = plura_testkit::TestServer::start(plura_testkit::Db::Sqlite).await;
+    let unpooled = plura_testkit::TestServer::start(plura_testkit::Db::Sqlite).await;
+
+    // The group is scaled out to 4 and back in to 0, three times over.
+    for _ in 0..ROUNDS {
+        let vms = cloud.launch(&cloud.subnet_a, ZONE_A, POOL as i32).await;
+        for (vm, run) in vms.iter().zip(claim_all(&cloud, &vms, &[]).await) {
+            let claimed = run.json();
+            let (ip, hostname) = (
+                claimed["ip"].as_str().unwrap(),
+                claimed["hostname"].as_str().unwrap(),
+            );
+            agent_login(&pooled, ip, hostname, &vm.id).await;
+
+            // Without the pool the agent logs in with the instance's own fresh address.
+            let described = cloud
+                .ec2
+                .describe_instances()
+                .instance_ids(&vm.id)
+                .send()
+                .await
+                .unwrap();
+            let instance = &described.reservations()[0].instances()[0];
+            let fresh_ip = instance.private_ip_address().unwrap();
+            agent_login(
+                &unpooled,
+                fresh_ip,
+                &format!("ip-{}", fresh_ip.replace('.', "-")),
+                &vm.id,
+            )
+            .await;
+        }
+        let ids: Vec<String> = vms.iter().map(|vm| vm.id.clone()).collect();
+        cloud
+            .ec2
+            .terminate_instances()
+            .set_instance_ids(Some(ids))
+            .send()
+            .await
+            .unwrap();
+    }
+
+    let with_pool = pooled.agents("").await.total;
+    let without = unpooled.agents("").await.total;
+    eprintln!(
+        "{} instances over {ROUNDS} scale-outs: {with_pool} agents with a pool of {POOL}, \
+         {without} without",
+        POOL * ROUNDS
+    );
+    assert_eq!(with_pool, POOL as u64, "the list stays at the pool's size");
+    assert_eq!(
+        without,
+        (POOL * ROUNDS) as u64,
+        "without the pool every instance is a new agent"
+    );
+    // Each pooled identity was taken over by a new instance every round, and the history says so.
+    for agent in pooled.agents("").await.items {
+        let takeovers = pooled
+            .events(agent.id)
+            .await
+            .iter()
+            .filter(|e| e.event == plura_proto::EventKind::Takeover)
+            .count();
+        assert_eq!(takeovers, ROUNDS - 1, "{}", agent.hostname);
+    }
+    pooled.finish().await;
+    unpooled.finish().await;
+}
