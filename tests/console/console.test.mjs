@@ -158,8 +158,11 @@ test('a wrong token is refused at sign-in', async () => {
 test('a new agent appears live, and a silent one turns red live', async () => {
   const page = await signIn('monitor');
   const silent = await loginAgent('10.0.9.1', 'quiet-host', { heartbeat: false });
+  const loggedIn = Date.now();
   const row = rowOf(page, 'quiet-host');
   await row.waitFor({ timeout: 5000 });
+  // Reported, not asserted: this machine is shared and noisy.
+  console.log(`live: a new agent showed ${Date.now() - loggedIn} ms after its login`);
   assert.equal(await row.locator('[data-testid=status]').getAttribute('data-status'), 'running');
   // No heartbeat: the server stops it after 3 intervals (3 s), and the icon follows, unreloaded.
   await page.waitForSelector(`tr[data-agent-id="${silent}"] [data-status=stopped]`, { timeout: 15000 });
