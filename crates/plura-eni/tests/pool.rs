@@ -7,7 +7,7 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_sdk_ec2::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_ec2::config::{BehaviorVersion, Credentials, Region, SharedCredentialsProvider};
 use aws_sdk_ec2::types::Filter;
 use futures::future::join_all;
 use serde_json::Value;
@@ -27,6 +27,8 @@ const EMPTY_POOL_EXIT: i32 = 3;
 struct Cloud {
     _moto: Child,
     endpoint: String,
+    /// How the tests' own SDK clients reach the emulator.
+    sdk: aws_config::SdkConfig,
     ec2: aws_sdk_ec2::Client,
     subnet_a: String,
     subnet_c: String,
@@ -37,6 +39,18 @@ struct Cloud {
 struct Vm {
     id: String,
     imds: Imds,
+}
+
+impl Vm {
+    async fn start(id: String, zone: &str) -> Self {
+        let imds = Imds::start(Instance {
+            instance_id: id.clone(),
+            availability_zone: zone.into(),
+            region: REGION.into(),
+        })
+        .await;
+        Self { id, imds }
+    }
 }
 
 /// What one run of plura-eni did.
@@ -94,13 +108,15 @@ impl Cloud {
             .unwrap()
             .expect("moto prints its port");
         let endpoint = format!("http://127.0.0.1:{}", port.trim());
-        let config = aws_sdk_ec2::Config::builder()
+        let sdk = aws_config::SdkConfig::builder()
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new(REGION))
             .endpoint_url(&endpoint)
-            .credentials_provider(Credentials::new("testing", "testing", None, None, "test"))
+            .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
+                "testing", "testing", None, None, "test",
+            )))
             .build();
-        let ec2 = aws_sdk_ec2::Client::from_conf(config);
+        let ec2 = aws_sdk_ec2::Client::new(&sdk);
         let vpc = ec2
             .create_vpc()
             .cidr_block("172.31.0.0/16")
@@ -129,6 +145,7 @@ impl Cloud {
         Self {
             _moto: moto,
             endpoint,
+            sdk,
             ec2,
             subnet_a,
             subnet_c,
@@ -197,16 +214,7 @@ impl Cloud {
             .iter()
             .map(|i| i.instance_id().unwrap().to_string())
             .collect();
-        join_all(ids.into_iter().map(|id| async move {
-            let imds = Imds::start(Instance {
-                instance_id: id.clone(),
-                availability_zone: zone.into(),
-                region: REGION.into(),
-            })
-            .await;
-            Vm { id, imds }
-        }))
-        .await
+        join_all(ids.into_iter().map(|id| Vm::start(id, zone))).await
     }
 
     async fn claim(&self, vm: &Vm, extra: &[&str]) -> Run {
@@ -672,14 +680,7 @@ async fn the_lifecycle_hook_continues_a_claimed_launch_and_abandons_an_empty_poo
         .unwrap()
         .launch_template_id()
         .unwrap();
-    let asg = aws_sdk_autoscaling::Client::from_conf(
-        aws_sdk_autoscaling::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new(REGION))
-            .endpoint_url(&cloud.endpoint)
-            .credentials_provider(Credentials::new("testing", "testing", None, None, "test"))
-            .build(),
-    );
+    let asg = aws_sdk_autoscaling::Client::new(&cloud.sdk);
     asg.create_auto_scaling_group()
         .auto_scaling_group_name("waf")
         .launch_template(
@@ -714,16 +715,7 @@ async fn the_lifecycle_hook_continues_a_claimed_launch_and_abandons_an_empty_poo
         .map(|i| i.instance_id().unwrap().to_string())
         .collect();
     assert_eq!(ids.len(), 2);
-    let vms = join_all(ids.into_iter().map(|id| async move {
-        let imds = Imds::start(Instance {
-            instance_id: id.clone(),
-            availability_zone: ZONE_A.into(),
-            region: REGION.into(),
-        })
-        .await;
-        Vm { id, imds }
-    }))
-    .await;
+    let vms = join_all(ids.into_iter().map(|id| Vm::start(id, ZONE_A))).await;
 
     let runs = join_all(vms.iter().map(|vm| {
         cloud.claim(
