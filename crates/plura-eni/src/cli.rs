@@ -82,10 +82,10 @@ enum Command {
         #[arg(long)]
         lifecycle_hook: Option<String>,
         /// How long to wait for interfaces that terminating instances still hold.
-        #[arg(long, default_value = "180s", value_parser = humantime_secs)]
+        #[arg(long, default_value = "180s", value_parser = seconds)]
         patience: Duration,
         /// How long to wait for the attached interface to come up with its address.
-        #[arg(long, default_value = "120s", value_parser = humantime_secs)]
+        #[arg(long, default_value = "120s", value_parser = seconds)]
         interface_timeout: Duration,
         /// Where /etc/hostname is (for images being prepared in a chroot).
         #[arg(long, default_value = "/", hide = true)]
@@ -128,7 +128,7 @@ enum Command {
     },
 }
 
-fn humantime_secs(text: &str) -> Result<Duration, String> {
+fn seconds(text: &str) -> Result<Duration, String> {
     text.strip_suffix('s')
         .unwrap_or(text)
         .parse::<u64>()

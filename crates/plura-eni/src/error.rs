@@ -28,8 +28,12 @@ pub enum EniError {
     Metadata(String),
     #[error("EC2: {0}")]
     Aws(String),
+    /// Setting up this host (hostname, interface) failed.
     #[error("{0}")]
     Host(String),
+    /// An argument that cannot work.
+    #[error("{0}")]
+    Invalid(String),
 }
 
 impl EniError {

@@ -33,7 +33,7 @@ pub struct Provisioned {
 
 pub async fn provision(ec2: &Client, plan: &Plan) -> Result<Vec<Provisioned>, EniError> {
     if !plan.hostname_template.contains("{n}") {
-        return Err(EniError::Host(format!(
+        return Err(EniError::Invalid(format!(
             "--hostname-template {:?} must contain {{n}}",
             plan.hostname_template
         )));
