@@ -9,3 +9,4 @@ pub mod metrics;
 pub mod registry;
 pub mod server;
 pub mod store;
+mod throttle;

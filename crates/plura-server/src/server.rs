@@ -27,6 +27,7 @@ pub async fn serve(
         store: store.clone(),
         registry: registry.clone(),
         metrics,
+        sign_ins: Arc::default(),
         shutdown: shutdown.clone(),
     };
     let liveness = tokio::spawn(registry.run(shutdown.clone()));

@@ -916,5 +916,18 @@ async fn users_sign_in_with_a_password_and_sign_out(db: Db) {
         .request(Method::GET, "/api/v1/me", Some(&session.token))
         .await;
     expect_error(r, StatusCode::UNAUTHORIZED, "unauthorized").await;
+
+    // Guessing is slowed down: after five failures even the right password waits.
+    for _ in 0..5 {
+        let r = sign_in(&name, "guess-guess-guess").await;
+        expect_error(r, StatusCode::UNAUTHORIZED, "unauthorized").await;
+    }
+    let r = sign_in(&name, &password).await;
+    let e = expect_error(r, StatusCode::TOO_MANY_REQUESTS, "too_many_requests").await;
+    assert!(
+        e.message.starts_with("too many failed sign-ins"),
+        "{}",
+        e.message
+    );
     server.finish().await;
 }

@@ -26,6 +26,7 @@ use crate::auth::{Auth, Caller};
 use crate::metrics::{CodeLabel, Metrics};
 use crate::registry::Registry;
 use crate::store::Store;
+use crate::throttle::SignInThrottle;
 
 pub use error::{ApiError, ApiResult};
 pub use ops::openapi;
@@ -40,6 +41,7 @@ pub struct AppState {
     pub registry: Arc<Registry>,
     pub auth: Arc<Auth>,
     pub metrics: Arc<Metrics>,
+    pub sign_ins: Arc<SignInThrottle>,
     /// Cancelled when the server shuts down; ends the live streams so shutdown need not wait
     /// for browsers to hang up.
     pub shutdown: CancellationToken,

@@ -1,7 +1,9 @@
 //! Console sign-in with a name and password, and sign-out. A sign-in mints a role token that
 //! expires, so every other route keeps one way of authenticating.
 
-use axum::extract::State;
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode};
 
 use plura_proto::{ErrorBody, Session, SignIn};
@@ -16,12 +18,25 @@ use crate::auth::{self, Caller};
     responses(
         (status = 200, body = Session),
         (status = 401, description = "Unknown user or wrong password", body = ErrorBody),
+        (status = 429, description = "Too many failed sign-ins from this address", body = ErrorBody),
     )
 )]
 pub async fn sign_in(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Json(form): Json<SignIn>,
 ) -> ApiResult<Json<Session>> {
+    if let Err(wait) = state.sign_ins.check(peer.ip(), &form.username) {
+        tracing::warn!(user = %form.username, from = %peer.ip(), "sign-in throttled");
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_requests",
+            format!(
+                "too many failed sign-ins; try again in {} s",
+                wait.as_secs() + 1
+            ),
+        ));
+    }
     let session = auth::sign_in(state.store.as_ref(), &form.username, &form.password)
         .await
         .map_err(|e| {
@@ -34,6 +49,7 @@ pub async fn sign_in(
         })?;
     match session {
         Some(session) => {
+            state.sign_ins.succeeded(peer.ip(), &form.username);
             tracing::info!(user = %session.caller.name, role = %session.caller.role, "signed in");
             Ok(Json(Session {
                 token: session.token,
@@ -43,7 +59,8 @@ pub async fn sign_in(
             }))
         }
         None => {
-            tracing::warn!(user = %form.username, "sign-in refused");
+            state.sign_ins.failed(peer.ip(), &form.username);
+            tracing::warn!(user = %form.username, from = %peer.ip(), "sign-in refused");
             Err(ApiError::unauthorized("unknown user or wrong password"))
         }
     }
