@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use plura_proto::Role;
 
 use crate::auth;
-use crate::registry::LivenessPolicy;
+use crate::registry::{DEFAULT_EVENT_RETENTION, LivenessPolicy};
 use crate::server;
 use crate::store::{self, redact_url};
 
@@ -66,6 +66,9 @@ struct ServeArgs {
     /// Delete agents stopped for longer than this (e.g. 14d). Off unless given.
     #[arg(long, value_parser = humantime::parse_duration)]
     prune_stopped_after: Option<Duration>,
+    /// Delete agents' history events older than this; 0 keeps them forever.
+    #[arg(long, default_value = "90d", value_parser = humantime::parse_duration)]
+    keep_events_for: Duration,
 }
 
 impl Default for ServeArgs {
@@ -74,6 +77,7 @@ impl Default for ServeArgs {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             heartbeat_interval: LivenessPolicy::default().heartbeat_interval,
             prune_stopped_after: None,
+            keep_events_for: DEFAULT_EVENT_RETENTION,
         }
     }
 }
@@ -165,6 +169,7 @@ async fn serve(store: store::SqlStore, args: ServeArgs) -> anyhow::Result<()> {
     let policy = LivenessPolicy {
         heartbeat_interval: args.heartbeat_interval,
         prune_stopped_after: args.prune_stopped_after,
+        keep_events_for: Some(args.keep_events_for).filter(|d| !d.is_zero()),
     };
     anyhow::ensure!(
         policy.heartbeat_interval >= Duration::from_secs(1),

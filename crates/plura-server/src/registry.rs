@@ -27,13 +27,20 @@ pub struct LivenessPolicy {
     pub heartbeat_interval: Duration,
     /// Agents stopped for longer than this are deleted (off when `None`).
     pub prune_stopped_after: Option<Duration>,
+    /// History events older than this are deleted (kept forever when `None`).
+    pub keep_events_for: Option<Duration>,
 }
+
+/// How long agents' history is kept by default: a quarter, long enough for an incident review,
+/// short enough that Auto Scaling churn (several events per instance) cannot grow it forever.
+pub const DEFAULT_EVENT_RETENTION: Duration = Duration::from_secs(90 * 24 * 3600);
 
 impl Default for LivenessPolicy {
     fn default() -> Self {
         Self {
             heartbeat_interval: Duration::from_secs(10),
             prune_stopped_after: None,
+            keep_events_for: Some(DEFAULT_EVENT_RETENTION),
         }
     }
 }
@@ -49,10 +56,14 @@ impl LivenessPolicy {
         (self.heartbeat_interval / 4).clamp(Duration::from_millis(100), Duration::from_secs(2))
     }
 
-    /// How often the prune policy runs: a minute, or more often when it prunes after less.
-    pub fn prune_tick(&self) -> Duration {
-        let after = self.prune_stopped_after.unwrap_or(Duration::MAX);
-        (after / 4).clamp(self.tick(), Duration::from_secs(60))
+    /// How often the housekeeping (prune, history retention) runs: a minute, or more often when
+    /// either keeps things for less; `None` when there is none to do.
+    pub fn housekeeping_tick(&self) -> Option<Duration> {
+        let shortest = [self.prune_stopped_after, self.keep_events_for]
+            .into_iter()
+            .flatten()
+            .min()?;
+        Some((shortest / 4).clamp(self.tick(), Duration::from_secs(60)))
     }
 }
 
@@ -274,16 +285,25 @@ impl Registry {
         Ok(())
     }
 
-    pub async fn prune(&self, after: Duration) -> store::Result<()> {
+    /// Deletes long-stopped agents and old history, as the policy says.
+    pub async fn housekeeping(&self) -> store::Result<()> {
         let now = Timestamp::now();
-        for changed in self.store.prune_stopped(now.minus(after), now).await? {
-            tracing::info!(
-                agent = changed.agent.id,
-                ip = %changed.agent.ip,
-                hostname = %changed.agent.hostname,
-                "agent pruned after a long stop"
-            );
-            self.publish(&changed);
+        if let Some(after) = self.policy.prune_stopped_after {
+            for changed in self.store.prune_stopped(now.minus(after), now).await? {
+                tracing::info!(
+                    agent = changed.agent.id,
+                    ip = %changed.agent.ip,
+                    hostname = %changed.agent.hostname,
+                    "agent pruned after a long stop"
+                );
+                self.publish(&changed);
+            }
+        }
+        if let Some(keep) = self.policy.keep_events_for {
+            let deleted = self.store.delete_events_before(now.minus(keep)).await?;
+            if deleted > 0 {
+                tracing::info!("deleted {deleted} history events older than {keep:?}");
+            }
         }
         Ok(())
     }
@@ -292,8 +312,10 @@ impl Registry {
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let mut tick = tokio::time::interval(self.policy.tick());
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let mut prune_tick = tokio::time::interval(self.policy.prune_tick());
-        prune_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let housekeeping = self.policy.housekeeping_tick();
+        let mut housekeeping_tick =
+            tokio::time::interval(housekeeping.unwrap_or(Duration::from_secs(60)));
+        housekeeping_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => break,
@@ -308,10 +330,9 @@ impl Registry {
                         tracing::warn!("liveness check failed, will retry: {e}");
                     }
                 }
-                _ = prune_tick.tick(), if self.policy.prune_stopped_after.is_some() => {
-                    let after = self.policy.prune_stopped_after.unwrap_or_default();
-                    if let Err(e) = self.prune(after).await {
-                        tracing::warn!("prune failed, will retry: {e}");
+                _ = housekeeping_tick.tick(), if housekeeping.is_some() => {
+                    if let Err(e) = self.housekeeping().await {
+                        tracing::warn!("housekeeping failed, will retry: {e}");
                     }
                 }
             }

@@ -36,6 +36,7 @@ plura_testkit::on_both_backends!(
     servers_sharing_a_database_agree,
     console_is_served_from_the_binary_with_a_strict_policy,
     users_sign_in_with_a_password_and_sign_out,
+    old_history_is_deleted_but_the_agent_stays,
 );
 
 async fn first_login_registers_and_relogin_finds_the_same_entry(db: Db) {
@@ -928,6 +929,31 @@ async fn users_sign_in_with_a_password_and_sign_out(db: Db) {
         e.message.starts_with("too many failed sign-ins"),
         "{}",
         e.message
+    );
+    server.finish().await;
+}
+
+async fn old_history_is_deleted_but_the_agent_stays(db: Db) {
+    let policy = LivenessPolicy {
+        keep_events_for: Some(Duration::from_secs(1)),
+        ..fast_policy()
+    };
+    let server = TestServer::start_with(db, policy).await;
+    let id = server.login("10.8.0.1", "long-lived").await.agent_id;
+    assert_eq!(server.events(id).await.len(), 1);
+    let deadline = tokio::time::Instant::now() + STOP_WITHIN;
+    while !server.events(id).await.is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "old events are deleted"
+        );
+        assert_eq!(server.heartbeat(id).await, StatusCode::NO_CONTENT);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let agent = server.agent(id).await;
+    assert_eq!(
+        (agent.hostname.as_str(), agent.status),
+        ("long-lived", AgentStatus::Running)
     );
     server.finish().await;
 }

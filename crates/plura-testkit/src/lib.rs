@@ -97,7 +97,7 @@ impl Database {
 pub fn fast_policy() -> LivenessPolicy {
     LivenessPolicy {
         heartbeat_interval: Duration::from_secs(1),
-        prune_stopped_after: None,
+        ..LivenessPolicy::default()
     }
 }
 

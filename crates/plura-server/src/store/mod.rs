@@ -144,6 +144,9 @@ pub trait Store: Send + Sync {
     /// Deletes agents stopped and not seen since `cutoff`, keeping a record in the audit log.
     async fn prune_stopped(&self, cutoff: Timestamp, at: Timestamp) -> Result<Vec<Changed>>;
 
+    /// Deletes history events older than `cutoff`; answers how many.
+    async fn delete_events_before(&self, cutoff: Timestamp) -> Result<u64>;
+
     async fn agent(&self, id: i64) -> Result<Option<Agent>>;
 
     /// The matching agents of one page, and how many match in all.

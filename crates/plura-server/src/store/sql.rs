@@ -521,6 +521,29 @@ impl Store for SqlStore {
         Ok(changes)
     }
 
+    async fn delete_events_before(&self, cutoff: Timestamp) -> Result<u64> {
+        // In slices, so a first run over years of history does not hold the writer for long.
+        let mut deleted = 0;
+        loop {
+            let _turn = match &self.write_turn {
+                Some(turn) => Some(turn.lock().await),
+                None => None,
+            };
+            let slice = sqlx::query(
+                "DELETE FROM agent_events WHERE id IN \
+                 (SELECT id FROM agent_events WHERE at < $1 LIMIT 10000)",
+            )
+            .bind(cutoff.as_millis())
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+            deleted += slice;
+            if slice == 0 {
+                return Ok(deleted);
+            }
+        }
+    }
+
     async fn agent(&self, id: i64) -> Result<Option<Agent>> {
         let mut conn = self.pool.acquire().await?;
         select_agent(&mut conn, id).await
