@@ -273,31 +273,30 @@ impl Registry {
             return Ok(());
         }
         let now = Timestamp::now();
-        for changed in self.store.stop_silent(now.minus(limit), now).await? {
+        let stopped = self.store.stop_silent(now.minus(limit), now).await?;
+        self.publish_all(&stopped, "agent stopped: no heartbeat");
+        Ok(())
+    }
+
+    /// Logs and publishes what a sweep of the policy changed.
+    fn publish_all(&self, changes: &[Changed], what: &str) {
+        for changed in changes {
             tracing::info!(
                 agent = changed.agent.id,
                 ip = %changed.agent.ip,
                 hostname = %changed.agent.hostname,
-                "agent stopped: no heartbeat"
+                "{what}"
             );
-            self.publish(&changed);
+            self.publish(changed);
         }
-        Ok(())
     }
 
     /// Deletes long-stopped agents and old history, as the policy says.
     pub async fn housekeeping(&self) -> store::Result<()> {
         let now = Timestamp::now();
         if let Some(after) = self.policy.prune_stopped_after {
-            for changed in self.store.prune_stopped(now.minus(after), now).await? {
-                tracing::info!(
-                    agent = changed.agent.id,
-                    ip = %changed.agent.ip,
-                    hostname = %changed.agent.hostname,
-                    "agent pruned after a long stop"
-                );
-                self.publish(&changed);
-            }
+            let pruned = self.store.prune_stopped(now.minus(after), now).await?;
+            self.publish_all(&pruned, "agent pruned after a long stop");
         }
         if let Some(keep) = self.policy.keep_events_for {
             let deleted = self.store.delete_events_before(now.minus(keep)).await?;

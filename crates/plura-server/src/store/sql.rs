@@ -70,21 +70,23 @@ impl SqlStore {
         &self.backend
     }
 
-    async fn begin_write(&self) -> Result<WriteTx> {
-        let turn = match &self.write_turn {
+    /// Waits for this process's write turn (SQLite); no wait on PostgreSQL.
+    async fn turn(&self) -> Option<OwnedMutexGuard<()>> {
+        match &self.write_turn {
             Some(turn) => Some(turn.clone().lock_owned().await),
             None => None,
-        };
+        }
+    }
+
+    async fn begin_write(&self) -> Result<WriteTx> {
+        let turn = self.turn().await;
         let tx = self.pool.begin_with(self.backend.begin_write()).await?;
         Ok(WriteTx { tx, _turn: turn })
     }
 
     /// Runs a single-statement write in its turn.
     async fn write<'q>(&self, query: Query<'q, Any, AnyArguments<'q>>) -> Result<Vec<AnyRow>> {
-        let _turn = match &self.write_turn {
-            Some(turn) => Some(turn.lock().await),
-            None => None,
-        };
+        let _turn = self.turn().await;
         Ok(query.fetch_all(&self.pool).await?)
     }
 }
@@ -525,10 +527,7 @@ impl Store for SqlStore {
         // In slices, so a first run over years of history does not hold the writer for long.
         let mut deleted = 0;
         loop {
-            let _turn = match &self.write_turn {
-                Some(turn) => Some(turn.lock().await),
-                None => None,
-            };
+            let _turn = self.turn().await;
             let slice = sqlx::query(
                 "DELETE FROM agent_events WHERE id IN \
                  (SELECT id FROM agent_events WHERE at < $1 LIMIT 10000)",
