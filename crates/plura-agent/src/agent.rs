@@ -21,7 +21,7 @@ const RETRY_BASE: Duration = Duration::from_secs(1);
 const RETRY_CAP: Duration = Duration::from_secs(60);
 
 /// A logged-in agent.
-struct Session {
+struct LoggedIn {
     agent_id: i64,
     identity: Identity,
     heartbeat_interval: Duration,
@@ -121,7 +121,7 @@ impl<'a> Agent<'a> {
     }
 
     /// Logs in, retrying with backoff until it works; `None` if shutdown came first.
-    async fn login(&mut self, identity: Identity) -> Option<Session> {
+    async fn login(&mut self, identity: Identity) -> Option<LoggedIn> {
         let request = LoginRequest {
             ip: identity.ip.to_string(),
             hostname: identity.hostname.clone(),
@@ -148,7 +148,7 @@ impl<'a> Agent<'a> {
                         "logged in to {} as {identity}, heartbeat every {interval:?}",
                         self.config.server_url
                     );
-                    return Some(Session {
+                    return Some(LoggedIn {
                         agent_id: response.agent_id,
                         identity,
                         heartbeat_interval: interval,
@@ -175,7 +175,7 @@ impl<'a> Agent<'a> {
         }
     }
 
-    async fn logout(&self, session: &Session) {
+    async fn logout(&self, session: &LoggedIn) {
         match tokio::time::timeout(LOGOUT_TIMEOUT, self.client.logout(session.agent_id)).await {
             Ok(Ok(())) => tracing::info!("logged out as {}", session.identity),
             Ok(Err(e)) => tracing::warn!("logout of {} failed: {e}", session.identity),

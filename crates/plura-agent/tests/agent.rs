@@ -3,18 +3,16 @@
 //! changes, a missing server, bad configuration, the machine id from IMDS.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use reqwest::StatusCode;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
 use plura_proto::{Agent, AgentStatus, EventKind};
-use plura_server::store::{ListFilter, Store};
+use plura_server::store::{AgentStore, ListFilter};
 use plura_testkit::imds::{Imds, Instance};
-use plura_testkit::{Db, TestServer};
+use plura_testkit::process::Process;
+use plura_testkit::{Db, TestServer, eventually};
 
 const BIN: &str = env!("CARGO_BIN_EXE_plura-agent");
 const WAIT: Duration = Duration::from_secs(20);
@@ -34,94 +32,29 @@ fn config(dir: &Path, server: &TestServer, extra: &str) -> PathBuf {
     path
 }
 
-/// A running plura-agent, with what it logs.
-struct AgentProcess {
-    child: Child,
-    log: Arc<Mutex<Vec<String>>>,
+/// Starts plura-agent with `config` (and the extra environment `env`) as `command` runs it.
+fn agent_in(mut command: Command, config: &Path, env: &[(&str, &str)]) -> Process {
+    command
+        .arg("--config")
+        .arg(config)
+        // Nothing but loopback is ever asked: no instance metadata unless a test serves it.
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("PLURA_LOG", "info")
+        .envs(env.iter().copied());
+    Process::spawn(command)
 }
 
-impl AgentProcess {
-    fn start(config: &Path) -> Self {
-        Self::spawn(Command::new(BIN), config, &[])
-    }
-
-    fn start_with_env(config: &Path, env: &[(&str, &str)]) -> Self {
-        Self::spawn(Command::new(BIN), config, env)
-    }
-
-    fn spawn(mut command: Command, config: &Path, env: &[(&str, &str)]) -> Self {
-        command
-            .arg("--config")
-            .arg(config)
-            // Nothing but loopback is ever asked: no instance metadata unless a test serves it.
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env("PLURA_LOG", "info")
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let mut child = command.spawn().expect("start plura-agent");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let sink = log.clone();
-        tokio::spawn(async move {
-            while let Ok(Some(line)) = lines.next_line().await {
-                sink.lock().unwrap().push(line);
-            }
-        });
-        Self { child, log }
-    }
-
-    fn logged(&self, text: &str) -> bool {
-        self.log.lock().unwrap().iter().any(|l| l.contains(text))
-    }
-
-    async fn wait_for_log(&self, text: &str) {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        while !self.logged(text) {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the agent never logged {text:?}; it logged:\n{}",
-                self.log.lock().unwrap().join("\n")
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    async fn signal(&mut self, signal: &str) -> std::process::ExitStatus {
-        let pid = self.child.id().unwrap().to_string();
-        let sent = Command::new("kill")
-            .args([signal, &pid])
-            .status()
-            .await
-            .unwrap();
-        assert!(sent.success());
-        tokio::time::timeout(WAIT, self.child.wait())
-            .await
-            .expect("the agent exits")
-            .unwrap()
-    }
+fn start_agent(config: &Path) -> Process {
+    agent_in(Command::new(BIN), config, &[])
 }
 
-/// Polls the server until `check` holds for the list of agents; answers that list.
+/// Waits until `check` holds for the server's list of agents (by id); answers that list.
 async fn wait_for_agents(
     server: &TestServer,
     what: &str,
     check: impl Fn(&[Agent]) -> bool,
 ) -> Vec<Agent> {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let agents = server.agents("?sort=id").await.items;
-        if check(&agents) {
-            return agents;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what}; agents: {agents:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    server.wait_for_agents(what, WAIT, check).await
 }
 
 fn running(agents: &[Agent]) -> bool {
@@ -134,7 +67,7 @@ async fn registers_once_reruns_as_the_same_entry_and_sigterm_stops_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let conf = config(dir.path(), &server, "interface=lo\n");
 
-    let mut agent = AgentProcess::start(&conf);
+    let mut agent = start_agent(&conf);
     let agents = wait_for_agents(&server, "the agent registers", running).await;
     assert_eq!(agents[0].ip, "127.0.0.1", "the address of interface=lo");
     assert_eq!(agents[0].hostname, hostname());
@@ -149,7 +82,7 @@ async fn registers_once_reruns_as_the_same_entry_and_sigterm_stops_at_once() {
     assert_eq!(server.events(id).await[0].event, EventKind::Logout);
 
     // The next run of the same host is the same entry.
-    let mut again = AgentProcess::start(&conf);
+    let mut again = start_agent(&conf);
     let agents = wait_for_agents(&server, "the agent logs in again", running).await;
     assert_eq!(agents[0].id, id);
     again.wait_for_log("created=false").await;
@@ -161,7 +94,7 @@ async fn registers_once_reruns_as_the_same_entry_and_sigterm_stops_at_once() {
 async fn sigkill_leaves_the_stop_to_the_heartbeat_timeout() {
     let server = TestServer::start(Db::Sqlite).await;
     let dir = tempfile::tempdir().unwrap();
-    let mut agent = AgentProcess::start(&config(dir.path(), &server, "interface=lo\n"));
+    let mut agent = start_agent(&config(dir.path(), &server, "interface=lo\n"));
     let id = wait_for_agents(&server, "the agent registers", running).await[0].id;
 
     agent.signal("-KILL").await;
@@ -179,7 +112,7 @@ async fn sigkill_leaves_the_stop_to_the_heartbeat_timeout() {
 async fn survives_a_server_restart_and_logs_in_again_after_a_delete() {
     let server = TestServer::start(Db::Sqlite).await;
     let dir = tempfile::tempdir().unwrap();
-    let mut agent = AgentProcess::start(&config(dir.path(), &server, "interface=lo\n"));
+    let mut agent = start_agent(&config(dir.path(), &server, "interface=lo\n"));
     let id = wait_for_agents(&server, "the agent registers", running).await[0].id;
 
     // The server goes away for a while; the agent keeps trying, then carries on.
@@ -187,11 +120,10 @@ async fn survives_a_server_restart_and_logs_in_again_after_a_delete() {
     agent.wait_for_log("heartbeat failed").await;
     let server = stopped.start().await;
     let before = server.agent(id).await.last_seen_at.unwrap();
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while server.agent(id).await.last_seen_at.unwrap() <= before {
-        assert!(tokio::time::Instant::now() < deadline, "heartbeats resume");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually("heartbeats resume", WAIT, || async {
+        (server.agent(id).await.last_seen_at.unwrap() > before).then_some(())
+    })
+    .await;
     assert_eq!(server.agents("").await.total, 1, "no new entry");
 
     // Deleted by an operator: the agent's next heartbeat is refused and it registers anew.
@@ -213,7 +145,7 @@ async fn waits_for_a_missing_server_and_logs_in_when_it_comes() {
     let conf = config(dir.path(), &server, "interface=lo\n");
     let stopped = server.stop().await;
 
-    let mut agent = AgentProcess::start(&conf);
+    let mut agent = start_agent(&conf);
     agent.wait_for_log("cannot log in to").await;
     let server = stopped.start().await;
     wait_for_agents(
@@ -241,7 +173,8 @@ async fn sends_the_ec2_instance_id_when_imds_answers() {
         &server,
         "interface=lo\nlogin_with_machine_id=1\n",
     );
-    let mut agent = AgentProcess::start_with_env(
+    let mut agent = agent_in(
+        Command::new(BIN),
         &conf,
         &[
             ("AWS_EC2_METADATA_DISABLED", "false"),
@@ -356,10 +289,10 @@ impl Netns {
         .unwrap()
     }
 
-    fn agent(&self, config: &Path) -> AgentProcess {
+    fn agent(&self, config: &Path) -> Process {
         let mut command = Command::new("ip");
         command.args(["netns", "exec", &self.name, BIN]);
-        AgentProcess::spawn(command, config, &[])
+        agent_in(command, config, &[])
     }
 }
 
@@ -393,18 +326,13 @@ async fn in_a_namespace_eth1_gives_the_identity_and_a_new_address_is_a_new_login
     );
     let mut agent = ns.agent(&conf);
 
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let first = loop {
-        let agents = agents_in(&server).await;
-        if let [agent] = agents.as_slice() {
-            break agent.clone();
+    let first = eventually("the agent registers", WAIT, || async {
+        match agents_in(&server).await.as_slice() {
+            [agent] => Some(agent.clone()),
+            _ => None,
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the agent registers"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    })
+    .await;
     assert_eq!(first.ip, "10.213.0.2", "the address of eth1, not of lo");
 
     // The interface gets another address: the agent says goodbye as the old identity and
@@ -413,21 +341,18 @@ async fn in_a_namespace_eth1_gives_the_identity_and_a_new_address_is_a_new_login
         .unwrap();
     ns.exec_ip(&["addr", "add", "10.213.0.3/24", "dev", "eth1"])
         .unwrap();
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let agents = agents_in(&server).await;
-        let by_ip = |ip: &str| agents.iter().find(|a| a.ip == ip).map(|a| a.status);
-        if by_ip("10.213.0.2") == Some(AgentStatus::Stopped)
-            && by_ip("10.213.0.3") == Some(AgentStatus::Running)
-        {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "a new login: {agents:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(
+        "a logout as the old address, a login as the new",
+        WAIT,
+        || async {
+            let agents = agents_in(&server).await;
+            let by_ip = |ip: &str| agents.iter().find(|a| a.ip == ip).map(|a| a.status);
+            (by_ip("10.213.0.2") == Some(AgentStatus::Stopped)
+                && by_ip("10.213.0.3") == Some(AgentStatus::Running))
+            .then_some(())
+        },
+    )
+    .await;
     agent.wait_for_log("identity changed").await;
     assert!(agent.signal("-TERM").await.success());
     server.finish().await;

@@ -7,7 +7,7 @@ use futures::{StreamExt, stream};
 
 use plura_proto::{LoginRequest, LoginResponse};
 
-use plura_server::registry::LivenessPolicy;
+use plura_server::fleet::LivenessPolicy;
 use plura_testkit::{Db, TestServer};
 
 use crate::report::Timings;
@@ -17,15 +17,12 @@ async fn server(db: Db) -> TestServer {
     TestServer::start_with(db, LivenessPolicy::default()).await
 }
 
+/// The `n`th agent of the fleet: its own address, hostname and instance id.
 fn agent(n: u32) -> LoginRequest {
     let [_, a, b, c] = (0x0a00_0000u32 + n).to_be_bytes();
     LoginRequest {
-        ip: format!("10.{a}.{b}.{c}"),
-        hostname: format!("bench-{n}"),
         machine_id: Some(format!("i-{n:017x}")),
-        version: "5.0.1".into(),
-        os: "Ubuntu 24.04".into(),
-        kind: "waf".into(),
+        ..plura_testkit::login(&format!("10.{a}.{b}.{c}"), &format!("bench-{n}"))
     }
 }
 

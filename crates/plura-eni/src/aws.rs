@@ -30,7 +30,10 @@ pub async fn whoami() -> Result<Me, EniError> {
                 .get(path)
                 .await
                 .map(|v| v.as_ref().trim().to_string())
-                .map_err(|e| EniError::Metadata(format!("{path}: {}", error_chain(&e))))
+                .map_err(|e| EniError::Metadata {
+                    path,
+                    source: Box::new(e),
+                })
         }
     };
     Ok(Me {
@@ -38,16 +41,6 @@ pub async fn whoami() -> Result<Me, EniError> {
         zone: get("/latest/meta-data/placement/availability-zone").await?,
         region: get("/latest/meta-data/placement/region").await?,
     })
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(&format!(": {cause}"));
-        source = cause.source();
-    }
-    text
 }
 
 /// The SDK's configuration; `region` (from instance metadata) is used when the environment

@@ -12,12 +12,11 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::time::Duration;
 
 use aws_sdk_ec2::Client;
-use aws_sdk_ec2::error::ProvideErrorMetadata;
-use aws_sdk_ec2::types::InstanceStateName;
+use aws_sdk_ec2::types::{InstanceStateName, NetworkInterfaceStatus};
 use tokio::time::Instant;
 
 use crate::aws::Me;
-use crate::error::{self, EniError};
+use crate::error::{AwsContext, EniError};
 use crate::pool::{self, Member};
 
 const DEVICE_INDEX: i32 = 1;
@@ -91,7 +90,7 @@ pub async fn claim(
                         candidate.hostname.as_deref().unwrap_or("?")
                     );
                     let member = Member {
-                        status: "in-use".into(),
+                        status: NetworkInterfaceStatus::InUse,
                         instance: Some(me.instance_id.clone()),
                         ..candidate
                     };
@@ -143,15 +142,12 @@ async fn attach(ec2: &Client, member: &Member, instance: &str) -> Result<bool, E
         .instance_id(instance)
         .device_index(DEVICE_INDEX)
         .send()
-        .await;
+        .await
+        .doing(format!("attach {} to {instance}", member.eni));
     match result {
         Ok(_) => Ok(true),
-        Err(e) if e.code() == Some(IN_USE) => Ok(false),
-        Err(e) => Err(EniError::Aws(format!(
-            "attach {} to {instance}: {}",
-            member.eni,
-            error::describe(&e)
-        ))),
+        Err(e) if e.aws_code() == Some(IN_USE) => Ok(false),
+        Err(e) => Err(e),
     }
 }
 
@@ -184,7 +180,7 @@ async fn releasing(ec2: &Client, members: &[Member]) -> Result<usize, EniError> 
         .set_instance_ids(Some(holders))
         .send()
         .await
-        .map_err(|e| EniError::aws("describe the holders' instances", e))?;
+        .doing("describe the holders' instances")?;
     Ok(described
         .reservations()
         .iter()
@@ -206,12 +202,12 @@ pub async fn release(ec2: &Client, pool: &str, me: &Me) -> Result<Option<Member>
     let attachment = member
         .attachment
         .clone()
-        .ok_or_else(|| EniError::Aws(format!("{} shows no attachment id", member.eni)))?;
+        .ok_or_else(|| EniError::Unexpected(format!("{} shows no attachment id", member.eni)))?;
     ec2.detach_network_interface()
         .attachment_id(attachment)
         .send()
         .await
-        .map_err(|e| EniError::aws("detach the pool interface", e))?;
+        .doing("detach the pool interface")?;
     Ok(Some(member))
 }
 
@@ -227,7 +223,7 @@ mod tests {
             ip: "172.31.64.4".into(),
             pool: Some("waf".into()),
             hostname: Some("waf-1".into()),
-            status: "available".into(),
+            status: NetworkInterfaceStatus::Available,
             instance: None,
             attachment: None,
             mac: None,

@@ -1,7 +1,7 @@
-//! The `plura-eni` command line.
+//! The `plura-eni` command line: one function per subcommand.
 
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
@@ -9,6 +9,7 @@ use serde_json::json;
 
 use crate::claim::{self, ClaimPolicy};
 use crate::error::EniError;
+use crate::pool::HostnameTemplate;
 use crate::provision::{self, Plan};
 use crate::{aws, host, lifecycle, pool, status, templates};
 
@@ -21,6 +22,42 @@ pub struct Cli {
     command: Command,
 }
 
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create (or top up to) --size interfaces per subnet, with fixed IPs and hostname tags.
+    Provision(ProvisionArgs),
+    /// At boot: attach a free interface of the pool in this zone as eth1 and take its hostname.
+    /// Prints {eni, ip, hostname} as one JSON line. Exit 3: the pool is empty.
+    Claim(ClaimArgs),
+    /// The pool's interfaces: zone, IP, hostname, state, instance; counts per zone.
+    Status(StatusArgs),
+    /// Detach this instance's pool interface (for a clean scale-in).
+    Release(PoolArg),
+    /// Print the launch template's user data: claim, then start the agent. No keys in it.
+    UserData(UserDataArgs),
+    /// Print a CloudFormation template: interfaces, instance role, launch template, group.
+    Cloudformation(CloudformationArgs),
+    /// Print the instance role's least-privilege IAM policy.
+    Policy(PoolArg),
+}
+
+impl Cli {
+    pub async fn run(self) -> Result<(), EniError> {
+        match self.command {
+            Command::Provision(args) => provision(args).await,
+            Command::Claim(args) => claim(args).await,
+            Command::Status(args) => status(args).await,
+            Command::Release(args) => release(args).await,
+            Command::UserData(args) => user_data(args),
+            Command::Cloudformation(args) => cloudformation(args),
+            Command::Policy(PoolArg { pool }) => {
+                print_json(&templates::policy(&pool));
+                Ok(())
+            }
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 struct PoolArg {
     /// The pool's name (tag plura:pool).
@@ -28,6 +65,7 @@ struct PoolArg {
     pool: String,
 }
 
+/// How the pool is laid out over the zones.
 #[derive(Debug, Args)]
 struct Layout {
     /// A subnet per availability zone for the pool's interfaces (repeat the flag).
@@ -45,10 +83,9 @@ struct Layout {
 }
 
 impl Layout {
-    fn hostname_template(&self, pool: &str) -> String {
-        self.hostname_template
-            .clone()
-            .unwrap_or_else(|| format!("{pool}-{{n}}"))
+    fn hostnames(&self, pool: &str) -> Result<HostnameTemplate, EniError> {
+        let template = self.hostname_template.clone();
+        HostnameTemplate::new(template.unwrap_or_else(|| format!("{pool}-{{n}}")))
     }
 
     fn description(&self, pool: &str) -> String {
@@ -58,77 +95,197 @@ impl Layout {
     }
 }
 
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Create (or top up to) --size interfaces per subnet, with fixed IPs and hostname tags.
-    Provision {
-        #[command(flatten)]
-        pool: PoolArg,
-        #[command(flatten)]
-        layout: Layout,
-        /// Security group of the new interfaces (repeat the flag) [default: the VPC's].
-        #[arg(long = "security-group")]
-        security_groups: Vec<String>,
-    },
-    /// At boot: attach a free interface of the pool in this zone as eth1 and take its hostname.
-    /// Prints {eni, ip, hostname} as one JSON line. Exit 3: the pool is empty.
-    Claim {
-        #[command(flatten)]
-        pool: PoolArg,
-        /// Attach and print, but leave the host alone (no wait for the interface, no hostname).
-        #[arg(long)]
-        attach_only: bool,
-        /// Complete this launch lifecycle hook: CONTINUE on success, ABANDON on failure.
-        #[arg(long)]
-        lifecycle_hook: Option<String>,
-        /// How long to wait for interfaces that terminating instances still hold.
-        #[arg(long, default_value = "180s", value_parser = seconds)]
-        patience: Duration,
-        /// How long to wait for the attached interface to come up with its address.
-        #[arg(long, default_value = "120s", value_parser = seconds)]
-        interface_timeout: Duration,
-        /// Where /etc/hostname is (for images being prepared in a chroot).
-        #[arg(long, default_value = "/", hide = true)]
-        root: PathBuf,
-    },
-    /// The pool's interfaces: zone, IP, hostname, state, instance; counts per zone.
-    Status {
-        #[command(flatten)]
-        pool: PoolArg,
-        /// One JSON array instead of a table.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Detach this instance's pool interface (for a clean scale-in).
-    Release {
-        #[command(flatten)]
-        pool: PoolArg,
-    },
-    /// Print the launch template's user data: claim, then start the agent. No keys in it.
-    UserData {
-        #[command(flatten)]
-        pool: PoolArg,
-        #[arg(long)]
-        lifecycle_hook: Option<String>,
-        /// The agent's systemd unit.
-        #[arg(long, default_value = "plura-agent")]
-        agent_service: String,
-    },
-    /// Print a CloudFormation template: interfaces, instance role, launch template, group.
-    Cloudformation {
-        #[command(flatten)]
-        pool: PoolArg,
-        #[command(flatten)]
-        layout: Layout,
-    },
-    /// Print the instance role's least-privilege IAM policy.
-    Policy {
-        #[command(flatten)]
-        pool: PoolArg,
-    },
+#[derive(Debug, Args)]
+struct ProvisionArgs {
+    #[command(flatten)]
+    pool: PoolArg,
+    #[command(flatten)]
+    layout: Layout,
+    /// Security group of the new interfaces (repeat the flag) [default: the VPC's].
+    #[arg(long = "security-group")]
+    security_groups: Vec<String>,
 }
 
-fn seconds(text: &str) -> Result<Duration, String> {
+async fn provision(args: ProvisionArgs) -> Result<(), EniError> {
+    let PoolArg { pool } = args.pool;
+    let plan = Plan {
+        hostnames: args.layout.hostnames(&pool)?,
+        description: args.layout.description(&pool),
+        subnets: args.layout.subnets,
+        size: args.layout.size,
+        security_groups: args.security_groups,
+        pool,
+    };
+    let report = provision::provision(&ec2(None).await, &plan).await?;
+    for line in &report {
+        let m = &line.member;
+        println!(
+            "{:<8} {} {} {} {}",
+            line.action.as_str(),
+            m.eni,
+            m.zone,
+            m.ip,
+            m.hostname.as_deref().unwrap_or("-")
+        );
+    }
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+struct ClaimArgs {
+    #[command(flatten)]
+    pool: PoolArg,
+    /// Attach and print, but leave the host alone (no wait for the interface, no hostname).
+    #[arg(long)]
+    attach_only: bool,
+    /// Complete this launch lifecycle hook: CONTINUE on success, ABANDON on failure.
+    #[arg(long)]
+    lifecycle_hook: Option<String>,
+    /// How long to wait for interfaces that terminating instances still hold.
+    #[arg(long, default_value = "180s", value_parser = parse_seconds)]
+    patience: Duration,
+    /// How long to wait for the attached interface to come up with its address.
+    #[arg(long, default_value = "120s", value_parser = parse_seconds)]
+    interface_timeout: Duration,
+    /// Where /etc/hostname is (for images being prepared in a chroot).
+    #[arg(long, default_value = "/", hide = true)]
+    root: PathBuf,
+}
+
+async fn claim(args: ClaimArgs) -> Result<(), EniError> {
+    let pool = args.pool.pool;
+    let me = aws::whoami().await?;
+    let config = aws::config(Some(&me.region)).await;
+    let ec2 = aws_sdk_ec2::Client::new(&config);
+    let policy = ClaimPolicy {
+        patience: args.patience,
+        ..ClaimPolicy::default()
+    };
+    let outcome = async {
+        let claimed = claim::claim(&ec2, &pool, &me, &policy).await?;
+        if !args.attach_only {
+            settle_host(&claimed.member, args.interface_timeout, &args.root).await?;
+        }
+        Ok::<_, EniError>(claimed)
+    }
+    .await;
+    if let Some(hook) = &args.lifecycle_hook {
+        let asg = aws_sdk_autoscaling::Client::new(&config);
+        match lifecycle::complete(&asg, hook, &me.instance_id, outcome.is_ok()).await {
+            Err(e) if outcome.is_ok() => return Err(e),
+            // The claim's own failure says more; it is the one reported below.
+            Err(e) => tracing::error!("{e}"),
+            Ok(()) => {}
+        }
+    }
+    let claimed = outcome?;
+    let m = &claimed.member;
+    println!(
+        "{}",
+        json!({
+            "eni": m.eni,
+            "ip": m.ip,
+            "hostname": m.hostname,
+            "zone": m.zone,
+            "instance": me.instance_id,
+            "attached_now": claimed.attached_now,
+        })
+    );
+    Ok(())
+}
+
+/// Waits for the claimed interface on this host, then takes its hostname.
+async fn settle_host(member: &pool::Member, within: Duration, root: &Path) -> Result<(), EniError> {
+    let missing = |what: &str| EniError::Unexpected(format!("{} shows no {what}", member.eni));
+    let ip: Ipv4Addr = member.ip.parse().map_err(|_| missing("IPv4 address"))?;
+    let mac = member
+        .mac
+        .as_deref()
+        .ok_or_else(|| missing("MAC address"))?;
+    let name = host::wait_for_interface(&member.eni, mac, ip, within).await?;
+    tracing::info!("{} is up as {name} with {ip}", member.eni);
+    if let Some(hostname) = &member.hostname {
+        host::take_hostname(root, hostname)?;
+        tracing::info!("hostname is now {hostname}");
+    }
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+struct StatusArgs {
+    #[command(flatten)]
+    pool: PoolArg,
+    /// One JSON array instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+async fn status(args: StatusArgs) -> Result<(), EniError> {
+    let pool = args.pool.pool;
+    let members = pool::members(&ec2(None).await, &pool, None).await?;
+    if args.json {
+        print_json(&serde_json::to_value(&members).expect("members serialize"));
+    } else {
+        print!("{}", status::table(&pool, &members));
+    }
+    Ok(())
+}
+
+async fn release(PoolArg { pool }: PoolArg) -> Result<(), EniError> {
+    let me = aws::whoami().await?;
+    let ec2 = ec2(Some(&me.region)).await;
+    match claim::release(&ec2, &pool, &me).await? {
+        Some(m) => println!(
+            "{}",
+            json!({"released": m.eni, "ip": m.ip, "hostname": m.hostname})
+        ),
+        None => eprintln!("{} holds no interface of pool {pool:?}", me.instance_id),
+    }
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+struct UserDataArgs {
+    #[command(flatten)]
+    pool: PoolArg,
+    #[arg(long)]
+    lifecycle_hook: Option<String>,
+    /// The agent's systemd unit.
+    #[arg(long, default_value = "plura-agent")]
+    agent_service: String,
+}
+
+fn user_data(args: UserDataArgs) -> Result<(), EniError> {
+    let hook = args.lifecycle_hook.as_deref();
+    print!(
+        "{}",
+        templates::user_data(&args.pool.pool, hook, &args.agent_service)
+    );
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+struct CloudformationArgs {
+    #[command(flatten)]
+    pool: PoolArg,
+    #[command(flatten)]
+    layout: Layout,
+}
+
+fn cloudformation(args: CloudformationArgs) -> Result<(), EniError> {
+    let pool = &args.pool.pool;
+    print_json(&templates::cloudformation(&templates::Stack {
+        pool,
+        subnets: &args.layout.subnets,
+        size: args.layout.size,
+        hostnames: &args.layout.hostnames(pool)?,
+        description: &args.layout.description(pool),
+    }));
+    Ok(())
+}
+
+/// `180s` or `180`: a whole number of seconds.
+fn parse_seconds(text: &str) -> Result<Duration, String> {
     text.strip_suffix('s')
         .unwrap_or(text)
         .parse::<u64>()
@@ -143,169 +300,6 @@ fn print_json(value: &serde_json::Value) {
     );
 }
 
-impl Cli {
-    pub async fn run(self) -> Result<(), EniError> {
-        match self.command {
-            Command::Provision {
-                pool: PoolArg { pool },
-                layout,
-                security_groups,
-            } => {
-                let ec2 = ec2(None).await;
-                let plan = Plan {
-                    hostname_template: layout.hostname_template(&pool),
-                    description: layout.description(&pool),
-                    subnets: layout.subnets,
-                    size: layout.size,
-                    security_groups,
-                    pool,
-                };
-                let report = provision::provision(&ec2, &plan).await?;
-                for line in &report {
-                    let m = &line.member;
-                    println!(
-                        "{:<8} {} {} {} {}",
-                        line.action,
-                        m.eni,
-                        m.zone,
-                        m.ip,
-                        m.hostname.as_deref().unwrap_or("-")
-                    );
-                }
-                Ok(())
-            }
-            Command::Claim {
-                pool: PoolArg { pool },
-                attach_only,
-                lifecycle_hook,
-                patience,
-                interface_timeout,
-                root,
-            } => {
-                let me = aws::whoami().await?;
-                let config = aws::config(Some(&me.region)).await;
-                let ec2 = aws_sdk_ec2::Client::new(&config);
-                let policy = ClaimPolicy {
-                    patience,
-                    ..ClaimPolicy::default()
-                };
-                let outcome = async {
-                    let claimed = claim::claim(&ec2, &pool, &me, &policy).await?;
-                    if !attach_only {
-                        settle_host(&claimed.member, interface_timeout, &root).await?;
-                    }
-                    Ok::<_, EniError>(claimed)
-                }
-                .await;
-                if let Some(hook) = &lifecycle_hook {
-                    let asg = aws_sdk_autoscaling::Client::new(&config);
-                    let completed =
-                        lifecycle::complete(&asg, hook, &me.instance_id, outcome.is_ok()).await;
-                    match completed {
-                        Err(e) if outcome.is_ok() => return Err(e),
-                        // The claim's own failure says more; it is the one reported below.
-                        Err(e) => tracing::error!("{e}"),
-                        Ok(()) => {}
-                    }
-                }
-                let claimed = outcome?;
-                let m = &claimed.member;
-                println!(
-                    "{}",
-                    json!({
-                        "eni": m.eni,
-                        "ip": m.ip,
-                        "hostname": m.hostname,
-                        "zone": m.zone,
-                        "instance": me.instance_id,
-                        "attached_now": claimed.attached_now,
-                    })
-                );
-                Ok(())
-            }
-            Command::Status {
-                pool: PoolArg { pool },
-                json,
-            } => {
-                let members = pool::members(&ec2(None).await, &pool, None).await?;
-                if json {
-                    print_json(&serde_json::to_value(&members).expect("members serialize"));
-                } else {
-                    print!("{}", status::table(&pool, &members));
-                }
-                Ok(())
-            }
-            Command::Release {
-                pool: PoolArg { pool },
-            } => {
-                let me = aws::whoami().await?;
-                let ec2 = ec2(Some(&me.region)).await;
-                match claim::release(&ec2, &pool, &me).await? {
-                    Some(m) => println!(
-                        "{}",
-                        json!({"released": m.eni, "ip": m.ip, "hostname": m.hostname})
-                    ),
-                    None => eprintln!("{} holds no interface of pool {pool:?}", me.instance_id),
-                }
-                Ok(())
-            }
-            Command::UserData {
-                pool: PoolArg { pool },
-                lifecycle_hook,
-                agent_service,
-            } => {
-                print!(
-                    "{}",
-                    templates::user_data(&pool, lifecycle_hook.as_deref(), &agent_service)
-                );
-                Ok(())
-            }
-            Command::Cloudformation {
-                pool: PoolArg { pool },
-                layout,
-            } => {
-                print_json(&templates::cloudformation(&templates::Stack {
-                    pool: &pool,
-                    subnets: &layout.subnets,
-                    size: layout.size,
-                    hostname_template: &layout.hostname_template(&pool),
-                    description: &layout.description(&pool),
-                }));
-                Ok(())
-            }
-            Command::Policy {
-                pool: PoolArg { pool },
-            } => {
-                print_json(&templates::policy(&pool));
-                Ok(())
-            }
-        }
-    }
-}
-
 async fn ec2(region: Option<&str>) -> aws_sdk_ec2::Client {
     aws_sdk_ec2::Client::new(&aws::config(region).await)
-}
-
-/// Waits for the claimed interface on this host, then takes its hostname.
-async fn settle_host(
-    member: &pool::Member,
-    within: Duration,
-    root: &std::path::Path,
-) -> Result<(), EniError> {
-    let ip: Ipv4Addr = member
-        .ip
-        .parse()
-        .map_err(|_| EniError::Aws(format!("{} has no IPv4 address", member.eni)))?;
-    let mac = member
-        .mac
-        .as_deref()
-        .ok_or_else(|| EniError::Aws(format!("{} shows no MAC address", member.eni)))?;
-    let name = host::wait_for_interface(&member.eni, mac, ip, within).await?;
-    tracing::info!("{} is up as {name} with {ip}", member.eni);
-    if let Some(hostname) = &member.hostname {
-        host::take_hostname(root, hostname)?;
-        tracing::info!("hostname is now {hostname}");
-    }
-    Ok(())
 }

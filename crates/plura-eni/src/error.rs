@@ -1,6 +1,11 @@
 //! What can go wrong, and the exit code each failure leaves for the boot script to act on.
+//! Failures of AWS calls keep the SDK's error as their source, with what was being done.
 
+use std::error::Error;
+use std::fmt;
 use std::process::ExitCode;
+
+use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EniError {
@@ -24,13 +29,31 @@ pub enum EniError {
         ip: String,
         waited: std::time::Duration,
     },
-    #[error("instance metadata (IMDSv2): {0}")]
-    Metadata(String),
-    #[error("EC2: {0}")]
-    Aws(String),
-    /// Setting up this host (hostname, interface) failed.
+    /// A call to EC2 or Auto Scaling failed.
+    #[error("cannot {action}: {source}")]
+    Aws {
+        action: String,
+        #[source]
+        source: AwsError,
+    },
+    /// The instance metadata service (IMDSv2) did not tell who this instance is.
+    #[error("instance metadata (IMDSv2): {path}: {}", chain(source))]
+    Metadata {
+        path: &'static str,
+        #[source]
+        source: Box<aws_config::imds::client::error::ImdsError>,
+    },
+    /// AWS answered, but not with what the pool needs (a member without an address, a subnet
+    /// that does not exist, an instance in no group).
     #[error("{0}")]
-    Host(String),
+    Unexpected(String),
+    /// Setting up this host (hostname, interface) failed.
+    #[error("{what}: {source}")]
+    Host {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
     /// An argument that cannot work.
     #[error("{0}")]
     Invalid(String),
@@ -48,32 +71,76 @@ impl EniError {
         })
     }
 
-    /// An SDK failure, with the service's error code and message when there is one.
-    pub fn aws<E>(context: &str, e: aws_sdk_ec2::error::SdkError<E>) -> Self
-    where
-        E: aws_sdk_ec2::error::ProvideErrorMetadata + std::error::Error + 'static,
-    {
-        Self::Aws(format!("{context}: {}", describe(&e)))
+    /// The AWS error code (`InvalidNetworkInterface.InUse`, …) when AWS answered with one.
+    pub fn aws_code(&self) -> Option<&str> {
+        match self {
+            Self::Aws { source, .. } => source.code.as_deref(),
+            _ => None,
+        }
     }
 }
 
-/// `Code: message` of a service error, or the transport failure.
-pub fn describe<E>(e: &aws_sdk_ec2::error::SdkError<E>) -> String
+/// A failed AWS call: the service's error code and message when it answered, otherwise the
+/// transport's failure; the SDK's error is kept as the source.
+#[derive(Debug)]
+pub struct AwsError {
+    code: Option<String>,
+    message: Option<String>,
+    source: Box<dyn Error + Send + Sync>,
+}
+
+impl<E, R> From<SdkError<E, R>> for AwsError
 where
-    E: aws_sdk_ec2::error::ProvideErrorMetadata + std::error::Error + 'static,
+    E: ProvideErrorMetadata + Error + Send + Sync + 'static,
+    R: fmt::Debug + Send + Sync + 'static,
 {
-    use aws_sdk_ec2::error::ProvideErrorMetadata;
-    match (e.code(), e.message()) {
-        (Some(code), Some(message)) => format!("{code}: {message}"),
-        (Some(code), None) => code.to_string(),
-        _ => {
-            let mut text = e.to_string();
-            let mut source = std::error::Error::source(e);
-            while let Some(cause) = source {
-                text.push_str(&format!(": {cause}"));
-                source = cause.source();
-            }
-            text
+    fn from(e: SdkError<E, R>) -> Self {
+        Self {
+            code: e.code().map(str::to_string),
+            message: e.message().map(str::to_string),
+            source: Box::new(e),
         }
+    }
+}
+
+impl fmt::Display for AwsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.code, &self.message) {
+            (Some(code), Some(message)) => write!(f, "{code}: {message}"),
+            (Some(code), None) => write!(f, "{code}"),
+            _ => write!(f, "{}", chain(self.source.as_ref())),
+        }
+    }
+}
+
+impl Error for AwsError {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        Some(self.source.as_ref())
+    }
+}
+
+/// An error and its causes, `: `-separated: the SDK's own top-level messages ("dispatch
+/// failure") say little without them.
+fn chain(e: &(dyn Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
+}
+
+/// Names what a failing AWS call was doing.
+pub trait AwsContext<T> {
+    fn doing(self, action: impl Into<String>) -> Result<T, EniError>;
+}
+
+impl<T, E: Into<AwsError>> AwsContext<T> for Result<T, E> {
+    fn doing(self, action: impl Into<String>) -> Result<T, EniError> {
+        self.map_err(|e| EniError::Aws {
+            action: action.into(),
+            source: e.into(),
+        })
     }
 }

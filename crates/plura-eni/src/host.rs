@@ -65,8 +65,10 @@ fn has_ipv4(interface: &str, ip: Ipv4Addr) -> bool {
 /// Sets the hostname now and writes it to `<root>/etc/hostname` for the next boot.
 pub fn take_hostname(root: &Path, hostname: &str) -> Result<(), EniError> {
     persist_hostname(root, hostname)?;
-    nix::unistd::sethostname(hostname)
-        .map_err(|e| EniError::Host(format!("cannot set the hostname to {hostname}: {e}")))
+    nix::unistd::sethostname(hostname).map_err(|source| EniError::Host {
+        what: format!("cannot set the hostname to {hostname}"),
+        source: source.into(),
+    })
 }
 
 fn persist_hostname(root: &Path, hostname: &str) -> Result<(), EniError> {
@@ -74,7 +76,10 @@ fn persist_hostname(root: &Path, hostname: &str) -> Result<(), EniError> {
     let partial = root.join("etc/.hostname.plura-eni");
     std::fs::write(&partial, format!("{hostname}\n"))
         .and_then(|()| std::fs::rename(&partial, &path))
-        .map_err(|e| EniError::Host(format!("cannot write {}: {e}", path.display())))
+        .map_err(|source| EniError::Host {
+            what: format!("cannot write {}", path.display()),
+            source,
+        })
 }
 
 #[cfg(test)]

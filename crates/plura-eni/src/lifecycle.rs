@@ -3,9 +3,8 @@
 //! terminates the instance instead of running it with a fresh address).
 
 use aws_sdk_autoscaling::Client;
-use aws_sdk_autoscaling::error::ProvideErrorMetadata;
 
-use crate::error::EniError;
+use crate::error::{AwsContext, EniError};
 
 pub async fn complete(
     asg: &Client,
@@ -18,12 +17,14 @@ pub async fn complete(
         .instance_ids(instance_id)
         .send()
         .await
-        .map_err(|e| fail("find the instance's group", &e))?;
+        .doing("find the instance's group")?;
     let group = described
         .auto_scaling_instances()
         .first()
         .and_then(|i| i.auto_scaling_group_name())
-        .ok_or_else(|| EniError::Aws(format!("{instance_id} is in no Auto Scaling group")))?;
+        .ok_or_else(|| {
+            EniError::Unexpected(format!("{instance_id} is in no Auto Scaling group"))
+        })?;
     let result = if success { "CONTINUE" } else { "ABANDON" };
     asg.complete_lifecycle_action()
         .auto_scaling_group_name(group)
@@ -32,15 +33,7 @@ pub async fn complete(
         .lifecycle_action_result(result)
         .send()
         .await
-        .map_err(|e| fail("complete the lifecycle action", &e))?;
+        .doing("complete the lifecycle action")?;
     tracing::info!("lifecycle hook {hook} of {group}: {result}");
     Ok(())
-}
-
-fn fail<E: ProvideErrorMetadata + std::fmt::Display>(what: &str, e: &E) -> EniError {
-    let detail = match (e.code(), e.message()) {
-        (Some(code), Some(message)) => format!("{code}: {message}"),
-        _ => e.to_string(),
-    };
-    EniError::Aws(format!("{what}: {detail}"))
 }

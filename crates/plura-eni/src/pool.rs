@@ -1,11 +1,13 @@
 //! The pool: fixed-IP interfaces tagged `plura:pool=<name>`, each carrying the hostname its
 //! holder takes in `plura:hostname`. Nothing is edited by hand; EC2 is the only record.
 
+use std::collections::BTreeSet;
+
 use aws_sdk_ec2::Client;
 use aws_sdk_ec2::types::{Filter, NetworkInterface, NetworkInterfaceStatus, Tag};
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 
-use crate::error::EniError;
+use crate::error::{AwsContext, EniError};
 
 pub const POOL_TAG: &str = "plura:pool";
 pub const HOSTNAME_TAG: &str = "plura:hostname";
@@ -20,8 +22,8 @@ pub struct Member {
     #[serde(skip)]
     pub pool: Option<String>,
     pub hostname: Option<String>,
-    /// `available`, `in-use`, `attaching`, `detaching`, …
-    pub status: String,
+    #[serde(serialize_with = "status_text")]
+    pub status: NetworkInterfaceStatus,
     pub instance: Option<String>,
     #[serde(skip)]
     pub attachment: Option<String>,
@@ -31,7 +33,7 @@ pub struct Member {
 
 impl Member {
     pub fn is_available(&self) -> bool {
-        self.status == NetworkInterfaceStatus::Available.as_str()
+        self.status == NetworkInterfaceStatus::Available
     }
 
     fn from_sdk(eni: &NetworkInterface) -> Option<Self> {
@@ -51,8 +53,8 @@ impl Member {
             hostname: tag(HOSTNAME_TAG),
             status: eni
                 .status()
-                .map(|s| s.as_str().to_string())
-                .unwrap_or_default(),
+                .cloned()
+                .unwrap_or_else(|| NetworkInterfaceStatus::from("unknown")),
             instance: eni
                 .attachment()
                 .and_then(|a| a.instance_id())
@@ -63,6 +65,40 @@ impl Member {
                 .map(str::to_string),
             mac: eni.mac_address().map(str::to_string),
         })
+    }
+}
+
+/// `available`, `in-use`, `attaching`, …, as EC2 writes it.
+fn status_text<S: Serializer>(status: &NetworkInterfaceStatus, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(status.as_str())
+}
+
+/// The hostnames of a pool's interfaces: a template in which `{n}` counts from 1.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostnameTemplate(String);
+
+impl HostnameTemplate {
+    pub fn new(template: String) -> Result<Self, EniError> {
+        if template.contains("{n}") {
+            Ok(Self(template))
+        } else {
+            Err(EniError::Invalid(format!(
+                "--hostname-template {template:?} must contain {{n}}"
+            )))
+        }
+    }
+
+    /// The hostname numbered `n`.
+    pub fn nth(&self, n: u32) -> String {
+        self.0.replace("{n}", &n.to_string())
+    }
+
+    /// The hostname of the first number not in `taken`, which it is added to.
+    pub fn next_free(&self, taken: &mut BTreeSet<String>) -> String {
+        (1u32..)
+            .map(|n| self.nth(n))
+            .find(|name| taken.insert(name.clone()))
+            .expect("some number is free")
     }
 }
 
@@ -83,7 +119,7 @@ pub async fn list(ec2: &Client, filters: Vec<Filter>) -> Result<Vec<Member>, Eni
         .into_paginator()
         .send();
     while let Some(page) = pages.next().await {
-        let page = page.map_err(|e| EniError::aws("describe network interfaces", e))?;
+        let page = page.doing("describe network interfaces")?;
         members.extend(
             page.network_interfaces()
                 .iter()
@@ -114,4 +150,20 @@ pub async fn held_by(ec2: &Client, pool: &str, instance: &str) -> Result<Option<
         filter("attachment.instance-id", instance),
     ];
     Ok(list(ec2, filters).await?.into_iter().next())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostnames_fill_the_first_free_numbers() {
+        let template = HostnameTemplate::new("waf-{n}".into()).unwrap();
+        let mut taken: BTreeSet<String> = ["waf-1", "waf-3"].map(String::from).into();
+        assert_eq!(template.next_free(&mut taken), "waf-2");
+        assert_eq!(template.next_free(&mut taken), "waf-4");
+        let other = HostnameTemplate::new("web{n}.dmz".into()).unwrap();
+        assert_eq!(other.next_free(&mut taken), "web1.dmz");
+        assert!(HostnameTemplate::new("waf".into()).is_err());
+    }
 }

@@ -8,8 +8,8 @@ use aws_sdk_ec2::Client;
 use aws_sdk_ec2::types::{ResourceType, TagSpecification};
 use serde::Serialize;
 
-use crate::error::EniError;
-use crate::pool::{self, HOSTNAME_TAG, Member, POOL_TAG};
+use crate::error::{AwsContext, EniError};
+use crate::pool::{self, HOSTNAME_TAG, HostnameTemplate, Member, POOL_TAG};
 
 #[derive(Debug, Clone)]
 pub struct Plan {
@@ -17,27 +17,41 @@ pub struct Plan {
     pub subnets: Vec<String>,
     /// Interfaces per subnet.
     pub size: u32,
-    /// `{n}` is replaced by 1, 2, 3, … (the first number no member has yet).
-    pub hostname_template: String,
+    /// Numbered from the first number no member has yet.
+    pub hostnames: HostnameTemplate,
     pub description: String,
     pub security_groups: Vec<String>,
 }
 
+/// What `provision` did with an interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// Already a member.
+    Kept,
+    /// A hand-made interface with the pool's description, tagged into the pool.
+    Adopted,
+    Created,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Kept => "kept",
+            Self::Adopted => "adopted",
+            Self::Created => "created",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Provisioned {
-    /// `created`, `adopted`, or `kept`.
-    pub action: &'static str,
+    pub action: Action,
     #[serde(flatten)]
     pub member: Member,
 }
 
 pub async fn provision(ec2: &Client, plan: &Plan) -> Result<Vec<Provisioned>, EniError> {
-    if !plan.hostname_template.contains("{n}") {
-        return Err(EniError::Invalid(format!(
-            "--hostname-template {:?} must contain {{n}}",
-            plan.hostname_template
-        )));
-    }
     let zones = subnet_zones(ec2, &plan.subnets).await?;
     let existing = pool::members(ec2, &plan.pool, None).await?;
     let mut hostnames: BTreeSet<String> =
@@ -46,13 +60,13 @@ pub async fn provision(ec2: &Client, plan: &Plan) -> Result<Vec<Provisioned>, En
         .iter()
         .filter(|m| plan.subnets.contains(&m.subnet))
         .map(|m| Provisioned {
-            action: "kept",
+            action: Action::Kept,
             member: m.clone(),
         })
         .collect();
 
     for member in adoptable(ec2, plan).await? {
-        let hostname = next_hostname(&mut hostnames, &plan.hostname_template);
+        let hostname = plan.hostnames.next_free(&mut hostnames);
         ec2.create_tags()
             .resources(&member.eni)
             .tags(pool::tag(POOL_TAG, &plan.pool))
@@ -60,10 +74,10 @@ pub async fn provision(ec2: &Client, plan: &Plan) -> Result<Vec<Provisioned>, En
             .tags(pool::tag("Name", &hostname))
             .send()
             .await
-            .map_err(|e| EniError::aws("tag an adopted interface", e))?;
+            .doing("tag an adopted interface")?;
         tracing::info!("adopted {} ({}) as {hostname}", member.eni, member.ip);
         report.push(Provisioned {
-            action: "adopted",
+            action: Action::Adopted,
             member: Member {
                 hostname: Some(hostname),
                 ..member
@@ -87,7 +101,7 @@ pub async fn provision(ec2: &Client, plan: &Plan) -> Result<Vec<Provisioned>, En
                 continue;
             };
             *left -= 1;
-            let hostname = next_hostname(&mut hostnames, &plan.hostname_template);
+            let hostname = plan.hostnames.next_free(&mut hostnames);
             let member = create(ec2, plan, subnet, &hostname).await?;
             tracing::info!(
                 "created {} {} {hostname} in {}",
@@ -96,7 +110,7 @@ pub async fn provision(ec2: &Client, plan: &Plan) -> Result<Vec<Provisioned>, En
                 zones[subnet]
             );
             report.push(Provisioned {
-                action: "created",
+                action: Action::Created,
                 member,
             });
         }
@@ -114,7 +128,7 @@ async fn subnet_zones(
         .set_subnet_ids(Some(subnets.to_vec()))
         .send()
         .await
-        .map_err(|e| EniError::aws("describe subnets", e))?;
+        .doing("describe subnets")?;
     let zones: BTreeMap<String, String> = described
         .subnets()
         .iter()
@@ -126,7 +140,7 @@ async fn subnet_zones(
         })
         .collect();
     if let Some(missing) = subnets.iter().find(|s| !zones.contains_key(*s)) {
-        return Err(EniError::Aws(format!("no subnet {missing}")));
+        return Err(EniError::Unexpected(format!("no subnet {missing}")));
     }
     Ok(zones)
 }
@@ -165,34 +179,14 @@ async fn create(
         .tag_specifications(tags)
         .send()
         .await
-        .map_err(|e| EniError::aws("create a network interface", e))?;
+        .doing("create a network interface")?;
     let id = created
         .network_interface()
         .and_then(|n| n.network_interface_id())
-        .ok_or_else(|| EniError::Aws("created an interface without an id".into()))?;
+        .ok_or_else(|| EniError::Unexpected("created an interface without an id".into()))?;
     pool::list(ec2, vec![pool::filter("network-interface-id", id)])
         .await?
         .into_iter()
         .next()
-        .ok_or_else(|| EniError::Aws(format!("{id} vanished after it was created")))
-}
-
-fn next_hostname(taken: &mut BTreeSet<String>, template: &str) -> String {
-    (1u32..)
-        .map(|n| template.replace("{n}", &n.to_string()))
-        .find(|name| taken.insert(name.clone()))
-        .expect("some number is free")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hostnames_fill_the_first_free_numbers() {
-        let mut taken: BTreeSet<String> = ["waf-1", "waf-3"].map(String::from).into();
-        assert_eq!(next_hostname(&mut taken, "waf-{n}"), "waf-2");
-        assert_eq!(next_hostname(&mut taken, "waf-{n}"), "waf-4");
-        assert_eq!(next_hostname(&mut taken, "web{n}.dmz"), "web1.dmz");
-    }
+        .ok_or_else(|| EniError::Unexpected(format!("{id} vanished after it was created")))
 }

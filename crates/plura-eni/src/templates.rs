@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use crate::pool::{HOSTNAME_TAG, POOL_TAG};
+use crate::pool::{HOSTNAME_TAG, HostnameTemplate, POOL_TAG};
 
 /// The user data of the launch template: claim, then start the agent. No keys: the instance
 /// role gives the credentials.
@@ -85,7 +85,7 @@ pub struct Stack<'a> {
     /// One subnet per zone, for the pool's interfaces and the group's instances.
     pub subnets: &'a [String],
     pub size: u32,
-    pub hostname_template: &'a str,
+    pub hostnames: &'a HostnameTemplate,
     pub description: &'a str,
 }
 
@@ -99,7 +99,7 @@ pub fn cloudformation(stack: &Stack) -> Value {
     for round in 0..stack.size {
         for (z, subnet) in stack.subnets.iter().enumerate() {
             n += 1;
-            let hostname = stack.hostname_template.replace("{n}", &n.to_string());
+            let hostname = stack.hostnames.nth(n);
             resources.insert(
                 format!("PoolInterface{}Zone{}", round + 1, z + 1),
                 json!({
@@ -238,7 +238,7 @@ mod tests {
             pool: "waf",
             subnets: &subnets,
             size: 2,
-            hostname_template: "waf-{n}",
+            hostnames: &HostnameTemplate::new("waf-{n}".into()).unwrap(),
             description: "plura-waf",
         });
         let resources = template["Resources"].as_object().unwrap();

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use plura_proto::{Role, Timestamp};
+use plura_proto::{Role, Session, Timestamp};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
@@ -79,6 +79,34 @@ impl Auth {
         let hash = hash_token(token);
         self.callers.write().unwrap().remove(&hash);
         self.store.remove_api_token(&hash).await
+    }
+
+    /// Checks a user's password and mints a role token that expires; `None` for an unknown
+    /// user or a wrong password alike (and in the same time, so neither can be told from the
+    /// other).
+    pub async fn sign_in(&self, name: &str, password: &str) -> anyhow::Result<Option<Session>> {
+        let user = self.store.user(name).await?;
+        let (hash, role) = match &user {
+            Some((hash, role)) => (hash.clone(), Some(*role)),
+            None => (DECOY_HASH.clone(), None),
+        };
+        let valid = verify_password(password.to_string(), hash).await?;
+        let (Some(role), true) = (role, valid) else {
+            return Ok(None);
+        };
+        let token = new_token("plura");
+        let now = Timestamp::now();
+        let expires_at =
+            Timestamp::from_millis(now.as_millis() + SESSION_LIFETIME.as_millis() as i64);
+        self.store
+            .add_api_token(name, role, &hash_token(&token), now, Some(expires_at))
+            .await?;
+        Ok(Some(Session {
+            token,
+            name: name.to_string(),
+            role,
+            expires_at,
+        }))
     }
 
     /// Whether `token` is the agents' current enrollment token.
@@ -156,46 +184,6 @@ pub async fn create_user(
     let hash = hash_password(password.clone()).await?;
     store.add_user(name, role, &hash, Timestamp::now()).await?;
     Ok(password)
-}
-
-/// A console sign-in: the token it minted, and when that expires.
-#[derive(Debug, Clone)]
-pub struct Session {
-    pub token: String,
-    pub caller: Caller,
-    pub expires_at: Timestamp,
-}
-
-/// Checks a user's password and mints a role token that expires; `None` for an unknown user
-/// or a wrong password alike (and in the same time, so neither can be told from the other).
-pub async fn sign_in(
-    store: &dyn Store,
-    name: &str,
-    password: &str,
-) -> anyhow::Result<Option<Session>> {
-    let user = store.user(name).await?;
-    let (hash, role) = match &user {
-        Some((hash, role)) => (hash.clone(), Some(*role)),
-        None => (DECOY_HASH.clone(), None),
-    };
-    let valid = verify_password(password.to_string(), hash).await?;
-    let (Some(role), true) = (role, valid) else {
-        return Ok(None);
-    };
-    let token = new_token("plura");
-    let now = Timestamp::now();
-    let expires_at = Timestamp::from_millis(now.as_millis() + SESSION_LIFETIME.as_millis() as i64);
-    store
-        .add_api_token(name, role, &hash_token(&token), now, Some(expires_at))
-        .await?;
-    Ok(Some(Session {
-        token,
-        caller: Caller {
-            name: name.to_string(),
-            role,
-        },
-        expires_at,
-    }))
 }
 
 /// A hash no password matches, checked for unknown users so they take as long as known ones.

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use plura_proto::Role;
 
 use crate::auth;
-use crate::registry::{DEFAULT_EVENT_RETENTION, LivenessPolicy};
+use crate::fleet::{DEFAULT_EVENT_RETENTION, LivenessPolicy};
 use crate::server;
 use crate::store::{self, redact_url};
 
@@ -166,6 +166,8 @@ async fn serve(store: store::SqlStore, args: ServeArgs) -> anyhow::Result<()> {
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
+    // On stdout, for people and scripts (with --listen 127.0.0.1:0, the port it got).
+    println!("Listening on http://{}", listener.local_addr()?);
     let policy = LivenessPolicy {
         heartbeat_interval: args.heartbeat_interval,
         prune_stopped_after: args.prune_stopped_after,

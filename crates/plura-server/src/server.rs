@@ -9,8 +9,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, AppState};
 use crate::auth::Auth;
+use crate::fleet::{Fleet, LivenessPolicy};
 use crate::metrics::Metrics;
-use crate::registry::{LivenessPolicy, Registry};
 use crate::store::Store;
 
 /// Serves on `listener` until `shutdown` is cancelled.
@@ -21,16 +21,15 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
-    let registry = Arc::new(Registry::new(store.clone(), metrics.clone(), policy));
+    let fleet = Arc::new(Fleet::new(store.clone(), metrics.clone(), policy));
     let state = AppState {
         auth: Arc::new(Auth::new(store.clone())),
-        store: store.clone(),
-        registry: registry.clone(),
+        fleet: fleet.clone(),
         metrics,
         sign_ins: Arc::default(),
         shutdown: shutdown.clone(),
     };
-    let liveness = tokio::spawn(registry.run(shutdown.clone()));
+    let liveness = tokio::spawn(fleet.run(shutdown.clone()));
 
     tracing::info!(
         address = %listener.local_addr()?,

@@ -1,90 +1,47 @@
 //! The `plura-server` binary as an operator runs it: first start, token subcommands beside a
 //! running server, SIGTERM, and a bad database URL.
 
-use std::process::Stdio;
-use std::time::Duration;
+use tokio::process::Command;
 
+use plura_proto::{Role, WhoAmI};
+use plura_testkit::process::Process;
+use plura_testkit::{eventually, login};
 use reqwest::StatusCode;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
-use tokio::sync::mpsc;
-
-use plura_proto::{LoginRequest, Role, WhoAmI};
 
 const BIN: &str = env!("CARGO_BIN_EXE_plura-server");
-const WAIT: Duration = Duration::from_secs(20);
 
-/// A `plura-server serve` process on a random port, with its output lines.
+/// A `plura-server serve` process on a port of its choosing.
 struct ServerProcess {
-    child: Child,
+    process: Process,
     base: String,
-    stdout: Vec<String>,
-    stderr: mpsc::UnboundedReceiver<String>,
 }
 
 impl ServerProcess {
     async fn start(database: &str) -> Self {
-        let mut child = Command::new(BIN)
+        let mut command = Command::new(BIN);
+        command
             .args(["serve", "--listen", "127.0.0.1:0", "--database", database])
-            .env("PLURA_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start plura-server");
-        let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
-        let mut stderr_lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let (tx, mut stderr) = mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            while let Ok(Some(line)) = stderr_lines.next_line().await {
-                let _ = tx.send(line);
-            }
-        });
-        let base = tokio::time::timeout(WAIT, async {
-            while let Some(line) = stderr.recv().await {
-                if let Some(rest) = line.split("address=").nth(1) {
-                    let address = rest.split_whitespace().next().unwrap();
-                    return format!("http://{address}");
-                }
-            }
-            panic!("plura-server exited before listening");
-        })
-        .await
-        .expect("plura-server listens");
-        // Whatever it printed on stdout before listening (the first-start token) is complete.
-        let mut printed = Vec::new();
-        while let Ok(Ok(Some(line))) =
-            tokio::time::timeout(Duration::from_millis(200), stdout.next_line()).await
-        {
-            printed.push(line);
-        }
-        Self {
-            child,
-            base,
-            stdout: printed,
-            stderr,
-        }
+            .env("PLURA_LOG", "info");
+        let process = Process::spawn(command);
+        let listening = process
+            .wait_for_output("plura-server says where it listens", |l| {
+                l.starts_with("Listening on ")
+            })
+            .await;
+        let base = listening.trim_start_matches("Listening on ").to_string();
+        Self { process, base }
     }
 
+    /// What it printed before it listened (the first-start token).
+    fn printed(&self) -> Vec<String> {
+        self.process.stdout()
+    }
+
+    /// SIGTERM; answers its log once it exited (successfully).
     async fn terminate(mut self) -> Vec<String> {
-        let pid = self.child.id().unwrap().to_string();
-        let killed = Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .await
-            .unwrap();
-        assert!(killed.success());
-        let status = tokio::time::timeout(WAIT, self.child.wait())
-            .await
-            .expect("plura-server stops on SIGTERM")
-            .unwrap();
+        let status = self.process.signal("-TERM").await;
         assert!(status.success(), "exit status {status}");
-        let mut rest = Vec::new();
-        while let Ok(line) = self.stderr.try_recv() {
-            rest.push(line);
-        }
-        rest
+        self.process.stderr()
     }
 }
 
@@ -102,6 +59,13 @@ async fn run(args: &[&str]) -> String {
         .to_string()
 }
 
+/// Runs a subcommand that must fail; answers its stderr.
+async fn run_failing(command: &mut Command) -> String {
+    let output = command.output().await.unwrap();
+    assert!(!output.status.success());
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
 async fn whoami(base: &str, token: &str) -> reqwest::Response {
     reqwest::Client::new()
         .get(format!("{base}/api/v1/me"))
@@ -111,19 +75,11 @@ async fn whoami(base: &str, token: &str) -> reqwest::Response {
         .unwrap()
 }
 
-async fn login(base: &str, token: &str) -> StatusCode {
-    let body = LoginRequest {
-        ip: "192.168.7.1".into(),
-        hostname: "cli-host".into(),
-        machine_id: None,
-        version: "1".into(),
-        os: "Linux".into(),
-        kind: "waf".into(),
-    };
+async fn log_in(base: &str, token: &str) -> StatusCode {
     reqwest::Client::new()
         .post(format!("{base}/api/v1/agents/login"))
         .bearer_auth(token)
-        .json(&body)
+        .json(&login("192.168.7.1", "cli-host"))
         .send()
         .await
         .unwrap()
@@ -138,11 +94,11 @@ async fn first_start_token_subcommands_and_sigterm() {
 
     // The first start prints one admin token.
     let admin = server
-        .stdout
+        .printed()
         .iter()
         .map(|l| l.trim())
         .find(|l| l.starts_with("plura_"))
-        .unwrap_or_else(|| panic!("no admin token in {:?}", server.stdout))
+        .unwrap_or_else(|| panic!("no admin token in {:?}", server.printed()))
         .to_string();
     let me: WhoAmI = whoami(&server.base, &admin).await.json().await.unwrap();
     assert_eq!(me.role, Role::Admin);
@@ -163,20 +119,18 @@ async fn first_start_token_subcommands_and_sigterm() {
         enroll,
         "stable"
     );
-    assert_eq!(login(&server.base, &enroll).await, StatusCode::OK);
+    assert_eq!(log_in(&server.base, &enroll).await, StatusCode::OK);
 
     // A rotation: the new token works at once, the old one is refused once the running
     // server's cache of it expires (5 s).
     let rotated = run(&[&["enrollment-token", "--rotate"][..], &db].concat()).await;
     assert_ne!(rotated, enroll);
-    assert_eq!(login(&server.base, &rotated).await, StatusCode::OK);
-    tokio::time::timeout(WAIT, async {
-        while login(&server.base, &enroll).await != StatusCode::UNAUTHORIZED {
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
+    assert_eq!(log_in(&server.base, &rotated).await, StatusCode::OK);
+    let limit = plura_testkit::process::PROCESS_WAIT;
+    eventually("the old enrollment token is refused", limit, || async {
+        (log_in(&server.base, &enroll).await == StatusCode::UNAUTHORIZED).then_some(())
     })
-    .await
-    .expect("the old enrollment token is refused after a rotation");
+    .await;
 
     let last_words = server.terminate().await;
     assert!(
@@ -189,9 +143,9 @@ async fn first_start_token_subcommands_and_sigterm() {
     // A second start prints no token, and the agent is still there.
     let server = ServerProcess::start(&database).await;
     assert!(
-        !server.stdout.iter().any(|l| l.contains("plura_")),
+        !server.printed().iter().any(|l| l.contains("plura_")),
         "{:?}",
-        server.stdout
+        server.printed()
     );
     let list: serde_json::Value = reqwest::Client::new()
         .get(format!("{}/api/v1/agents", server.base))
@@ -208,30 +162,19 @@ async fn first_start_token_subcommands_and_sigterm() {
 
 #[tokio::test]
 async fn a_bad_database_url_is_a_clear_error_without_its_password() {
-    let output = Command::new(BIN)
-        .args([
-            "token",
-            "create",
-            "--role",
-            "admin",
-            "--database",
-            "mysql://root:hunter2@db/x",
-        ])
-        .output()
-        .await
-        .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = run_failing(Command::new(BIN).args([
+        "token",
+        "create",
+        "--role",
+        "admin",
+        "--database",
+        "mysql://root:hunter2@db/x",
+    ]))
+    .await;
     assert!(stderr.contains("unsupported database URL"), "{stderr}");
     assert!(!stderr.contains("hunter2"), "{stderr}");
 
-    let output = Command::new(BIN)
-        .args(["token", "create", "--role", "root"])
-        .output()
-        .await
-        .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = run_failing(Command::new(BIN).args(["token", "create", "--role", "root"])).await;
     assert!(stderr.contains("monitor, operator, admin"), "{stderr}");
 }
 
@@ -244,13 +187,8 @@ async fn user_create_prints_a_generated_password_once_and_refuses_duplicates() {
     let password = run(&[&create[..], &db].concat()).await;
     assert!(password.len() >= 12, "{password}");
 
-    let again = Command::new(BIN)
-        .args([&create[..], &db].concat())
-        .output()
-        .await
-        .unwrap();
-    assert!(!again.status.success());
-    assert!(String::from_utf8_lossy(&again.stderr).contains("\"alice\" exists already"));
+    let stderr = run_failing(Command::new(BIN).args([&create[..], &db].concat())).await;
+    assert!(stderr.contains("\"alice\" exists already"), "{stderr}");
 
     let mut short = Command::new(BIN)
         .args([
@@ -263,8 +201,8 @@ async fn user_create_prints_a_generated_password_once_and_refuses_duplicates() {
             "--password-stdin",
         ])
         .args(db)
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     use tokio::io::AsyncWriteExt;

@@ -3,7 +3,9 @@
 //! Shared by the integration tests of every crate and by the benchmarks.
 
 pub mod imds;
+pub mod process;
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,7 +22,7 @@ use plura_proto::{
     Agent, AgentList, AgentStatus, ErrorBody, Event, EventList, LoginRequest, LoginResponse, Role,
 };
 use plura_server::auth;
-use plura_server::registry::LivenessPolicy;
+use plura_server::fleet::LivenessPolicy;
 use plura_server::store::{self, SqlStore};
 
 pub const DEFAULT_PG_URL: &str = "postgres://postgres:postgres@127.0.0.1:5432/postgres";
@@ -305,21 +307,30 @@ impl TestServer {
             .items
     }
 
-    /// Polls until the agent has `status`; panics with what it saw after `within`.
-    pub async fn wait_for_status(&self, id: i64, status: AgentStatus, within: Duration) -> Agent {
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            let agent = self.agent(id).await;
-            if agent.status == status {
-                return agent;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "agent {id} still {} after {within:?}, expected {status}",
-                agent.status
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+    /// Polls until the agent has `status`; panics after `limit`.
+    pub async fn wait_for_status(&self, id: i64, status: AgentStatus, limit: Duration) -> Agent {
+        eventually(&format!("agent {id} turns {status}"), limit, || async {
+            Some(self.agent(id).await).filter(|a| a.status == status)
+        })
+        .await
+    }
+
+    /// Polls the list (by id) until `check` holds for it; answers that list.
+    pub async fn wait_for_agents(
+        &self,
+        what: &str,
+        limit: Duration,
+        check: impl Fn(&[Agent]) -> bool,
+    ) -> Vec<Agent> {
+        let last = std::sync::Mutex::new(Vec::new());
+        let found = within(limit, || async {
+            let agents = self.agents("?sort=id").await.items;
+            let ok = check(&agents);
+            *last.lock().unwrap() = agents.clone();
+            ok.then_some(agents)
+        })
+        .await;
+        found.unwrap_or_else(|| panic!("{what}; agents: {:#?}", last.lock().unwrap()))
     }
 }
 
@@ -345,6 +356,36 @@ async fn loopback() -> TcpListener {
         .expect("a loopback port")
 }
 
+/// Polls `check` (every 100 ms) until it answers something, for at most `limit`.
+pub async fn within<T, F: Future<Output = Option<T>>>(
+    limit: Duration,
+    mut check: impl FnMut() -> F,
+) -> Option<T> {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(found) = check().await {
+            return Some(found);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Polls `check` until it answers something; panics, saying `what` did not happen, after
+/// `limit`.
+pub async fn eventually<T, F: Future<Output = Option<T>>>(
+    what: &str,
+    limit: Duration,
+    check: impl FnMut() -> F,
+) -> T {
+    within(limit, check)
+        .await
+        .unwrap_or_else(|| panic!("{what}: not within {limit:?}"))
+}
+
+/// A login as the agent of `ip` and `hostname` would send it (a WAF on Ubuntu).
 pub fn login(ip: &str, hostname: &str) -> LoginRequest {
     LoginRequest {
         ip: ip.into(),

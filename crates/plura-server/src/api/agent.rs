@@ -29,8 +29,8 @@ pub async fn login(
 ) -> ApiResult<Json<LoginResponse>> {
     login.validate()?;
     let source = peer.ip().to_string();
-    let outcome = state.registry.login(&login, Some(&source)).await?;
-    let agent = &outcome.changed.agent;
+    let outcome = state.fleet.login(&login, Some(&source)).await?;
+    let agent = &outcome.agent;
     tracing::info!(
         agent = agent.id,
         ip = %agent.ip,
@@ -41,7 +41,7 @@ pub async fn login(
     Ok(Json(LoginResponse {
         agent_id: agent.id,
         created: outcome.created,
-        heartbeat_interval_s: state.registry.policy().heartbeat_interval.as_secs().max(1),
+        heartbeat_interval_s: state.fleet.policy().heartbeat_interval.as_secs().max(1),
     }))
 }
 
@@ -60,7 +60,7 @@ pub async fn heartbeat(
     State(state): State<AppState>,
     Path(id): Path<i64>,
 ) -> ApiResult<StatusCode> {
-    if state.registry.heartbeat(id).await? {
+    if state.fleet.heartbeat(id).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::no_agent(id))
@@ -82,7 +82,7 @@ pub async fn logout(
     State(state): State<AppState>,
     Path(id): Path<i64>,
 ) -> ApiResult<StatusCode> {
-    match state.registry.logout(id).await? {
+    match state.fleet.logout(id).await? {
         Some(agent) => {
             tracing::info!(agent = id, ip = %agent.ip, hostname = %agent.hostname, "agent logout");
             Ok(StatusCode::NO_CONTENT)

@@ -1,44 +1,45 @@
-//! The HTTP API: its routes, the state they share, and who may call them.
+//! The HTTP API: its routes (built with their OpenAPI description, so the two cannot disagree),
+//! the state they share, who may call them, and the limits every request is held to.
 
 mod agent;
 mod console;
 mod error;
-mod fleet;
+mod manage;
 mod ops;
+mod roles;
 mod session;
 mod stream;
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, FromRequestParts, Request, State};
-use axum::http::request::Parts;
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::get;
 use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use plura_proto::Role;
-
-use crate::auth::{Auth, Caller};
+use crate::auth::Auth;
+use crate::fleet::Fleet;
 use crate::metrics::{CodeLabel, Metrics};
-use crate::registry::Registry;
-use crate::store::Store;
 use crate::throttle::SignInThrottle;
 
 pub use error::{ApiError, ApiResult};
-pub use ops::openapi;
+pub use roles::{Admin, Enrolled, Monitor, Operator};
 
 /// Agents send a few hundred bytes; anything near this is not an agent.
 const BODY_LIMIT: usize = 64 * 1024;
 
-/// What every handler can reach.
+/// What every handler can reach. Agents are reached only through the fleet, which publishes
+/// every change; there is no store here to write past it.
 #[derive(Clone)]
 pub struct AppState {
-    pub store: Arc<dyn Store>,
-    pub registry: Arc<Registry>,
+    pub fleet: Arc<Fleet>,
     pub auth: Arc<Auth>,
     pub metrics: Arc<Metrics>,
     pub sign_ins: Arc<SignInThrottle>,
@@ -47,47 +48,55 @@ pub struct AppState {
     pub shutdown: CancellationToken,
 }
 
+/// The documented routes with their handlers.
+fn documented() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ops::ApiDoc::openapi())
+        .routes(routes!(agent::login))
+        .routes(routes!(agent::heartbeat))
+        .routes(routes!(agent::logout))
+        .routes(routes!(manage::list, manage::register))
+        .routes(routes!(manage::csv))
+        .routes(routes!(manage::show, manage::patch, manage::delete))
+        .routes(routes!(manage::events))
+        .routes(routes!(manage::summary))
+        .routes(routes!(manage::audit))
+        .routes(routes!(manage::whoami))
+        .routes(routes!(session::sign_in, session::sign_out))
+        .routes(routes!(stream::changes))
+        .routes(routes!(ops::healthz))
+        .routes(routes!(ops::metrics))
+}
+
+/// The OpenAPI document of the whole API.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    documented().into_openapi()
+}
+
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/api/v1/agents/login", post(agent::login))
-        .route("/api/v1/agents/{id}/heartbeat", post(agent::heartbeat))
-        .route("/api/v1/agents/{id}/logout", post(agent::logout))
-        .route("/api/v1/agents", get(fleet::list).post(fleet::register))
-        .route("/api/v1/agents.csv", get(fleet::csv))
-        .route(
-            "/api/v1/agents/{id}",
-            get(fleet::show).patch(fleet::patch).delete(fleet::delete),
+    let (api, doc) = documented().split_for_parts();
+    let doc = Arc::new(doc);
+    api.route(
+        "/api/openapi.json",
+        get(move || async move { axum::Json(doc.as_ref().clone()) }),
+    )
+    .route("/", get(console::index))
+    .route("/console/{file}", get(console::asset))
+    .fallback(|| async { ApiError::not_found("no such route") })
+    .method_not_allowed_fallback(|| async {
+        ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "this route does not take that method",
         )
-        .route("/api/v1/agents/{id}/events", get(fleet::events))
-        .route("/api/v1/summary", get(fleet::summary))
-        .route("/api/v1/audit", get(fleet::audit))
-        .route("/api/v1/me", get(fleet::whoami))
-        .route(
-            "/api/v1/session",
-            post(session::sign_in).delete(session::sign_out),
-        )
-        .route("/api/v1/events/stream", get(stream::changes))
-        .route("/", get(console::index))
-        .route("/console/{file}", get(console::asset))
-        .route("/healthz", get(ops::healthz))
-        .route("/metrics", get(ops::metrics))
-        .route("/api/openapi.json", get(ops::openapi_json))
-        .fallback(|| async { ApiError::not_found("no such route") })
-        .method_not_allowed_fallback(|| async {
-            ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                "this route does not take that method",
-            )
-        })
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(middleware::from_fn(refuse_declared_oversize))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            count_responses,
-        ))
-        .layer(TraceLayer::new_for_http())
-        .with_state(state)
+    })
+    .layer(DefaultBodyLimit::max(BODY_LIMIT))
+    .layer(middleware::from_fn(refuse_declared_oversize))
+    .layer(middleware::from_fn_with_state(
+        state.clone(),
+        count_responses,
+    ))
+    .layer(TraceLayer::new_for_http())
+    .with_state(state)
 }
 
 /// A body declared larger than the limit is refused before it is read: the extractors' own limit
@@ -120,6 +129,7 @@ async fn count_responses(State(state): State<AppState>, request: Request, next: 
     response
 }
 
+/// The token of `Authorization: Bearer <token>`.
 fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
     let value = headers
         .get(header::AUTHORIZATION)
@@ -131,45 +141,4 @@ fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
         .map(str::trim)
         .filter(|t| !t.is_empty())
         .ok_or_else(|| ApiError::unauthorized("the Authorization header is not 'Bearer <token>'"))
-}
-
-impl FromRequestParts<AppState> for Caller {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let token = bearer(&parts.headers)?;
-        state
-            .auth
-            .caller(token)
-            .await?
-            .ok_or_else(|| ApiError::unauthorized("unknown API token"))
-    }
-}
-
-impl Caller {
-    pub fn require(&self, needed: Role) -> ApiResult<()> {
-        if self.may(needed) {
-            Ok(())
-        } else {
-            Err(ApiError::forbidden(needed, self.role))
-        }
-    }
-}
-
-/// An agent that showed the current enrollment token.
-pub struct Enrolled;
-
-impl FromRequestParts<AppState> for Enrolled {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let token = bearer(&parts.headers)?;
-        if state.auth.is_enrollment(token).await? {
-            Ok(Enrolled)
-        } else {
-            Err(ApiError::unauthorized(
-                "not the enrollment token (see 'plura-server enrollment-token')",
-            ))
-        }
-    }
 }

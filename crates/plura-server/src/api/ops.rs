@@ -10,8 +10,7 @@ use serde::Serialize;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
-use super::{ApiError, ApiResult, AppState, agent, fleet, session, stream};
-use crate::auth::Caller;
+use super::{ApiError, ApiResult, AppState, Monitor};
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Health {
@@ -28,7 +27,7 @@ pub struct Health {
     )
 )]
 pub async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
-    match state.store.ping().await {
+    match state.fleet.ping().await {
         Ok(()) => (
             StatusCode::OK,
             axum::Json(Health {
@@ -61,7 +60,7 @@ impl FromRequestParts<AppState> for MetricsReader {
             .get::<ConnectInfo<SocketAddr>>()
             .is_some_and(|ConnectInfo(peer)| peer.ip().is_loopback());
         if !local {
-            Caller::from_request_parts(parts, state).await?;
+            Monitor::from_request_parts(parts, state).await?;
         }
         Ok(MetricsReader)
     }
@@ -71,12 +70,13 @@ impl FromRequestParts<AppState> for MetricsReader {
 #[utoipa::path(
     get, path = "/metrics", tag = "ops",
     responses((status = 200, content_type = "text/plain", body = String)),
+    security((), ("api_token" = ["monitor"]))
 )]
 pub async fn metrics(
     _: MetricsReader,
     State(state): State<AppState>,
 ) -> ApiResult<impl IntoResponse> {
-    let summary = state.registry.summary().await?;
+    let summary = state.fleet.summary().await?;
     Ok((
         [(
             header::CONTENT_TYPE,
@@ -89,13 +89,6 @@ pub async fn metrics(
 #[derive(OpenApi)]
 #[openapi(
     info(title = "PLURA Fleet", description = "Agent registry and liveness of PLURA host agents"),
-    paths(
-        agent::login, agent::heartbeat, agent::logout,
-        fleet::list, fleet::csv, fleet::show, fleet::events, fleet::patch, fleet::delete,
-        fleet::register, fleet::summary, fleet::audit, fleet::whoami,
-        session::sign_in, session::sign_out,
-        stream::changes, healthz, metrics,
-    ),
     modifiers(&BearerTokens),
     tags(
         (name = "agent", description = "Called by agents, with the enrollment token"),
@@ -103,7 +96,7 @@ pub async fn metrics(
         (name = "ops", description = "Health and metrics"),
     )
 )]
-struct ApiDoc;
+pub struct ApiDoc;
 
 struct BearerTokens;
 
@@ -117,13 +110,4 @@ impl Modify for BearerTokens {
             );
         }
     }
-}
-
-/// The OpenAPI document of the whole API.
-pub fn openapi() -> utoipa::openapi::OpenApi {
-    ApiDoc::openapi()
-}
-
-pub async fn openapi_json() -> impl IntoResponse {
-    axum::Json(openapi())
 }

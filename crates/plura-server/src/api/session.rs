@@ -9,8 +9,7 @@ use axum::http::{HeaderMap, StatusCode};
 use plura_proto::{ErrorBody, Session, SignIn};
 
 use super::error::Json;
-use super::{ApiError, ApiResult, AppState};
-use crate::auth::{self, Caller};
+use super::{ApiError, ApiResult, AppState, Monitor};
 
 /// Signs in; the same 401 for an unknown user and a wrong password.
 #[utoipa::path(
@@ -37,7 +36,9 @@ pub async fn sign_in(
             ),
         ));
     }
-    let session = auth::sign_in(state.store.as_ref(), &form.username, &form.password)
+    let session = state
+        .auth
+        .sign_in(&form.username, &form.password)
         .await
         .map_err(|e| {
             tracing::error!("sign-in failed: {e:#}");
@@ -50,13 +51,8 @@ pub async fn sign_in(
     match session {
         Some(session) => {
             state.sign_ins.succeeded(peer.ip(), &form.username);
-            tracing::info!(user = %session.caller.name, role = %session.caller.role, "signed in");
-            Ok(Json(Session {
-                token: session.token,
-                name: session.caller.name,
-                role: session.caller.role,
-                expires_at: session.expires_at,
-            }))
+            tracing::info!(user = %session.name, role = %session.role, "signed in");
+            Ok(Json(session))
         }
         None => {
             state.sign_ins.failed(peer.ip(), &form.username);
@@ -70,10 +66,10 @@ pub async fn sign_in(
 #[utoipa::path(
     delete, path = "/api/v1/session", tag = "fleet",
     responses((status = 204, description = "Signed out"), (status = 401, body = ErrorBody)),
-    security(("api_token" = []))
+    security(("api_token" = ["monitor"]))
 )]
 pub async fn sign_out(
-    _: Caller,
+    _: Monitor,
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> ApiResult<StatusCode> {

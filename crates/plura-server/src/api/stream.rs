@@ -9,25 +9,23 @@ use futures::{Stream, StreamExt};
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
-use plura_proto::{Change, Role};
+use plura_proto::Change;
 
-use super::{ApiResult, AppState};
-use crate::auth::Caller;
+use super::{ApiResult, AppState, Monitor};
 
 /// Each change as an event named after its kind (`login`, `stopped`, …) with a `Change` as
 /// JSON data. A reader that falls too far behind gets a `resync` event: reload the list.
 #[utoipa::path(
     get, path = "/api/v1/events/stream", tag = "fleet",
     responses((status = 200, content_type = "text/event-stream", body = Change)),
-    security(("api_token" = []))
+    security(("api_token" = ["monitor"]))
 )]
 pub async fn changes(
-    caller: Caller,
+    _: Monitor,
     State(state): State<AppState>,
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
-    caller.require(Role::Monitor)?;
     let shutdown = state.shutdown.clone();
-    let events = BroadcastStream::new(state.registry.subscribe())
+    let events = BroadcastStream::new(state.fleet.subscribe())
         .map(|change| {
             Ok(match change {
                 Ok(change) => Event::default()

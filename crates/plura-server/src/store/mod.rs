@@ -1,5 +1,9 @@
-//! Storage: the one trait the server codes against, its error type, and the choice of backend
+//! Storage: the traits the server codes against, their one error type, and the choice of backend
 //! from the database URL.
+//!
+//! The traits are split by what they store: agents (and their list), history (events and the
+//! audit log), credentials (tokens and users) and settings. `Store` is all of them; the SQL
+//! implementation serves both backends.
 //!
 //! Every method that changes an agent records the matching history event in the same
 //! transaction, and answers only after the commit, so what a client is told is on disk.
@@ -24,6 +28,10 @@ pub enum StoreError {
     AlreadyRegistered { ip: String, hostname: String },
     #[error("a user named {0:?} exists already")]
     UserExists(String),
+    /// Concurrent writers (other servers on the same database) kept winning; the caller may
+    /// simply try again.
+    #[error("{0} lost to concurrent writers too often; try again")]
+    Contended(String),
     #[error("unsupported database URL {0:?}: use sqlite://PATH or postgres://USER:PASS@HOST/DB")]
     UnsupportedUrl(String),
     #[error("the database holds a value this server does not understand: {0}")]
@@ -48,7 +56,7 @@ pub struct LoginOutcome {
     pub created: bool,
 }
 
-/// A column the agent list can be sorted by.
+/// A column the agent list can be sorted by, with its name in the API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SortColumn {
     Id,
@@ -66,20 +74,41 @@ pub enum SortColumn {
 }
 
 impl SortColumn {
-    pub const NAMES: &[(&str, SortColumn)] = &[
-        ("id", Self::Id),
-        ("ip", Self::Ip),
-        ("hostname", Self::Hostname),
-        ("status", Self::Status),
-        ("enabled", Self::Enabled),
-        ("group", Self::Group),
-        ("kind", Self::Kind),
-        ("os", Self::Os),
-        ("version", Self::Version),
-        ("registered_at", Self::RegisteredAt),
-        ("last_login_at", Self::LastLoginAt),
-        ("last_seen_at", Self::LastSeenAt),
+    pub const ALL: [SortColumn; 12] = [
+        Self::Id,
+        Self::Ip,
+        Self::Hostname,
+        Self::Status,
+        Self::Enabled,
+        Self::Group,
+        Self::Kind,
+        Self::Os,
+        Self::Version,
+        Self::RegisteredAt,
+        Self::LastLoginAt,
+        Self::LastSeenAt,
     ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Id => "id",
+            Self::Ip => "ip",
+            Self::Hostname => "hostname",
+            Self::Status => "status",
+            Self::Enabled => "enabled",
+            Self::Group => "group",
+            Self::Kind => "kind",
+            Self::Os => "os",
+            Self::Version => "version",
+            Self::RegisteredAt => "registered_at",
+            Self::LastLoginAt => "last_login_at",
+            Self::LastSeenAt => "last_seen_at",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.name() == name)
+    }
 }
 
 /// Which agents to list, in what order, which page.
@@ -117,8 +146,9 @@ impl Default for ListFilter {
     }
 }
 
+/// The agents: their lifecycle, the operators' changes, and the list.
 #[async_trait]
-pub trait Store: Send + Sync {
+pub trait AgentStore: Send + Sync {
     /// Registers an unknown (ip, hostname) or brings the known one back to running.
     async fn login(
         &self,
@@ -144,17 +174,6 @@ pub trait Store: Send + Sync {
     /// Deletes agents stopped and not seen since `cutoff`, keeping a record in the audit log.
     async fn prune_stopped(&self, cutoff: Timestamp, at: Timestamp) -> Result<Vec<Changed>>;
 
-    /// Deletes history events older than `cutoff`; answers how many.
-    async fn delete_events_before(&self, cutoff: Timestamp) -> Result<u64>;
-
-    async fn agent(&self, id: i64) -> Result<Option<Agent>>;
-
-    /// The matching agents of one page, and how many match in all.
-    async fn list(&self, filter: &ListFilter) -> Result<(u64, Vec<Agent>)>;
-
-    /// An agent's history, newest first; `None` if there is no such agent.
-    async fn events(&self, id: i64, limit: u32) -> Result<Option<Vec<Event>>>;
-
     /// An operator registers an agent by hand (status unknown until it logs in).
     async fn register(&self, agent: &RegisterAgent, actor: &str, at: Timestamp) -> Result<Changed>;
 
@@ -166,19 +185,33 @@ pub trait Store: Send + Sync {
         at: Timestamp,
     ) -> Result<Option<Changed>>;
 
-    /// Deletes the agent and its history, keeping a record in the audit log.
+    /// Deletes the agent (its history goes with it), keeping a record in the audit log.
     async fn delete(&self, id: i64, actor: &str, at: Timestamp) -> Result<Option<Changed>>;
 
+    async fn agent(&self, id: i64) -> Result<Option<Agent>>;
+
+    /// The matching agents of one page, and how many match in all.
+    async fn list(&self, filter: &ListFilter) -> Result<(u64, Vec<Agent>)>;
+
     async fn summary(&self) -> Result<Summary>;
+}
+
+/// What happened: each agent's history, and the audit log that outlives deleted agents.
+#[async_trait]
+pub trait HistoryStore: Send + Sync {
+    /// An agent's history, newest first; `None` if there is no such agent.
+    async fn events(&self, id: i64, limit: u32) -> Result<Option<Vec<Event>>>;
+
+    /// Deletes history events older than `cutoff`; answers how many.
+    async fn delete_events_before(&self, cutoff: Timestamp) -> Result<u64>;
 
     /// The newest audit records first.
     async fn audit(&self, limit: u32) -> Result<Vec<AuditRecord>>;
+}
 
-    async fn setting(&self, key: &str) -> Result<Option<String>>;
-    /// Sets `key` only if it has no value yet; answers the value it has afterwards.
-    async fn init_setting(&self, key: &str, value: &str) -> Result<String>;
-    async fn put_setting(&self, key: &str, value: &str) -> Result<()>;
-
+/// Who may call: role tokens (stored as hashes) and console users (Argon2 hashes).
+#[async_trait]
+pub trait CredentialStore: Send + Sync {
     /// Stores a role token's hash; `expires_at` `None` never expires.
     async fn add_api_token(
         &self,
@@ -188,8 +221,10 @@ pub trait Store: Send + Sync {
         at: Timestamp,
         expires_at: Option<Timestamp>,
     ) -> Result<()>;
+
     /// The name and role of the token with this hash, unless it expired before `now`.
     async fn api_token(&self, hash: &str, now: Timestamp) -> Result<Option<(String, Role)>>;
+
     /// Forgets a token (sign-out); answers whether there was one.
     async fn remove_api_token(&self, hash: &str) -> Result<bool>;
 
@@ -200,9 +235,23 @@ pub trait Store: Send + Sync {
         password_hash: &str,
         at: Timestamp,
     ) -> Result<()>;
+
     /// The password hash and role of the user with this name.
     async fn user(&self, name: &str) -> Result<Option<(String, Role)>>;
+}
 
+/// The server's own settings (the enrollment token, when it was first started).
+#[async_trait]
+pub trait SettingStore: Send + Sync {
+    async fn setting(&self, key: &str) -> Result<Option<String>>;
+    /// Sets `key` only if it has no value yet; answers the value it has afterwards.
+    async fn init_setting(&self, key: &str, value: &str) -> Result<String>;
+    async fn put_setting(&self, key: &str, value: &str) -> Result<()>;
+}
+
+/// All of the storage, and the database beneath it.
+#[async_trait]
+pub trait Store: AgentStore + HistoryStore + CredentialStore + SettingStore {
     /// Answers when the database does.
     async fn ping(&self) -> Result<()>;
 

@@ -1,4 +1,5 @@
-//! The routes people and scripts call to see and manage the fleet. They carry a role token.
+//! The routes people and scripts call to see and manage the fleet. They carry a role token, and
+//! each states the least role it needs.
 
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -8,12 +9,11 @@ use utoipa::IntoParams;
 
 use plura_proto::{
     Agent, AgentList, AgentStatus, AuditList, ErrorBody, EventList, PatchAgent, RegisterAgent,
-    Role, Summary, Timestamp, WhoAmI,
+    Summary, WhoAmI,
 };
 
 use super::error::{Json, Path, Query};
-use super::{ApiError, ApiResult, AppState};
-use crate::auth::Caller;
+use super::{Admin, ApiError, ApiResult, AppState, Monitor, Operator};
 use crate::store::{ListFilter, SortColumn};
 
 const DEFAULT_PER_PAGE: u32 = 50;
@@ -62,17 +62,13 @@ impl ListParams {
             Some(name) => (name, true),
             None => (sort.as_str(), false),
         };
-        let sort = SortColumn::NAMES
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, column)| *column)
-            .ok_or_else(|| {
-                let names: Vec<&str> = SortColumn::NAMES.iter().map(|(n, _)| *n).collect();
-                ApiError::bad_request(format!(
-                    "sort: {name:?} is not one of: {}",
-                    names.join(", ")
-                ))
-            })?;
+        let sort = SortColumn::from_name(name).ok_or_else(|| {
+            let names: Vec<&str> = SortColumn::ALL.iter().map(|c| c.name()).collect();
+            ApiError::bad_request(format!(
+                "sort: {name:?} is not one of: {}",
+                names.join(", ")
+            ))
+        })?;
         Ok(ListFilter {
             status,
             group: non_empty(&self.group),
@@ -109,22 +105,20 @@ impl ListParams {
         (status = 200, body = AgentList),
         (status = 400, description = "A bad filter", body = ErrorBody),
     ),
-    security(("api_token" = []))
+    security(("api_token" = ["monitor"]))
 )]
 pub async fn list(
-    caller: Caller,
+    _: Monitor,
     State(state): State<AppState>,
     Query(params): Query<ListParams>,
 ) -> ApiResult<Json<AgentList>> {
-    caller.require(Role::Monitor)?;
     let (page, per_page) = params.page()?;
     let filter = ListFilter {
         limit: Some(per_page),
         offset: u64::from(page - 1) * u64::from(per_page),
         ..params.filter()?
     };
-    let (total, mut items) = state.store.list(&filter).await?;
-    items.iter_mut().for_each(|a| state.registry.overlay(a));
+    let (total, items) = state.fleet.list(&filter).await?;
     Ok(Json(AgentList {
         total,
         page,
@@ -137,16 +131,14 @@ pub async fn list(
 #[utoipa::path(
     get, path = "/api/v1/agents.csv", tag = "fleet", params(ListParams),
     responses((status = 200, content_type = "text/csv", body = String)),
-    security(("api_token" = []))
+    security(("api_token" = ["monitor"]))
 )]
 pub async fn csv(
-    caller: Caller,
+    _: Monitor,
     State(state): State<AppState>,
     Query(params): Query<ListParams>,
 ) -> ApiResult<impl IntoResponse> {
-    caller.require(Role::Monitor)?;
-    let (_, mut agents) = state.store.list(&params.filter()?).await?;
-    agents.iter_mut().for_each(|a| state.registry.overlay(a));
+    let (_, agents) = state.fleet.list(&params.filter()?).await?;
     Ok((
         [
             (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
@@ -164,16 +156,14 @@ pub async fn csv(
     get, path = "/api/v1/agents/{id}", tag = "fleet",
     params(("id" = i64, Path)),
     responses((status = 200, body = Agent), (status = 404, body = ErrorBody)),
-    security(("api_token" = []))
+    security(("api_token" = ["monitor"]))
 )]
 pub async fn show(
-    caller: Caller,
+    _: Monitor,
     State(state): State<AppState>,
     Path(id): Path<i64>,
 ) -> ApiResult<Json<Agent>> {
-    caller.require(Role::Monitor)?;
-    let mut agent = state.store.agent(id).await?.ok_or(ApiError::no_agent(id))?;
-    state.registry.overlay(&mut agent);
+    let agent = state.fleet.agent(id).await?.ok_or(ApiError::no_agent(id))?;
     Ok(Json(agent))
 }
 
@@ -203,17 +193,16 @@ impl LimitParams {
     get, path = "/api/v1/agents/{id}/events", tag = "fleet",
     params(("id" = i64, Path), LimitParams),
     responses((status = 200, body = EventList), (status = 404, body = ErrorBody)),
-    security(("api_token" = []))
+    security(("api_token" = ["monitor"]))
 )]
 pub async fn events(
-    caller: Caller,
+    _: Monitor,
     State(state): State<AppState>,
     Path(id): Path<i64>,
     Query(params): Query<LimitParams>,
 ) -> ApiResult<Json<EventList>> {
-    caller.require(Role::Monitor)?;
     let items = state
-        .store
+        .fleet
         .events(id, params.limit()?)
         .await?
         .ok_or(ApiError::no_agent(id))?;
@@ -229,24 +218,20 @@ pub async fn events(
         (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody),
     ),
-    security(("api_token" = []))
+    security(("api_token" = ["operator"]))
 )]
 pub async fn patch(
-    caller: Caller,
+    Operator(caller): Operator,
     State(state): State<AppState>,
     Path(id): Path<i64>,
     Json(patch): Json<PatchAgent>,
 ) -> ApiResult<Json<Agent>> {
-    caller.require(Role::Operator)?;
     patch.validate()?;
-    let changed = state
-        .store
-        .patch(id, &patch, &caller.name, Timestamp::now())
+    let agent = state
+        .fleet
+        .patch(id, &patch, &caller.name)
         .await?
         .ok_or(ApiError::no_agent(id))?;
-    state.registry.publish(&changed);
-    let mut agent = changed.agent;
-    state.registry.overlay(&mut agent);
     Ok(Json(agent))
 }
 
@@ -259,21 +244,19 @@ pub async fn patch(
         (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody),
     ),
-    security(("api_token" = []))
+    security(("api_token" = ["admin"]))
 )]
 pub async fn delete(
-    caller: Caller,
+    Admin(caller): Admin,
     State(state): State<AppState>,
     Path(id): Path<i64>,
 ) -> ApiResult<StatusCode> {
-    caller.require(Role::Admin)?;
-    let changed = state
-        .store
-        .delete(id, &caller.name, Timestamp::now())
+    state
+        .fleet
+        .delete(id, &caller.name)
         .await?
         .ok_or(ApiError::no_agent(id))?;
     tracing::info!(agent = id, by = %caller.name, "agent deleted");
-    state.registry.publish(&changed);
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -286,48 +269,41 @@ pub async fn delete(
         (status = 409, description = "That (ip, hostname) exists", body = ErrorBody),
         (status = 422, body = ErrorBody),
     ),
-    security(("api_token" = []))
+    security(("api_token" = ["admin"]))
 )]
 pub async fn register(
-    caller: Caller,
+    Admin(caller): Admin,
     State(state): State<AppState>,
     Json(agent): Json<RegisterAgent>,
 ) -> ApiResult<(StatusCode, Json<Agent>)> {
-    caller.require(Role::Admin)?;
     agent.validate()?;
-    let changed = state
-        .store
-        .register(&agent, &caller.name, Timestamp::now())
-        .await?;
-    state.registry.publish(&changed);
-    Ok((StatusCode::CREATED, Json(changed.agent)))
+    let agent = state.fleet.register(&agent, &caller.name).await?;
+    Ok((StatusCode::CREATED, Json(agent)))
 }
 
 /// The console's summary cards.
 #[utoipa::path(
     get, path = "/api/v1/summary", tag = "fleet",
     responses((status = 200, body = Summary)),
-    security(("api_token" = []))
+    security(("api_token" = ["monitor"]))
 )]
-pub async fn summary(caller: Caller, State(state): State<AppState>) -> ApiResult<Json<Summary>> {
-    caller.require(Role::Monitor)?;
-    Ok(Json(state.registry.summary().await?))
+pub async fn summary(_: Monitor, State(state): State<AppState>) -> ApiResult<Json<Summary>> {
+    Ok(Json(state.fleet.summary().await?))
 }
 
 /// Deletes and prunes, with who did them: kept after the agents are gone (admin).
 #[utoipa::path(
     get, path = "/api/v1/audit", tag = "fleet", params(LimitParams),
     responses((status = 200, body = AuditList), (status = 403, body = ErrorBody)),
-    security(("api_token" = []))
+    security(("api_token" = ["admin"]))
 )]
 pub async fn audit(
-    caller: Caller,
+    _: Admin,
     State(state): State<AppState>,
     Query(params): Query<LimitParams>,
 ) -> ApiResult<Json<AuditList>> {
-    caller.require(Role::Admin)?;
     Ok(Json(AuditList {
-        items: state.store.audit(params.limit()?).await?,
+        items: state.fleet.audit(params.limit()?).await?,
     }))
 }
 
@@ -335,9 +311,9 @@ pub async fn audit(
 #[utoipa::path(
     get, path = "/api/v1/me", tag = "fleet",
     responses((status = 200, body = WhoAmI), (status = 401, body = ErrorBody)),
-    security(("api_token" = []))
+    security(("api_token" = ["monitor"]))
 )]
-pub async fn whoami(caller: Caller) -> Json<WhoAmI> {
+pub async fn whoami(Monitor(caller): Monitor) -> Json<WhoAmI> {
     Json(WhoAmI {
         name: caller.name,
         role: caller.role,

@@ -1,0 +1,73 @@
+//! Who may call: extractors that admit a request only with the right credential, before any
+//! other part of it is read. `Monitor`, `Operator` and `Admin` take a role token of at least that
+//! role; `Enrolled` takes the agents' enrollment token. A handler states what it needs in its
+//! signature, so no handler can forget to check.
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+
+use plura_proto::Role;
+
+use super::{ApiError, AppState, bearer};
+use crate::auth::Caller;
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let token = bearer(&parts.headers)?;
+        state
+            .auth
+            .caller(token)
+            .await?
+            .ok_or_else(|| ApiError::unauthorized("unknown API token"))
+    }
+}
+
+/// Declares an extractor that admits callers of at least `$role`.
+macro_rules! role_extractor {
+    ($($name:ident => $role:expr),+ $(,)?) => {$(
+        #[doc = concat!("A caller with at least the ", stringify!($name), " role.")]
+        pub struct $name(pub Caller);
+
+        impl FromRequestParts<AppState> for $name {
+            type Rejection = ApiError;
+
+            async fn from_request_parts(
+                parts: &mut Parts,
+                state: &AppState,
+            ) -> Result<Self, ApiError> {
+                let caller = Caller::from_request_parts(parts, state).await?;
+                if caller.may($role) {
+                    Ok(Self(caller))
+                } else {
+                    Err(ApiError::forbidden($role, caller.role))
+                }
+            }
+        }
+    )+};
+}
+
+role_extractor!(
+    Monitor => Role::Monitor,
+    Operator => Role::Operator,
+    Admin => Role::Admin,
+);
+
+/// An agent that showed the current enrollment token.
+pub struct Enrolled;
+
+impl FromRequestParts<AppState> for Enrolled {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let token = bearer(&parts.headers)?;
+        if state.auth.is_enrollment(token).await? {
+            Ok(Enrolled)
+        } else {
+            Err(ApiError::unauthorized(
+                "not the enrollment token (see 'plura-server enrollment-token')",
+            ))
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! The fleet: the one way to see and change agents. It owns the store, what this server has
+//! heard from its agents (liveness), and the fan-out of changes, so every change is published
+//! (live stream, metrics, summary cache) and every read shows the freshest last-seen: a caller
+//! has no other way to reach the agents.
+
+mod changes;
+mod liveness;
+mod sweeps;
+
+use std::sync::Arc;
+
+use tokio::sync::broadcast;
+use tokio::time::Instant;
+
+use plura_proto::{
+    Agent, AgentStatus, AuditRecord, Change, Event, EventKind, LoginRequest, PatchAgent,
+    RegisterAgent, Summary, Timestamp,
+};
+
+use crate::metrics::Metrics;
+use crate::store::{self, Changed, ListFilter, LoginOutcome, Store};
+use changes::ChangeFeed;
+use liveness::Heard;
+
+pub use liveness::{DEFAULT_EVENT_RETENTION, LivenessPolicy};
+
+pub struct Fleet {
+    store: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
+    policy: LivenessPolicy,
+    heard: Heard,
+    feed: ChangeFeed,
+    started: Instant,
+}
+
+/// What a login did, for the agent's answer.
+#[derive(Debug, Clone)]
+pub struct Admission {
+    pub agent: Agent,
+    pub created: bool,
+}
+
+impl Fleet {
+    pub fn new(store: Arc<dyn Store>, metrics: Arc<Metrics>, policy: LivenessPolicy) -> Self {
+        Self {
+            store,
+            feed: ChangeFeed::new(metrics.clone()),
+            metrics,
+            policy,
+            heard: Heard::default(),
+            started: Instant::now(),
+        }
+    }
+
+    pub fn policy(&self) -> LivenessPolicy {
+        self.policy
+    }
+
+    /// Every change from now on, as it is published.
+    pub fn subscribe(&self) -> broadcast::Receiver<Change> {
+        self.feed.subscribe()
+    }
+
+    /// Registers an unknown (ip, hostname) or brings the known one back to running.
+    pub async fn login(
+        &self,
+        login: &LoginRequest,
+        source_ip: Option<&str>,
+    ) -> store::Result<Admission> {
+        let now = Timestamp::now();
+        let LoginOutcome { changed, created } = self.store.login(login, source_ip, now).await?;
+        self.heard.remember(changed.agent.id, now, true);
+        Ok(Admission {
+            agent: self.publish(changed),
+            created,
+        })
+    }
+
+    /// Answers whether the agent exists (the agent logs in again when it does not).
+    pub async fn heartbeat(&self, id: i64) -> store::Result<bool> {
+        let now = Timestamp::now();
+        self.metrics.heartbeats.inc();
+        if self.heard.heartbeat(id, now) {
+            return Ok(true);
+        }
+        let Some(changed) = self.store.heartbeat(id, now).await? else {
+            return Ok(false);
+        };
+        // A resume wrote last-seen already; a plain heartbeat is left to the next flush.
+        self.heard.remember(id, now, !changed.events.is_empty());
+        self.publish(changed);
+        Ok(true)
+    }
+
+    /// Goodbye from the agent: stopped at once. `None` if there is no such agent.
+    pub async fn logout(&self, id: i64) -> store::Result<Option<Agent>> {
+        let changed = self.store.logout(id, Timestamp::now()).await?;
+        Ok(changed.map(|changed| self.publish(changed)))
+    }
+
+    /// An operator registers a system by hand; it is `unknown` until its agent logs in.
+    pub async fn register(&self, agent: &RegisterAgent, actor: &str) -> store::Result<Agent> {
+        let changed = self.store.register(agent, actor, Timestamp::now()).await?;
+        Ok(self.publish(changed))
+    }
+
+    /// ON/OFF and group, by an operator.
+    pub async fn patch(
+        &self,
+        id: i64,
+        patch: &PatchAgent,
+        actor: &str,
+    ) -> store::Result<Option<Agent>> {
+        let changed = self.store.patch(id, patch, actor, Timestamp::now()).await?;
+        Ok(changed.map(|changed| self.publish(changed)))
+    }
+
+    /// Deletes an agent and its history; the audit log keeps a record.
+    pub async fn delete(&self, id: i64, actor: &str) -> store::Result<Option<Agent>> {
+        let changed = self.store.delete(id, actor, Timestamp::now()).await?;
+        Ok(changed.map(|changed| self.publish(changed)))
+    }
+
+    pub async fn agent(&self, id: i64) -> store::Result<Option<Agent>> {
+        let mut agent = self.store.agent(id).await?;
+        if let Some(agent) = &mut agent {
+            self.heard.overlay(agent);
+        }
+        Ok(agent)
+    }
+
+    /// One page of the list (every match when the filter has no limit), and how many match.
+    pub async fn list(&self, filter: &ListFilter) -> store::Result<(u64, Vec<Agent>)> {
+        let (total, mut agents) = self.store.list(filter).await?;
+        agents.iter_mut().for_each(|a| self.heard.overlay(a));
+        Ok((total, agents))
+    }
+
+    /// An agent's history, newest first; `None` if there is no such agent.
+    pub async fn events(&self, id: i64, limit: u32) -> store::Result<Option<Vec<Event>>> {
+        self.store.events(id, limit).await
+    }
+
+    /// Deletes and prunes, newest first.
+    pub async fn audit(&self, limit: u32) -> store::Result<Vec<AuditRecord>> {
+        self.store.audit(limit).await
+    }
+
+    /// The console's cards, from a short cache that every change made here clears.
+    pub async fn summary(&self) -> store::Result<Summary> {
+        self.feed.summary(self.store.summary()).await
+    }
+
+    /// Answers when the database does.
+    pub async fn ping(&self) -> store::Result<()> {
+        self.store.ping().await
+    }
+
+    /// Tells the stream and the metrics about a change, and forgets agents that are no longer
+    /// running; answers the agent as it now is.
+    fn publish(&self, changed: Changed) -> Agent {
+        let Changed { mut agent, events } = changed;
+        let gone = events
+            .iter()
+            .any(|e| matches!(e.event, EventKind::Deleted | EventKind::Pruned));
+        if gone || agent.status != AgentStatus::Running {
+            self.heard.forget(agent.id);
+        } else {
+            self.heard.overlay(&mut agent);
+        }
+        self.feed
+            .announce(agent.id, &events, (!gone).then_some(&agent));
+        agent
+    }
+}

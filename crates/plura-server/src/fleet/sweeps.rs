@@ -1,0 +1,112 @@
+//! The fleet's timer: flushing heartbeats, stopping silent agents, and the housekeeping
+//! (pruning long-stopped agents, deleting old history), until shutdown.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::MissedTickBehavior;
+use tokio_util::sync::CancellationToken;
+
+use plura_proto::{AgentStatus, Timestamp};
+
+use super::Fleet;
+use crate::store::{self, Changed};
+
+impl Fleet {
+    /// Writes the heartbeats taken since the last flush. Agents the database no longer has as
+    /// running (deleted, or stopped by another server) are forgotten, so their next heartbeat
+    /// goes to the database and resumes them or answers 404.
+    async fn flush(&self) -> store::Result<()> {
+        let unwritten = self.heard.take_unwritten();
+        if unwritten.is_empty() {
+            return Ok(());
+        }
+        let found = match self.store.flush_last_seen(&unwritten).await {
+            Ok(found) => found,
+            Err(e) => {
+                self.heard.unwritten_again(&unwritten);
+                return Err(e);
+            }
+        };
+        self.metrics.flushed_rows.inc_by(found.len() as u64);
+        let statuses: HashMap<i64, AgentStatus> = found.into_iter().collect();
+        let tracked = self.heard.retain(&unwritten, |id| {
+            statuses.get(&id) == Some(&AgentStatus::Running)
+        });
+        self.metrics.tracked_agents.set(tracked as i64);
+        Ok(())
+    }
+
+    /// Marks stopped the agents silent for longer than the limit. Not during the first limit
+    /// after start: agents that kept running while this server was down have not had the time
+    /// to send a heartbeat yet.
+    async fn stop_silent(&self) -> store::Result<()> {
+        let limit = self.policy.silence_limit();
+        if self.started.elapsed() < limit {
+            return Ok(());
+        }
+        let now = Timestamp::now();
+        let stopped = self.store.stop_silent(now.minus(limit), now).await?;
+        self.publish_sweep(stopped, "agent stopped: no heartbeat");
+        Ok(())
+    }
+
+    /// Deletes long-stopped agents and old history, as the policy says.
+    async fn housekeeping(&self) -> store::Result<()> {
+        let now = Timestamp::now();
+        if let Some(after) = self.policy.prune_stopped_after {
+            let pruned = self.store.prune_stopped(now.minus(after), now).await?;
+            self.publish_sweep(pruned, "agent pruned after a long stop");
+        }
+        if let Some(keep) = self.policy.keep_events_for {
+            let deleted = self.store.delete_events_before(now.minus(keep)).await?;
+            if deleted > 0 {
+                tracing::info!("deleted {deleted} history events older than {keep:?}");
+            }
+        }
+        Ok(())
+    }
+
+    /// Logs and publishes what a sweep changed.
+    fn publish_sweep(&self, changes: Vec<Changed>, what: &str) {
+        for changed in changes {
+            let agent = self.publish(changed);
+            tracing::info!(agent = agent.id, ip = %agent.ip, hostname = %agent.hostname, "{what}");
+        }
+    }
+
+    /// The liveness timer, until `shutdown`; then a last flush so no heartbeat is lost.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(self.policy.tick());
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let housekeeping = self.policy.housekeeping_tick();
+        let mut housekeeping_tick =
+            tokio::time::interval(housekeeping.unwrap_or(Duration::from_secs(60)));
+        housekeeping_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                _ = tick.tick() => {
+                    // Flush first, so an agent whose heartbeat only this server holds is not
+                    // taken for silent.
+                    let result = match self.flush().await {
+                        Ok(()) => self.stop_silent().await,
+                        Err(e) => Err(e),
+                    };
+                    if let Err(e) = result {
+                        tracing::warn!("liveness check failed, will retry: {e}");
+                    }
+                }
+                _ = housekeeping_tick.tick(), if housekeeping.is_some() => {
+                    if let Err(e) = self.housekeeping().await {
+                        tracing::warn!("housekeeping failed, will retry: {e}");
+                    }
+                }
+            }
+        }
+        if let Err(e) = self.flush().await {
+            tracing::error!("last flush of last-seen times failed: {e}");
+        }
+    }
+}

@@ -1,0 +1,465 @@
+//! The agents: login, heartbeat and logout, the liveness sweeps, the operators' changes, and the
+//! list. Each change ends in `WriteTx::commit`, which records its history.
+
+use async_trait::async_trait;
+use sqlx::{AnyConnection, Row};
+
+use plura_proto::{
+    Agent, AgentStatus, EventKind, LoginRequest, PatchAgent, RegisterAgent, Summary, Timestamp,
+};
+
+use super::SqlStore;
+use super::filter::{bind_params, ip_sort_key, order_by, where_clause};
+use super::rows::{self, AGENT_COLUMNS, BATCH_ROWS, new_event};
+use crate::store::{AgentStore, Changed, ListFilter, LoginOutcome, Result, StoreError};
+
+/// How often a login looks again when a concurrent first login of the same identity (on another
+/// server) took the insert it tried.
+const LOGIN_ATTEMPTS: usize = 3;
+
+/// Sets `status` (and last-seen) of one agent; `None` when there is no such agent.
+async fn set_status(
+    conn: &mut AnyConnection,
+    id: i64,
+    status: AgentStatus,
+    at: Timestamp,
+) -> Result<Option<Agent>> {
+    let row = sqlx::query(&format!(
+        "UPDATE agents SET status = $1, last_seen_at = $2 WHERE id = $3 RETURNING {AGENT_COLUMNS}"
+    ))
+    .bind(status.as_str())
+    .bind(at.as_millis())
+    .bind(id)
+    .fetch_optional(conn)
+    .await?;
+    row.as_ref().map(rows::agent).transpose()
+}
+
+fn since(agent: &Agent) -> String {
+    agent
+        .last_seen_at
+        .map_or_else(|| "never".into(), |t| t.to_string())
+}
+
+/// A login of an identity already registered: back to running with the agent's new details.
+async fn login_known(
+    conn: &mut AnyConnection,
+    id: i64,
+    old_machine: Option<String>,
+    login: &LoginRequest,
+    source_ip: Option<&str>,
+    at: Timestamp,
+) -> Result<Changed> {
+    let row = sqlx::query(&format!(
+        "UPDATE agents SET status = 'running', machine_id = COALESCE($1, machine_id), \
+         version = $2, os = $3, kind = $4, source_ip = $5, last_login_at = $6, \
+         last_seen_at = $6 WHERE id = $7 RETURNING {AGENT_COLUMNS}"
+    ))
+    .bind(login.machine_id.clone())
+    .bind(login.version.clone())
+    .bind(login.os.clone())
+    .bind(login.kind.clone())
+    .bind(source_ip.map(str::to_string))
+    .bind(at.as_millis())
+    .bind(id)
+    .fetch_one(conn)
+    .await?;
+    let from = source_ip.unwrap_or("an unknown address");
+    let event = match (&old_machine, &login.machine_id) {
+        (Some(old), Some(new)) if old != new => new_event(
+            at,
+            EventKind::Takeover,
+            format!("machine id {old} -> {new}, from {from}"),
+        ),
+        _ => new_event(
+            at,
+            EventKind::Login,
+            format!("from {from}, version {}", login.version),
+        ),
+    };
+    Ok(Changed {
+        agent: rows::agent(&row)?,
+        events: vec![event],
+    })
+}
+
+/// The first login of an identity; `None` when a concurrent one registered it first.
+async fn login_new(
+    conn: &mut AnyConnection,
+    login: &LoginRequest,
+    source_ip: Option<&str>,
+    at: Timestamp,
+) -> Result<Option<Changed>> {
+    let row = sqlx::query(&format!(
+        "INSERT INTO agents (ip, ip_key, hostname, status, enabled, kind, os, version, \
+         machine_id, source_ip, registered_at, last_login_at, last_seen_at) \
+         VALUES ($1, $2, $3, 'running', 1, $4, $5, $6, $7, $8, $9, $9, $9) \
+         ON CONFLICT (ip, hostname) DO NOTHING RETURNING {AGENT_COLUMNS}"
+    ))
+    .bind(login.ip.clone())
+    .bind(ip_sort_key(&login.ip))
+    .bind(login.hostname.clone())
+    .bind(login.kind.clone())
+    .bind(login.os.clone())
+    .bind(login.version.clone())
+    .bind(login.machine_id.clone())
+    .bind(source_ip.map(str::to_string))
+    .bind(at.as_millis())
+    .fetch_optional(conn)
+    .await?;
+    let from = source_ip.unwrap_or("an unknown address");
+    let detail = format!("first login from {from}, version {}", login.version);
+    row.map(|row| {
+        Ok(Changed {
+            agent: rows::agent(&row)?,
+            events: vec![new_event(at, EventKind::Registered, detail)],
+        })
+    })
+    .transpose()
+}
+
+#[async_trait]
+impl AgentStore for SqlStore {
+    async fn login(
+        &self,
+        login: &LoginRequest,
+        source_ip: Option<&str>,
+        at: Timestamp,
+    ) -> Result<LoginOutcome> {
+        let mut tx = self.begin_write().await?;
+        for _ in 0..LOGIN_ATTEMPTS {
+            let known =
+                sqlx::query("SELECT id, machine_id FROM agents WHERE ip = $1 AND hostname = $2")
+                    .bind(login.ip.clone())
+                    .bind(login.hostname.clone())
+                    .fetch_optional(tx.conn())
+                    .await?;
+            let outcome = match known {
+                Some(row) => {
+                    let (id, old_machine) = (row.try_get("id")?, row.try_get("machine_id")?);
+                    let changed =
+                        login_known(tx.conn(), id, old_machine, login, source_ip, at).await?;
+                    Some((changed, false))
+                }
+                None => login_new(tx.conn(), login, source_ip, at)
+                    .await?
+                    .map(|changed| (changed, true)),
+            };
+            if let Some((changed, created)) = outcome {
+                tx.commit(std::slice::from_ref(&changed)).await?;
+                return Ok(LoginOutcome { changed, created });
+            }
+        }
+        Err(StoreError::Contended(format!(
+            "the login of {} / {}",
+            login.ip, login.hostname
+        )))
+    }
+
+    async fn heartbeat(&self, id: i64, at: Timestamp) -> Result<Option<Changed>> {
+        // After a restart every agent comes through here once; the ones still running need no
+        // write (the liveness cache flushes their last-seen), so only a read is paid.
+        let Some(agent) = self.agent(id).await? else {
+            return Ok(None);
+        };
+        if agent.status == AgentStatus::Running {
+            return Ok(Some(Changed {
+                agent,
+                events: vec![],
+            }));
+        }
+        let mut tx = self.begin_write().await?;
+        let Some(resumed) = set_status(tx.conn(), id, AgentStatus::Running, at).await? else {
+            return Ok(None);
+        };
+        let detail = format!("heartbeat after {}", agent.status);
+        let changed = Changed {
+            agent: resumed,
+            events: vec![new_event(at, EventKind::Resumed, detail)],
+        };
+        tx.commit(std::slice::from_ref(&changed)).await?;
+        Ok(Some(changed))
+    }
+
+    async fn logout(&self, id: i64, at: Timestamp) -> Result<Option<Changed>> {
+        let mut tx = self.begin_write().await?;
+        let Some(agent) = set_status(tx.conn(), id, AgentStatus::Stopped, at).await? else {
+            return Ok(None);
+        };
+        let changed = Changed {
+            agent,
+            events: vec![new_event(at, EventKind::Logout, "graceful shutdown")],
+        };
+        tx.commit(std::slice::from_ref(&changed)).await?;
+        Ok(Some(changed))
+    }
+
+    async fn flush_last_seen(&self, seen: &[(i64, Timestamp)]) -> Result<Vec<(i64, AgentStatus)>> {
+        let mut found = Vec::with_capacity(seen.len());
+        for chunk in seen.chunks(BATCH_ROWS) {
+            let sql = format!(
+                "UPDATE agents SET last_seen_at = v.column2 FROM (VALUES {}) AS v \
+                 WHERE agents.id = v.column1 RETURNING agents.id, agents.status",
+                rows::placeholders(chunk.len(), 2)
+            );
+            let mut query = sqlx::query(&sql);
+            for (id, at) in chunk {
+                query = query.bind(*id).bind(at.as_millis());
+            }
+            for row in self.write(query).await? {
+                found.push((row.try_get("id")?, rows::parsed(&row, "status")?));
+            }
+        }
+        Ok(found)
+    }
+
+    async fn stop_silent(&self, cutoff: Timestamp, at: Timestamp) -> Result<Vec<Changed>> {
+        let mut tx = self.begin_write().await?;
+        let stopped = sqlx::query(&format!(
+            "UPDATE agents SET status = 'stopped' WHERE status = 'running' \
+             AND (last_seen_at IS NULL OR last_seen_at < $1) RETURNING {AGENT_COLUMNS}"
+        ))
+        .bind(cutoff.as_millis())
+        .fetch_all(tx.conn())
+        .await?;
+        let changes: Vec<Changed> = rows::agents(&stopped)?
+            .into_iter()
+            .map(|agent| {
+                let detail = format!("no heartbeat since {}", since(&agent));
+                Changed {
+                    agent,
+                    events: vec![new_event(at, EventKind::Stopped, detail)],
+                }
+            })
+            .collect();
+        tx.commit(&changes).await?;
+        Ok(changes)
+    }
+
+    async fn prune_stopped(&self, cutoff: Timestamp, at: Timestamp) -> Result<Vec<Changed>> {
+        let mut tx = self.begin_write().await?;
+        // Their history goes with them (ON DELETE CASCADE); the audit log keeps a record.
+        let pruned = sqlx::query(&format!(
+            "DELETE FROM agents WHERE status = 'stopped' AND last_seen_at < $1 \
+             RETURNING {AGENT_COLUMNS}"
+        ))
+        .bind(cutoff.as_millis())
+        .fetch_all(tx.conn())
+        .await?;
+        let mut changes = Vec::with_capacity(pruned.len());
+        for agent in rows::agents(&pruned)? {
+            let detail = format!("stopped since {}", since(&agent));
+            rows::insert_audit(tx.conn(), "system", EventKind::Pruned, &agent, at, &detail).await?;
+            changes.push(Changed {
+                agent,
+                events: vec![new_event(at, EventKind::Pruned, detail)],
+            });
+        }
+        // Gone agents keep no history: the events are for the change fan-out only.
+        tx.commit(&[]).await?;
+        Ok(changes)
+    }
+
+    async fn register(&self, agent: &RegisterAgent, actor: &str, at: Timestamp) -> Result<Changed> {
+        let mut tx = self.begin_write().await?;
+        let row = sqlx::query(&format!(
+            "INSERT INTO agents (ip, ip_key, hostname, status, enabled, group_name, kind, os, \
+             registered_at) VALUES ($1, $2, $3, 'unknown', 1, $4, $5, $6, $7) \
+             ON CONFLICT (ip, hostname) DO NOTHING RETURNING {AGENT_COLUMNS}"
+        ))
+        .bind(agent.ip.clone())
+        .bind(ip_sort_key(&agent.ip))
+        .bind(agent.hostname.clone())
+        .bind(agent.group.clone())
+        .bind(agent.kind.clone())
+        .bind(agent.os.clone())
+        .bind(at.as_millis())
+        .fetch_optional(tx.conn())
+        .await?;
+        let Some(row) = row else {
+            return Err(StoreError::AlreadyRegistered {
+                ip: agent.ip.clone(),
+                hostname: agent.hostname.clone(),
+            });
+        };
+        let changed = Changed {
+            agent: rows::agent(&row)?,
+            events: vec![new_event(at, EventKind::Registered, format!("by {actor}"))],
+        };
+        tx.commit(std::slice::from_ref(&changed)).await?;
+        Ok(changed)
+    }
+
+    async fn patch(
+        &self,
+        id: i64,
+        patch: &PatchAgent,
+        actor: &str,
+        at: Timestamp,
+    ) -> Result<Option<Changed>> {
+        let mut tx = self.begin_write().await?;
+        let Some(mut agent) = rows::select_agent(tx.conn(), id).await? else {
+            return Ok(None);
+        };
+        let mut events = Vec::new();
+        if let Some(enabled) = patch.enabled.filter(|e| *e != agent.enabled) {
+            let kind = if enabled {
+                EventKind::Enabled
+            } else {
+                EventKind::Disabled
+            };
+            events.push(new_event(at, kind, format!("by {actor}")));
+            agent.enabled = enabled;
+        }
+        if let Some(group) = patch.group.as_ref().filter(|g| **g != agent.group) {
+            let name = |g: &Option<String>| g.clone().unwrap_or_else(|| "(none)".into());
+            let detail = format!("{} -> {} by {actor}", name(&agent.group), name(group));
+            events.push(new_event(at, EventKind::GroupChanged, detail));
+            agent.group = group.clone();
+        }
+        if !events.is_empty() {
+            sqlx::query("UPDATE agents SET enabled = $1, group_name = $2 WHERE id = $3")
+                .bind(i64::from(agent.enabled))
+                .bind(agent.group.clone())
+                .bind(id)
+                .execute(tx.conn())
+                .await?;
+        }
+        let changed = Changed { agent, events };
+        tx.commit(std::slice::from_ref(&changed)).await?;
+        Ok(Some(changed))
+    }
+
+    async fn delete(&self, id: i64, actor: &str, at: Timestamp) -> Result<Option<Changed>> {
+        let mut tx = self.begin_write().await?;
+        // Its history goes with it (ON DELETE CASCADE); the audit log keeps a record.
+        let row = sqlx::query(&format!(
+            "DELETE FROM agents WHERE id = $1 RETURNING {AGENT_COLUMNS}"
+        ))
+        .bind(id)
+        .fetch_optional(tx.conn())
+        .await?;
+        let Some(agent) = row.as_ref().map(rows::agent).transpose()? else {
+            return Ok(None);
+        };
+        let detail = format!("was {}", agent.status);
+        rows::insert_audit(tx.conn(), actor, EventKind::Deleted, &agent, at, &detail).await?;
+        tx.commit(&[]).await?;
+        Ok(Some(Changed {
+            agent,
+            events: vec![new_event(at, EventKind::Deleted, format!("by {actor}"))],
+        }))
+    }
+
+    async fn agent(&self, id: i64) -> Result<Option<Agent>> {
+        let mut conn = self.pool.acquire().await?;
+        rows::select_agent(&mut conn, id).await
+    }
+
+    async fn list(&self, filter: &ListFilter) -> Result<(u64, Vec<Agent>)> {
+        let (where_sql, params) = where_clause(filter);
+        let count_sql = format!("SELECT COUNT(*) AS n FROM agents {where_sql}");
+        let total = bind_params(sqlx::query(&count_sql), &params)
+            .fetch_one(&self.pool)
+            .await?;
+        let page = match filter.limit {
+            Some(limit) => format!("LIMIT {limit} OFFSET {}", filter.offset),
+            None => String::new(),
+        };
+        let list_sql = format!(
+            "SELECT {AGENT_COLUMNS} FROM agents {where_sql} {} {page}",
+            order_by(filter.sort, filter.descending)
+        );
+        let listed = bind_params(sqlx::query(&list_sql), &params)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok((rows::count(&total, "n")?, rows::agents(&listed)?))
+    }
+
+    async fn summary(&self) -> Result<Summary> {
+        let mut summary = Summary::default();
+        let counts = sqlx::query(
+            "SELECT status, enabled, COUNT(*) AS n FROM agents GROUP BY status, enabled",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        for row in counts {
+            let n = rows::count(&row, "n")?;
+            summary.registered += n;
+            match rows::parsed(&row, "status")? {
+                AgentStatus::Running => summary.running += n,
+                AgentStatus::Stopped => summary.stopped += n,
+                AgentStatus::Unknown => summary.unknown += n,
+            }
+            if row.try_get::<i64, _>("enabled")? != 0 {
+                summary.enabled += n;
+            } else {
+                summary.disabled += n;
+            }
+        }
+        for (column, counts) in [
+            ("kind", &mut summary.by_kind),
+            ("os", &mut summary.by_os),
+            ("group_name", &mut summary.by_group),
+        ] {
+            let sql = format!("SELECT {column} AS v, COUNT(*) AS n FROM agents GROUP BY {column}");
+            for row in sqlx::query(&sql).fetch_all(&self.pool).await? {
+                if let Some(value) = row.try_get::<Option<String>, _>("v")? {
+                    counts.insert(value, rows::count(&row, "n")?);
+                }
+            }
+        }
+        Ok(summary)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use plura_proto::LoginRequest;
+
+    use super::*;
+    use crate::store::HistoryStore;
+
+    async fn events_of(store: &SqlStore, id: i64) -> i64 {
+        sqlx::query("SELECT COUNT(*) AS n FROM agent_events WHERE agent_id = $1")
+            .bind(id)
+            .fetch_one(&store.pool)
+            .await
+            .unwrap()
+            .try_get("n")
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn history_goes_with_its_agent() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/cascade.db", dir.path().display());
+        let store = crate::store::open(&url).await.unwrap();
+        let login = LoginRequest {
+            ip: "10.0.0.1".into(),
+            hostname: "waf-1".into(),
+            machine_id: None,
+            version: "1".into(),
+            os: "Linux".into(),
+            kind: "waf".into(),
+        };
+        let now = Timestamp::now();
+        let id = store
+            .login(&login, None, now)
+            .await
+            .unwrap()
+            .changed
+            .agent
+            .id;
+        store.logout(id, now).await.unwrap();
+        assert_eq!(events_of(&store, id).await, 2);
+
+        store.delete(id, "test", now).await.unwrap().unwrap();
+        assert_eq!(events_of(&store, id).await, 0, "deleted with the agent");
+        assert_eq!(
+            store.audit(10).await.unwrap().len(),
+            1,
+            "the audit log keeps it"
+        );
+    }
+}

@@ -1,0 +1,172 @@
+//! Between rows and values: the agent columns and how a row becomes an `Agent`, an `Event` or an
+//! `AuditRecord`, and the multi-row inserts of history.
+
+use std::str::FromStr;
+
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
+
+use plura_proto::{Agent, AuditRecord, Event, EventKind, Timestamp};
+
+use crate::store::{Changed, Result, StoreError};
+
+pub const AGENT_COLUMNS: &str = "id, ip, hostname, status, enabled, group_name, kind, os, \
+     version, machine_id, source_ip, registered_at, last_login_at, last_seen_at";
+
+/// Rows per multi-row statement: far below both backends' limits on bound parameters.
+pub const BATCH_ROWS: usize = 500;
+
+/// A text column holding one of our enums (status, role, event kind).
+pub fn parsed<T: FromStr<Err = String>>(row: &AnyRow, column: &str) -> Result<T> {
+    row.try_get::<String, _>(column)?
+        .parse()
+        .map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
+}
+
+/// A row count, which SQL answers as a (never negative) integer.
+pub fn count(row: &AnyRow, column: &str) -> Result<u64> {
+    Ok(row.try_get::<i64, _>(column)?.max(0) as u64)
+}
+
+fn time(row: &AnyRow, column: &str) -> Result<Timestamp> {
+    Ok(Timestamp::from_millis(row.try_get(column)?))
+}
+
+fn optional_time(row: &AnyRow, column: &str) -> Result<Option<Timestamp>> {
+    Ok(row
+        .try_get::<Option<i64>, _>(column)?
+        .map(Timestamp::from_millis))
+}
+
+pub fn agent(row: &AnyRow) -> Result<Agent> {
+    Ok(Agent {
+        id: row.try_get("id")?,
+        ip: row.try_get("ip")?,
+        hostname: row.try_get("hostname")?,
+        status: parsed(row, "status")?,
+        enabled: row.try_get::<i64, _>("enabled")? != 0,
+        group: row.try_get("group_name")?,
+        kind: row.try_get("kind")?,
+        os: row.try_get("os")?,
+        version: row.try_get("version")?,
+        machine_id: row.try_get("machine_id")?,
+        source_ip: row.try_get("source_ip")?,
+        registered_at: time(row, "registered_at")?,
+        last_login_at: optional_time(row, "last_login_at")?,
+        last_seen_at: optional_time(row, "last_seen_at")?,
+    })
+}
+
+pub fn agents(rows: &[AnyRow]) -> Result<Vec<Agent>> {
+    rows.iter().map(agent).collect()
+}
+
+pub fn event(row: &AnyRow) -> Result<Event> {
+    Ok(Event {
+        at: time(row, "at")?,
+        event: parsed(row, "event")?,
+        detail: row.try_get("detail")?,
+    })
+}
+
+pub fn audit_record(row: &AnyRow) -> Result<AuditRecord> {
+    Ok(AuditRecord {
+        at: time(row, "at")?,
+        actor: row.try_get("actor")?,
+        action: parsed(row, "action")?,
+        agent_id: row.try_get("agent_id")?,
+        ip: row.try_get("ip")?,
+        hostname: row.try_get("hostname")?,
+        detail: row.try_get("detail")?,
+    })
+}
+
+/// The `name` and `role` columns of a row.
+pub fn name_and_role(row: &AnyRow) -> Result<(String, plura_proto::Role)> {
+    Ok((row.try_get("name")?, parsed(row, "role")?))
+}
+
+pub async fn select_agent(conn: &mut AnyConnection, id: i64) -> Result<Option<Agent>> {
+    let row = sqlx::query(&format!("SELECT {AGENT_COLUMNS} FROM agents WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(conn)
+        .await?;
+    row.as_ref().map(agent).transpose()
+}
+
+/// Records the events of many changes in a few statements.
+pub async fn insert_events(conn: &mut AnyConnection, changes: &[Changed]) -> Result<()> {
+    let rows: Vec<(i64, &Event)> = changes
+        .iter()
+        .flat_map(|c| c.events.iter().map(move |e| (c.agent.id, e)))
+        .collect();
+    for chunk in rows.chunks(BATCH_ROWS) {
+        let values = placeholders(chunk.len(), 4);
+        let sql = format!("INSERT INTO agent_events (agent_id, at, event, detail) VALUES {values}");
+        let mut query = sqlx::query(&sql);
+        for (agent_id, e) in chunk {
+            query = query
+                .bind(*agent_id)
+                .bind(e.at.as_millis())
+                .bind(e.event.as_str())
+                .bind(e.detail.clone());
+        }
+        query.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// Keeps a record of a deleted agent that outlives it.
+pub async fn insert_audit(
+    conn: &mut AnyConnection,
+    actor: &str,
+    action: EventKind,
+    agent: &Agent,
+    at: Timestamp,
+    detail: &str,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO audit_log (at, actor, action, agent_id, ip, hostname, detail) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(at.as_millis())
+    .bind(actor.to_string())
+    .bind(action.as_str())
+    .bind(agent.id)
+    .bind(agent.ip.clone())
+    .bind(agent.hostname.clone())
+    .bind(detail.to_string())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// `($1, $2), ($3, $4), …` for `rows` rows of `width` values.
+pub fn placeholders(rows: usize, width: usize) -> String {
+    (0..rows)
+        .map(|r| {
+            let row: Vec<String> = (1..=width).map(|c| format!("${}", r * width + c)).collect();
+            format!("({})", row.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A history event.
+pub fn new_event(at: Timestamp, kind: EventKind, detail: impl Into<String>) -> Event {
+    Event {
+        at,
+        event: kind,
+        detail: detail.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_number_rows_in_order() {
+        assert_eq!(placeholders(2, 2), "($1, $2), ($3, $4)");
+    }
+}

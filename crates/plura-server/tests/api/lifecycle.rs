@@ -1,0 +1,238 @@
+//! Agents' lifecycle as the server sees it: login, takeover, heartbeats and silence, logout,
+//! restarts, concurrent logins, several servers, and the policies that delete.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+
+use plura_proto::{AgentStatus, AuditList, EventKind, LoginResponse};
+use plura_server::fleet::LivenessPolicy;
+use plura_testkit::{Db, TestServer, eventually, fast_policy, json_ok, login};
+
+use crate::STOP_WITHIN;
+
+pub async fn first_login_registers_and_relogin_finds_the_same_entry(db: Db) {
+    let server = TestServer::start(db).await;
+    let first = server.login("172.31.64.4", "waf-1").await;
+    assert!(first.created);
+    assert_eq!(first.heartbeat_interval_s, 1);
+
+    let again = server.login("172.31.64.4", "waf-1").await;
+    assert!(!again.created);
+    assert_eq!(again.agent_id, first.agent_id);
+
+    // Same IP, other hostname: another agent (the pair is the identity).
+    let other = server.login("172.31.64.4", "waf-2").await;
+    assert!(other.created);
+    assert_ne!(other.agent_id, first.agent_id);
+
+    let list = server.agents("").await;
+    assert_eq!(list.total, 2);
+    let agent = server.agent(first.agent_id).await;
+    assert_eq!(
+        (agent.ip.as_str(), agent.hostname.as_str()),
+        ("172.31.64.4", "waf-1")
+    );
+    assert_eq!(agent.status, AgentStatus::Running);
+    assert_eq!(agent.source_ip.as_deref(), Some("127.0.0.1"));
+    assert!(agent.enabled);
+    let kinds: Vec<EventKind> = server
+        .events(first.agent_id)
+        .await
+        .iter()
+        .map(|e| e.event)
+        .collect();
+    assert_eq!(kinds, [EventKind::Login, EventKind::Registered]);
+    server.finish().await;
+}
+
+pub async fn new_machine_id_on_a_known_identity_is_a_takeover(db: Db) {
+    let server = TestServer::start(db).await;
+    let mut body = login("172.31.80.4", "waf-2");
+    body.machine_id = Some("i-0aaa".into());
+    let first: LoginResponse = json_ok(server.login_as(&body).await).await;
+    body.machine_id = Some("i-0bbb".into());
+    let second: LoginResponse = json_ok(server.login_as(&body).await).await;
+    assert_eq!(first.agent_id, second.agent_id);
+    assert!(!second.created);
+
+    let events = server.events(first.agent_id).await;
+    assert_eq!(events[0].event, EventKind::Takeover);
+    assert!(
+        events[0].detail.contains("i-0aaa") && events[0].detail.contains("i-0bbb"),
+        "{:?}",
+        events[0]
+    );
+    assert_eq!(
+        server.agent(first.agent_id).await.machine_id.as_deref(),
+        Some("i-0bbb")
+    );
+    server.finish().await;
+}
+
+pub async fn silent_agent_turns_stopped_and_comes_back_on_heartbeat(db: Db) {
+    let server = TestServer::start(db).await;
+    let id = server.login("10.0.0.1", "edr-1").await.agent_id;
+    assert_eq!(server.heartbeat(id).await, StatusCode::NO_CONTENT);
+
+    let stopped = server
+        .wait_for_status(id, AgentStatus::Stopped, STOP_WITHIN)
+        .await;
+    assert_eq!(stopped.hostname, "edr-1", "a stop is never a delete");
+    assert_eq!(server.agents("").await.total, 1);
+    assert_eq!(server.events(id).await[0].event, EventKind::Stopped);
+
+    assert_eq!(server.heartbeat(id).await, StatusCode::NO_CONTENT);
+    assert_eq!(server.agent(id).await.status, AgentStatus::Running);
+    assert_eq!(server.events(id).await[0].event, EventKind::Resumed);
+    server.finish().await;
+}
+
+pub async fn logout_stops_at_once_without_deleting(db: Db) {
+    let server = TestServer::start(db).await;
+    let id = server.login("10.0.0.2", "siem-1").await.agent_id;
+    assert_eq!(server.logout(id).await, StatusCode::NO_CONTENT);
+    let agent = server.agent(id).await;
+    assert_eq!(agent.status, AgentStatus::Stopped);
+    assert_eq!(server.events(id).await[0].event, EventKind::Logout);
+
+    // The next boot of the same host is the same entry, running again.
+    let again = server.login("10.0.0.2", "siem-1").await;
+    assert_eq!((again.agent_id, again.created), (id, false));
+    assert_eq!(server.agent(id).await.status, AgentStatus::Running);
+    server.finish().await;
+}
+
+pub async fn restart_keeps_every_agent_and_its_last_seen(db: Db) {
+    let server = TestServer::start(db).await;
+    let mut ids = Vec::new();
+    for n in 1..=3 {
+        ids.push(
+            server
+                .login(&format!("10.1.0.{n}"), &format!("waf-{n}"))
+                .await
+                .agent_id,
+        );
+    }
+    let logged_in = server.agent(ids[0]).await.last_seen_at.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(server.heartbeat(ids[0]).await, StatusCode::NO_CONTENT);
+    let heard = server.agent(ids[0]).await.last_seen_at.unwrap();
+    assert!(heard > logged_in);
+
+    // Graceful shutdown flushes the heartbeat held in memory.
+    let server = server.restart().await;
+    let list = server.agents("?sort=id").await;
+    let restored: Vec<i64> = list.items.iter().map(|a| a.id).collect();
+    assert_eq!(restored, ids);
+    assert!(list.items.iter().all(|a| a.status == AgentStatus::Running));
+    assert_eq!(server.agent(ids[0]).await.last_seen_at, Some(heard));
+
+    // Agents keep their ids: heartbeats go on without a new login.
+    for id in &ids {
+        assert_eq!(server.heartbeat(*id).await, StatusCode::NO_CONTENT);
+    }
+    assert_eq!(server.agents("").await.total, 3);
+    server.finish().await;
+}
+
+pub async fn concurrent_first_logins_of_one_identity_make_one_entry(db: Db) {
+    let server = TestServer::start(db).await;
+    let logins = (0..24).map(|_| server.login("10.2.0.1", "burst"));
+    let answers = futures::future::join_all(logins).await;
+    let created = answers.iter().filter(|a| a.created).count();
+    assert_eq!(created, 1, "exactly one login registers");
+    assert!(answers.iter().all(|a| a.agent_id == answers[0].agent_id));
+
+    let distinct = (0..24).map(|n| {
+        let server = &server;
+        async move {
+            server
+                .login(&format!("10.2.1.{n}"), &format!("host-{n}"))
+                .await
+        }
+    });
+    let answers = futures::future::join_all(distinct).await;
+    assert!(answers.iter().all(|a| a.created));
+    assert_eq!(server.agents("").await.total, 25);
+    server.finish().await;
+}
+
+pub async fn servers_sharing_a_database_agree(db: Db) {
+    let a = TestServer::start(db).await;
+    let b = a.another().await;
+    let id = a.login("10.6.0.1", "shared-1").await.agent_id;
+    assert_eq!(b.login("10.6.0.1", "shared-1").await.agent_id, id);
+
+    // Heartbeats taken by B only keep the agent running for A too, past the silence limit.
+    let until = tokio::time::Instant::now() + Duration::from_secs(5);
+    while tokio::time::Instant::now() < until {
+        assert_eq!(b.heartbeat(id).await, StatusCode::NO_CONTENT);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(a.agent(id).await.status, AgentStatus::Running);
+    assert!(
+        a.events(id)
+            .await
+            .iter()
+            .all(|e| e.event != EventKind::Stopped),
+        "never taken for silent"
+    );
+
+    // Deleted through A: B stops taking its heartbeats once it has flushed.
+    assert_eq!(a.delete_agent(id).await, StatusCode::NO_CONTENT);
+    eventually("B learns of the delete", STOP_WITHIN, || async {
+        (b.heartbeat(id).await == StatusCode::NOT_FOUND).then_some(())
+    })
+    .await;
+    b.stop().await;
+    a.finish().await;
+}
+
+pub async fn prune_policy_deletes_long_stopped_agents_with_an_audit_record(db: Db) {
+    let policy = LivenessPolicy {
+        prune_stopped_after: Some(Duration::from_secs(1)),
+        ..fast_policy()
+    };
+    let server = TestServer::start_with(db, policy).await;
+    let gone = server.login("10.5.0.1", "short-lived").await.agent_id;
+    let kept = server.login("10.5.0.2", "long-lived").await.agent_id;
+    assert_eq!(server.logout(gone).await, StatusCode::NO_CONTENT);
+
+    eventually("the stopped agent is pruned", STOP_WITHIN, || async {
+        assert_eq!(server.heartbeat(kept).await, StatusCode::NO_CONTENT);
+        (server.agents("").await.total == 1).then_some(())
+    })
+    .await;
+    assert_eq!(
+        server.agents("").await.items[0].id,
+        kept,
+        "running agents stay"
+    );
+    let audit: AuditList = server.get("/api/v1/audit").await;
+    assert_eq!(audit.items[0].action, EventKind::Pruned);
+    assert_eq!(audit.items[0].hostname, "short-lived");
+    assert_eq!(audit.items[0].actor, "system");
+    server.finish().await;
+}
+
+pub async fn old_history_is_deleted_but_the_agent_stays(db: Db) {
+    let policy = LivenessPolicy {
+        keep_events_for: Some(Duration::from_secs(1)),
+        ..fast_policy()
+    };
+    let server = TestServer::start_with(db, policy).await;
+    let id = server.login("10.8.0.1", "long-lived").await.agent_id;
+    assert_eq!(server.events(id).await.len(), 1);
+    eventually("old events are deleted", STOP_WITHIN, || async {
+        assert_eq!(server.heartbeat(id).await, StatusCode::NO_CONTENT);
+        server.events(id).await.is_empty().then_some(())
+    })
+    .await;
+    let agent = server.agent(id).await;
+    assert_eq!(
+        (agent.hostname.as_str(), agent.status),
+        ("long-lived", AgentStatus::Running)
+    );
+    server.finish().await;
+}

@@ -1,0 +1,41 @@
+//! The server's behaviour over HTTP, as agents and operators see it, on SQLite and PostgreSQL:
+//! every scenario runs once on each, against a real server on a random port.
+
+mod access;
+mod lifecycle;
+mod operators;
+mod ops;
+
+use std::time::Duration;
+
+use access::*;
+use lifecycle::*;
+use operators::*;
+use ops::*;
+
+/// How long a test waits for something the liveness timer does (3 s silence limit, and ticks).
+const STOP_WITHIN: Duration = Duration::from_secs(15);
+
+plura_testkit::on_both_backends!(
+    first_login_registers_and_relogin_finds_the_same_entry,
+    new_machine_id_on_a_known_identity_is_a_takeover,
+    silent_agent_turns_stopped_and_comes_back_on_heartbeat,
+    logout_stops_at_once_without_deleting,
+    restart_keeps_every_agent_and_its_last_seen,
+    roles_are_enforced_on_every_route,
+    bad_input_gets_a_clear_4xx,
+    list_filters_searches_sorts_and_pages,
+    csv_holds_the_filtered_rows,
+    summary_counts_the_fleet,
+    patch_switches_and_groups_with_history,
+    delete_keeps_an_audit_record_and_the_agent_can_return,
+    manual_registration_is_unknown_until_login,
+    concurrent_first_logins_of_one_identity_make_one_entry,
+    live_stream_tells_changes,
+    ops_routes_answer,
+    prune_policy_deletes_long_stopped_agents_with_an_audit_record,
+    servers_sharing_a_database_agree,
+    console_is_served_from_the_binary_with_a_strict_policy,
+    users_sign_in_with_a_password_and_sign_out,
+    old_history_is_deleted_but_the_agent_stays,
+);

@@ -1,0 +1,305 @@
+//! What operators see and change: the list, CSV, summary, ON/OFF and groups, deletes, manual
+//! registration, and the live stream.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+use plura_proto::{
+    Agent, AgentList, AgentStatus, AuditList, Change, EventKind, LoginResponse, Role, Summary,
+};
+use plura_testkit::{Db, TestServer, expect_error, json_ok, login};
+
+/// Logs in a small mixed fleet: 3 waf on Ubuntu, 2 edr on Rocky, one of the edr stopped.
+pub async fn small_fleet(server: &TestServer) -> Vec<i64> {
+    let mut ids = Vec::new();
+    for (ip, host, kind, os) in [
+        ("10.0.0.10", "waf-10", "waf", "Ubuntu 24.04"),
+        ("10.0.0.9", "waf-9", "waf", "Ubuntu 24.04"),
+        ("10.0.1.1", "web-gateway", "waf", "Ubuntu 24.04"),
+        ("10.0.2.1", "edr-a", "edr", "Rocky 9"),
+        ("10.0.2.2", "edr-b", "edr", "Rocky 9"),
+    ] {
+        let mut body = login(ip, host);
+        body.kind = kind.into();
+        body.os = os.into();
+        let response: LoginResponse = json_ok(server.login_as(&body).await).await;
+        ids.push(response.agent_id);
+    }
+    assert_eq!(server.logout(ids[4]).await, StatusCode::NO_CONTENT);
+    ids
+}
+
+pub fn hostnames(list: &AgentList) -> Vec<&str> {
+    list.items.iter().map(|a| a.hostname.as_str()).collect()
+}
+
+pub async fn list_filters_searches_sorts_and_pages(db: Db) {
+    let server = TestServer::start(db).await;
+    small_fleet(&server).await;
+
+    assert_eq!(server.agents("?kind=edr").await.total, 2);
+    assert_eq!(server.agents("?status=stopped").await.total, 1);
+    assert_eq!(server.agents("?status=running&kind=edr").await.total, 1);
+    assert_eq!(server.agents("?os=Rocky%209").await.total, 2);
+    assert_eq!(
+        server.agents("?status=&kind=").await.total,
+        5,
+        "empty means any"
+    );
+    // Search is case-insensitive, over ip and hostname among others, and literal.
+    assert_eq!(
+        hostnames(&server.agents("?q=GATEWAY").await),
+        ["web-gateway"]
+    );
+    assert_eq!(server.agents("?q=10.0.2.").await.total, 2);
+    assert_eq!(server.agents("?q=waf_").await.total, 0, "_ is no wildcard");
+    assert_eq!(server.agents("?q=%25").await.total, 0, "% is no wildcard");
+
+    // IPs sort by value, not as text.
+    let by_ip = server.agents("?sort=ip&kind=waf").await;
+    assert_eq!(hostnames(&by_ip), ["waf-9", "waf-10", "web-gateway"]);
+    let by_host_desc = server.agents("?sort=-hostname").await;
+    assert_eq!(hostnames(&by_host_desc)[0], "web-gateway");
+
+    // Pages: total counts every match; pages do not overlap.
+    let page1 = server.agents("?sort=hostname&per_page=2&page=1").await;
+    let page3 = server.agents("?sort=hostname&per_page=2&page=3").await;
+    assert_eq!(
+        (page1.total, page1.items.len(), page3.items.len()),
+        (5, 2, 1)
+    );
+    assert_eq!(hostnames(&page1), ["edr-a", "edr-b"]);
+    assert_eq!(hostnames(&page3), ["web-gateway"]);
+    assert!(server.agents("?per_page=2&page=9").await.items.is_empty());
+    server.finish().await;
+}
+
+pub async fn csv_holds_the_filtered_rows(db: Db) {
+    let server = TestServer::start(db).await;
+    small_fleet(&server).await;
+    json_ok::<Agent>(
+        server
+            .call(
+                Method::POST,
+                "/api/v1/agents",
+                Some(&server.admin),
+                Some(&json!({"ip": "10.0.3.1", "hostname": "=cmd|' /C calc'!A0", "kind": "waf"})),
+            )
+            .await,
+    )
+    .await;
+    let response = server
+        .request(
+            Method::GET,
+            "/api/v1/agents.csv?kind=waf&sort=ip",
+            Some(&server.admin),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/csv")
+    );
+    let text = response.text().await.unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].starts_with("id,ip,hostname,status,enabled,group"));
+    assert_eq!(lines.len(), 1 + 4, "{text}");
+    assert!(lines[1].contains(",10.0.0.9,waf-9,running,on,"));
+    assert!(lines[4].contains(",'=cmd|' /C calc'!A0,unknown,"), "{text}");
+    assert!(!text.contains("edr-"));
+    server.finish().await;
+}
+
+pub async fn summary_counts_the_fleet(db: Db) {
+    let server = TestServer::start(db).await;
+    let ids = small_fleet(&server).await;
+    let r = server
+        .call(
+            Method::PATCH,
+            &format!("/api/v1/agents/{}", ids[0]),
+            Some(&server.admin),
+            Some(&json!({"enabled": false})),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let summary: Summary = server.get("/api/v1/summary").await;
+    assert_eq!(summary.registered, 5);
+    assert_eq!(
+        (summary.running, summary.stopped, summary.unknown),
+        (4, 1, 0)
+    );
+    assert_eq!((summary.enabled, summary.disabled), (4, 1));
+    assert_eq!(summary.by_kind["waf"], 3);
+    assert_eq!(summary.by_kind["edr"], 2);
+    assert_eq!(summary.by_os["Rocky 9"], 2);
+    server.finish().await;
+}
+
+pub async fn patch_switches_and_groups_with_history(db: Db) {
+    let server = TestServer::start(db).await;
+    let id = server.login("10.0.0.7", "waf-7").await.agent_id;
+    let operator = server.token(Role::Operator).await;
+    let path = format!("/api/v1/agents/{id}");
+    let patch = |body: serde_json::Value| {
+        let (server, path, operator) = (&server, &path, &operator);
+        async move {
+            json_ok::<Agent>(
+                server
+                    .call(Method::PATCH, path, Some(operator), Some(&body))
+                    .await,
+            )
+            .await
+        }
+    };
+
+    let agent = patch(json!({"enabled": false, "group": "web"})).await;
+    assert!(!agent.enabled);
+    assert_eq!(agent.group.as_deref(), Some("web"));
+    assert_eq!(agent.status, AgentStatus::Running, "OFF is not a status");
+    assert_eq!(server.agents("?group=web").await.total, 1);
+    assert_eq!(server.agents("?enabled=false").await.total, 1);
+
+    let agent = patch(json!({"enabled": false})).await;
+    assert_eq!(agent.group.as_deref(), Some("web"), "absent fields stay");
+    let agent = patch(json!({"group": null, "enabled": true})).await;
+    assert_eq!((agent.enabled, agent.group), (true, None));
+
+    let events = server.events(id).await;
+    let kinds: Vec<EventKind> = events.iter().map(|e| e.event).collect();
+    assert_eq!(
+        kinds,
+        [
+            EventKind::GroupChanged,
+            EventKind::Enabled,
+            EventKind::GroupChanged,
+            EventKind::Disabled,
+            EventKind::Registered,
+        ],
+        "{events:?}"
+    );
+    assert!(events[0].detail.contains("web -> (none)"), "{events:?}");
+    assert!(events[3].detail.contains("test-operator"), "{events:?}");
+    server.finish().await;
+}
+
+pub async fn delete_keeps_an_audit_record_and_the_agent_can_return(db: Db) {
+    let server = TestServer::start(db).await;
+    let id = server.login("10.0.0.8", "waf-8").await.agent_id;
+    assert_eq!(server.delete_agent(id).await, StatusCode::NO_CONTENT);
+    assert_eq!(server.agents("").await.total, 0);
+
+    let audit: AuditList = server.get("/api/v1/audit").await;
+    assert_eq!(audit.items.len(), 1);
+    let record = &audit.items[0];
+    assert_eq!(record.action, EventKind::Deleted);
+    assert_eq!((record.agent_id, record.hostname.as_str()), (id, "waf-8"));
+    assert_eq!(record.actor, "test-admin");
+
+    // The deleted agent's heartbeat is refused, so it logs in and is registered anew.
+    assert_eq!(server.heartbeat(id).await, StatusCode::NOT_FOUND);
+    let back = server.login("10.0.0.8", "waf-8").await;
+    assert!(back.created);
+    assert_ne!(back.agent_id, id);
+    let kinds: Vec<EventKind> = server
+        .events(back.agent_id)
+        .await
+        .iter()
+        .map(|e| e.event)
+        .collect();
+    assert_eq!(
+        kinds,
+        [EventKind::Registered],
+        "the old history went with the old entry"
+    );
+    server.finish().await;
+}
+
+pub async fn manual_registration_is_unknown_until_login(db: Db) {
+    let server = TestServer::start(db).await;
+    let body = json!({"ip": "172.31.64.5", "hostname": "waf-3", "kind": "waf", "group": "dmz"});
+    let created: Agent = json_ok(
+        server
+            .call(
+                Method::POST,
+                "/api/v1/agents",
+                Some(&server.admin),
+                Some(&body),
+            )
+            .await,
+    )
+    .await;
+    assert_eq!(created.status, AgentStatus::Unknown);
+    assert_eq!(created.last_seen_at, None);
+    let r = server
+        .call(
+            Method::POST,
+            "/api/v1/agents",
+            Some(&server.admin),
+            Some(&body),
+        )
+        .await;
+    expect_error(r, StatusCode::CONFLICT, "conflict").await;
+
+    let login = server.login("172.31.64.5", "waf-3").await;
+    assert_eq!((login.agent_id, login.created), (created.id, false));
+    let agent = server.agent(created.id).await;
+    assert_eq!(agent.status, AgentStatus::Running);
+    assert_eq!(
+        agent.group.as_deref(),
+        Some("dmz"),
+        "the operator's group stays"
+    );
+    server.finish().await;
+}
+
+pub async fn live_stream_tells_changes(db: Db) {
+    let server = TestServer::start(db).await;
+    let monitor = server.token(Role::Monitor).await;
+    let response = server
+        .request(Method::GET, "/api/v1/events/stream", Some(&monitor))
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let mut body = response.bytes_stream();
+
+    let id = server.login("10.3.0.1", "live-1").await.agent_id;
+    assert_eq!(server.logout(id).await, StatusCode::NO_CONTENT);
+
+    let mut seen = Vec::new();
+    let mut buffer = String::new();
+    while seen.len() < 2 {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), body.next())
+            .await
+            .expect("the stream sends the changes")
+            .expect("the stream stays open")
+            .unwrap();
+        buffer.push_str(std::str::from_utf8(&chunk).unwrap());
+        while let Some(end) = buffer.find("\n\n") {
+            let frame: String = buffer.drain(..end + 2).collect();
+            if let Some(data) = frame.lines().find_map(|l| l.strip_prefix("data: ")) {
+                let change: Change = serde_json::from_str(data).unwrap();
+                assert!(
+                    frame.starts_with(&format!("event: {}", change.event)),
+                    "{frame}"
+                );
+                seen.push(change);
+            }
+        }
+    }
+    assert_eq!(seen[0].event, EventKind::Registered);
+    assert_eq!(seen[0].agent.as_ref().unwrap().hostname, "live-1");
+    assert_eq!(seen[1].event, EventKind::Logout);
+    assert_eq!(seen[1].agent.as_ref().unwrap().status, AgentStatus::Stopped);
+    // Shutdown ends open streams instead of waiting for them.
+    server.finish().await;
+}

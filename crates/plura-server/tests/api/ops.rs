@@ -1,0 +1,115 @@
+//! The routes for the people who run the server, and the console's files.
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use plura_testkit::{Db, TestServer, json_ok};
+
+pub async fn ops_routes_answer(db: Db) {
+    let server = TestServer::start(db).await;
+    let id = server.login("10.4.0.1", "ops-1").await.agent_id;
+    for _ in 0..20 {
+        assert_eq!(server.heartbeat(id).await, StatusCode::NO_CONTENT);
+    }
+
+    let health: serde_json::Value =
+        json_ok(server.request(Method::GET, "/healthz", None).await).await;
+    assert_eq!(health, json!({"status": "ok", "database": "ok"}));
+
+    let metrics = server.request(Method::GET, "/metrics", None).await;
+    assert_eq!(metrics.status(), StatusCode::OK);
+    let text = metrics.text().await.unwrap();
+    assert!(text.contains("plura_heartbeats_total 20"), "{text}");
+    assert!(
+        text.contains("plura_agent_events_total{event=\"registered\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("plura_agents{status=\"running\"} 1"),
+        "{text}"
+    );
+    // Heartbeats are batched: far fewer last-seen rows were written than heartbeats taken.
+    let flushed: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("plura_last_seen_flushed_rows_total "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(flushed < 20, "{flushed} rows written for 20 heartbeats");
+
+    // The document is made from the router itself; it names every route the API promises.
+    let openapi: Value =
+        json_ok(server.request(Method::GET, "/api/openapi.json", None).await).await;
+    let mut operations: Vec<String> = Vec::new();
+    for (path, item) in openapi["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            operations.push(format!("{method} {path}"));
+        }
+    }
+    operations.sort();
+    assert_eq!(
+        operations,
+        [
+            "delete /api/v1/agents/{id}",
+            "delete /api/v1/session",
+            "get /api/v1/agents",
+            "get /api/v1/agents.csv",
+            "get /api/v1/agents/{id}",
+            "get /api/v1/agents/{id}/events",
+            "get /api/v1/audit",
+            "get /api/v1/events/stream",
+            "get /api/v1/me",
+            "get /api/v1/summary",
+            "get /healthz",
+            "get /metrics",
+            "patch /api/v1/agents/{id}",
+            "post /api/v1/agents",
+            "post /api/v1/agents/login",
+            "post /api/v1/agents/{id}/heartbeat",
+            "post /api/v1/agents/{id}/logout",
+            "post /api/v1/session",
+        ]
+    );
+    for schema in ["Agent", "AgentList", "LoginRequest", "Change", "ErrorBody"] {
+        assert!(
+            openapi["components"]["schemas"][schema].is_object(),
+            "{schema}"
+        );
+    }
+    server.finish().await;
+}
+
+pub async fn console_is_served_from_the_binary_with_a_strict_policy(db: Db) {
+    let server = TestServer::start(db).await;
+    let page = server.request(Method::GET, "/", None).await;
+    assert_eq!(page.status(), StatusCode::OK);
+    let policy = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(policy.contains("script-src 'self'"), "{policy}");
+    assert!(!policy.contains("unsafe-inline"), "{policy}");
+    let html = page.text().await.unwrap();
+    assert!(html.contains("/console/app.js"));
+    for (file, kind) in [
+        ("app.js", "text/javascript"),
+        ("i18n.js", "text/javascript"),
+        ("app.css", "text/css"),
+    ] {
+        let asset = server
+            .request(Method::GET, &format!("/console/{file}"), None)
+            .await;
+        assert_eq!(asset.status(), StatusCode::OK, "{file}");
+        assert!(
+            asset.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with(kind)
+        );
+    }
+    let missing = server
+        .request(Method::GET, "/console/secrets.txt", None)
+        .await;
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    server.finish().await;
+}
