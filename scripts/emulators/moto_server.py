@@ -15,7 +15,8 @@ wrapper changes them before serving:
 It also adds one API moto lacks, CompleteLifecycleAction, with Auto Scaling's effect: CONTINUE
 puts the launching instance in service, ABANDON terminates it.
 
-It prints the port it listens on, alone on the first line of stdout, then serves until killed.
+It prints the port it listens on, alone on the first line of stdout, then serves until killed;
+every attach it refuses because the interface is in use is a line `refused ENI to INSTANCE: in use`.
 """
 
 import os
@@ -57,6 +58,8 @@ def _attach_network_interface(self, eni_id, instance_id, device_index):
     with _attachments:
         eni = self.get_network_interface(eni_id)
         if eni.instance is not None or eni.status == "in-use":
+            # On stdout, so tests can count the races the clients lost.
+            print(f"refused {eni_id} to {instance_id}: in use", flush=True)
             raise InterfaceInUse(eni_id)
         instance = self.get_instance(instance_id)
         if int(device_index) in instance.nics:

@@ -35,7 +35,9 @@ pub struct AgentConfig {
     pub enrollment_token: String,
     /// Whose IPv4 is the agent's identity; `None`: the interface of the default route.
     pub interface: Option<String>,
-    /// Which interface's traffic is monitored (kept for the monitoring side; not identity).
+    /// Which interface's traffic the WAF/SIEM engine watches. The engine reads the same file;
+    /// the fleet agent only checks the value is an interface name, since what is watched is
+    /// not part of the identity (that is `interface`) and the console does not show it.
     pub interface_mon: Option<String>,
     /// How long to wait at boot before the first login.
     pub login_delay: Duration,

@@ -78,6 +78,14 @@ impl From<StoreError> for ApiError {
             StoreError::AlreadyRegistered { .. } | StoreError::UserExists(_) => {
                 Self::new(StatusCode::CONFLICT, "conflict", e.to_string())
             }
+            StoreError::Contended(_) => {
+                tracing::warn!("{e}");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    e.to_string(),
+                )
+            }
             StoreError::Database(sqlx::Error::PoolTimedOut) => {
                 tracing::warn!("database busy: {e}");
                 Self::new(
