@@ -407,6 +407,19 @@ pub async fn json_ok<T: DeserializeOwned>(response: reqwest::Response) -> T {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("not the expected JSON ({e}): {text}"))
 }
 
+/// Checks the response's content type starts with `expected` (parameters may follow).
+pub fn assert_content_type(response: &reqwest::Response, expected: &str) {
+    let got = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    assert!(
+        got.starts_with(expected),
+        "content type {got:?}, not {expected}"
+    );
+}
+
 /// Checks the answer is the JSON error the API promises, with this status and code.
 pub async fn expect_error(
     response: reqwest::Response,

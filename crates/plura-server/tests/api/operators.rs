@@ -10,7 +10,7 @@ use serde_json::json;
 use plura_proto::{
     Agent, AgentList, AgentStatus, AuditList, Change, EventKind, LoginResponse, Role, Summary,
 };
-use plura_testkit::{Db, TestServer, expect_error, json_ok, login};
+use plura_testkit::{Db, TestServer, assert_content_type, expect_error, json_ok, login};
 
 /// Logs in a small mixed fleet: 3 waf on Ubuntu, 2 edr on Rocky, one of the edr stopped.
 pub async fn small_fleet(server: &TestServer) -> Vec<i64> {
@@ -99,12 +99,7 @@ pub async fn csv_holds_the_filtered_rows(db: Db) {
         )
         .await;
     assert_eq!(response.status(), StatusCode::OK);
-    assert!(
-        response.headers()["content-type"]
-            .to_str()
-            .unwrap()
-            .starts_with("text/csv")
-    );
+    assert_content_type(&response, "text/csv");
     let text = response.text().await.unwrap();
     let lines: Vec<&str> = text.lines().collect();
     assert!(lines[0].starts_with("id,ip,hostname,status,enabled,group"));
@@ -264,12 +259,7 @@ pub async fn live_stream_tells_changes(db: Db) {
         .request(Method::GET, "/api/v1/events/stream", Some(&monitor))
         .await;
     assert_eq!(response.status(), StatusCode::OK);
-    assert!(
-        response.headers()["content-type"]
-            .to_str()
-            .unwrap()
-            .starts_with("text/event-stream")
-    );
+    assert_content_type(&response, "text/event-stream");
     let mut body = response.bytes_stream();
 
     let id = server.login("10.3.0.1", "live-1").await.agent_id;

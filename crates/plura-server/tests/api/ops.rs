@@ -3,7 +3,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use plura_testkit::{Db, TestServer, json_ok};
+use plura_testkit::{Db, TestServer, assert_content_type, json_ok};
 
 pub async fn ops_routes_answer(db: Db) {
     let server = TestServer::start(db).await;
@@ -100,12 +100,7 @@ pub async fn console_is_served_from_the_binary_with_a_strict_policy(db: Db) {
             .request(Method::GET, &format!("/console/{file}"), None)
             .await;
         assert_eq!(asset.status(), StatusCode::OK, "{file}");
-        assert!(
-            asset.headers()["content-type"]
-                .to_str()
-                .unwrap()
-                .starts_with(kind)
-        );
+        assert_content_type(&asset, kind);
     }
     let missing = server
         .request(Method::GET, "/console/secrets.txt", None)
