@@ -23,6 +23,8 @@ const RETRY_CAP: Duration = Duration::from_secs(60);
 /// A logged-in agent.
 struct LoggedIn {
     agent_id: i64,
+    /// This agent's own key, for its heartbeats and logout; kept in memory only.
+    key: String,
     identity: Identity,
     heartbeat_interval: Duration,
 }
@@ -93,16 +95,16 @@ impl<'a> Agent<'a> {
                 Ok(_) => {}
                 Err(reason) => tracing::warn!("{reason}; keeping identity {}", session.identity),
             }
-            next = match self.client.heartbeat(session.agent_id).await {
+            let heartbeat = self
+                .client
+                .as_agent(session.agent_id, &session.key, "heartbeat");
+            next = match heartbeat.await {
                 Ok(()) => {
                     self.backoff.reset();
                     session.heartbeat_interval
                 }
-                Err(CallError::Gone) => {
-                    tracing::warn!(
-                        "the server no longer knows agent {}; logging in again",
-                        session.agent_id
-                    );
+                Err(e @ (CallError::Gone | CallError::Unauthorized(_))) => {
+                    tracing::warn!("agent {}: {e}; logging in again", session.agent_id);
                     match self.login(session.identity.clone()).await {
                         Some(new) => session = new,
                         None => return Ok(()),
@@ -150,11 +152,12 @@ impl<'a> Agent<'a> {
                     );
                     return Some(LoggedIn {
                         agent_id: response.agent_id,
+                        key: response.agent_key,
                         identity,
                         heartbeat_interval: interval,
                     });
                 }
-                Err(e @ CallError::Refused { .. }) => {
+                Err(e @ (CallError::Refused { .. } | CallError::Unauthorized(_))) => {
                     let delay = self.backoff.next_delay();
                     tracing::error!("login refused ({e}); next try in {delay:.1?}");
                     delay
@@ -176,7 +179,10 @@ impl<'a> Agent<'a> {
     }
 
     async fn logout(&self, session: &LoggedIn) {
-        match tokio::time::timeout(LOGOUT_TIMEOUT, self.client.logout(session.agent_id)).await {
+        let logout = self
+            .client
+            .as_agent(session.agent_id, &session.key, "logout");
+        match tokio::time::timeout(LOGOUT_TIMEOUT, logout).await {
             Ok(Ok(())) => tracing::info!("logged out as {}", session.identity),
             Ok(Err(e)) => tracing::warn!("logout of {} failed: {e}", session.identity),
             Err(_) => tracing::warn!(

@@ -15,6 +15,10 @@ pub enum CallError {
     /// The server no longer knows this agent (deleted): log in again.
     #[error("the server does not know this agent any more")]
     Gone,
+    /// The credential was not accepted: for the agent key, a newer login of this identity
+    /// replaced it (log in again); for the enrollment token, the configuration is wrong.
+    #[error("the server refused the credential: {0}")]
+    Unauthorized(String),
     /// The server refused the request itself (bad token, bad field): retrying the same will
     /// not help until someone fixes the configuration.
     #[error("the server refused: {status} {message}")]
@@ -27,7 +31,8 @@ pub enum CallError {
 pub struct ServerClient {
     http: reqwest::Client,
     base: String,
-    token: String,
+    /// The enrollment token, for logins only; afterwards the agent's own key.
+    enrollment_token: String,
 }
 
 impl ServerClient {
@@ -40,37 +45,37 @@ impl ServerClient {
         Ok(Self {
             http,
             base: base.trim_end_matches('/').to_string(),
-            token: token.to_string(),
+            enrollment_token: token.to_string(),
         })
     }
 
     pub async fn login(&self, login: &LoginRequest) -> Result<LoginResponse, CallError> {
-        let response = self.post("/api/v1/agents/login", Some(login)).await?;
+        let token = &self.enrollment_token;
+        let response = self
+            .post("/api/v1/agents/login", token, Some(login))
+            .await?;
         response
             .json()
             .await
             .map_err(|e| CallError::Unavailable(format!("unreadable login answer: {e}")))
     }
 
-    pub async fn heartbeat(&self, agent_id: i64) -> Result<(), CallError> {
-        let path = format!("/api/v1/agents/{agent_id}/heartbeat");
-        self.post(&path, None::<&()>).await.map(drop)
-    }
-
-    pub async fn logout(&self, agent_id: i64) -> Result<(), CallError> {
-        let path = format!("/api/v1/agents/{agent_id}/logout");
-        self.post(&path, None::<&()>).await.map(drop)
+    /// A heartbeat, or a logout (`action`), as the agent `agent_id` with its key.
+    pub async fn as_agent(&self, agent_id: i64, key: &str, action: &str) -> Result<(), CallError> {
+        let path = format!("/api/v1/agents/{agent_id}/{action}");
+        self.post(&path, key, None::<&()>).await.map(drop)
     }
 
     async fn post(
         &self,
         path: &str,
+        token: &str,
         body: Option<&impl serde::Serialize>,
     ) -> Result<reqwest::Response, CallError> {
         let mut request = self
             .http
             .post(format!("{}{path}", self.base))
-            .bearer_auth(&self.token);
+            .bearer_auth(token);
         if let Some(body) = body {
             request = request.json(body);
         }
@@ -88,6 +93,7 @@ impl ServerClient {
             .unwrap_or(text);
         Err(match status {
             StatusCode::NOT_FOUND => CallError::Gone,
+            StatusCode::UNAUTHORIZED => CallError::Unauthorized(message),
             s if s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS => {
                 CallError::Unavailable(format!("{status} {message}"))
             }

@@ -133,8 +133,42 @@ async fn survives_a_server_restart_and_logs_in_again_after_a_delete() {
     })
     .await;
     assert_eq!(agents[0].hostname, hostname());
-    agent.wait_for_log("no longer knows agent").await;
+    agent
+        .wait_for_log("does not know this agent any more")
+        .await;
     assert!(agent.signal("-TERM").await.success());
+    server.finish().await;
+}
+
+#[tokio::test]
+async fn a_key_revoked_by_a_newer_login_makes_the_agent_log_in_again() {
+    let server = TestServer::start(Db::Sqlite).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut agent = start_agent(&config(dir.path(), &server, "interface=lo\n"));
+    let first = wait_for_agents(&server, "the agent registers", running).await;
+    let id = first[0].id;
+
+    // Someone else logs in as this identity: the agent's key is revoked.
+    server.login(&first[0].ip, &first[0].hostname).await;
+    agent.wait_for_log("refused the credential").await;
+    agent.wait_for_log("logging in again").await;
+    eventually("the agent logs in again", WAIT, || async {
+        let logins = server.events(id).await;
+        (logins
+            .iter()
+            .filter(|e| e.event == EventKind::Login)
+            .count()
+            >= 2)
+            .then_some(())
+    })
+    .await;
+    assert_eq!(server.agent(id).await.status, AgentStatus::Running);
+    assert!(agent.signal("-TERM").await.success());
+    assert_eq!(
+        server.agent(id).await.status,
+        AgentStatus::Stopped,
+        "its goodbye counted"
+    );
     server.finish().await;
 }
 

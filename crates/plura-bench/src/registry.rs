@@ -141,17 +141,20 @@ pub async fn heartbeats(
     let target = server(db).await;
     let http = reqwest::Client::new();
     let (logins, _) = login_all(&http, &target, agents, concurrency).await?;
-    let urls: Vec<String> = logins
+    let calls: Vec<(String, String)> = logins
         .iter()
-        .map(|l| format!("{}/api/v1/agents/{}/heartbeat", target.base, l.agent_id))
+        .map(|l| {
+            let url = format!("{}/api/v1/agents/{}/heartbeat", target.base, l.agent_id);
+            (url, l.agent_key.clone())
+        })
         .collect();
     println!("{agents} agents sending heartbeats for {seconds}s, {concurrency} at a time");
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let started = Instant::now();
-    let results: Vec<anyhow::Result<Duration>> = stream::iter(urls.iter().cycle())
+    let results: Vec<anyhow::Result<Duration>> = stream::iter(calls.iter().cycle())
         .take_while(|_| std::future::ready(Instant::now() < deadline))
-        .map(|url| {
-            let request = http.post(url).bearer_auth(&target.enrollment);
+        .map(|(url, key)| {
+            let request = http.post(url).bearer_auth(key);
             async move {
                 let sent = Instant::now();
                 request.send().await?.error_for_status()?;

@@ -51,6 +51,9 @@ impl LoginRequest {
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct LoginResponse {
     pub agent_id: i64,
+    /// This agent's own secret: it alone authenticates the agent's heartbeats and logout. A new
+    /// login of the identity issues a new one and revokes this one. Shown only here.
+    pub agent_key: String,
     /// True when this login registered a new agent, false when it found the existing entry.
     pub created: bool,
     /// How often the agent must send a heartbeat; three missed make it `stopped`.

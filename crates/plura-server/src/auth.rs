@@ -10,9 +10,8 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use plura_proto::{Role, Session, Timestamp};
-use rand::RngCore;
-use sha2::{Digest, Sha256};
 
+use crate::secret::{constant_time_eq, hash_token, new_token};
 use crate::store::{self, Store};
 
 const ENROLLMENT_KEY: &str = "enrollment_token";
@@ -127,30 +126,6 @@ impl Auth {
     }
 }
 
-/// A new secret: a readable prefix (so a leaked token can be recognised by scanners) and 192
-/// random bits.
-pub fn new_token(prefix: &str) -> String {
-    let mut bytes = [0u8; 24];
-    rand::rng().fill_bytes(&mut bytes);
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    format!("{prefix}_{hex}")
-}
-
-pub fn hash_token(token: &str) -> String {
-    Sha256::digest(token.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-fn constant_time_eq(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
-}
-
 /// Makes a role token and answers it; only its hash is stored.
 pub async fn create_api_token(store: &dyn Store, role: Role, name: &str) -> store::Result<String> {
     let token = new_token("plura");
@@ -244,27 +219,4 @@ pub async fn bootstrap(store: &dyn Store) -> store::Result<Option<String>> {
     create_api_token(store, Role::Admin, "admin")
         .await
         .map(Some)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tokens_are_unique_prefixed_and_hashed() {
-        let a = new_token("plura");
-        let b = new_token("plura");
-        assert_ne!(a, b);
-        assert!(a.starts_with("plura_") && a.len() == "plura_".len() + 48);
-        assert_eq!(hash_token(&a), hash_token(&a));
-        assert_ne!(hash_token(&a), hash_token(&b));
-        assert_eq!(hash_token(&a).len(), 64);
-    }
-
-    #[test]
-    fn comparison_needs_every_byte() {
-        assert!(constant_time_eq("abc", "abc"));
-        assert!(!constant_time_eq("abc", "abd"));
-        assert!(!constant_time_eq("abc", "ab"));
-    }
 }

@@ -7,6 +7,7 @@ pub mod cli;
 mod csv;
 pub mod fleet;
 pub mod metrics;
+pub mod secret;
 pub mod server;
 pub mod store;
 mod throttle;

@@ -64,7 +64,10 @@ impl Database {
                             store::redact_url(&admin)
                         )
                     });
-                let name = format!("plura_test_{}", &auth::new_token("x")[2..18]);
+                let name = format!(
+                    "plura_test_{}",
+                    &plura_server::secret::new_token("x")[2..18]
+                );
                 conn.execute(format!("CREATE DATABASE {name}").as_str())
                     .await
                     .expect("create the test database");
@@ -109,6 +112,8 @@ pub struct TestServer {
     pub admin: String,
     pub enrollment: String,
     pub http: reqwest::Client,
+    /// The agent key of each agent logged in through this server, as an agent keeps it.
+    keys: std::sync::Mutex<std::collections::HashMap<i64, String>>,
     store: Arc<SqlStore>,
     db: Arc<Database>,
     policy: LivenessPolicy,
@@ -165,6 +170,7 @@ impl TestServer {
             admin,
             enrollment,
             http: reqwest::Client::new(),
+            keys: Default::default(),
             store,
             db,
             policy,
@@ -184,6 +190,7 @@ impl TestServer {
             db: self.db,
             policy: self.policy,
             addr: self.addr,
+            keys: self.keys.into_inner().unwrap(),
         }
     }
 
@@ -274,15 +281,37 @@ impl TestServer {
         .await
     }
 
-    pub async fn login(&self, ip: &str, hostname: &str) -> LoginResponse {
-        json_ok(self.login_as(&login(ip, hostname)).await).await
+    /// Logs in as `login` says, expecting success; keeps the agent key it answers.
+    pub async fn login_with(&self, login: &LoginRequest) -> LoginResponse {
+        let answer: LoginResponse = json_ok(self.login_as(login).await).await;
+        self.keys
+            .lock()
+            .unwrap()
+            .insert(answer.agent_id, answer.agent_key.clone());
+        answer
     }
 
-    pub async fn agent_post(&self, id: i64, action: &str) -> StatusCode {
+    pub async fn login(&self, ip: &str, hostname: &str) -> LoginResponse {
+        self.login_with(&login(ip, hostname)).await
+    }
+
+    /// The key of the last login of agent `id` through this server.
+    pub fn key(&self, id: i64) -> Option<String> {
+        self.keys.lock().unwrap().get(&id).cloned()
+    }
+
+    /// `heartbeat` or `logout` of agent `id`, with `token` for credential.
+    pub async fn agent_post_with(&self, id: i64, action: &str, token: &str) -> StatusCode {
         let path = format!("/api/v1/agents/{id}/{action}");
-        self.request(Method::POST, &path, Some(&self.enrollment))
+        self.request(Method::POST, &path, Some(token))
             .await
             .status()
+    }
+
+    /// `heartbeat` or `logout` of agent `id`, with its key as this server gave it.
+    pub async fn agent_post(&self, id: i64, action: &str) -> StatusCode {
+        let key = self.key(id).unwrap_or_else(|| "plura_agent_unknown".into());
+        self.agent_post_with(id, action, &key).await
     }
 
     pub async fn heartbeat(&self, id: i64) -> StatusCode {
@@ -339,6 +368,8 @@ pub struct StoppedServer {
     db: Arc<Database>,
     policy: LivenessPolicy,
     addr: SocketAddr,
+    /// The agents' keys, which outlive a restart as the agents hold them.
+    keys: std::collections::HashMap<i64, String>,
 }
 
 impl StoppedServer {
@@ -346,7 +377,9 @@ impl StoppedServer {
         let listener = TcpListener::bind(self.addr)
             .await
             .expect("the stopped server's address is free again");
-        TestServer::start_on(self.db, self.policy, listener).await
+        let server = TestServer::start_on(self.db, self.policy, listener).await;
+        *server.keys.lock().unwrap() = self.keys;
+        server
     }
 }
 

@@ -1,4 +1,5 @@
-//! The routes agents call: login, heartbeat, logout. They carry the enrollment token.
+//! The routes agents call: login (with the enrollment token), which answers the agent's own key,
+//! and heartbeat and logout (with that key, for that agent only).
 
 use std::net::SocketAddr;
 
@@ -8,7 +9,8 @@ use axum::http::StatusCode;
 use plura_proto::{ErrorBody, LoginRequest, LoginResponse};
 
 use super::error::{Json, Path};
-use super::{ApiError, ApiResult, AppState, Enrolled};
+use super::{AgentKey, ApiError, ApiResult, AppState, Enrolled};
+use crate::fleet::KeyedCall;
 
 /// Registers an unknown (ip, hostname), or brings the known one back to running.
 #[utoipa::path(
@@ -40,6 +42,7 @@ pub async fn login(
     );
     Ok(Json(LoginResponse {
         agent_id: agent.id,
+        agent_key: outcome.key,
         created: outcome.created,
         heartbeat_interval_s: state.fleet.policy().heartbeat_interval.as_secs().max(1),
     }))
@@ -51,20 +54,18 @@ pub async fn login(
     params(("id" = i64, Path, description = "The agent id login answered")),
     responses(
         (status = 204, description = "Noted"),
+        (status = 401, description = "Not this agent's current key: log in again", body = ErrorBody),
         (status = 404, description = "No such agent: log in again", body = ErrorBody),
     ),
-    security(("enrollment_token" = []))
+    security(("agent_key" = []))
 )]
 pub async fn heartbeat(
-    _: Enrolled,
+    AgentKey(key): AgentKey,
     State(state): State<AppState>,
     Path(id): Path<i64>,
 ) -> ApiResult<StatusCode> {
-    if state.fleet.heartbeat(id).await? {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(ApiError::no_agent(id))
-    }
+    answer(id, state.fleet.heartbeat(id, &key).await?)?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Graceful shutdown of the agent: it is stopped at once.
@@ -73,20 +74,28 @@ pub async fn heartbeat(
     params(("id" = i64, Path, description = "The agent id login answered")),
     responses(
         (status = 204, description = "Stopped"),
+        (status = 401, description = "Not this agent's current key", body = ErrorBody),
         (status = 404, description = "No such agent", body = ErrorBody),
     ),
-    security(("enrollment_token" = []))
+    security(("agent_key" = []))
 )]
 pub async fn logout(
-    _: Enrolled,
+    AgentKey(key): AgentKey,
     State(state): State<AppState>,
     Path(id): Path<i64>,
 ) -> ApiResult<StatusCode> {
-    match state.fleet.logout(id).await? {
-        Some(agent) => {
-            tracing::info!(agent = id, ip = %agent.ip, hostname = %agent.hostname, "agent logout");
-            Ok(StatusCode::NO_CONTENT)
-        }
-        None => Err(ApiError::no_agent(id)),
+    let agent = answer(id, state.fleet.logout(id, &key).await?)?;
+    tracing::info!(agent = id, ip = %agent.ip, hostname = %agent.hostname, "agent logout");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The result of a call made with an agent key, or the refusal to answer.
+fn answer<T>(id: i64, call: KeyedCall<T>) -> ApiResult<T> {
+    match call {
+        KeyedCall::Done(done) => Ok(done),
+        KeyedCall::NoAgent => Err(ApiError::no_agent(id)),
+        KeyedCall::WrongKey => Err(ApiError::unauthorized(format!(
+            "not the current key of agent {id}: log in again for a new one"
+        ))),
     }
 }

@@ -30,7 +30,7 @@ use crate::metrics::{CodeLabel, Metrics};
 use crate::throttle::SignInThrottle;
 
 pub use error::{ApiError, ApiResult};
-pub use roles::{Admin, Enrolled, Monitor, Operator};
+pub use roles::{Admin, AgentKey, Enrolled, Monitor, Operator};
 
 /// Agents send a few hundred bytes; anything near this is not an agent.
 const BODY_LIMIT: usize = 64 * 1024;

@@ -91,7 +91,7 @@ pub async fn metrics(
     info(title = "PLURA Fleet", description = "Agent registry and liveness of PLURA host agents"),
     modifiers(&BearerTokens),
     tags(
-        (name = "agent", description = "Called by agents, with the enrollment token"),
+        (name = "agent", description = "Called by agents: login with the enrollment token, the rest with the agent's own key"),
         (name = "fleet", description = "Called by people and scripts, with a role token"),
         (name = "ops", description = "Health and metrics"),
     )
@@ -103,7 +103,7 @@ struct BearerTokens;
 impl Modify for BearerTokens {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let components = openapi.components.get_or_insert_with(Default::default);
-        for name in ["enrollment_token", "api_token"] {
+        for name in ["enrollment_token", "agent_key", "api_token"] {
             components.add_security_scheme(
                 name,
                 SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),

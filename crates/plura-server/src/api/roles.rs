@@ -1,7 +1,7 @@
 //! Who may call: extractors that admit a request only with the right credential, before any
 //! other part of it is read. `Monitor`, `Operator` and `Admin` take a role token of at least that
-//! role; `Enrolled` takes the agents' enrollment token. A handler states what it needs in its
-//! signature, so no handler can forget to check.
+//! role; `Enrolled` takes the agents' enrollment token; `AgentKey` carries an agent's own key. A
+//! handler states what it needs in its signature, so no handler can forget to check.
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -53,6 +53,17 @@ role_extractor!(
     Operator => Role::Operator,
     Admin => Role::Admin,
 );
+
+/// The key an agent showed; whether it is that agent's is for the fleet to say.
+pub struct AgentKey(pub String);
+
+impl FromRequestParts<AppState> for AgentKey {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &AppState) -> Result<Self, ApiError> {
+        Ok(Self(bearer(&parts.headers)?.to_string()))
+    }
+}
 
 /// An agent that showed the current enrollment token.
 pub struct Enrolled;

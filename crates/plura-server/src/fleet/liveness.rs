@@ -62,31 +62,55 @@ struct Seen {
     at: Timestamp,
     /// Not yet written to the database.
     dirty: bool,
+    /// The SHA-256 of the agent's key, which its heartbeats must carry.
+    key: [u8; 32],
 }
 
-/// Agents known to be running, with the last heartbeat this server took from each.
+/// What the memory says of a heartbeat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Heartbeat {
+    /// A running agent with this key: noted, to be written with the next flush.
+    Noted,
+    /// Not known here, or with another key (perhaps issued by another server since): the
+    /// database decides.
+    Ask,
+}
+
+/// Agents known to be running, with their key and the last heartbeat this server took from each.
 #[derive(Default)]
 pub struct Heard {
     seen: Mutex<HashMap<i64, Seen>>,
 }
 
 impl Heard {
-    /// Notes a heartbeat of an agent known to be running; `false` if it is not known here.
-    pub fn heartbeat(&self, id: i64, at: Timestamp) -> bool {
+    /// Notes a heartbeat of a running agent known here with this key.
+    pub fn heartbeat(&self, id: i64, key: &[u8; 32], at: Timestamp) -> Heartbeat {
         match self.seen.lock().unwrap().get_mut(&id) {
-            Some(seen) => {
-                *seen = Seen { at, dirty: true };
-                true
+            Some(seen) if seen.key == *key => {
+                seen.at = at;
+                seen.dirty = true;
+                Heartbeat::Noted
             }
-            None => false,
+            _ => Heartbeat::Ask,
         }
     }
 
-    /// Starts tracking a running agent; `written` when the database has `at` already.
-    pub fn remember(&self, id: i64, at: Timestamp, written: bool) {
+    /// Whether this server knows the agent to hold this key (`false`: ask the database).
+    pub fn holds(&self, id: i64, key: &[u8; 32]) -> bool {
+        self.seen
+            .lock()
+            .unwrap()
+            .get(&id)
+            .is_some_and(|s| s.key == *key)
+    }
+
+    /// Starts tracking a running agent and its key; `written` when the database has `at`
+    /// already.
+    pub fn remember(&self, id: i64, key: [u8; 32], at: Timestamp, written: bool) {
         let seen = Seen {
             at,
             dirty: !written,
+            key,
         };
         self.seen.lock().unwrap().insert(id, seen);
     }
@@ -126,11 +150,12 @@ impl Heard {
         }
     }
 
-    /// Forgets the agents of `ids` for which `keep` is false; answers how many are tracked.
-    pub fn retain(&self, ids: &[(i64, Timestamp)], keep: impl Fn(i64) -> bool) -> usize {
+    /// Forgets the agents of `ids` for which `keep` (given the id and the key known here) is
+    /// false; answers how many are tracked.
+    pub fn retain(&self, ids: &[(i64, Timestamp)], keep: impl Fn(i64, &[u8; 32]) -> bool) -> usize {
         let mut seen = self.seen.lock().unwrap();
         for (id, _) in ids {
-            if !keep(*id) {
+            if seen.get(id).is_some_and(|s| !keep(*id, &s.key)) {
                 seen.remove(id);
             }
         }

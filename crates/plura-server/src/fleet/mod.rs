@@ -18,9 +18,10 @@ use plura_proto::{
 };
 
 use crate::metrics::Metrics;
+use crate::secret;
 use crate::store::{self, Changed, ListFilter, LoginOutcome, Store};
 use changes::ChangeFeed;
-use liveness::Heard;
+use liveness::{Heard, Heartbeat};
 
 pub use liveness::{DEFAULT_EVENT_RETENTION, LivenessPolicy};
 
@@ -38,6 +39,33 @@ pub struct Fleet {
 pub struct Admission {
     pub agent: Agent,
     pub created: bool,
+    /// The agent's new key; the previous one no longer works.
+    pub key: String,
+}
+
+/// What became of a call an agent made with its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyedCall<T> {
+    Done(T),
+    /// No such agent (deleted): it logs in again.
+    NoAgent,
+    /// Not this agent's current key.
+    WrongKey,
+}
+
+/// Why an agent's key was not accepted.
+enum Refusal {
+    NoAgent,
+    WrongKey,
+}
+
+impl<T> From<Refusal> for KeyedCall<T> {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::NoAgent => Self::NoAgent,
+            Refusal::WrongKey => Self::WrongKey,
+        }
+    }
 }
 
 impl Fleet {
@@ -68,34 +96,64 @@ impl Fleet {
         source_ip: Option<&str>,
     ) -> store::Result<Admission> {
         let now = Timestamp::now();
-        let LoginOutcome { changed, created } = self.store.login(login, source_ip, now).await?;
-        self.heard.remember(changed.agent.id, now, true);
+        let key = secret::new_agent_key();
+        let digest = secret::digest(&key);
+        let LoginOutcome { changed, created } = self
+            .store
+            .login(login, source_ip, &secret::hex(&digest), now)
+            .await?;
+        self.heard.remember(changed.agent.id, digest, now, true);
         Ok(Admission {
             agent: self.publish(changed),
             created,
+            key,
         })
     }
 
-    /// Answers whether the agent exists (the agent logs in again when it does not).
-    pub async fn heartbeat(&self, id: i64) -> store::Result<bool> {
+    /// A heartbeat with the agent's key.
+    pub async fn heartbeat(&self, id: i64, key: &str) -> store::Result<KeyedCall<()>> {
         let now = Timestamp::now();
-        self.metrics.heartbeats.inc();
-        if self.heard.heartbeat(id, now) {
-            return Ok(true);
+        let digest = secret::digest(key);
+        if self.heard.heartbeat(id, &digest, now) == Heartbeat::Noted {
+            self.metrics.heartbeats.inc();
+            return Ok(KeyedCall::Done(()));
+        }
+        if let Err(refusal) = self.check_key(id, &digest).await? {
+            return Ok(refusal.into());
         }
         let Some(changed) = self.store.heartbeat(id, now).await? else {
-            return Ok(false);
+            return Ok(KeyedCall::NoAgent);
         };
+        self.metrics.heartbeats.inc();
         // A resume wrote last-seen already; a plain heartbeat is left to the next flush.
-        self.heard.remember(id, now, !changed.events.is_empty());
+        self.heard
+            .remember(id, digest, now, !changed.events.is_empty());
         self.publish(changed);
-        Ok(true)
+        Ok(KeyedCall::Done(()))
     }
 
-    /// Goodbye from the agent: stopped at once. `None` if there is no such agent.
-    pub async fn logout(&self, id: i64) -> store::Result<Option<Agent>> {
+    /// Goodbye from the agent, with its key: stopped at once.
+    pub async fn logout(&self, id: i64, key: &str) -> store::Result<KeyedCall<Agent>> {
+        let digest = secret::digest(key);
+        if !self.heard.holds(id, &digest)
+            && let Err(refusal) = self.check_key(id, &digest).await?
+        {
+            return Ok(refusal.into());
+        }
         let changed = self.store.logout(id, Timestamp::now()).await?;
-        Ok(changed.map(|changed| self.publish(changed)))
+        Ok(match changed {
+            Some(changed) => KeyedCall::Done(self.publish(changed)),
+            None => KeyedCall::NoAgent,
+        })
+    }
+
+    /// Whether `key` is the agent's current key, as the database says.
+    async fn check_key(&self, id: i64, key: &[u8; 32]) -> store::Result<Result<(), Refusal>> {
+        Ok(match self.store.key_hash(id).await? {
+            None => Err(Refusal::NoAgent),
+            Some(Some(stored)) if secret::constant_time_eq(&stored, &secret::hex(key)) => Ok(()),
+            Some(_) => Err(Refusal::WrongKey),
+        })
     }
 
     /// An operator registers a system by hand; it is `unknown` until its agent logs in.

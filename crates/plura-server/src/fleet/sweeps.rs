@@ -11,12 +11,14 @@ use tokio_util::sync::CancellationToken;
 use plura_proto::{AgentStatus, Timestamp};
 
 use super::Fleet;
-use crate::store::{self, Changed};
+use crate::secret::hex;
+use crate::store::{self, Changed, Flushed};
 
 impl Fleet {
     /// Writes the heartbeats taken since the last flush. Agents the database no longer has as
-    /// running (deleted, or stopped by another server) are forgotten, so their next heartbeat
-    /// goes to the database and resumes them or answers 404.
+    /// running (deleted, or stopped by another server) or with another key (a new login through
+    /// another server) are forgotten, so their next heartbeat goes to the database, which
+    /// resumes them, answers 404, or refuses the old key.
     async fn flush(&self) -> store::Result<()> {
         let unwritten = self.heard.take_unwritten();
         if unwritten.is_empty() {
@@ -30,9 +32,12 @@ impl Fleet {
             }
         };
         self.metrics.flushed_rows.inc_by(found.len() as u64);
-        let statuses: HashMap<i64, AgentStatus> = found.into_iter().collect();
-        let tracked = self.heard.retain(&unwritten, |id| {
-            statuses.get(&id) == Some(&AgentStatus::Running)
+        // Still running, with the key known here (another server may have issued a new one).
+        let current: HashMap<i64, Flushed> = found.into_iter().map(|f| (f.id, f)).collect();
+        let tracked = self.heard.retain(&unwritten, |id, key| {
+            current.get(&id).is_some_and(|f| {
+                f.status == AgentStatus::Running && f.key_hash.as_deref() == Some(&hex(key))
+            })
         });
         self.metrics.tracked_agents.set(tracked as i64);
         Ok(())

@@ -56,6 +56,15 @@ pub struct LoginOutcome {
     pub created: bool,
 }
 
+/// An agent whose last-seen was written, as the database has it now: another server may have
+/// stopped it or issued it a new key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Flushed {
+    pub id: i64,
+    pub status: AgentStatus,
+    pub key_hash: Option<String>,
+}
+
 /// A column the agent list can be sorted by, with its name in the API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SortColumn {
@@ -149,13 +158,19 @@ impl Default for ListFilter {
 /// The agents: their lifecycle, the operators' changes, and the list.
 #[async_trait]
 pub trait AgentStore: Send + Sync {
-    /// Registers an unknown (ip, hostname) or brings the known one back to running.
+    /// Registers an unknown (ip, hostname) or brings the known one back to running, with
+    /// `key_hash` as its agent key from now on (the previous key no longer matches).
     async fn login(
         &self,
         login: &LoginRequest,
         source_ip: Option<&str>,
+        key_hash: &str,
         at: Timestamp,
     ) -> Result<LoginOutcome>;
+
+    /// The hash of the agent's current key: `None` if there is no such agent, `Some(None)` if
+    /// it never logged in.
+    async fn key_hash(&self, id: i64) -> Result<Option<Option<String>>>;
 
     /// A heartbeat the liveness cache could not answer: `None` if the agent is gone; resumes it
     /// (with an event) if it was not running.
@@ -164,9 +179,9 @@ pub trait AgentStore: Send + Sync {
     /// Goodbye from the agent: stopped at once.
     async fn logout(&self, id: i64, at: Timestamp) -> Result<Option<Changed>>;
 
-    /// Writes the last-seen times collected in memory; answers the status of each agent still
-    /// in the database (the ones missing were deleted).
-    async fn flush_last_seen(&self, seen: &[(i64, Timestamp)]) -> Result<Vec<(i64, AgentStatus)>>;
+    /// Writes the last-seen times collected in memory; answers each agent still in the
+    /// database (the ones missing were deleted) as it now is there.
+    async fn flush_last_seen(&self, seen: &[(i64, Timestamp)]) -> Result<Vec<Flushed>>;
 
     /// Marks stopped every running agent not seen since `cutoff`.
     async fn stop_silent(&self, cutoff: Timestamp, at: Timestamp) -> Result<Vec<Changed>>;

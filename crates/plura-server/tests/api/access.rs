@@ -15,6 +15,8 @@ enum Access {
     /// No credential needed (or, for /metrics, none from this machine).
     Open,
     Enrollment,
+    /// The agent's own key.
+    AgentKey,
     /// A role token of at least this role.
     AtLeast(Role),
 }
@@ -32,6 +34,9 @@ fn access(path: &str, operation: &Value) -> Access {
     let requirement = &alternatives[0];
     if requirement.get("enrollment_token").is_some() {
         return Access::Enrollment;
+    }
+    if requirement.get("agent_key").is_some() {
+        return Access::AgentKey;
     }
     let role = requirement["api_token"][0]
         .as_str()
@@ -52,13 +57,18 @@ fn body_for(method: &str, path: &str, user: &(String, String)) -> Option<Value> 
 
 pub async fn roles_are_enforced_on_every_route(db: Db) {
     let server = TestServer::start(db).await;
-    let id = server.login("10.0.0.3", "waf-3").await.agent_id;
     let user = server.user(Role::Monitor).await;
     let doc: Value = server.get("/api/openapi.json").await;
     let mut checked = 0;
     for (path, item) in doc["paths"].as_object().unwrap() {
-        let url = path.replace("{id}", &id.to_string());
         for (method, operation) in item.as_object().unwrap() {
+            // An agent of its own for each operation: deletes and logouts change it.
+            let host = format!("roles-{checked}");
+            let id = server
+                .login(&format!("10.0.1.{checked}"), &host)
+                .await
+                .agent_id;
+            let url = path.replace("{id}", &id.to_string());
             let access = access(path, operation);
             let body = body_for(method, path, &user);
             // Weakest first: the admin's delete comes last. Tokens are fresh for every call,
@@ -67,6 +77,7 @@ pub async fn roles_are_enforced_on_every_route(db: Db) {
                 None,
                 Some("wrong"),
                 Some("enrollment"),
+                Some("agent key"),
                 Some("monitor"),
                 Some("operator"),
                 Some("admin"),
@@ -75,6 +86,7 @@ pub async fn roles_are_enforced_on_every_route(db: Db) {
                 let token = match (held, role) {
                     (_, Some(role)) => Some(server.token(role).await),
                     (Some("enrollment"), None) => Some(server.enrollment.clone()),
+                    (Some("agent key"), None) => server.key(id),
                     (Some(other), None) => Some(format!("plura_{other}")),
                     (None, _) => None,
                 };
@@ -96,6 +108,7 @@ pub async fn roles_are_enforced_on_every_route(db: Db) {
                 let expected = match (access, held, role) {
                     (Access::Open, _, _) => None,
                     (Access::Enrollment, Some("enrollment"), _) => None,
+                    (Access::AgentKey, Some("agent key"), _) => None,
                     (Access::AtLeast(needed), _, Some(role)) if role >= needed => None,
                     (Access::AtLeast(_), _, Some(_)) => Some(StatusCode::FORBIDDEN),
                     _ => Some(StatusCode::UNAUTHORIZED),

@@ -5,9 +5,10 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 
-use plura_proto::{AgentStatus, AuditList, EventKind, LoginResponse};
+use plura_proto::{AgentStatus, AuditList, EventKind};
 use plura_server::fleet::LivenessPolicy;
-use plura_testkit::{Db, TestServer, eventually, fast_policy, json_ok, login};
+use plura_server::store::AgentStore;
+use plura_testkit::{Db, TestServer, eventually, fast_policy, login};
 
 use crate::STOP_WITHIN;
 
@@ -50,9 +51,9 @@ pub async fn new_machine_id_on_a_known_identity_is_a_takeover(db: Db) {
     let server = TestServer::start(db).await;
     let mut body = login("172.31.80.4", "waf-2");
     body.machine_id = Some("i-0aaa".into());
-    let first: LoginResponse = json_ok(server.login_as(&body).await).await;
+    let first = server.login_with(&body).await;
     body.machine_id = Some("i-0bbb".into());
-    let second: LoginResponse = json_ok(server.login_as(&body).await).await;
+    let second = server.login_with(&body).await;
     assert_eq!(first.agent_id, second.agent_id);
     assert!(!second.created);
 
@@ -234,5 +235,69 @@ pub async fn old_history_is_deleted_but_the_agent_stays(db: Db) {
         (agent.hostname.as_str(), agent.status),
         ("long-lived", AgentStatus::Running)
     );
+    server.finish().await;
+}
+
+pub async fn each_agent_acts_only_on_itself_with_its_own_key(db: Db) {
+    let server = TestServer::start(db).await;
+    let a = server.login("10.9.0.1", "edr-a").await;
+    let b = server.login("10.9.0.2", "edr-b").await;
+    assert_ne!(a.agent_key, b.agent_key);
+
+    // Another host, with the enrollment token every host has, or with its own key: refused.
+    for stranger in [&server.enrollment, &b.agent_key, &server.admin] {
+        for action in ["heartbeat", "logout"] {
+            let status = server.agent_post_with(a.agent_id, action, stranger).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{action}");
+        }
+    }
+    assert_eq!(server.agent(a.agent_id).await.status, AgentStatus::Running);
+    assert_eq!(server.heartbeat(a.agent_id).await, StatusCode::NO_CONTENT);
+
+    // Only a hash is stored.
+    let stored = server.store().key_hash(a.agent_id).await.unwrap().unwrap();
+    assert_eq!(
+        stored.as_deref(),
+        Some(plura_server::secret::hash_token(&a.agent_key).as_str())
+    );
+
+    // A new login of the identity issues a new key and revokes the old one.
+    let again = server.login("10.9.0.1", "edr-a").await;
+    assert_eq!(again.agent_id, a.agent_id);
+    assert_ne!(again.agent_key, a.agent_key);
+    let old = server
+        .agent_post_with(a.agent_id, "heartbeat", &a.agent_key)
+        .await;
+    assert_eq!(old, StatusCode::UNAUTHORIZED, "the old key is revoked");
+    assert_eq!(server.heartbeat(a.agent_id).await, StatusCode::NO_CONTENT);
+    let kinds: Vec<EventKind> = server
+        .events(a.agent_id)
+        .await
+        .iter()
+        .map(|e| e.event)
+        .collect();
+    assert_eq!(kinds, [EventKind::Login, EventKind::Registered]);
+
+    // Through another server on the same database, the same: the newest key only.
+    let other = server.another().await;
+    let newest = other.login("10.9.0.1", "edr-a").await;
+    assert_eq!(other.heartbeat(a.agent_id).await, StatusCode::NO_CONTENT);
+    let limit = Duration::from_secs(10);
+    eventually(
+        "the first server refuses the key the second revoked",
+        limit,
+        || async {
+            let status = server
+                .agent_post_with(a.agent_id, "heartbeat", &again.agent_key)
+                .await;
+            (status == StatusCode::UNAUTHORIZED).then_some(())
+        },
+    )
+    .await;
+    let status = server
+        .agent_post_with(a.agent_id, "heartbeat", &newest.agent_key)
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    other.stop().await;
     server.finish().await;
 }

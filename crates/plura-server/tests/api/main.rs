@@ -17,6 +17,7 @@ use ops::*;
 const STOP_WITHIN: Duration = Duration::from_secs(15);
 
 plura_testkit::on_both_backends!(
+    each_agent_acts_only_on_itself_with_its_own_key,
     first_login_registers_and_relogin_finds_the_same_entry,
     new_machine_id_on_a_known_identity_is_a_takeover,
     silent_agent_turns_stopped_and_comes_back_on_heartbeat,

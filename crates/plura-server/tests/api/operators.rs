@@ -7,9 +7,7 @@ use futures::StreamExt;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use plura_proto::{
-    Agent, AgentList, AgentStatus, AuditList, Change, EventKind, LoginResponse, Role, Summary,
-};
+use plura_proto::{Agent, AgentList, AgentStatus, AuditList, Change, EventKind, Role, Summary};
 use plura_testkit::{Db, TestServer, assert_content_type, expect_error, json_ok, login};
 
 /// Logs in a small mixed fleet: 3 waf on Ubuntu, 2 edr on Rocky, one of the edr stopped.
@@ -25,7 +23,7 @@ pub async fn small_fleet(server: &TestServer) -> Vec<i64> {
         let mut body = login(ip, host);
         body.kind = kind.into();
         body.os = os.into();
-        let response: LoginResponse = json_ok(server.login_as(&body).await).await;
+        let response = server.login_with(&body).await;
         ids.push(response.agent_id);
     }
     assert_eq!(server.logout(ids[4]).await, StatusCode::NO_CONTENT);

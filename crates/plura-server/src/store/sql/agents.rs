@@ -11,7 +11,7 @@ use plura_proto::{
 use super::SqlStore;
 use super::filter::{bind_params, ip_sort_key, order_by, where_clause};
 use super::rows::{self, AGENT_COLUMNS, BATCH_ROWS, new_event};
-use crate::store::{AgentStore, Changed, ListFilter, LoginOutcome, Result, StoreError};
+use crate::store::{AgentStore, Changed, Flushed, ListFilter, LoginOutcome, Result, StoreError};
 
 /// How often a login looks again when a concurrent first login of the same identity (on another
 /// server) took the insert it tried.
@@ -41,19 +41,31 @@ fn since(agent: &Agent) -> String {
         .map_or_else(|| "never".into(), |t| t.to_string())
 }
 
+/// A login: who logs in, from where, with which new key, when.
+struct Login<'a> {
+    request: &'a LoginRequest,
+    source_ip: Option<&'a str>,
+    key_hash: &'a str,
+    at: Timestamp,
+}
+
 /// A login of an identity already registered: back to running with the agent's new details.
 async fn login_known(
     conn: &mut AnyConnection,
     id: i64,
     old_machine: Option<String>,
-    login: &LoginRequest,
-    source_ip: Option<&str>,
-    at: Timestamp,
+    login: &Login<'_>,
 ) -> Result<Changed> {
+    let Login {
+        request: login,
+        source_ip,
+        key_hash,
+        at,
+    } = *login;
     let row = sqlx::query(&format!(
         "UPDATE agents SET status = 'running', machine_id = COALESCE($1, machine_id), \
          version = $2, os = $3, kind = $4, source_ip = $5, last_login_at = $6, \
-         last_seen_at = $6 WHERE id = $7 RETURNING {AGENT_COLUMNS}"
+         last_seen_at = $6, key_hash = $8 WHERE id = $7 RETURNING {AGENT_COLUMNS}"
     ))
     .bind(login.machine_id.clone())
     .bind(login.version.clone())
@@ -62,6 +74,7 @@ async fn login_known(
     .bind(source_ip.map(str::to_string))
     .bind(at.as_millis())
     .bind(id)
+    .bind(key_hash.to_string())
     .fetch_one(conn)
     .await?;
     let from = source_ip.unwrap_or("an unknown address");
@@ -84,16 +97,17 @@ async fn login_known(
 }
 
 /// The first login of an identity; `None` when a concurrent one registered it first.
-async fn login_new(
-    conn: &mut AnyConnection,
-    login: &LoginRequest,
-    source_ip: Option<&str>,
-    at: Timestamp,
-) -> Result<Option<Changed>> {
+async fn login_new(conn: &mut AnyConnection, login: &Login<'_>) -> Result<Option<Changed>> {
+    let Login {
+        request: login,
+        source_ip,
+        key_hash,
+        at,
+    } = *login;
     let row = sqlx::query(&format!(
         "INSERT INTO agents (ip, ip_key, hostname, status, enabled, kind, os, version, \
-         machine_id, source_ip, registered_at, last_login_at, last_seen_at) \
-         VALUES ($1, $2, $3, 'running', 1, $4, $5, $6, $7, $8, $9, $9, $9) \
+         machine_id, source_ip, registered_at, last_login_at, last_seen_at, key_hash) \
+         VALUES ($1, $2, $3, 'running', 1, $4, $5, $6, $7, $8, $9, $9, $9, $10) \
          ON CONFLICT (ip, hostname) DO NOTHING RETURNING {AGENT_COLUMNS}"
     ))
     .bind(login.ip.clone())
@@ -105,6 +119,7 @@ async fn login_new(
     .bind(login.machine_id.clone())
     .bind(source_ip.map(str::to_string))
     .bind(at.as_millis())
+    .bind(key_hash.to_string())
     .fetch_optional(conn)
     .await?;
     let from = source_ip.unwrap_or("an unknown address");
@@ -124,8 +139,15 @@ impl AgentStore for SqlStore {
         &self,
         login: &LoginRequest,
         source_ip: Option<&str>,
+        key_hash: &str,
         at: Timestamp,
     ) -> Result<LoginOutcome> {
+        let attempt = Login {
+            request: login,
+            source_ip,
+            key_hash,
+            at,
+        };
         let mut tx = self.begin_write().await?;
         for _ in 0..LOGIN_ATTEMPTS {
             let known =
@@ -137,11 +159,10 @@ impl AgentStore for SqlStore {
             let outcome = match known {
                 Some(row) => {
                     let (id, old_machine) = (row.try_get("id")?, row.try_get("machine_id")?);
-                    let changed =
-                        login_known(tx.conn(), id, old_machine, login, source_ip, at).await?;
+                    let changed = login_known(tx.conn(), id, old_machine, &attempt).await?;
                     Some((changed, false))
                 }
-                None => login_new(tx.conn(), login, source_ip, at)
+                None => login_new(tx.conn(), &attempt)
                     .await?
                     .map(|changed| (changed, true)),
             };
@@ -194,12 +215,21 @@ impl AgentStore for SqlStore {
         Ok(Some(changed))
     }
 
-    async fn flush_last_seen(&self, seen: &[(i64, Timestamp)]) -> Result<Vec<(i64, AgentStatus)>> {
+    async fn key_hash(&self, id: i64) -> Result<Option<Option<String>>> {
+        let row = sqlx::query("SELECT key_hash FROM agents WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|row| row.try_get("key_hash")).transpose()?)
+    }
+
+    async fn flush_last_seen(&self, seen: &[(i64, Timestamp)]) -> Result<Vec<Flushed>> {
         let mut found = Vec::with_capacity(seen.len());
         for chunk in seen.chunks(BATCH_ROWS) {
             let sql = format!(
                 "UPDATE agents SET last_seen_at = v.column2 FROM (VALUES {}) AS v \
-                 WHERE agents.id = v.column1 RETURNING agents.id, agents.status",
+                 WHERE agents.id = v.column1 \
+                 RETURNING agents.id, agents.status, agents.key_hash",
                 rows::placeholders(chunk.len(), 2)
             );
             let mut query = sqlx::query(&sql);
@@ -207,7 +237,11 @@ impl AgentStore for SqlStore {
                 query = query.bind(*id).bind(at.as_millis());
             }
             for row in self.write(query).await? {
-                found.push((row.try_get("id")?, rows::parsed(&row, "status")?));
+                found.push(Flushed {
+                    id: row.try_get("id")?,
+                    status: rows::parsed(&row, "status")?,
+                    key_hash: row.try_get("key_hash")?,
+                });
             }
         }
         Ok(found)
@@ -445,7 +479,7 @@ mod tests {
         };
         let now = Timestamp::now();
         let id = store
-            .login(&login, None, now)
+            .login(&login, None, "hash", now)
             .await
             .unwrap()
             .changed
