@@ -73,11 +73,15 @@ impl Auth {
         Ok(caller)
     }
 
-    /// Forgets a token (sign-out) here and in the database.
-    pub async fn revoke(&self, token: &str) -> store::Result<bool> {
+    /// Ends a console session (sign-out) here and in the database; `false` if `token` is not
+    /// a session's (an API token made by the CLI stays valid).
+    pub async fn sign_out(&self, token: &str) -> store::Result<bool> {
         let hash = hash_token(token);
-        self.callers.write().unwrap().remove(&hash);
-        self.store.remove_api_token(&hash).await
+        let ended = self.store.remove_session(&hash).await?;
+        if ended {
+            self.callers.write().unwrap().remove(&hash);
+        }
+        Ok(ended)
     }
 
     /// Checks a user's password and mints a role token that expires; `None` for an unknown

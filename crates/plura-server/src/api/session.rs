@@ -25,17 +25,17 @@ pub async fn sign_in(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Json(form): Json<SignIn>,
 ) -> ApiResult<Json<Session>> {
-    if let Err(wait) = state.sign_ins.check(peer.ip(), &form.username) {
-        tracing::warn!(user = %form.username, from = %peer.ip(), "sign-in throttled");
-        return Err(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too_many_requests",
-            format!(
-                "too many failed sign-ins; try again in {} s",
-                wait.as_secs() + 1
-            ),
-        ));
-    }
+    let attempt = state
+        .sign_ins
+        .begin(peer.ip(), &form.username)
+        .map_err(|wait| {
+            tracing::warn!(user = %form.username, from = %peer.ip(), "sign-in throttled");
+            let seconds = wait.as_secs() + 1;
+            ApiError::too_many(
+                wait,
+                format!("too many failed sign-ins; try again in {seconds} s"),
+            )
+        })?;
     let session = state
         .auth
         .sign_in(&form.username, &form.password)
@@ -50,22 +50,27 @@ pub async fn sign_in(
         })?;
     match session {
         Some(session) => {
-            state.sign_ins.succeeded(peer.ip(), &form.username);
+            attempt.succeeded();
             tracing::info!(user = %session.name, role = %session.role, "signed in");
             Ok(Json(session))
         }
         None => {
-            state.sign_ins.failed(peer.ip(), &form.username);
+            attempt.failed();
             tracing::warn!(user = %form.username, from = %peer.ip(), "sign-in refused");
             Err(ApiError::unauthorized("unknown user or wrong password"))
         }
     }
 }
 
-/// Signs out: the token of this request stops working.
+/// Signs out: the session token of this request stops working. An API token made with
+/// `plura-server token create` is not a session and stays valid (400).
 #[utoipa::path(
     delete, path = "/api/v1/session", tag = "fleet",
-    responses((status = 204, description = "Signed out"), (status = 401, body = ErrorBody)),
+    responses(
+        (status = 204, description = "Signed out"),
+        (status = 400, description = "Not a session token", body = ErrorBody),
+        (status = 401, body = ErrorBody),
+    ),
     security(("api_token" = ["monitor"]))
 )]
 pub async fn sign_out(
@@ -73,6 +78,11 @@ pub async fn sign_out(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> ApiResult<StatusCode> {
-    state.auth.revoke(super::bearer(&headers)?).await?;
-    Ok(StatusCode::NO_CONTENT)
+    if state.auth.sign_out(super::bearer(&headers)?).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::bad_request(
+            "this is an API token, not a console session: signing out does not revoke it",
+        ))
+    }
 }

@@ -240,8 +240,9 @@ pub trait CredentialStore: Send + Sync {
     /// The name and role of the token with this hash, unless it expired before `now`.
     async fn api_token(&self, hash: &str, now: Timestamp) -> Result<Option<(String, Role)>>;
 
-    /// Forgets a token (sign-out); answers whether there was one.
-    async fn remove_api_token(&self, hash: &str) -> Result<bool>;
+    /// Forgets a console session's token (sign-out); answers whether there was one. Tokens made
+    /// by the CLI (which never expire) are not sessions and stay.
+    async fn remove_session(&self, hash: &str) -> Result<bool>;
 
     async fn add_user(
         &self,

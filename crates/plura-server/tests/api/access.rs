@@ -195,18 +195,48 @@ pub async fn users_sign_in_with_a_password_and_sign_out(db: Db) {
         .await;
     expect_error(r, StatusCode::UNAUTHORIZED, "unauthorized").await;
 
+    // Signing out with an API token made by the CLI does not revoke it.
+    let r = server
+        .request(Method::DELETE, "/api/v1/session", Some(&server.admin))
+        .await;
+    expect_error(r, StatusCode::BAD_REQUEST, "bad_request").await;
+    let r = server
+        .request(Method::GET, "/api/v1/me", Some(&server.admin))
+        .await;
+    assert_eq!(r.status(), StatusCode::OK, "the CLI's token still works");
+
     // Guessing is slowed down: after five failures even the right password waits.
     for _ in 0..5 {
         let r = sign_in(&name, "guess-guess-guess").await;
         expect_error(r, StatusCode::UNAUTHORIZED, "unauthorized").await;
     }
     let r = sign_in(&name, &password).await;
+    assert!(r.headers().contains_key("retry-after"), "{:?}", r.headers());
     let e = expect_error(r, StatusCode::TOO_MANY_REQUESTS, "too_many_requests").await;
     assert!(
         e.message.starts_with("too many failed sign-ins"),
         "{}",
         e.message
     );
+
+    // A burst of guesses sent at once, the right password among them, from one address: at most
+    // five passwords are checked.
+    let (other, right) = server.user(Role::Admin).await;
+    let guesses = (0..40).map(|n| {
+        let password = if n == 20 {
+            right.clone()
+        } else {
+            format!("guess-{n:02}-guess")
+        };
+        let (other, sign_in) = (&other, &sign_in);
+        async move { sign_in(other, &password).await.status() }
+    });
+    let answers = futures::future::join_all(guesses).await;
+    let checked = answers
+        .iter()
+        .filter(|s| **s != StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    assert!(checked <= 5, "{checked} passwords checked: {answers:?}");
     server.finish().await;
 }
 

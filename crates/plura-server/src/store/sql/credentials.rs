@@ -43,9 +43,10 @@ impl CredentialStore for SqlStore {
         row.as_ref().map(rows::name_and_role).transpose()
     }
 
-    async fn remove_api_token(&self, hash: &str) -> Result<bool> {
+    async fn remove_session(&self, hash: &str) -> Result<bool> {
         let query =
-            sqlx::query("DELETE FROM api_tokens WHERE token_hash = $1").bind(hash.to_string());
+            sqlx::query("DELETE FROM api_tokens WHERE token_hash = $1 AND expires_at IS NOT NULL")
+                .bind(hash.to_string());
         Ok(self.write_counted(query).await? > 0)
     }
 
