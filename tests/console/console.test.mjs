@@ -13,7 +13,8 @@ const serverBin = process.env.PLURA_SERVER_BIN || join(target, 'debug', 'plura-s
 const work = mkdtempSync(join(tmpdir(), 'plura-console-'));
 const database = `sqlite://${work}/console.db`;
 const screenshots = process.env.PLURA_SCREENSHOTS || join(work, 'screenshots');
-const XSS = '<img src=x onerror=alert(1)>';
+// No spaces: a hostname may not hold any, and markup does not need them.
+const XSS = '<img/src=x/onerror=alert(1)>';
 
 let server;
 let base;
@@ -31,17 +32,17 @@ async function startServer() {
   server = spawn(serverBin, ['serve', '--listen', '127.0.0.1:0', '--database', database,
     '--heartbeat-interval', '1s'], { stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
-  server.stdout.on('data', (chunk) => { stdout += chunk; });
+  let stderr = '';
+  server.stderr.on('data', (chunk) => { stderr += chunk; });
   base = await new Promise((resolveBase, reject) => {
-    let stderr = '';
-    server.stderr.on('data', (chunk) => {
-      stderr += chunk;
-      const match = stderr.match(/address=(\S+)/);
-      if (match) resolveBase(`http://${match[1]}`);
+    server.stdout.on('data', (chunk) => {
+      stdout += chunk;
+      // The server says where it listens, on stdout, after the first-start token.
+      const match = stdout.match(/^Listening on (\S+)$/m);
+      if (match) resolveBase(match[1]);
     });
     server.on('exit', (code) => reject(new Error(`plura-server exited (${code}): ${stderr}`)));
   });
-  await new Promise((r) => setTimeout(r, 200));
   tokens.admin = stdout.split('\n').map((l) => l.trim()).find((l) => l.startsWith('plura_'));
   assert.ok(tokens.admin, `first start prints an admin token: ${stdout}`);
 }
@@ -53,11 +54,11 @@ async function loginAgent(ip, hostname, { kind = 'waf', os = 'Ubuntu 24.04', hea
     body: JSON.stringify({ ip, hostname, version: '5.0.1', os, kind }),
   });
   assert.equal(response.status, 200, await response.clone().text());
-  const { agent_id: id } = await response.json();
+  const { agent_id: id, agent_key: key } = await response.json();
   if (heartbeat) {
     beating.set(id, setInterval(() => {
       fetch(`${base}/api/v1/agents/${id}/heartbeat`, {
-        method: 'POST', headers: { Authorization: `Bearer ${enrollment}` },
+        method: 'POST', headers: { Authorization: `Bearer ${key}` },
       }).catch(() => {});
     }, 500));
   }

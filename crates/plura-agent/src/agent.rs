@@ -1,9 +1,10 @@
 //! The agent's life: wait for boot to settle, log in, heartbeat at the interval the server
-//! gives, log in again when the server forgets the agent or the host's identity changes, and
-//! say goodbye on shutdown.
+//! gives, log in again when the server forgets the agent, its key is revoked or the host's
+//! identity changes, take a changed `plura.conf` as it comes, and say goodbye on shutdown.
 
 use std::time::Duration;
 
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use plura_proto::LoginRequest;
@@ -30,7 +31,10 @@ struct LoggedIn {
 }
 
 pub struct Agent<'a> {
-    config: &'a AgentConfig,
+    /// The configuration in use.
+    config: AgentConfig,
+    /// New configurations, as `plura.conf` changes.
+    updates: watch::Receiver<AgentConfig>,
     host: &'a dyn Host,
     client: ServerClient,
     shutdown: CancellationToken,
@@ -38,20 +42,51 @@ pub struct Agent<'a> {
     backoff: Backoff,
 }
 
+/// Waits for a new configuration; forever if none can come any more.
+async fn config_changed(updates: &mut watch::Receiver<AgentConfig>) {
+    if updates.changed().await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
 impl<'a> Agent<'a> {
     pub fn new(
-        config: &'a AgentConfig,
+        mut updates: watch::Receiver<AgentConfig>,
         host: &'a dyn Host,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Self> {
+        let config = updates.borrow_and_update().clone();
         Ok(Self {
-            config,
-            host,
             client: ServerClient::new(&config.server_url, &config.enrollment_token)?,
+            config,
+            updates,
+            host,
             shutdown,
             machine_id: None,
             backoff: Backoff::new(RETRY_BASE, RETRY_CAP),
         })
+    }
+
+    /// Takes the newest configuration if one came; answers whether the agent must log in anew
+    /// (another server, or another kind to report). A new enrollment token alone changes
+    /// nothing until the next login: the agent's key stays valid.
+    fn take_update(&mut self) -> bool {
+        // The newest one, whether or not a wait already saw the change.
+        let new = self.updates.borrow_and_update().clone();
+        if new == self.config {
+            return false;
+        }
+        let client = match ServerClient::new(&new.server_url, &new.enrollment_token) {
+            Ok(client) => client,
+            Err(e) => {
+                tracing::error!("cannot use the new configuration ({e:#}); keeping the old one");
+                return false;
+            }
+        };
+        let relogin = new.server_url != self.config.server_url || new.kind != self.config.kind;
+        self.client = client;
+        self.config = new;
+        relogin
     }
 
     /// Runs until shutdown; answers once the goodbye is said (or given up on).
@@ -77,6 +112,17 @@ impl<'a> Agent<'a> {
             tokio::select! {
                 () = self.shutdown.cancelled() => break,
                 () = tokio::time::sleep(next) => {}
+                () = config_changed(&mut self.updates) => {}
+            }
+            if self.take_update() {
+                tracing::info!("the configuration names another server or kind: logging in anew");
+                self.logout(&session).await;
+                match self.login(session.identity.clone()).await {
+                    Some(new) => session = new,
+                    None => return Ok(()),
+                }
+                next = session.heartbeat_interval;
+                continue;
             }
             match identity::current(self.host, self.config.interface.as_deref()) {
                 Ok(now) if now != session.identity => {
@@ -133,6 +179,11 @@ impl<'a> Agent<'a> {
             kind: self.config.kind.clone(),
         };
         loop {
+            self.take_update();
+            let request = LoginRequest {
+                kind: self.config.kind.clone(),
+                ..request.clone()
+            };
             let result = match request.validate() {
                 Ok(()) => self.client.login(&request).await,
                 Err(e) => Err(CallError::Refused {
@@ -174,6 +225,7 @@ impl<'a> Agent<'a> {
             tokio::select! {
                 () = self.shutdown.cancelled() => return None,
                 () = tokio::time::sleep(delay) => {}
+                () = config_changed(&mut self.updates) => {}
             }
         }
     }

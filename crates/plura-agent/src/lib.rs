@@ -7,12 +7,14 @@ mod boot;
 mod client;
 pub mod host;
 pub mod identity;
+mod reload;
 
 use std::path::Path;
 
 use plura_proto::config::{self, AgentConfig, ConfigError};
 
 pub use agent::Agent;
+pub use reload::watch as watch_config;
 
 /// Reads and checks the configuration file.
 pub fn load_config(path: &Path) -> Result<AgentConfig, ConfigError> {

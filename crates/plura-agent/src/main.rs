@@ -52,7 +52,8 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         let shutdown = CancellationToken::new();
         tokio::spawn(cancel_on_signal(shutdown.clone()));
-        plura_agent::Agent::new(&config, &SystemHost, shutdown)?
+        let config = plura_agent::watch_config(cli.config.clone(), config);
+        plura_agent::Agent::new(config, &SystemHost, shutdown)?
             .run()
             .await
     });

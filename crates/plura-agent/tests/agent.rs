@@ -9,6 +9,7 @@ use reqwest::StatusCode;
 use tokio::process::Command;
 
 use plura_proto::{Agent, AgentStatus, EventKind};
+use plura_server::enrollment;
 use plura_server::store::{AgentStore, ListFilter};
 use plura_testkit::imds::{Imds, Instance};
 use plura_testkit::process::Process;
@@ -169,6 +170,61 @@ async fn a_key_revoked_by_a_newer_login_makes_the_agent_log_in_again() {
         AgentStatus::Stopped,
         "its goodbye counted"
     );
+    server.finish().await;
+}
+
+#[tokio::test]
+async fn a_rotated_enrollment_token_is_taken_from_the_changed_config_without_an_outage() {
+    let server = TestServer::start(Db::Sqlite).await;
+    let dir = tempfile::tempdir().unwrap();
+    let conf = config(dir.path(), &server, "interface=lo\n");
+    let mut agent = start_agent(&conf);
+    let first = wait_for_agents(&server, "the agent registers", running).await;
+    let id = first[0].id;
+
+    // The old token stops working at once: the agent's key is untouched.
+    let (token, _) = enrollment::rotate(server.store(), Duration::ZERO)
+        .await
+        .unwrap();
+    let text = std::fs::read_to_string(&conf)
+        .unwrap()
+        .replace(&server.enrollment, &token);
+    std::fs::write(&conf, text).unwrap();
+    agent.wait_for_log("using the new configuration").await;
+
+    // Its next login (here: its key revoked by another login) uses the new token.
+    let other = plura_testkit::login(&first[0].ip, &first[0].hostname);
+    let path = "/api/v1/agents/login";
+    let r = server
+        .call(reqwest::Method::POST, path, Some(&token), Some(&other))
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let logins = || async {
+        let events = server.events(id).await;
+        let logins = events.iter().filter(|e| e.event == EventKind::Login);
+        (logins.count() >= 2).then_some(())
+    };
+    let again = plura_testkit::within(WAIT, logins).await;
+    assert!(again.is_some(), "it logs in again: {:#?}", agent.stderr());
+    assert!(!agent.logged("login refused"), "{:?}", agent.stderr());
+    let events = server.events(id).await;
+    assert!(
+        events.iter().all(|e| e.event != EventKind::Stopped),
+        "{events:?}"
+    );
+
+    // SIGHUP rereads at once; a broken file is reported and the configuration kept.
+    std::fs::write(&conf, "server_url http://nowhere\n").unwrap();
+    let pid = agent.id().to_string();
+    let sent = Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .await
+        .unwrap();
+    assert!(sent.success());
+    agent.wait_for_log("keeping the configuration in use").await;
+    assert_eq!(server.agent(id).await.status, AgentStatus::Running);
+    assert!(agent.signal("-TERM").await.success());
     server.finish().await;
 }
 

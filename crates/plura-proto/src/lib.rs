@@ -7,8 +7,10 @@
 pub mod config;
 #[cfg(feature = "logging")]
 pub mod logging;
+mod rules;
 mod time;
 mod wire;
 
+pub use rules::{FieldError, MAX_HOSTNAME_LEN, MAX_TEXT_LEN, validate_text};
 pub use time::Timestamp;
 pub use wire::*;

@@ -5,26 +5,25 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::IpAddr;
 use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::Timestamp;
+use crate::rules::{
+    FieldError, host_address, validate_identity, validate_optional_text, validate_text,
+};
 
 #[cfg(feature = "openapi")]
 use utoipa::ToSchema;
-
-/// Longest hostname DNS allows; the server keeps whatever the host calls itself up to that.
-pub const MAX_HOSTNAME_LEN: usize = 253;
-/// Longest version, OS, kind, machine id or group name.
-pub const MAX_TEXT_LEN: usize = 128;
 
 /// An agent's first words to the server, and its words after every restart.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct LoginRequest {
-    /// The IPv4 (or IPv6) address of the agent's configured interface: half of its identity.
+    /// The IPv4 (or IPv6) address of the agent's configured interface: half of its identity. An
+    /// IPv4-mapped IPv6 address (`::ffff:10.0.0.1`) is taken as the IPv4 address it maps.
+    #[serde(deserialize_with = "host_address")]
     pub ip: String,
     /// The host's name: the other half of its identity.
     pub hostname: String,
@@ -65,6 +64,7 @@ pub struct LoginResponse {
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RegisterAgent {
+    #[serde(deserialize_with = "host_address")]
     pub ip: String,
     pub hostname: String,
     #[serde(default)]
@@ -294,72 +294,6 @@ pub struct ErrorBody {
     pub message: String,
 }
 
-/// A field that breaks its rule, named so the sender can fix it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FieldError {
-    pub field: &'static str,
-    pub problem: String,
-}
-
-impl fmt::Display for FieldError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.field, self.problem)
-    }
-}
-
-impl std::error::Error for FieldError {}
-
-fn field_error(field: &'static str, problem: impl Into<String>) -> FieldError {
-    FieldError {
-        field,
-        problem: problem.into(),
-    }
-}
-
-/// The (ip, hostname) pair: an address an agent can really have, and a name a host can carry.
-pub fn validate_identity(ip: &str, hostname: &str) -> Result<(), FieldError> {
-    let addr = IpAddr::from_str(ip)
-        .map_err(|_| field_error("ip", format!("{ip:?} is not an IPv4 or IPv6 address")))?;
-    if addr.is_unspecified() || addr.is_multicast() {
-        return Err(field_error(
-            "ip",
-            format!("{ip} cannot be a host's own address"),
-        ));
-    }
-    if addr.to_string() != ip {
-        return Err(field_error(
-            "ip",
-            format!("write {ip:?} in its canonical form {addr}"),
-        ));
-    }
-    if hostname.is_empty() {
-        return Err(field_error("hostname", "must not be empty"));
-    }
-    check_chars("hostname", hostname, MAX_HOSTNAME_LEN)
-}
-
-fn validate_text(field: &'static str, value: &str) -> Result<(), FieldError> {
-    check_chars(field, value, MAX_TEXT_LEN)
-}
-
-fn validate_optional_text(field: &'static str, value: Option<&str>) -> Result<(), FieldError> {
-    value.map_or(Ok(()), |v| validate_text(field, v))
-}
-
-fn check_chars(field: &'static str, value: &str, max: usize) -> Result<(), FieldError> {
-    let len = value.chars().count();
-    if len > max {
-        return Err(field_error(
-            field,
-            format!("is {len} characters long; at most {max} are allowed"),
-        ));
-    }
-    if value.chars().any(char::is_control) {
-        return Err(field_error(field, "must not contain control characters"));
-    }
-    Ok(())
-}
-
 macro_rules! text_enum {
     ($ty:ty { $($variant:ident => $text:literal),+ $(,)? }) => {
         impl $ty {
@@ -435,6 +369,8 @@ mod tests {
             ("172.31.64", "is not an IPv4 or IPv6 address"),
             ("0.0.0.0", "cannot be a host's own address"),
             ("224.0.0.1", "cannot be a host's own address"),
+            ("255.255.255.255", "cannot be a host's own address"),
+            ("::", "cannot be a host's own address"),
             ("fe80:0:0::1", "canonical form fe80::1"),
         ] {
             let err = LoginRequest {
@@ -454,9 +390,9 @@ mod tests {
     }
 
     #[test]
-    fn hostname_is_any_printable_text_up_to_253_characters() {
+    fn hostname_is_visible_text_without_blanks_up_to_253_characters() {
         let odd = LoginRequest {
-            hostname: "<img src=x onerror=alert(1)>".into(),
+            hostname: "<img/src=x/onerror=alert(1)>".into(),
             ..login()
         };
         assert_eq!(
@@ -464,7 +400,16 @@ mod tests {
             Ok(()),
             "shown escaped by the console, not refused"
         );
-        for bad in [String::new(), "a".repeat(254), "waf\n1".into()] {
+        for bad in [
+            String::new(),
+            "a".repeat(254),
+            "waf\n1".into(),
+            " ".into(),
+            "waf 1".into(),
+            "x\u{202e}gnp.exe".into(),
+            "zw\u{200b}sp".into(),
+            "nb\u{a0}sp".into(),
+        ] {
             let err = LoginRequest {
                 hostname: bad,
                 ..login()
@@ -472,6 +417,36 @@ mod tests {
             .validate()
             .unwrap_err();
             assert_eq!(err.field, "hostname");
+        }
+    }
+
+    #[test]
+    fn ipv4_mapped_addresses_are_taken_as_ipv4() {
+        let mut body = serde_json::to_value(login()).unwrap();
+        body["ip"] = "::ffff:10.0.0.1".into();
+        let parsed: LoginRequest = serde_json::from_value(body).unwrap();
+        assert_eq!(parsed.ip, "10.0.0.1");
+        assert_eq!(parsed.validate(), Ok(()));
+    }
+
+    #[test]
+    fn texts_may_hold_spaces_but_not_only_blanks_or_invisible_characters() {
+        assert_eq!(
+            LoginRequest {
+                os: "Ubuntu 24.04".into(),
+                ..login()
+            }
+            .validate(),
+            Ok(())
+        );
+        for bad in ["   ", "Ubuntu\u{200d}", "a\u{2028}b", "\u{feff}x"] {
+            let err = LoginRequest {
+                os: bad.into(),
+                ..login()
+            }
+            .validate()
+            .unwrap_err();
+            assert_eq!(err.field, "os", "{bad:?}");
         }
     }
 

@@ -11,18 +11,15 @@ use std::time::{Duration, Instant};
 
 use plura_proto::{Role, Session, Timestamp};
 
-use crate::secret::{constant_time_eq, hash_token, new_token};
+use crate::enrollment::EnrollmentCheck;
+use crate::secret::{hash_token, new_token};
 use crate::store::{self, Store};
 
-const ENROLLMENT_KEY: &str = "enrollment_token";
 const BOOTSTRAPPED_KEY: &str = "bootstrapped_at";
 
 /// How long a role token is believed without asking the database again, which bounds how long
 /// a deleted token keeps working.
 const CALLER_TTL: Duration = Duration::from_secs(60);
-/// The same for the enrollment token: how long a rotated-out token keeps working on a running
-/// server. Short, since agents send it with every heartbeat and a rotation is often urgent.
-const ENROLLMENT_TTL: Duration = Duration::from_secs(5);
 
 /// Who is calling, as their API token says.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,7 +37,7 @@ impl Caller {
 pub struct Auth {
     store: Arc<dyn Store>,
     callers: RwLock<HashMap<String, (Caller, Instant)>>,
-    enrollment: RwLock<Option<(String, Instant)>>,
+    enrollment: EnrollmentCheck,
 }
 
 impl Auth {
@@ -48,7 +45,7 @@ impl Auth {
         Self {
             store,
             callers: RwLock::default(),
-            enrollment: RwLock::default(),
+            enrollment: EnrollmentCheck::default(),
         }
     }
 
@@ -112,21 +109,9 @@ impl Auth {
         }))
     }
 
-    /// Whether `token` is the agents' current enrollment token.
+    /// Whether `token` is an enrollment token agents may log in with now.
     pub async fn is_enrollment(&self, token: &str) -> store::Result<bool> {
-        if let Some((current, at)) = self.enrollment.read().unwrap().as_ref()
-            && at.elapsed() < ENROLLMENT_TTL
-            && constant_time_eq(current, token)
-        {
-            return Ok(true);
-        }
-        // Not cached, stale, or rotated since: the database knows.
-        let current = self.store.setting(ENROLLMENT_KEY).await?;
-        let valid = current
-            .as_deref()
-            .is_some_and(|current| constant_time_eq(current, token));
-        *self.enrollment.write().unwrap() = current.map(|c| (c, Instant::now()));
-        Ok(valid)
+        self.enrollment.accepts(self.store.as_ref(), token).await
     }
 }
 
@@ -200,18 +185,6 @@ async fn verify_password(password: String, hash: String) -> anyhow::Result<bool>
     .await?
 }
 
-/// The agents' enrollment token, made on first use; `rotate` replaces it (agents holding the
-/// old one are refused from then on).
-pub async fn enrollment_token(store: &dyn Store, rotate: bool) -> store::Result<String> {
-    let fresh = new_token("plura_enroll");
-    if rotate {
-        store.put_setting(ENROLLMENT_KEY, &fresh).await?;
-        Ok(fresh)
-    } else {
-        store.init_setting(ENROLLMENT_KEY, &fresh).await
-    }
-}
-
 /// On the very first start of a database, makes the first admin token and answers it, once.
 /// Servers starting together on a new PostgreSQL agree on one of them doing it.
 pub async fn bootstrap(store: &dyn Store) -> store::Result<Option<String>> {
@@ -219,7 +192,6 @@ pub async fn bootstrap(store: &dyn Store) -> store::Result<Option<String>> {
     if store.init_setting(BOOTSTRAPPED_KEY, &mine).await? != mine {
         return Ok(None);
     }
-    enrollment_token(store, false).await?;
     create_api_token(store, Role::Admin, "admin")
         .await
         .map(Some)

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use plura_proto::Role;
 
 use crate::auth;
+use crate::enrollment::{self, Issued};
 use crate::fleet::{DEFAULT_EVENT_RETENTION, LivenessPolicy};
 use crate::server;
 use crate::store::{self, redact_url};
@@ -47,12 +48,19 @@ enum Command {
     /// Manage people who sign in to the console with a name and password.
     #[command(subcommand)]
     User(UserCommand),
-    /// Print the token agents enroll with (`enrollment_token` in plura.conf).
-    EnrollmentToken {
-        /// Replace it: agents holding the old one are refused from then on.
-        #[arg(long)]
-        rotate: bool,
-    },
+    /// Make the token agents enroll with (`enrollment_token` in plura.conf) and print it, once:
+    /// only its hash is kept.
+    EnrollmentToken(EnrollmentArgs),
+}
+
+#[derive(Debug, Args)]
+struct EnrollmentArgs {
+    /// Replace it with a new one, printed once.
+    #[arg(long)]
+    rotate: bool,
+    /// With --rotate: how long the old token keeps working (0 refuses it at once).
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration, requires = "rotate")]
+    grace: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -144,15 +152,38 @@ impl Cli {
                 }
                 Ok(())
             }
-            Command::EnrollmentToken { rotate } => {
-                let token = auth::enrollment_token(&store, rotate).await?;
-                if rotate {
-                    eprintln!("Rotated: agents must now use this token in plura.conf:");
-                }
-                println!("{token}");
-                Ok(())
-            }
+            Command::EnrollmentToken(args) => enrollment_token(&store, args).await,
         }
+    }
+}
+
+async fn enrollment_token(store: &store::SqlStore, args: EnrollmentArgs) -> anyhow::Result<()> {
+    if args.rotate {
+        let (token, until) = enrollment::rotate(store, args.grace).await?;
+        match until {
+            Some(until) => eprintln!(
+                "Rotated. Put this token in the agents' plura.conf; the old one works until {until}."
+            ),
+            None => eprintln!(
+                "Rotated. Put this token in the agents' plura.conf; the old one no longer works."
+            ),
+        }
+        eprintln!("It is shown only this once:");
+        println!("{token}");
+        return Ok(());
+    }
+    match enrollment::issue(store).await? {
+        Issued::Created(token) => {
+            eprintln!(
+                "Created the enrollment token (enrollment_token in plura.conf). It is shown only this once:"
+            );
+            println!("{token}");
+            Ok(())
+        }
+        Issued::Exists => anyhow::bail!(
+            "the enrollment token exists and is stored only as a hash, so it cannot be shown \
+             again; make a new one with 'plura-server enrollment-token --rotate [--grace 1h]'"
+        ),
     }
 }
 
@@ -161,7 +192,7 @@ async fn serve(store: store::SqlStore, args: ServeArgs) -> anyhow::Result<()> {
     if let Some(token) = auth::bootstrap(&store).await? {
         println!("First start: created an admin API token. It is shown only this once; keep it:");
         println!("  {token}");
-        println!("Agents enroll with: plura-server enrollment-token");
+        println!("Make the token agents enroll with: plura-server enrollment-token");
     }
     let listener = TcpListener::bind(args.listen)
         .await

@@ -5,6 +5,7 @@ pub mod api;
 pub mod auth;
 pub mod cli;
 mod csv;
+pub mod enrollment;
 pub mod fleet;
 pub mod metrics;
 pub mod secret;

@@ -114,22 +114,35 @@ async fn first_start_token_subcommands_and_sigterm() {
     let me: WhoAmI = whoami(&server.base, &monitor).await.json().await.unwrap();
     assert_eq!((me.name.as_str(), me.role), ("ci", Role::Monitor));
     let enroll = run(&[&["enrollment-token"][..], &db].concat()).await;
-    assert_eq!(
-        run(&[&["enrollment-token"][..], &db].concat()).await,
-        enroll,
-        "stable"
-    );
     assert_eq!(log_in(&server.base, &enroll).await, StatusCode::OK);
+    // Only its hash is kept: it is shown once.
+    let stderr =
+        run_failing(Command::new(BIN).args([&["enrollment-token"][..], &db].concat())).await;
+    assert!(stderr.contains("cannot be shown again"), "{stderr}");
+    assert!(stderr.contains("--rotate"), "{stderr}");
 
-    // A rotation: the new token works at once, the old one is refused once the running
-    // server's cache of it expires (5 s).
+    // A rotation: the new token works at once, the old one for the grace period (1 h).
     let rotated = run(&[&["enrollment-token", "--rotate"][..], &db].concat()).await;
     assert_ne!(rotated, enroll);
     assert_eq!(log_in(&server.base, &rotated).await, StatusCode::OK);
+    assert_eq!(
+        log_in(&server.base, &enroll).await,
+        StatusCode::OK,
+        "within its grace"
+    );
+    // Without grace, the one before is refused once the running server's cache of it expires
+    // (5 s).
+    let args = ["enrollment-token", "--rotate", "--grace", "0s"];
+    let last = run(&[&args[..], &db].concat()).await;
+    assert_eq!(log_in(&server.base, &last).await, StatusCode::OK);
     let limit = plura_testkit::process::PROCESS_WAIT;
-    eventually("the old enrollment token is refused", limit, || async {
-        (log_in(&server.base, &enroll).await == StatusCode::UNAUTHORIZED).then_some(())
-    })
+    eventually(
+        "the rotated-out enrollment token is refused",
+        limit,
+        || async {
+            (log_in(&server.base, &rotated).await == StatusCode::UNAUTHORIZED).then_some(())
+        },
+    )
     .await;
 
     let last_words = server.terminate().await;

@@ -22,6 +22,7 @@ use plura_proto::{
     Agent, AgentList, AgentStatus, ErrorBody, Event, EventList, LoginRequest, LoginResponse, Role,
 };
 use plura_server::auth;
+use plura_server::enrollment::{self, Issued};
 use plura_server::fleet::LivenessPolicy;
 use plura_server::store::{self, SqlStore};
 
@@ -127,12 +128,8 @@ impl TestServer {
     }
 
     pub async fn start_with(db: Db, policy: LivenessPolicy) -> Self {
-        Self::start_on(
-            Arc::new(Database::fresh(db).await),
-            policy,
-            loopback().await,
-        )
-        .await
+        let db = Arc::new(Database::fresh(db).await);
+        Self::start_on(db, policy, loopback().await, Known::default()).await
     }
 
     /// A server listening on `listener` (e.g. one made inside a network namespace).
@@ -141,20 +138,36 @@ impl TestServer {
             .set_nonblocking(true)
             .expect("a non-blocking listener");
         let listener = TcpListener::from_std(listener).expect("a tokio listener");
-        Self::start_on(Arc::new(Database::fresh(db).await), fast_policy(), listener).await
+        let db = Arc::new(Database::fresh(db).await);
+        Self::start_on(db, fast_policy(), listener, Known::default()).await
     }
 
     /// Another server on the same database, as when several share one PostgreSQL.
     pub async fn another(&self) -> Self {
-        Self::start_on(self.db.clone(), self.policy, loopback().await).await
+        let known = Known {
+            enrollment: Some(self.enrollment.clone()),
+            keys: Default::default(),
+        };
+        Self::start_on(self.db.clone(), self.policy, loopback().await, known).await
     }
 
-    async fn start_on(db: Arc<Database>, policy: LivenessPolicy, listener: TcpListener) -> Self {
+    async fn start_on(
+        db: Arc<Database>,
+        policy: LivenessPolicy,
+        listener: TcpListener,
+        known: Known,
+    ) -> Self {
         let store = Arc::new(store::open(&db.url).await.expect("open the test database"));
         let admin = auth::create_api_token(store.as_ref(), Role::Admin, "test-admin")
             .await
             .unwrap();
-        let enrollment = auth::enrollment_token(store.as_ref(), false).await.unwrap();
+        let enrollment = match known.enrollment {
+            Some(token) => token,
+            None => match enrollment::issue(store.as_ref()).await.unwrap() {
+                Issued::Created(token) => token,
+                Issued::Exists => panic!("a fresh database has no enrollment token yet"),
+            },
+        };
         let addr = listener.local_addr().unwrap();
         let base = format!("http://{addr}");
         let shutdown = CancellationToken::new();
@@ -170,7 +183,7 @@ impl TestServer {
             admin,
             enrollment,
             http: reqwest::Client::new(),
-            keys: Default::default(),
+            keys: std::sync::Mutex::new(known.keys),
             store,
             db,
             policy,
@@ -190,7 +203,10 @@ impl TestServer {
             db: self.db,
             policy: self.policy,
             addr: self.addr,
-            keys: self.keys.into_inner().unwrap(),
+            known: Known {
+                enrollment: Some(self.enrollment),
+                keys: self.keys.into_inner().unwrap(),
+            },
         }
     }
 
@@ -363,13 +379,20 @@ impl TestServer {
     }
 }
 
+/// The secrets a test holds across servers on one database, as agents hold them: the
+/// enrollment token (shown once) and each agent's key.
+#[derive(Default)]
+struct Known {
+    enrollment: Option<String>,
+    keys: std::collections::HashMap<i64, String>,
+}
+
 /// A server that was stopped, and can start again where it was.
 pub struct StoppedServer {
     db: Arc<Database>,
     policy: LivenessPolicy,
     addr: SocketAddr,
-    /// The agents' keys, which outlive a restart as the agents hold them.
-    keys: std::collections::HashMap<i64, String>,
+    known: Known,
 }
 
 impl StoppedServer {
@@ -377,9 +400,7 @@ impl StoppedServer {
         let listener = TcpListener::bind(self.addr)
             .await
             .expect("the stopped server's address is free again");
-        let server = TestServer::start_on(self.db, self.policy, listener).await;
-        *server.keys.lock().unwrap() = self.keys;
-        server
+        TestServer::start_on(self.db, self.policy, listener, self.known).await
     }
 }
 

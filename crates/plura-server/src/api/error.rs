@@ -127,14 +127,22 @@ impl From<StoreError> for ApiError {
     }
 }
 
-/// Takes axum's own refusal (its status is right: 400, 413, 415, 422) and words it our way.
+/// Takes axum's own refusal and words it our way: 413 (too large) and 415 (not JSON) stand;
+/// any other body, path or query that cannot be read is a 400 (axum answers 422 for JSON that
+/// parses but does not fit; 422 is ours for fields that break their rules).
 macro_rules! from_rejection {
     ($($rejection:ty => $code:literal),+ $(,)?) => {$(
         impl From<$rejection> for ApiError {
             fn from(r: $rejection) -> Self {
-                let status = r.status();
-                let code = if status == StatusCode::PAYLOAD_TOO_LARGE { "too_large" } else { $code };
-                Self::new(status, code, r.body_text())
+                match r.status() {
+                    StatusCode::PAYLOAD_TOO_LARGE => {
+                        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", r.body_text())
+                    }
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+                        Self::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, $code, r.body_text())
+                    }
+                    _ => Self::new(StatusCode::BAD_REQUEST, $code, r.body_text()),
+                }
             }
         }
     )+};

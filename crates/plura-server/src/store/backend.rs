@@ -50,6 +50,21 @@ impl Backend {
         }
     }
 
+    /// The SQLite database file, when it is one.
+    pub fn sqlite_file(&self) -> Option<std::path::PathBuf> {
+        let Self::Sqlite { url } = self else {
+            return None;
+        };
+        if url.contains(":memory:") {
+            return None;
+        }
+        let rest = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))?;
+        let path = rest.split('?').next().unwrap_or(rest);
+        Some(std::path::PathBuf::from(path))
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             Self::Sqlite { .. } => "sqlite",
@@ -139,6 +154,20 @@ mod tests {
         assert_eq!(
             Backend::from_url("sqlite::memory:").unwrap().url(),
             "sqlite::memory:"
+        );
+        assert_eq!(
+            Backend::from_url("sqlite::memory:").unwrap().sqlite_file(),
+            None
+        );
+        assert_eq!(
+            Backend::from_url("sqlite:///var/lib/plura/plura.db")
+                .unwrap()
+                .sqlite_file(),
+            Some("/var/lib/plura/plura.db".into())
+        );
+        assert_eq!(
+            Backend::from_url("plura.db").unwrap().sqlite_file(),
+            Some("plura.db".into())
         );
         assert_eq!(
             Backend::from_url("sqlite://x.db?mode=ro").unwrap().url(),

@@ -263,6 +263,7 @@ pub trait SettingStore: Send + Sync {
     /// Sets `key` only if it has no value yet; answers the value it has afterwards.
     async fn init_setting(&self, key: &str, value: &str) -> Result<String>;
     async fn put_setting(&self, key: &str, value: &str) -> Result<()>;
+    async fn delete_setting(&self, key: &str) -> Result<()>;
 }
 
 /// All of the storage, and the database beneath it.

@@ -165,7 +165,7 @@ pub async fn users_sign_in_with_a_password_and_sign_out(db: Db) {
             Some(&json!({"username": name})),
         )
         .await;
-    expect_error(r, StatusCode::UNPROCESSABLE_ENTITY, "bad_json").await;
+    expect_error(r, StatusCode::BAD_REQUEST, "bad_json").await;
 
     let session: Session = json_ok(sign_in(&name, &password).await).await;
     assert_eq!(
@@ -257,7 +257,7 @@ pub async fn bad_input_gets_a_clear_4xx(db: Db) {
     let r = send("{\"ip\": ".into()).await.unwrap();
     expect_error(r, StatusCode::BAD_REQUEST, "bad_json").await;
     let r = send(json!({"ip": "10.0.0.6"}).to_string()).await.unwrap();
-    let e = expect_error(r, StatusCode::UNPROCESSABLE_ENTITY, "bad_json").await;
+    let e = expect_error(r, StatusCode::BAD_REQUEST, "bad_json").await;
     assert!(e.message.contains("hostname"), "{}", e.message);
     let mut body = login("not-an-ip", "waf-6");
     let r = server.login_as(&body).await;
@@ -267,6 +267,26 @@ pub async fn bad_input_gets_a_clear_4xx(db: Db) {
     body.hostname = String::new();
     let r = server.login_as(&body).await;
     expect_error(r, StatusCode::UNPROCESSABLE_ENTITY, "invalid_field").await;
+    // Names that would show as something else, and addresses no host has.
+    for (ip, hostname) in [
+        ("10.0.0.6", " "),
+        ("10.0.0.6", "x\u{202e}gnp.exe"),
+        ("10.0.0.6", "zw\u{200b}sp"),
+        ("255.255.255.255", "waf-6"),
+        ("239.1.1.1", "waf-6"),
+        ("::", "waf-6"),
+    ] {
+        let r = server.login_as(&login(ip, hostname)).await;
+        let e = expect_error(r, StatusCode::UNPROCESSABLE_ENTITY, "invalid_field").await;
+        assert!(
+            e.message.starts_with("ip:") || e.message.starts_with("hostname:"),
+            "{}",
+            e.message
+        );
+    }
+    // An IPv4-mapped IPv6 address is the IPv4 agent, not another one.
+    let mapped = server.login("::ffff:10.0.0.5", "waf-5").await;
+    assert_eq!((mapped.agent_id, mapped.created), (id, false));
     // A 10 MB body is refused from its Content-Length, before the server reads it.
     let head = too_large_answer(&server, &login_url).await;
     assert!(head.starts_with("HTTP/1.1 413"), "{head}");
@@ -315,7 +335,7 @@ pub async fn bad_input_gets_a_clear_4xx(db: Db) {
     let path = format!("/api/v1/agents/{id}");
     for body in [json!({"enabeld": false}), json!({"enabled": "no"})] {
         let r = server.call(Method::PATCH, &path, admin, Some(&body)).await;
-        expect_error(r, StatusCode::UNPROCESSABLE_ENTITY, "bad_json").await;
+        expect_error(r, StatusCode::BAD_REQUEST, "bad_json").await;
     }
     assert!(server.agent(id).await.enabled);
 

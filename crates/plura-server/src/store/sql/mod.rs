@@ -20,7 +20,7 @@ use sqlx::query::Query;
 use sqlx::{Any, AnyConnection, AnyPool, Transaction};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
-use super::{Backend, Changed, Result, Store};
+use super::{Backend, Changed, Result, Store, StoreError};
 
 pub struct SqlStore {
     backend: Backend,
@@ -51,6 +51,9 @@ impl WriteTx {
 
 impl SqlStore {
     pub async fn open(backend: Backend) -> Result<Self> {
+        if let Some(file) = backend.sqlite_file() {
+            owner_only(&file)?;
+        }
         sqlx::any::install_default_drivers();
         let pool = backend.pool_options().connect(backend.url()).await?;
         for statement in backend.setup_statements() {
@@ -96,6 +99,35 @@ impl SqlStore {
     }
 }
 
+/// Creates the database file readable by its owner only (it holds password and key hashes), or
+/// takes away what others could read of an existing one. SQLite gives its journal files the
+/// same mode.
+fn owner_only(file: &std::path::Path) -> Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let io = |e: std::io::Error| {
+        StoreError::Database(sqlx::Error::Io(std::io::Error::new(
+            e.kind(),
+            format!("{}: {e}", file.display()),
+        )))
+    };
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(file)
+        .map_err(io)?;
+    let mode = std::fs::metadata(file).map_err(io)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        std::fs::set_permissions(file, std::fs::Permissions::from_mode(mode & 0o700))
+            .map_err(io)?;
+        tracing::warn!(
+            "{} was readable by others; now by its owner only",
+            file.display()
+        );
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl Store for SqlStore {
     async fn ping(&self) -> Result<()> {
@@ -105,5 +137,32 @@ impl Store for SqlStore {
 
     async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    fn mode(path: &std::path::Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[tokio::test]
+    async fn the_database_file_is_its_owners_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let new = dir.path().join("new.db");
+        crate::store::open(&format!("sqlite://{}", new.display()))
+            .await
+            .unwrap();
+        assert_eq!(mode(&new), 0o600);
+
+        let old = dir.path().join("old.db");
+        std::fs::write(&old, b"").unwrap();
+        std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o644)).unwrap();
+        crate::store::open(&format!("sqlite://{}", old.display()))
+            .await
+            .unwrap();
+        assert_eq!(mode(&old), 0o600);
     }
 }

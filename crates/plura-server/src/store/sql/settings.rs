@@ -38,4 +38,10 @@ impl SettingStore for SqlStore {
         self.write_counted(query).await?;
         Ok(())
     }
+
+    async fn delete_setting(&self, key: &str) -> Result<()> {
+        let query = sqlx::query("DELETE FROM settings WHERE key = $1").bind(key.to_string());
+        self.write_counted(query).await?;
+        Ok(())
+    }
 }
