@@ -47,14 +47,15 @@ async function startServer() {
   assert.ok(tokens.admin, `first start prints an admin token: ${stdout}`);
 }
 
-async function loginAgent(ip, hostname, { kind = 'waf', os = 'Ubuntu 24.04', heartbeat = true } = {}) {
+async function loginAgent(ip, hostname, { kind = 'waf', os = 'Ubuntu 24.04', heartbeat = true, machineId } = {}) {
   const response = await fetch(`${base}/api/v1/agents/login`, {
     method: 'POST',
     headers: { Authorization: `Bearer ${enrollment}`, 'Content-Type': 'application/json' },
-    body: JSON.stringify({ ip, hostname, version: '5.0.1', os, kind }),
+    body: JSON.stringify({ ip, hostname, version: '5.0.1', os, kind, machine_id: machineId }),
   });
   assert.equal(response.status, 200, await response.clone().text());
   const { agent_id: id, agent_key: key } = await response.json();
+  clearInterval(beating.get(id));
   if (heartbeat) {
     beating.set(id, setInterval(() => {
       fetch(`${base}/api/v1/agents/${id}/heartbeat`, {
@@ -202,6 +203,20 @@ test('agent-supplied text is shown as text, never run as HTML', async () => {
   assert.equal(await page.locator('[data-testid=detail] img').count(), 0);
   await page.waitForTimeout(300);
   assert.deepEqual(page.dialogs, [], 'no script ran');
+  await page.context().close();
+});
+
+test('a taken-over identity is marked in the list and told in its history', async () => {
+  await loginAgent('10.0.7.7', 'pool-7', { machineId: 'i-0aaa' });
+  await loginAgent('10.0.7.7', 'pool-7', { machineId: 'i-0bbb' });
+  const page = await signIn('admin');
+  await page.fill('[data-testid=search]', '10.0.7.7');
+  await page.waitForFunction(() => document.querySelectorAll('tr[data-agent-id]').length === 1);
+  assert.equal(await page.locator('[data-testid=takeover]').count(), 1);
+  await page.locator('[data-testid=hostname]').click();
+  await page.click('[data-testid=tab-history]');
+  await page.waitForSelector('[data-testid=history]');
+  assert.match(await page.locator('[data-testid=history]').textContent(), /machine id i-0aaa -> i-0bbb/);
   await page.context().close();
 });
 

@@ -144,6 +144,10 @@ pub struct Agent {
     pub registered_at: Timestamp,
     pub last_login_at: Option<Timestamp>,
     pub last_seen_at: Option<Timestamp>,
+    /// When a login last came from another source address, machine id or kind than the one
+    /// before it.
+    #[serde(default)]
+    pub last_takeover_at: Option<Timestamp>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -163,7 +167,8 @@ pub enum EventKind {
     /// An unknown (ip, hostname) logged in, or an operator registered it.
     Registered,
     Login,
-    /// A known identity logged in with another machine id than its last login.
+    /// A known identity logged in from another source address, machine id or kind than its
+    /// last login.
     Takeover,
     /// A heartbeat arrived from an agent that had been marked stopped.
     Resumed,

@@ -2,7 +2,7 @@
 
 use plura_proto::{Agent, Timestamp};
 
-const HEADER: [&str; 14] = [
+const HEADER: [&str; 15] = [
     "id",
     "ip",
     "hostname",
@@ -17,6 +17,7 @@ const HEADER: [&str; 14] = [
     "registered_at",
     "last_login_at",
     "last_seen_at",
+    "last_takeover_at",
 ];
 
 pub fn agents(agents: &[Agent]) -> String {
@@ -41,6 +42,7 @@ pub fn agents(agents: &[Agent]) -> String {
                 a.registered_at.to_string(),
                 time(a.last_login_at),
                 time(a.last_seen_at),
+                time(a.last_takeover_at),
             ],
         );
     }

@@ -30,6 +30,8 @@ pub struct Metrics {
     /// Every history event the server recorded, by kind (registered, login, stopped, …).
     pub agent_events: Family<EventLabel, Counter>,
     pub heartbeats: Counter,
+    /// Logins that took over an identity whose holder was still running: two hosts claim it.
+    pub takeovers_of_running: Counter,
     /// Last-seen rows written by the batched flush.
     pub flushed_rows: Counter,
     /// Agents whose last-seen is held in this server's memory.
@@ -49,6 +51,12 @@ impl Default for Metrics {
         );
         let heartbeats = Counter::default();
         registry.register("heartbeats", "Heartbeats accepted", heartbeats.clone());
+        let takeovers_of_running = Counter::default();
+        registry.register(
+            "takeovers_of_running_agents",
+            "Logins from another source, machine or kind while the identity's holder was running",
+            takeovers_of_running.clone(),
+        );
         let flushed_rows = Counter::default();
         registry.register(
             "last_seen_flushed_rows",
@@ -73,6 +81,7 @@ impl Default for Metrics {
             registry,
             agent_events,
             heartbeats,
+            takeovers_of_running,
             flushed_rows,
             tracked_agents,
             agents,

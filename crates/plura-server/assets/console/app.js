@@ -407,7 +407,9 @@ function row(agent, index) {
   }), ' ', agent.version || '-'),
   el('td', {}, agent.group || '-'),
   el('td', { className: 'mono' }, agent.ip),
-  el('td', { 'data-testid': 'hostname' }, agent.hostname),
+  el('td', {}, el('span', { 'data-testid': 'hostname' }, agent.hostname), agent.last_takeover_at
+    ? el('span', { className: 'badge warn', 'data-testid': 'takeover', title: `${t('takenOver')} ${time(agent.last_takeover_at)}` }, t('takenOver'))
+    : ''),
   el('td', {}, agent.os || '-'),
   el('td', {}, agent.kind ? el('span', { className: 'badge' }, agent.kind.toUpperCase()) : '-'),
   el('td', {}, time(agent.registered_at)),

@@ -18,7 +18,7 @@ const LABELS = {
     cancel: 'Cancel', save: 'Save', total: '{n} agents', page: 'Page {p} of {n}',
     prev: 'Previous', next: 'Next', details: 'Details', history: 'History', close: 'Close',
     noAgents: 'No agents match.', live: 'Live', offline: 'Reconnecting…', none: '(none)',
-    event: 'Event', at: 'Time', detail: 'Detail', language: '한국어',
+    event: 'Event', at: 'Time', detail: 'Detail', language: '한국어', takenOver: 'Taken over',
   },
   ko: {
     title: '시스템 관리', product: 'PLURA Fleet', signIn: '로그인', signOut: '로그아웃',
@@ -38,7 +38,7 @@ const LABELS = {
     cancel: '취소', save: '저장', total: '에이전트 {n}개', page: '{p} / {n} 페이지',
     prev: '이전', next: '다음', details: '상세', history: '이력', close: '닫기',
     noAgents: '일치하는 에이전트가 없습니다.', live: '실시간', offline: '다시 연결 중…', none: '(없음)',
-    event: '이벤트', at: '시각', detail: '내용', language: 'English',
+    event: '이벤트', at: '시각', detail: '내용', language: 'English', takenOver: '인계됨',
   },
 };
 

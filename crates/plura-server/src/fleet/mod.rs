@@ -98,10 +98,28 @@ impl Fleet {
         let now = Timestamp::now();
         let key = secret::new_agent_key();
         let digest = secret::digest(&key);
-        let LoginOutcome { changed, created } = self
-            .store
-            .login(login, source_ip, &secret::hex(&digest), now)
-            .await?;
+        let login = store::Login {
+            request: login,
+            source_ip,
+            key_hash: &secret::hex(&digest),
+            at: now,
+            heard_since: now.minus(self.policy.silence_limit()),
+        };
+        let LoginOutcome {
+            changed,
+            created,
+            displaced_running,
+        } = self.store.login(&login).await?;
+        if displaced_running {
+            self.metrics.takeovers_of_running.inc();
+            let agent = &changed.agent;
+            tracing::warn!(
+                agent = agent.id,
+                ip = %agent.ip,
+                hostname = %agent.hostname,
+                "identity taken over while its holder was still running"
+            );
+        }
         self.heard.remember(changed.agent.id, digest, now, true);
         Ok(Admission {
             agent: self.publish(changed),

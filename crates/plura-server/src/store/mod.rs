@@ -54,6 +54,22 @@ pub struct Changed {
 pub struct LoginOutcome {
     pub changed: Changed,
     pub created: bool,
+    /// A takeover of an identity whose holder was still running: two hosts claim it, which is
+    /// suspicious.
+    pub displaced_running: bool,
+}
+
+/// A login as the store records it.
+#[derive(Debug, Clone, Copy)]
+pub struct Login<'a> {
+    pub request: &'a LoginRequest,
+    /// The address the login came from, as the server saw it.
+    pub source_ip: Option<&'a str>,
+    /// The SHA-256 of the key this login issues.
+    pub key_hash: &'a str,
+    pub at: Timestamp,
+    /// An agent heard from since this is still running (the silence limit before `at`).
+    pub heard_since: Timestamp,
 }
 
 /// An agent whose last-seen was written, as the database has it now: another server may have
@@ -160,13 +176,9 @@ impl Default for ListFilter {
 pub trait AgentStore: Send + Sync {
     /// Registers an unknown (ip, hostname) or brings the known one back to running, with
     /// `key_hash` as its agent key from now on (the previous key no longer matches).
-    async fn login(
-        &self,
-        login: &LoginRequest,
-        source_ip: Option<&str>,
-        key_hash: &str,
-        at: Timestamp,
-    ) -> Result<LoginOutcome>;
+    /// A login from another source address, machine id or kind than the last one is a
+    /// takeover, and says whether the previous holder was still running.
+    async fn login(&self, login: &Login<'_>) -> Result<LoginOutcome>;
 
     /// The hash of the agent's current key: `None` if there is no such agent, `Some(None)` if
     /// it never logged in.

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 
 use plura_proto::{AgentStatus, AuditList, EventKind};
 use plura_server::fleet::LivenessPolicy;
@@ -64,9 +64,52 @@ pub async fn new_machine_id_on_a_known_identity_is_a_takeover(db: Db) {
         "{:?}",
         events[0]
     );
+    assert!(
+        events[0].detail.contains("still running"),
+        "{:?}",
+        events[0]
+    );
+    let agent = server.agent(first.agent_id).await;
+    assert_eq!(agent.machine_id.as_deref(), Some("i-0bbb"));
     assert_eq!(
-        server.agent(first.agent_id).await.machine_id.as_deref(),
-        Some("i-0bbb")
+        agent.last_takeover_at,
+        Some(events[0].at),
+        "the row is marked"
+    );
+
+    // The same holder again: a plain login.
+    server.login_with(&body).await;
+    assert_eq!(
+        server.events(first.agent_id).await[0].event,
+        EventKind::Login
+    );
+
+    // Another host (here 127.0.0.2) claiming the identity without a machine id: seen all the
+    // same, by its source address, and counted since the holder was still running.
+    let elsewhere = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .build()
+        .unwrap();
+    let r = elsewhere
+        .post(server.url("/api/v1/agents/login"))
+        .bearer_auth(&server.enrollment)
+        .json(&login("172.31.80.4", "waf-2"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let event = &server.events(first.agent_id).await[0];
+    assert_eq!(event.event, EventKind::Takeover);
+    assert!(
+        event.detail.starts_with("source 127.0.0.1 -> 127.0.0.2")
+            && event.detail.contains("still running"),
+        "{event:?}"
+    );
+    let metrics = server.request(Method::GET, "/metrics", None).await;
+    let text = metrics.text().await.unwrap();
+    assert!(
+        text.contains("plura_takeovers_of_running_agents_total 2"),
+        "{text}"
     );
     server.finish().await;
 }

@@ -4,18 +4,14 @@
 use async_trait::async_trait;
 use sqlx::{AnyConnection, Row};
 
-use plura_proto::{
-    Agent, AgentStatus, EventKind, LoginRequest, PatchAgent, RegisterAgent, Summary, Timestamp,
-};
+use plura_proto::{Agent, AgentStatus, EventKind, PatchAgent, RegisterAgent, Summary, Timestamp};
 
 use super::SqlStore;
 use super::filter::{bind_params, ip_sort_key, order_by, where_clause};
 use super::rows::{self, AGENT_COLUMNS, BATCH_ROWS, new_event};
-use crate::store::{AgentStore, Changed, Flushed, ListFilter, LoginOutcome, Result, StoreError};
-
-/// How often a login looks again when a concurrent first login of the same identity (on another
-/// server) took the insert it tried.
-const LOGIN_ATTEMPTS: usize = 3;
+use crate::store::{
+    AgentStore, Changed, Flushed, ListFilter, Login, LoginOutcome, Result, StoreError,
+};
 
 /// Sets `status` (and last-seen) of one agent; `None` when there is no such agent.
 async fn set_status(
@@ -41,140 +37,10 @@ fn since(agent: &Agent) -> String {
         .map_or_else(|| "never".into(), |t| t.to_string())
 }
 
-/// A login: who logs in, from where, with which new key, when.
-struct Login<'a> {
-    request: &'a LoginRequest,
-    source_ip: Option<&'a str>,
-    key_hash: &'a str,
-    at: Timestamp,
-}
-
-/// A login of an identity already registered: back to running with the agent's new details.
-async fn login_known(
-    conn: &mut AnyConnection,
-    id: i64,
-    old_machine: Option<String>,
-    login: &Login<'_>,
-) -> Result<Changed> {
-    let Login {
-        request: login,
-        source_ip,
-        key_hash,
-        at,
-    } = *login;
-    let row = sqlx::query(&format!(
-        "UPDATE agents SET status = 'running', machine_id = COALESCE($1, machine_id), \
-         version = $2, os = $3, kind = $4, source_ip = $5, last_login_at = $6, \
-         last_seen_at = $6, key_hash = $8 WHERE id = $7 RETURNING {AGENT_COLUMNS}"
-    ))
-    .bind(login.machine_id.clone())
-    .bind(login.version.clone())
-    .bind(login.os.clone())
-    .bind(login.kind.clone())
-    .bind(source_ip.map(str::to_string))
-    .bind(at.as_millis())
-    .bind(id)
-    .bind(key_hash.to_string())
-    .fetch_one(conn)
-    .await?;
-    let from = source_ip.unwrap_or("an unknown address");
-    let event = match (&old_machine, &login.machine_id) {
-        (Some(old), Some(new)) if old != new => new_event(
-            at,
-            EventKind::Takeover,
-            format!("machine id {old} -> {new}, from {from}"),
-        ),
-        _ => new_event(
-            at,
-            EventKind::Login,
-            format!("from {from}, version {}", login.version),
-        ),
-    };
-    Ok(Changed {
-        agent: rows::agent(&row)?,
-        events: vec![event],
-    })
-}
-
-/// The first login of an identity; `None` when a concurrent one registered it first.
-async fn login_new(conn: &mut AnyConnection, login: &Login<'_>) -> Result<Option<Changed>> {
-    let Login {
-        request: login,
-        source_ip,
-        key_hash,
-        at,
-    } = *login;
-    let row = sqlx::query(&format!(
-        "INSERT INTO agents (ip, ip_key, hostname, status, enabled, kind, os, version, \
-         machine_id, source_ip, registered_at, last_login_at, last_seen_at, key_hash) \
-         VALUES ($1, $2, $3, 'running', 1, $4, $5, $6, $7, $8, $9, $9, $9, $10) \
-         ON CONFLICT (ip, hostname) DO NOTHING RETURNING {AGENT_COLUMNS}"
-    ))
-    .bind(login.ip.clone())
-    .bind(ip_sort_key(&login.ip))
-    .bind(login.hostname.clone())
-    .bind(login.kind.clone())
-    .bind(login.os.clone())
-    .bind(login.version.clone())
-    .bind(login.machine_id.clone())
-    .bind(source_ip.map(str::to_string))
-    .bind(at.as_millis())
-    .bind(key_hash.to_string())
-    .fetch_optional(conn)
-    .await?;
-    let from = source_ip.unwrap_or("an unknown address");
-    let detail = format!("first login from {from}, version {}", login.version);
-    row.map(|row| {
-        Ok(Changed {
-            agent: rows::agent(&row)?,
-            events: vec![new_event(at, EventKind::Registered, detail)],
-        })
-    })
-    .transpose()
-}
-
 #[async_trait]
 impl AgentStore for SqlStore {
-    async fn login(
-        &self,
-        login: &LoginRequest,
-        source_ip: Option<&str>,
-        key_hash: &str,
-        at: Timestamp,
-    ) -> Result<LoginOutcome> {
-        let attempt = Login {
-            request: login,
-            source_ip,
-            key_hash,
-            at,
-        };
-        let mut tx = self.begin_write().await?;
-        for _ in 0..LOGIN_ATTEMPTS {
-            let known =
-                sqlx::query("SELECT id, machine_id FROM agents WHERE ip = $1 AND hostname = $2")
-                    .bind(login.ip.clone())
-                    .bind(login.hostname.clone())
-                    .fetch_optional(tx.conn())
-                    .await?;
-            let outcome = match known {
-                Some(row) => {
-                    let (id, old_machine) = (row.try_get("id")?, row.try_get("machine_id")?);
-                    let changed = login_known(tx.conn(), id, old_machine, &attempt).await?;
-                    Some((changed, false))
-                }
-                None => login_new(tx.conn(), &attempt)
-                    .await?
-                    .map(|changed| (changed, true)),
-            };
-            if let Some((changed, created)) = outcome {
-                tx.commit(std::slice::from_ref(&changed)).await?;
-                return Ok(LoginOutcome { changed, created });
-            }
-        }
-        Err(StoreError::Contended(format!(
-            "the login of {} / {}",
-            login.ip, login.hostname
-        )))
+    async fn login(&self, login: &Login<'_>) -> Result<LoginOutcome> {
+        super::login::login(self, login).await
     }
 
     async fn heartbeat(&self, id: i64, at: Timestamp) -> Result<Option<Changed>> {
@@ -479,7 +345,13 @@ mod tests {
         };
         let now = Timestamp::now();
         let id = store
-            .login(&login, None, "hash", now)
+            .login(&Login {
+                request: &login,
+                source_ip: None,
+                key_hash: "hash",
+                at: now,
+                heard_since: now,
+            })
             .await
             .unwrap()
             .changed

@@ -9,6 +9,7 @@ mod agents;
 mod credentials;
 mod filter;
 mod history;
+mod login;
 mod rows;
 mod settings;
 

@@ -11,7 +11,7 @@ use plura_proto::{Agent, AuditRecord, Event, EventKind, Timestamp};
 use crate::store::{Changed, Result, StoreError};
 
 pub const AGENT_COLUMNS: &str = "id, ip, hostname, status, enabled, group_name, kind, os, \
-     version, machine_id, source_ip, registered_at, last_login_at, last_seen_at";
+     version, machine_id, source_ip, registered_at, last_login_at, last_seen_at, last_takeover_at";
 
 /// Rows per multi-row statement: far below both backends' limits on bound parameters.
 pub const BATCH_ROWS: usize = 500;
@@ -54,6 +54,7 @@ pub fn agent(row: &AnyRow) -> Result<Agent> {
         registered_at: time(row, "registered_at")?,
         last_login_at: optional_time(row, "last_login_at")?,
         last_seen_at: optional_time(row, "last_seen_at")?,
+        last_takeover_at: optional_time(row, "last_takeover_at")?,
     })
 }
 
