@@ -77,6 +77,14 @@ struct ServeArgs {
     /// Delete agents' history events older than this; 0 keeps them forever.
     #[arg(long, default_value = "90d", value_parser = humantime::parse_duration)]
     keep_events_for: Duration,
+    /// Connections served at once [default: the open-file limit, raised to its hard limit, less
+    /// 256].
+    #[arg(long)]
+    max_connections: Option<usize>,
+    /// Logins each source address may make per second (bursts of ten seconds' worth); 0: no
+    /// limit.
+    #[arg(long, default_value_t = 10)]
+    logins_per_source: u32,
 }
 
 impl Default for ServeArgs {
@@ -86,6 +94,8 @@ impl Default for ServeArgs {
             heartbeat_interval: LivenessPolicy::default().heartbeat_interval,
             prune_stopped_after: None,
             keep_events_for: DEFAULT_EVENT_RETENTION,
+            max_connections: None,
+            logins_per_source: 10,
         }
     }
 }
@@ -208,7 +218,14 @@ async fn serve(store: store::SqlStore, args: ServeArgs) -> anyhow::Result<()> {
         policy.heartbeat_interval >= Duration::from_secs(1),
         "--heartbeat-interval must be at least 1s"
     );
+    let files = server::raise_file_limit();
+    tracing::info!("open-file limit: {files}");
+    let limits = server::Limits {
+        max_connections: args.max_connections,
+        logins_per_source: Some(args.logins_per_source).filter(|n| *n > 0),
+        ..server::Limits::default()
+    };
     let shutdown = CancellationToken::new();
     tokio::spawn(server::cancel_on_signal(shutdown.clone()));
-    server::serve(listener, Arc::new(store), policy, shutdown).await
+    server::serve(listener, Arc::new(store), policy, limits, shutdown).await
 }

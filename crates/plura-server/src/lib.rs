@@ -8,6 +8,7 @@ mod csv;
 pub mod enrollment;
 pub mod fleet;
 pub mod metrics;
+mod rate;
 pub mod secret;
 pub mod server;
 pub mod store;

@@ -38,6 +38,8 @@ pub struct Metrics {
     pub tracked_agents: Gauge,
     pub agents: Family<StatusLabel, Gauge>,
     pub http_responses: Family<CodeLabel, Counter>,
+    /// Connections closed as they came, past the connection limit.
+    pub refused_connections: Counter,
 }
 
 impl Default for Metrics {
@@ -77,8 +79,15 @@ impl Default for Metrics {
             "HTTP responses by status code",
             http_responses.clone(),
         );
+        let refused_connections = Counter::default();
+        registry.register(
+            "refused_connections",
+            "Connections closed as they came because the server had as many as it takes",
+            refused_connections.clone(),
+        );
         Self {
             registry,
+            refused_connections,
             agent_events,
             heartbeats,
             takeovers_of_running,

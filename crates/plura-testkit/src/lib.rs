@@ -24,6 +24,7 @@ use plura_proto::{
 use plura_server::auth;
 use plura_server::enrollment::{self, Issued};
 use plura_server::fleet::LivenessPolicy;
+use plura_server::server::Limits;
 use plura_server::store::{self, SqlStore};
 
 pub const DEFAULT_PG_URL: &str = "postgres://postgres:postgres@127.0.0.1:5432/postgres";
@@ -118,6 +119,7 @@ pub struct TestServer {
     store: Arc<SqlStore>,
     db: Arc<Database>,
     policy: LivenessPolicy,
+    limits: Limits,
     shutdown: CancellationToken,
     task: JoinHandle<anyhow::Result<()>>,
 }
@@ -128,8 +130,17 @@ impl TestServer {
     }
 
     pub async fn start_with(db: Db, policy: LivenessPolicy) -> Self {
+        Self::start_limited(db, policy, test_limits()).await
+    }
+
+    /// A server with these limits on connections and requests.
+    pub async fn start_limited(db: Db, policy: LivenessPolicy, limits: Limits) -> Self {
         let db = Arc::new(Database::fresh(db).await);
-        Self::start_on(db, policy, loopback().await, Known::default()).await
+        let known = Known {
+            limits,
+            ..Known::default()
+        };
+        Self::start_on(db, policy, loopback().await, known).await
     }
 
     /// A server listening on `listener` (e.g. one made inside a network namespace).
@@ -147,6 +158,7 @@ impl TestServer {
         let known = Known {
             enrollment: Some(self.enrollment.clone()),
             keys: Default::default(),
+            limits: self.limits,
         };
         Self::start_on(self.db.clone(), self.policy, loopback().await, known).await
     }
@@ -175,6 +187,7 @@ impl TestServer {
             listener,
             store.clone(),
             policy,
+            known.limits,
             shutdown.clone(),
         ));
         Self {
@@ -187,6 +200,7 @@ impl TestServer {
             store,
             db,
             policy,
+            limits: known.limits,
             shutdown,
             task,
         }
@@ -206,6 +220,7 @@ impl TestServer {
             known: Known {
                 enrollment: Some(self.enrollment),
                 keys: self.keys.into_inner().unwrap(),
+                limits: self.limits,
             },
         }
     }
@@ -381,10 +396,29 @@ impl TestServer {
 
 /// The secrets a test holds across servers on one database, as agents hold them: the
 /// enrollment token (shown once) and each agent's key.
-#[derive(Default)]
 struct Known {
     enrollment: Option<String>,
     keys: std::collections::HashMap<i64, String>,
+    limits: Limits,
+}
+
+impl Default for Known {
+    fn default() -> Self {
+        Self {
+            enrollment: None,
+            keys: Default::default(),
+            limits: test_limits(),
+        }
+    }
+}
+
+/// The server's limits, but for the login rate: tests and benchmarks log in many agents from
+/// one address.
+pub fn test_limits() -> Limits {
+    Limits {
+        logins_per_source: None,
+        ..Limits::default()
+    }
 }
 
 /// A server that was stopped, and can start again where it was.

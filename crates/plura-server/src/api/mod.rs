@@ -11,6 +11,7 @@ mod session;
 mod stream;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
@@ -19,6 +20,7 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::get;
 use tokio_util::sync::CancellationToken;
+use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -27,10 +29,11 @@ use utoipa_axum::routes;
 use crate::auth::Auth;
 use crate::fleet::Fleet;
 use crate::metrics::{CodeLabel, Metrics};
+use crate::rate::SourceRate;
 use crate::throttle::SignInThrottle;
 
 pub use error::{ApiError, ApiResult};
-pub use roles::{Admin, AgentKey, Enrolled, Monitor, Operator};
+pub use roles::{Admin, AgentKey, Enrolled, LoginRate, Monitor, Operator};
 
 /// Agents send a few hundred bytes; anything near this is not an agent.
 const BODY_LIMIT: usize = 64 * 1024;
@@ -43,6 +46,8 @@ pub struct AppState {
     pub auth: Arc<Auth>,
     pub metrics: Arc<Metrics>,
     pub sign_ins: Arc<SignInThrottle>,
+    /// Logins per source address.
+    pub logins: Arc<SourceRate>,
     /// Cancelled when the server shuts down; ends the live streams so shutdown need not wait
     /// for browsers to hang up.
     pub shutdown: CancellationToken,
@@ -72,7 +77,9 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     documented().into_openapi()
 }
 
-pub fn router(state: AppState) -> Router {
+/// The whole HTTP API; a request not answered within `request_timeout` (a body sent too slowly)
+/// gets 408.
+pub fn router(state: AppState, request_timeout: Duration) -> Router {
     let (api, doc) = documented().split_for_parts();
     let doc = Arc::new(doc);
     api.route(
@@ -90,6 +97,10 @@ pub fn router(state: AppState) -> Router {
         )
     })
     .layer(DefaultBodyLimit::max(BODY_LIMIT))
+    .layer(TimeoutLayer::with_status_code(
+        StatusCode::REQUEST_TIMEOUT,
+        request_timeout,
+    ))
     .layer(middleware::from_fn(refuse_declared_oversize))
     .layer(middleware::from_fn_with_state(
         state.clone(),

@@ -3,7 +3,9 @@
 //! role; `Enrolled` takes the agents' enrollment token; `AgentKey` carries an agent's own key. A
 //! handler states what it needs in its signature, so no handler can forget to check.
 
-use axum::extract::FromRequestParts;
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 
 use plura_proto::Role;
@@ -62,6 +64,29 @@ impl FromRequestParts<AppState> for AgentKey {
 
     async fn from_request_parts(parts: &mut Parts, _: &AppState) -> Result<Self, ApiError> {
         Ok(Self(bearer(&parts.headers)?.to_string()))
+    }
+}
+
+/// A login within its source address's rate, checked before anything else of it is read.
+pub struct LoginRate;
+
+impl FromRequestParts<AppState> for LoginRate {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let Some(ConnectInfo(peer)) = parts.extensions.get::<ConnectInfo<SocketAddr>>() else {
+            return Ok(Self);
+        };
+        state.logins.take(peer.ip()).map(|()| Self).map_err(|wait| {
+            let seconds = wait.as_secs() + 1;
+            ApiError::too_many(
+                wait,
+                format!(
+                    "too many logins from {}; try again in {seconds} s",
+                    peer.ip()
+                ),
+            )
+        })
     }
 }
 
