@@ -1,4 +1,4 @@
-//! The agent list as CSV (RFC 4180), safe to open in a spreadsheet.
+//! The agent list as CSV (RFC 4180), safe to open in a spreadsheet, a line at a time.
 
 use plura_proto::{Agent, Timestamp};
 
@@ -20,32 +20,37 @@ const HEADER: [&str; 15] = [
     "last_takeover_at",
 ];
 
-pub fn agents(agents: &[Agent]) -> String {
-    let mut out = String::with_capacity(128 * (agents.len() + 1));
+/// The header line.
+pub fn header() -> String {
+    let mut out = String::new();
     push_row(&mut out, HEADER.iter().map(|h| h.to_string()));
+    out
+}
+
+/// One agent's line.
+pub fn row(a: &Agent) -> String {
     let time = |t: Option<Timestamp>| t.map(|t| t.to_string()).unwrap_or_default();
-    for a in agents {
-        push_row(
-            &mut out,
-            [
-                a.id.to_string(),
-                a.ip.clone(),
-                a.hostname.clone(),
-                a.status.to_string(),
-                if a.enabled { "on" } else { "off" }.into(),
-                a.group.clone().unwrap_or_default(),
-                a.kind.clone(),
-                a.os.clone(),
-                a.version.clone(),
-                a.machine_id.clone().unwrap_or_default(),
-                a.source_ip.clone().unwrap_or_default(),
-                a.registered_at.to_string(),
-                time(a.last_login_at),
-                time(a.last_seen_at),
-                time(a.last_takeover_at),
-            ],
-        );
-    }
+    let mut out = String::with_capacity(160);
+    push_row(
+        &mut out,
+        [
+            a.id.to_string(),
+            a.ip.clone(),
+            a.hostname.clone(),
+            a.status.to_string(),
+            if a.enabled { "on" } else { "off" }.into(),
+            a.group.clone().unwrap_or_default(),
+            a.kind.clone(),
+            a.os.clone(),
+            a.version.clone(),
+            a.machine_id.clone().unwrap_or_default(),
+            a.source_ip.clone().unwrap_or_default(),
+            a.registered_at.to_string(),
+            time(a.last_login_at),
+            time(a.last_seen_at),
+            time(a.last_takeover_at),
+        ],
+    );
     out
 }
 

@@ -1,9 +1,12 @@
 //! The routes people and scripts call to see and manage the fleet. They carry a role token, and
 //! each states the least role it needs.
 
+use std::time::Duration;
+
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
+use futures::StreamExt;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
@@ -16,6 +19,8 @@ use super::error::{Json, Path, Query};
 use super::{Admin, ApiError, ApiResult, AppState, Monitor, Operator};
 use crate::store::{ListFilter, SortColumn};
 
+/// How long a CSV export may take in all, however slowly it is read.
+const CSV_DEADLINE: Duration = Duration::from_secs(600);
 const DEFAULT_PER_PAGE: u32 = 50;
 const MAX_PER_PAGE: u32 = 1000;
 const MAX_RECORDS: u32 = 1000;
@@ -127,7 +132,7 @@ pub async fn list(
     }))
 }
 
-/// The filtered list (every page) as CSV.
+/// The filtered list (every page) as CSV, streamed as it is read.
 #[utoipa::path(
     get, path = "/api/v1/agents.csv", tag = "fleet", params(ListParams),
     responses((status = 200, content_type = "text/csv", body = String)),
@@ -138,7 +143,19 @@ pub async fn csv(
     State(state): State<AppState>,
     Query(params): Query<ListParams>,
 ) -> ApiResult<impl IntoResponse> {
-    let (_, agents) = state.fleet.list(&params.filter()?).await?;
+    let rows = state
+        .fleet
+        .stream(params.filter()?, CSV_DEADLINE)
+        .map(|agent| match agent {
+            Ok(agent) => Ok(crate::csv::row(&agent)),
+            Err(e) => {
+                tracing::error!("the CSV export stopped: {e}");
+                Err(std::io::Error::other(
+                    "the export stopped; see the server's log",
+                ))
+            }
+        });
+    let lines = futures::stream::once(async { Ok(crate::csv::header()) }).chain(rows);
     Ok((
         [
             (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
@@ -147,7 +164,7 @@ pub async fn csv(
                 "attachment; filename=\"agents.csv\"",
             ),
         ],
-        crate::csv::agents(&agents),
+        axum::body::Body::from_stream(lines),
     ))
 }
 

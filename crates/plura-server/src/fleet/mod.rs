@@ -8,9 +8,12 @@ mod liveness;
 mod sweeps;
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::sync::broadcast;
+use futures::{Stream, StreamExt};
+use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
 
 use plura_proto::{
     Agent, AgentStatus, AuditRecord, Change, Event, EventKind, LoginRequest, PatchAgent,
@@ -24,6 +27,9 @@ use changes::ChangeFeed;
 use liveness::{Heard, Heartbeat};
 
 pub use liveness::{DEFAULT_EVENT_RETENTION, LivenessPolicy};
+
+/// Agents read ahead of a slow reader of a stream.
+const STREAM_BUFFER: usize = 256;
 
 pub struct Fleet {
     store: Arc<dyn Store>,
@@ -210,6 +216,34 @@ impl Fleet {
         let (total, mut agents) = self.store.list(filter).await?;
         agents.iter_mut().for_each(|a| self.heard.overlay(a));
         Ok((total, agents))
+    }
+
+    /// Every agent `filter` matches, in its order, as they are read: memory stays the same
+    /// however large the fleet. A reader slower than `deadline` in all is cut off.
+    pub fn stream(
+        self: &Arc<Self>,
+        filter: ListFilter,
+        deadline: Duration,
+    ) -> impl Stream<Item = store::Result<Agent>> + Send + 'static {
+        let (sink, agents) = mpsc::channel(STREAM_BUFFER);
+        let fleet = self.clone();
+        tokio::spawn(async move {
+            let listed = tokio::time::timeout(deadline, fleet.store.list_each(&filter, &sink));
+            match listed.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    let _ = sink.send(Err(e)).await;
+                }
+                Err(_) => tracing::warn!("a list export took longer than {deadline:?}; cut off"),
+            }
+        });
+        let fleet = self.clone();
+        ReceiverStream::new(agents).map(move |agent| {
+            agent.map(|mut agent| {
+                fleet.heard.overlay(&mut agent);
+                agent
+            })
+        })
     }
 
     /// An agent's history, newest first; `None` if there is no such agent.

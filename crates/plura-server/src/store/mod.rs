@@ -220,6 +220,14 @@ pub trait AgentStore: Send + Sync {
     /// The matching agents of one page, and how many match in all.
     async fn list(&self, filter: &ListFilter) -> Result<(u64, Vec<Agent>)>;
 
+    /// Sends every matching agent to `sink` as it is read (one query, so one consistent set),
+    /// waiting while the sink is full; stops early when the receiver is gone.
+    async fn list_each(
+        &self,
+        filter: &ListFilter,
+        sink: &tokio::sync::mpsc::Sender<Result<Agent>>,
+    ) -> Result<()>;
+
     async fn summary(&self) -> Result<Summary>;
 }
 

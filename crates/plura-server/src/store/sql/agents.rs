@@ -2,6 +2,7 @@
 //! list. Each change ends in `WriteTx::commit`, which records its history.
 
 use async_trait::async_trait;
+use futures::TryStreamExt;
 use sqlx::{AnyConnection, Row};
 
 use plura_proto::{Agent, AgentStatus, EventKind, PatchAgent, RegisterAgent, Summary, Timestamp};
@@ -274,6 +275,25 @@ impl AgentStore for SqlStore {
             .fetch_all(&self.pool)
             .await?;
         Ok((rows::count(&total, "n")?, rows::agents(&listed)?))
+    }
+
+    async fn list_each(
+        &self,
+        filter: &ListFilter,
+        sink: &tokio::sync::mpsc::Sender<Result<Agent>>,
+    ) -> Result<()> {
+        let (where_sql, params) = where_clause(filter);
+        let sql = format!(
+            "SELECT {AGENT_COLUMNS} FROM agents {where_sql} {}",
+            order_by(filter.sort, filter.descending)
+        );
+        let mut rows = bind_params(sqlx::query(&sql), &params).fetch(&self.pool);
+        while let Some(row) = rows.try_next().await? {
+            if sink.send(rows::agent(&row)).await.is_err() {
+                break;
+            }
+        }
+        Ok(())
     }
 
     async fn summary(&self) -> Result<Summary> {
