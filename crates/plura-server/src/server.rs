@@ -169,13 +169,22 @@ async fn accept(
                 request.extensions_mut().insert(ConnectInfo(peer));
                 request
             });
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service))
-            .into_owned();
-        let connection = graceful.watch(connection);
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        let header_timeout = limits.header_timeout;
         tokio::spawn(async move {
-            // A client that hangs up or times out ends its connection; nothing to report.
-            let _ = connection.await;
+            // A connection that sends nothing is closed after the header timeout: hyper's own
+            // timer starts only with the first byte.
+            let mut first = [0u8; 1];
+            let spoke = tokio::time::timeout(header_timeout, stream.peek(&mut first)).await;
+            if matches!(spoke, Ok(Ok(n)) if n > 0) {
+                let connection = builder.serve_connection_with_upgrades(
+                    TokioIo::new(stream),
+                    TowerToHyperService::new(service),
+                );
+                // A client that hangs up or times out ends its connection; nothing to report.
+                let _ = watcher.watch(connection.into_owned()).await;
+            }
             drop(slot);
         });
     }
