@@ -3,6 +3,7 @@
 
 mod agent;
 mod console;
+mod doc;
 mod error;
 mod manage;
 mod ops;
@@ -55,7 +56,7 @@ pub struct AppState {
 
 /// The documented routes with their handlers.
 fn documented() -> OpenApiRouter<AppState> {
-    OpenApiRouter::with_openapi(ops::ApiDoc::openapi())
+    OpenApiRouter::with_openapi(doc::ApiDoc::openapi())
         .routes(routes!(agent::login))
         .routes(routes!(agent::heartbeat))
         .routes(routes!(agent::logout))
@@ -74,13 +75,16 @@ fn documented() -> OpenApiRouter<AppState> {
 
 /// The OpenAPI document of the whole API.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    documented().into_openapi()
+    let mut openapi = documented().into_openapi();
+    doc::with_common_errors(&mut openapi);
+    openapi
 }
 
 /// The whole HTTP API; a request not answered within `request_timeout` (a body sent too slowly)
 /// gets 408.
 pub fn router(state: AppState, request_timeout: Duration) -> Router {
-    let (api, doc) = documented().split_for_parts();
+    let (api, mut doc) = documented().split_for_parts();
+    doc::with_common_errors(&mut doc);
     let doc = Arc::new(doc);
     api.route(
         "/api/openapi.json",

@@ -7,8 +7,7 @@ use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use serde::Serialize;
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa::ToSchema;
 
 use super::{ApiError, ApiResult, AppState, Monitor};
 
@@ -69,7 +68,7 @@ impl FromRequestParts<AppState> for MetricsReader {
 /// Prometheus text exposition.
 #[utoipa::path(
     get, path = "/metrics", tag = "ops",
-    responses((status = 200, content_type = "text/plain", body = String)),
+    responses((status = 200, content_type = "application/openmetrics-text", body = String)),
     security((), ("api_token" = ["monitor"]))
 )]
 pub async fn metrics(
@@ -84,30 +83,4 @@ pub async fn metrics(
         )],
         state.metrics.render(&summary),
     ))
-}
-
-#[derive(OpenApi)]
-#[openapi(
-    info(title = "PLURA Fleet", description = "Agent registry and liveness of PLURA host agents"),
-    modifiers(&BearerTokens),
-    tags(
-        (name = "agent", description = "Called by agents: login with the enrollment token, the rest with the agent's own key"),
-        (name = "fleet", description = "Called by people and scripts, with a role token"),
-        (name = "ops", description = "Health and metrics"),
-    )
-)]
-pub struct ApiDoc;
-
-struct BearerTokens;
-
-impl Modify for BearerTokens {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let components = openapi.components.get_or_insert_with(Default::default);
-        for name in ["enrollment_token", "agent_key", "api_token"] {
-            components.add_security_scheme(
-                name,
-                SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
-            );
-        }
-    }
 }
