@@ -89,7 +89,8 @@ impl Database {
         }
     }
 
-    async fn drop_database(&self) {
+    /// Drops the PostgreSQL database (a SQLite file goes with its folder).
+    pub async fn drop_database(&self) {
         if let Some((admin, name)) = &self.pg_admin
             && let Ok(mut conn) = sqlx::PgConnection::connect(admin).await
         {
