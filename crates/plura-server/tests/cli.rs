@@ -4,45 +4,22 @@
 use tokio::process::Command;
 
 use plura_proto::{Role, WhoAmI};
-use plura_testkit::process::Process;
+use plura_testkit::served::Served;
 use plura_testkit::{eventually, login};
 use reqwest::StatusCode;
 
 const BIN: &str = env!("CARGO_BIN_EXE_plura-server");
 
 /// A `plura-server serve` process on a port of its choosing.
-struct ServerProcess {
-    process: Process,
-    base: String,
+async fn start(database: &str) -> Served {
+    Served::start(BIN, &["--listen", "127.0.0.1:0", "--database", database]).await
 }
 
-impl ServerProcess {
-    async fn start(database: &str) -> Self {
-        let mut command = Command::new(BIN);
-        command
-            .args(["serve", "--listen", "127.0.0.1:0", "--database", database])
-            .env("PLURA_LOG", "info");
-        let process = Process::spawn(command);
-        let listening = process
-            .wait_for_output("plura-server says where it listens", |l| {
-                l.starts_with("Listening on ")
-            })
-            .await;
-        let base = listening.trim_start_matches("Listening on ").to_string();
-        Self { process, base }
-    }
-
-    /// What it printed before it listened (the first-start token).
-    fn printed(&self) -> Vec<String> {
-        self.process.stdout()
-    }
-
-    /// SIGTERM; answers its log once it exited (successfully).
-    async fn terminate(mut self) -> Vec<String> {
-        let status = self.process.signal("-TERM").await;
-        assert!(status.success(), "exit status {status}");
-        self.process.stderr()
-    }
+/// SIGTERM; answers its log once it exited (successfully).
+async fn terminate(mut server: Served) -> Vec<String> {
+    let status = server.process.signal("-TERM").await;
+    assert!(status.success(), "exit status {status}");
+    server.process.stderr()
 }
 
 /// Runs a subcommand to its end and answers its stdout's last line.
@@ -90,16 +67,12 @@ async fn log_in(base: &str, token: &str) -> StatusCode {
 async fn first_start_token_subcommands_and_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let database = format!("sqlite://{}/fleet.db", dir.path().display());
-    let server = ServerProcess::start(&database).await;
+    let server = start(&database).await;
 
     // The first start prints one admin token.
     let admin = server
-        .printed()
-        .iter()
-        .map(|l| l.trim())
-        .find(|l| l.starts_with("plura_"))
-        .unwrap_or_else(|| panic!("no admin token in {:?}", server.printed()))
-        .to_string();
+        .first_start_token()
+        .unwrap_or_else(|| panic!("no admin token in {:?}", server.process.stdout()));
     let me: WhoAmI = whoami(&server.base, &admin).await.json().await.unwrap();
     assert_eq!(me.role, Role::Admin);
 
@@ -145,7 +118,7 @@ async fn first_start_token_subcommands_and_sigterm() {
     )
     .await;
 
-    let last_words = server.terminate().await;
+    let last_words = terminate(server).await;
     assert!(
         last_words
             .iter()
@@ -154,23 +127,11 @@ async fn first_start_token_subcommands_and_sigterm() {
     );
 
     // A second start prints no token, and the agent is still there.
-    let server = ServerProcess::start(&database).await;
-    assert!(
-        !server.printed().iter().any(|l| l.contains("plura_")),
-        "{:?}",
-        server.printed()
-    );
-    let list: serde_json::Value = reqwest::Client::new()
-        .get(format!("{}/api/v1/agents", server.base))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let server = start(&database).await;
+    assert_eq!(server.first_start_token(), None);
+    let list: serde_json::Value = server.get("/api/v1/agents", &admin).await;
     assert_eq!(list["total"], 1);
-    server.terminate().await;
+    terminate(server).await;
 }
 
 #[tokio::test]

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use plura_proto::{Agent, AgentList, AgentStatus, LoginResponse};
 use plura_testkit::process::Process;
+use plura_testkit::served::{self, Served};
 use plura_testkit::{Database, Db, eventually, login};
 
 const BIN: &str = env!("CARGO_BIN_EXE_plura-server");
@@ -40,24 +41,17 @@ fn free_port() -> u16 {
         .port()
 }
 
-async fn start_server(database: &str, port: u16) -> Process {
-    let mut command = Command::new(BIN);
-    command.args([
-        "serve",
+async fn start_server(database: &str, port: u16) -> Served {
+    let listen = format!("127.0.0.1:{port}");
+    let args = [
         "--listen",
-        &format!("127.0.0.1:{port}"),
+        &listen,
         "--database",
         database,
         "--heartbeat-interval",
         "1s",
-        "--logins-per-source",
-        "0",
-    ]);
-    let server = Process::spawn(command);
-    server
-        .wait_for_output("the server listens", |l| l.starts_with("Listening on "))
-        .await;
-    server
+    ];
+    Served::start(BIN, &[&args[..], &["--logins-per-source", "0"]].concat()).await
 }
 
 /// Registers new identities one after another until cancelled, keeping each acknowledged one
@@ -109,18 +103,11 @@ async fn register_and_beat(
 }
 
 /// Every agent, page by page.
-async fn list(base: &str, admin: &str) -> Vec<Agent> {
+async fn list(server: &Served, admin: &str) -> Vec<Agent> {
     let mut agents = Vec::new();
     for page in 1.. {
-        let list: AgentList = reqwest::Client::new()
-            .get(format!("{base}/api/v1/agents?per_page=1000&page={page}"))
-            .bearer_auth(admin)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let path = format!("/api/v1/agents?per_page=1000&page={page}");
+        let list: AgentList = server.get(&path, admin).await;
         let done = list.items.len() < 1000;
         agents.extend(list.items);
         if done {
@@ -132,22 +119,13 @@ async fn list(base: &str, admin: &str) -> Vec<Agent> {
 
 async fn kill_nine_times_twenty(db: Db) {
     let database = Database::fresh(db).await;
-    let token = Command::new(BIN)
-        .args(["enrollment-token", "--database", &database.url])
-        .output()
-        .await
-        .unwrap();
-    assert!(token.status.success());
-    let enrollment = String::from_utf8(token.stdout).unwrap().trim().to_string();
+    let enrollment = served::enrollment_token(BIN, &database.url).await;
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let mut server = start_server(&database.url, port).await;
     let admin = server
-        .stdout()
-        .iter()
-        .map(|l| l.trim().to_string())
-        .find(|l| l.starts_with("plura_"))
-        .expect("the first start prints an admin token");
+        .first_start_token()
+        .expect("a first start prints a token");
 
     let dir = tempfile::tempdir().unwrap();
     let conf = dir.path().join("plura.conf");
@@ -173,14 +151,14 @@ async fn kill_nine_times_twenty(db: Db) {
     for _ in 0..KILLS {
         let pause = rand::rng().random_range(100..800);
         tokio::time::sleep(Duration::from_millis(pause)).await;
-        server.signal("-KILL").await;
+        server.process.signal("-KILL").await;
         let down = std::time::Instant::now();
         server = start_server(&database.url, port).await;
         restarts.push(down.elapsed());
 
         // Every acknowledged registration is there, with the id it was given, once.
         let acked = acknowledged.lock().unwrap().clone();
-        let agents = list(&base, &admin).await;
+        let agents = list(&server, &admin).await;
         let mut by_identity: HashMap<(String, String), Vec<i64>> = HashMap::new();
         for agent in &agents {
             by_identity
@@ -208,7 +186,7 @@ async fn kill_nine_times_twenty(db: Db) {
     // The real agent is back to running by itself.
     let hostname = nix_hostname();
     eventually("the real agent runs again", WAIT, || async {
-        let agents = list(&base, &admin).await;
+        let agents = list(&server, &admin).await;
         agents
             .iter()
             .any(|a| a.hostname == hostname && a.status == AgentStatus::Running)
@@ -222,7 +200,7 @@ async fn kill_nine_times_twenty(db: Db) {
          doubled; restarts took at most {slowest:.1?}"
     );
     assert!(agent.signal("-TERM").await.success());
-    assert!(server.signal("-TERM").await.success());
+    assert!(server.process.signal("-TERM").await.success());
     database.drop_database().await;
 }
 

@@ -11,11 +11,10 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
-use tokio::process::Command;
 
 use plura_proto::{EventKind, EventList, LoginResponse};
 use plura_testkit::login;
-use plura_testkit::process::Process;
+use plura_testkit::served::{self, Served};
 
 const BIN: &str = env!("CARGO_BIN_EXE_plura-server");
 const ATTACKER: [u8; 4] = [127, 0, 0, 9];
@@ -54,28 +53,11 @@ async fn idle_and_slow_connections_and_a_login_flood_do_not_hold_the_server() {
     plura_server::server::raise_file_limit();
     let dir = tempfile::tempdir().unwrap();
     let database = format!("sqlite://{}/limits.db", dir.path().display());
-    let token = Command::new(BIN)
-        .args(["enrollment-token", "--database", &database])
-        .output()
-        .await
-        .unwrap();
-    assert!(token.status.success());
-    let enrollment = String::from_utf8(token.stdout).unwrap().trim().to_string();
-    let mut command = Command::new(BIN);
-    command.args([
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--database",
-        &database,
-        "--heartbeat-interval",
-        "1s",
-    ]);
-    let mut server = Process::spawn(command);
-    let listening = server
-        .wait_for_output("the server listens", |l| l.starts_with("Listening on "))
-        .await;
-    let base = listening.trim_start_matches("Listening on ").to_string();
+    let enrollment = served::enrollment_token(BIN, &database).await;
+    let args = ["--listen", "127.0.0.1:0", "--database", &database];
+    let mut server =
+        Served::start(BIN, &[&args[..], &["--heartbeat-interval", "1s"]].concat()).await;
+    let base = server.base.clone();
     let addr: SocketAddr = base.trim_start_matches("http://").parse().unwrap();
 
     // The fleet logs in from its own address: within that address's burst.
@@ -210,23 +192,13 @@ async fn idle_and_slow_connections_and_a_login_flood_do_not_hold_the_server() {
     }
 
     // No agent was taken for silent.
-    let admin_token = server
-        .stdout()
-        .iter()
-        .map(|l| l.trim().to_string())
-        .find(|l| l.starts_with("plura_"))
-        .expect("the first start printed an admin token");
+    let admin = server
+        .first_start_token()
+        .expect("a first start prints a token");
     let mut falsely_stopped = 0;
     for agent in &agents {
-        let events: EventList = health
-            .get(format!("{base}/api/v1/agents/{}/events", agent.agent_id))
-            .bearer_auth(&admin_token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let path = format!("/api/v1/agents/{}/events", agent.agent_id);
+        let events: EventList = server.get(&path, &admin).await;
         falsely_stopped += events
             .items
             .iter()
@@ -251,6 +223,6 @@ async fn idle_and_slow_connections_and_a_login_flood_do_not_hold_the_server() {
         "idle kept-alive connections are closed"
     );
     assert_eq!(slow_closed, SLOWLORIS, "slowloris senders are cut off");
-    let status = server.signal("-TERM").await;
+    let status = server.process.signal("-TERM").await;
     assert!(status.success(), "{status}");
 }

@@ -4,6 +4,7 @@
 
 pub mod imds;
 pub mod process;
+pub mod served;
 
 use std::future::Future;
 use std::net::SocketAddr;
