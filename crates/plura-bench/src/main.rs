@@ -31,6 +31,15 @@ enum Bench {
         #[arg(long, default_value_t = 32)]
         concurrency: usize,
     },
+    /// Parallel CSV exports of a large fleet: time, and the server's memory growth.
+    Csv {
+        #[arg(long, default_value_t = 50_000)]
+        agents: u32,
+        #[arg(long, default_value_t = 8)]
+        parallel: usize,
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+    },
     /// Heartbeats of logged-in agents, as fast as they are answered, for a bounded time.
     Heartbeats {
         #[arg(long, default_value_t = 1000)]
@@ -65,6 +74,11 @@ async fn main() -> anyhow::Result<()> {
             rounds,
             concurrency,
         } => plura_bench::registry::list(database, agents, rounds, concurrency).await?,
+        Bench::Csv {
+            agents,
+            parallel,
+            concurrency,
+        } => plura_bench::registry::csv(database, agents, parallel, concurrency).await?,
         Bench::Heartbeats {
             agents,
             seconds,

@@ -131,6 +131,69 @@ pub async fn list(db: Db, agents: u32, rounds: u32, concurrency: usize) -> anyho
     Ok(figures)
 }
 
+/// This process's resident memory now and at its peak, in MiB (the server runs in it).
+fn memory_mib() -> (u64, u64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+            .map_or(0, |kib| kib / 1024)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// `parallel` CSV exports of a fleet of `agents` at once: how long they take, and how much the
+/// server's memory grows for them (it streams, so it should not grow with the fleet).
+pub async fn csv(
+    db: Db,
+    agents: u32,
+    parallel: usize,
+    concurrency: usize,
+) -> anyhow::Result<String> {
+    let target = server(db).await;
+    let http = reqwest::Client::new();
+    println!("registering {agents} agents, {concurrency} at a time");
+    login_all(&http, &target, agents, concurrency).await?;
+    let (before, peak_before) = memory_mib();
+    println!(
+        "{parallel} CSV exports at once (resident {before} MiB, peak so far {peak_before} MiB)"
+    );
+    let url = format!("{}/api/v1/agents.csv", target.base);
+    let started = Instant::now();
+    let exports = (0..parallel).map(|_| {
+        let request = http.get(&url).bearer_auth(&target.admin);
+        async move {
+            let mut response = request.send().await?.error_for_status()?;
+            let (mut bytes, mut lines) = (0usize, 0usize);
+            while let Some(chunk) = response.chunk().await? {
+                bytes += chunk.len();
+                lines += chunk.iter().filter(|b| **b == b'\n').count();
+            }
+            anyhow::Ok((bytes, lines))
+        }
+    });
+    let results = futures::future::join_all(exports).await;
+    let elapsed = started.elapsed();
+    for result in &results {
+        let (_, lines) = result
+            .as_ref()
+            .map_err(|e| anyhow::anyhow!("an export failed: {e}"))?;
+        ensure!(*lines == agents as usize + 1, "an export has {lines} lines");
+    }
+    let bytes = results[0].as_ref().map(|r| r.0).unwrap_or(0);
+    let (after, peak_after) = memory_mib();
+    target.finish().await;
+    Ok(format!(
+        "bench=csv db={db:?} agents={agents} parallel={parallel} csv_bytes={bytes} \
+         seconds={:.2} rss_before_mib={before} rss_after_mib={after} \
+         peak_growth_mib={}",
+        elapsed.as_secs_f64(),
+        peak_after.saturating_sub(peak_before)
+    ))
+}
+
 /// `agents` logged-in agents send heartbeats as fast as `concurrency` allows, for `seconds`.
 pub async fn heartbeats(
     db: Db,
@@ -189,6 +252,8 @@ mod tests {
         assert!(figures.contains("relogins=40 "), "{figures}");
         let figures = list(Db::Sqlite, 30, 2, 4).await.unwrap();
         assert!(figures.contains("first_page=2 "), "{figures}");
+        let figures = csv(Db::Sqlite, 30, 2, 4).await.unwrap();
+        assert!(figures.contains(" agents=30 parallel=2 "), "{figures}");
         let figures = heartbeats(Db::Sqlite, 10, 1, 4).await.unwrap();
         assert!(figures.contains(" agents=10 "), "{figures}");
         let count: u64 = figures
