@@ -72,10 +72,10 @@ impl<'a> Agent<'a> {
     /// nothing until the next login: the agent's key stays valid.
     fn take_update(&mut self) -> bool {
         // The newest one, whether or not a wait already saw the change.
-        let new = self.updates.borrow_and_update().clone();
-        if new == self.config {
+        if *self.updates.borrow_and_update() == self.config {
             return false;
         }
+        let new = self.updates.borrow().clone();
         let client = match ServerClient::new(&new.server_url, &new.enrollment_token) {
             Ok(client) => client,
             Err(e) => {

@@ -2,7 +2,7 @@
 //! enrollment token or a moved server takes effect without a restart. A file that no longer
 //! parses is reported (file and line) and the configuration in use is kept.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::watch;
@@ -13,7 +13,7 @@ use plura_proto::config::AgentConfig;
 const LOOK_EVERY: Duration = Duration::from_secs(5);
 
 /// What identifies a version of the file without reading it.
-fn stamp(path: &PathBuf) -> Option<(SystemTime, u64)> {
+fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
     let meta = std::fs::metadata(path).ok()?;
     Some((meta.modified().ok()?, meta.len()))
 }

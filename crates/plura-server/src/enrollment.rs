@@ -17,9 +17,6 @@ const PREVIOUS: &str = "enrollment_token_previous";
 /// Where versions before hashing kept the token itself; moved to `CURRENT` when read.
 const LEGACY_CLEAR: &str = "enrollment_token";
 
-/// How long a rotated-out token keeps working unless told otherwise.
-pub const DEFAULT_GRACE: Duration = Duration::from_secs(3600);
-
 /// How long the accepted hashes are believed without asking the database again, which bounds
 /// how long a rotated-out token (past its grace) keeps working on a running server.
 const CACHE_TTL: Duration = Duration::from_secs(5);

@@ -10,7 +10,7 @@ use plura_proto::{ErrorBody, LoginRequest, LoginResponse};
 
 use super::error::{Json, Path};
 use super::{AgentKey, ApiError, ApiResult, AppState, Enrolled, LoginRate};
-use crate::fleet::KeyedCall;
+use crate::store::KeyedCall;
 
 /// Registers an unknown (ip, hostname), or brings the known one back to running.
 #[utoipa::path(

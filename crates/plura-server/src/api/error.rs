@@ -3,6 +3,7 @@
 
 use axum::extract::FromRequest;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use std::fmt;
 use std::time::Duration;
 
 use axum::http::{HeaderValue, StatusCode, header};
@@ -16,8 +17,8 @@ pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
-    /// For 429 and 503: when to try again.
-    retry_after: Option<Duration>,
+    /// For 429: in how many seconds to try again.
+    retry_after: Option<u64>,
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
@@ -32,10 +33,13 @@ impl ApiError {
         }
     }
 
-    /// 429: too many tries; come back after `wait`.
-    pub fn too_many(wait: Duration, message: impl Into<String>) -> Self {
+    /// 429: `what` happened too often; come back after `wait`, which the message and the
+    /// `Retry-After` header say in whole seconds, rounded up.
+    pub fn too_many(wait: Duration, what: impl fmt::Display) -> Self {
+        let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        let message = format!("{what}; try again in {seconds} s");
         Self {
-            retry_after: Some(wait),
+            retry_after: Some(seconds),
             ..Self::new(StatusCode::TOO_MANY_REQUESTS, "too_many_requests", message)
         }
     }
@@ -72,9 +76,7 @@ impl IntoResponse for ApiError {
             message: self.message,
         };
         let mut response = (self.status, axum::Json(body)).into_response();
-        if let Some(wait) = self.retry_after {
-            // Whole seconds, rounded up: never "0" while a wait remains.
-            let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        if let Some(seconds) = self.retry_after {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(seconds));

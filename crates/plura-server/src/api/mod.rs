@@ -54,9 +54,9 @@ pub struct AppState {
     pub shutdown: CancellationToken,
 }
 
-/// The documented routes with their handlers.
-fn documented() -> OpenApiRouter<AppState> {
-    OpenApiRouter::with_openapi(doc::ApiDoc::openapi())
+/// The documented routes with their handlers, and their OpenAPI document.
+fn documented() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    let (routes, mut openapi) = OpenApiRouter::with_openapi(doc::ApiDoc::openapi())
         .routes(routes!(agent::login))
         .routes(routes!(agent::heartbeat))
         .routes(routes!(agent::logout))
@@ -71,20 +71,15 @@ fn documented() -> OpenApiRouter<AppState> {
         .routes(routes!(stream::changes))
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::metrics))
-}
-
-/// The OpenAPI document of the whole API.
-pub fn openapi() -> utoipa::openapi::OpenApi {
-    let mut openapi = documented().into_openapi();
+        .split_for_parts();
     doc::with_common_errors(&mut openapi);
-    openapi
+    (routes, openapi)
 }
 
 /// The whole HTTP API; a request not answered within `request_timeout` (a body sent too slowly)
 /// gets 408.
 pub fn router(state: AppState, request_timeout: Duration) -> Router {
-    let (api, mut doc) = documented().split_for_parts();
-    doc::with_common_errors(&mut doc);
+    let (api, doc) = documented();
     let doc = Arc::new(doc);
     api.route(
         "/api/openapi.json",

@@ -77,16 +77,12 @@ impl FromRequestParts<AppState> for LoginRate {
         let Some(ConnectInfo(peer)) = parts.extensions.get::<ConnectInfo<SocketAddr>>() else {
             return Ok(Self);
         };
-        state.logins.take(peer.ip()).map(|()| Self).map_err(|wait| {
-            let seconds = wait.as_secs() + 1;
-            ApiError::too_many(
-                wait,
-                format!(
-                    "too many logins from {}; try again in {seconds} s",
-                    peer.ip()
-                ),
-            )
-        })
+        let what = format!("too many logins from {}", peer.ip());
+        state
+            .logins
+            .take(peer.ip())
+            .map(|()| Self)
+            .map_err(|wait| ApiError::too_many(wait, what))
     }
 }
 

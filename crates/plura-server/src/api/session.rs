@@ -30,11 +30,7 @@ pub async fn sign_in(
         .begin(peer.ip(), &form.username)
         .map_err(|wait| {
             tracing::warn!(user = %form.username, from = %peer.ip(), "sign-in throttled");
-            let seconds = wait.as_secs() + 1;
-            ApiError::too_many(
-                wait,
-                format!("too many failed sign-ins; try again in {seconds} s"),
-            )
+            ApiError::too_many(wait, "too many failed sign-ins")
         })?;
     let session = state
         .auth

@@ -95,15 +95,6 @@ impl Heard {
         }
     }
 
-    /// Whether this server knows the agent to hold this key (`false`: ask the database).
-    pub fn holds(&self, id: i64, key: &[u8; 32]) -> bool {
-        self.seen
-            .lock()
-            .unwrap()
-            .get(&id)
-            .is_some_and(|s| s.key == *key)
-    }
-
     /// Starts tracking a running agent and its key; `written` when the database has `at`
     /// already.
     pub fn remember(&self, id: i64, key: [u8; 32], at: Timestamp, written: bool) {

@@ -22,7 +22,7 @@ use plura_proto::{
 
 use crate::metrics::Metrics;
 use crate::secret;
-use crate::store::{self, Changed, ListFilter, LoginOutcome, Store};
+use crate::store::{self, Changed, KeyedCall, ListFilter, LoginOutcome, Store};
 use changes::ChangeFeed;
 use liveness::{Heard, Heartbeat};
 
@@ -47,31 +47,6 @@ pub struct Admission {
     pub created: bool,
     /// The agent's new key; the previous one no longer works.
     pub key: String,
-}
-
-/// What became of a call an agent made with its key.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum KeyedCall<T> {
-    Done(T),
-    /// No such agent (deleted): it logs in again.
-    NoAgent,
-    /// Not this agent's current key.
-    WrongKey,
-}
-
-/// Why an agent's key was not accepted.
-enum Refusal {
-    NoAgent,
-    WrongKey,
-}
-
-impl<T> From<Refusal> for KeyedCall<T> {
-    fn from(refusal: Refusal) -> Self {
-        match refusal {
-            Refusal::NoAgent => Self::NoAgent,
-            Refusal::WrongKey => Self::WrongKey,
-        }
-    }
 }
 
 impl Fleet {
@@ -142,42 +117,21 @@ impl Fleet {
             self.metrics.heartbeats.inc();
             return Ok(KeyedCall::Done(()));
         }
-        if let Err(refusal) = self.check_key(id, &digest).await? {
-            return Ok(refusal.into());
-        }
-        let Some(changed) = self.store.heartbeat(id, now).await? else {
-            return Ok(KeyedCall::NoAgent);
-        };
-        self.metrics.heartbeats.inc();
-        // A resume wrote last-seen already; a plain heartbeat is left to the next flush.
-        self.heard
-            .remember(id, digest, now, !changed.events.is_empty());
-        self.publish(changed);
-        Ok(KeyedCall::Done(()))
+        let call = self.store.heartbeat(id, &secret::hex(&digest), now).await?;
+        Ok(call.map(|changed| {
+            self.metrics.heartbeats.inc();
+            // A resume wrote last-seen already; a plain heartbeat is left to the next flush.
+            let written = !changed.events.is_empty();
+            self.heard.remember(id, digest, now, written);
+            self.publish(changed);
+        }))
     }
 
     /// Goodbye from the agent, with its key: stopped at once.
     pub async fn logout(&self, id: i64, key: &str) -> store::Result<KeyedCall<Agent>> {
-        let digest = secret::digest(key);
-        if !self.heard.holds(id, &digest)
-            && let Err(refusal) = self.check_key(id, &digest).await?
-        {
-            return Ok(refusal.into());
-        }
-        let changed = self.store.logout(id, Timestamp::now()).await?;
-        Ok(match changed {
-            Some(changed) => KeyedCall::Done(self.publish(changed)),
-            None => KeyedCall::NoAgent,
-        })
-    }
-
-    /// Whether `key` is the agent's current key, as the database says.
-    async fn check_key(&self, id: i64, key: &[u8; 32]) -> store::Result<Result<(), Refusal>> {
-        Ok(match self.store.key_hash(id).await? {
-            None => Err(Refusal::NoAgent),
-            Some(Some(stored)) if secret::constant_time_eq(&stored, &secret::hex(key)) => Ok(()),
-            Some(_) => Err(Refusal::WrongKey),
-        })
+        let key_hash = secret::hash_token(key);
+        let call = self.store.logout(id, &key_hash, Timestamp::now()).await?;
+        Ok(call.map(|changed| self.publish(changed)))
     }
 
     /// An operator registers a system by hand; it is `unknown` until its agent logs in.

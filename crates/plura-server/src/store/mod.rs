@@ -59,6 +59,35 @@ pub struct LoginOutcome {
     pub displaced_running: bool,
 }
 
+/// What became of a call an agent made with its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyedCall<T> {
+    Done(T),
+    /// No such agent (deleted): it logs in again.
+    NoAgent,
+    /// Not this agent's current key.
+    WrongKey,
+}
+
+impl<T> KeyedCall<T> {
+    /// What was done, or the refusal, as a call answering anything.
+    pub fn done<U>(self) -> std::result::Result<T, KeyedCall<U>> {
+        match self {
+            Self::Done(done) => Ok(done),
+            Self::NoAgent => Err(KeyedCall::NoAgent),
+            Self::WrongKey => Err(KeyedCall::WrongKey),
+        }
+    }
+
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> KeyedCall<U> {
+        match self {
+            Self::Done(done) => KeyedCall::Done(f(done)),
+            Self::NoAgent => KeyedCall::NoAgent,
+            Self::WrongKey => KeyedCall::WrongKey,
+        }
+    }
+}
+
 /// A login as the store records it.
 #[derive(Debug, Clone, Copy)]
 pub struct Login<'a> {
@@ -184,12 +213,13 @@ pub trait AgentStore: Send + Sync {
     /// it never logged in.
     async fn key_hash(&self, id: i64) -> Result<Option<Option<String>>>;
 
-    /// A heartbeat the liveness cache could not answer: `None` if the agent is gone; resumes it
-    /// (with an event) if it was not running.
-    async fn heartbeat(&self, id: i64, at: Timestamp) -> Result<Option<Changed>>;
+    /// A heartbeat the liveness cache could not answer, with the hash of the key it carried;
+    /// resumes the agent (with an event) if it was not running.
+    async fn heartbeat(&self, id: i64, key_hash: &str, at: Timestamp)
+    -> Result<KeyedCall<Changed>>;
 
-    /// Goodbye from the agent: stopped at once.
-    async fn logout(&self, id: i64, at: Timestamp) -> Result<Option<Changed>>;
+    /// Goodbye from the agent, with the hash of the key it carried: stopped at once.
+    async fn logout(&self, id: i64, key_hash: &str, at: Timestamp) -> Result<KeyedCall<Changed>>;
 
     /// Writes the last-seen times collected in memory; answers each agent still in the
     /// database (the ones missing were deleted) as it now is there.

@@ -10,8 +10,9 @@ use plura_proto::{Agent, AgentStatus, EventKind, PatchAgent, RegisterAgent, Summ
 use super::SqlStore;
 use super::filter::{bind_params, ip_sort_key, order_by, where_clause};
 use super::rows::{self, AGENT_COLUMNS, BATCH_ROWS, new_event};
+use crate::secret::constant_time_eq;
 use crate::store::{
-    AgentStore, Changed, Flushed, ListFilter, Login, LoginOutcome, Result, StoreError,
+    AgentStore, Changed, Flushed, KeyedCall, ListFilter, Login, LoginOutcome, Result, StoreError,
 };
 
 /// Sets `status` (and last-seen) of one agent; `None` when there is no such agent.
@@ -32,6 +33,28 @@ async fn set_status(
     row.as_ref().map(rows::agent).transpose()
 }
 
+/// Agent `id`, if `key_hash` is the hash of its current key.
+async fn keyed_agent(
+    conn: &mut AnyConnection,
+    id: i64,
+    key_hash: &str,
+) -> Result<KeyedCall<Agent>> {
+    let row = sqlx::query(&format!(
+        "SELECT {AGENT_COLUMNS}, key_hash FROM agents WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(conn)
+    .await?;
+    let Some(row) = row else {
+        return Ok(KeyedCall::NoAgent);
+    };
+    let stored: Option<String> = row.try_get("key_hash")?;
+    if !stored.is_some_and(|stored| constant_time_eq(&stored, key_hash)) {
+        return Ok(KeyedCall::WrongKey);
+    }
+    Ok(KeyedCall::Done(rows::agent(&row)?))
+}
+
 fn since(agent: &Agent) -> String {
     agent
         .last_seen_at
@@ -44,21 +67,27 @@ impl AgentStore for SqlStore {
         super::login::login(self, login).await
     }
 
-    async fn heartbeat(&self, id: i64, at: Timestamp) -> Result<Option<Changed>> {
+    async fn heartbeat(
+        &self,
+        id: i64,
+        key_hash: &str,
+        at: Timestamp,
+    ) -> Result<KeyedCall<Changed>> {
         // After a restart every agent comes through here once; the ones still running need no
-        // write (the liveness cache flushes their last-seen), so only a read is paid.
-        let Some(agent) = self.agent(id).await? else {
-            return Ok(None);
+        // write (the liveness cache flushes their last-seen), so only one read is paid.
+        let mut conn = self.pool.acquire().await?;
+        let agent = match keyed_agent(&mut conn, id, key_hash).await?.done() {
+            Ok(agent) => agent,
+            Err(refused) => return Ok(refused),
         };
+        drop(conn);
         if agent.status == AgentStatus::Running {
-            return Ok(Some(Changed {
-                agent,
-                events: vec![],
-            }));
+            let events = vec![];
+            return Ok(KeyedCall::Done(Changed { agent, events }));
         }
         let mut tx = self.begin_write().await?;
         let Some(resumed) = set_status(tx.conn(), id, AgentStatus::Running, at).await? else {
-            return Ok(None);
+            return Ok(KeyedCall::NoAgent);
         };
         let detail = format!("heartbeat after {}", agent.status);
         let changed = Changed {
@@ -66,20 +95,23 @@ impl AgentStore for SqlStore {
             events: vec![new_event(at, EventKind::Resumed, detail)],
         };
         tx.commit(std::slice::from_ref(&changed)).await?;
-        Ok(Some(changed))
+        Ok(KeyedCall::Done(changed))
     }
 
-    async fn logout(&self, id: i64, at: Timestamp) -> Result<Option<Changed>> {
+    async fn logout(&self, id: i64, key_hash: &str, at: Timestamp) -> Result<KeyedCall<Changed>> {
         let mut tx = self.begin_write().await?;
+        if let Err(refused) = keyed_agent(tx.conn(), id, key_hash).await?.done() {
+            return Ok(refused);
+        }
         let Some(agent) = set_status(tx.conn(), id, AgentStatus::Stopped, at).await? else {
-            return Ok(None);
+            return Ok(KeyedCall::NoAgent);
         };
         let changed = Changed {
             agent,
             events: vec![new_event(at, EventKind::Logout, "graceful shutdown")],
         };
         tx.commit(std::slice::from_ref(&changed)).await?;
-        Ok(Some(changed))
+        Ok(KeyedCall::Done(changed))
     }
 
     async fn key_hash(&self, id: i64) -> Result<Option<Option<String>>> {
@@ -377,7 +409,7 @@ mod tests {
             .changed
             .agent
             .id;
-        store.logout(id, now).await.unwrap();
+        store.logout(id, "hash", now).await.unwrap();
         assert_eq!(events_of(&store, id).await, 2);
 
         store.delete(id, "test", now).await.unwrap().unwrap();
