@@ -1,5 +1,7 @@
 //! Load generators for PLURA Fleet. Each benchmark runs a bounded amount of work against a real
 //! server on loopback, prints what it does, and ends with one line of `key=value` figures.
 
+pub mod disk;
 pub mod registry;
 pub mod report;
+pub mod usage;

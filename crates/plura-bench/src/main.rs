@@ -17,9 +17,9 @@ struct Cli {
 enum Bench {
     /// Registrations of new agents, then re-logins of the same agents.
     Logins {
-        #[arg(long, default_value_t = 2000)]
+        #[arg(long, default_value_t = 20_000)]
         agents: u32,
-        #[arg(long, default_value_t = 32)]
+        #[arg(long, default_value_t = 64)]
         concurrency: usize,
     },
     /// The console's list queries over a large fleet (server-side paging).

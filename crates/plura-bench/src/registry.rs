@@ -11,6 +11,7 @@ use plura_server::fleet::LivenessPolicy;
 use plura_testkit::{Db, TestServer};
 
 use crate::report::Timings;
+use crate::usage::Usage;
 
 /// A real server on loopback over a fresh database, with production liveness settings.
 async fn server(db: Db) -> TestServer {
@@ -62,12 +63,20 @@ async fn login_all(
     Ok((logins, Timings::new(latencies, elapsed)))
 }
 
-/// `agents` first logins (registrations), then the same agents logging in again.
+/// `agents` first logins (registrations), then the same agents logging in again; beside them, the
+/// disk's flush rate in the database's folder, which a login per transaction could not beat.
 pub async fn logins(db: Db, agents: u32, concurrency: usize) -> anyhow::Result<String> {
     let target = server(db).await;
     let http = reqwest::Client::new();
+    println!("measuring the disk's flush rate beside the database");
+    let dir = target.data_directory().await;
+    let fsync_per_s = crate::disk::fsync_rate_near(dir, Duration::from_secs(2))?;
+    println!("  fsync_per_s={fsync_per_s:.0}");
     println!("registering {agents} agents, {concurrency} at a time");
+    let cpu_before = Usage::current().cpu_s;
     let (first, registrations) = login_all(&http, &target, agents, concurrency).await?;
+    // Client and server together: on a small machine the CPU, not the disk, is the ceiling.
+    let cpu_us_per_registration = (Usage::current().cpu_s - cpu_before) * 1e6 / f64::from(agents);
     ensure!(
         first.iter().all(|l| l.created),
         "every first login registers"
@@ -79,9 +88,14 @@ pub async fn logins(db: Db, agents: u32, concurrency: usize) -> anyhow::Result<S
     println!("  {}", relogins.figures("relogins"));
     target.finish().await;
     Ok(format!(
-        "bench=logins db={db:?} agents={agents} concurrency={concurrency} {} {}",
+        "bench=logins db={db:?} agents={agents} concurrency={concurrency} {} {} \
+         fsync_per_s={fsync_per_s:.0} registrations_per_fsync={:.2} relogins_per_fsync={:.2} \
+         cpu_us_per_registration={cpu_us_per_registration:.0} cores={}",
         registrations.figures("registrations"),
-        relogins.figures("relogins")
+        relogins.figures("relogins"),
+        registrations.per_second() / fsync_per_s,
+        relogins.per_second() / fsync_per_s,
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
     ))
 }
 
@@ -131,19 +145,6 @@ pub async fn list(db: Db, agents: u32, rounds: u32, concurrency: usize) -> anyho
     Ok(figures)
 }
 
-/// This process's resident memory now and at its peak, in MiB (the server runs in it).
-fn memory_mib() -> (u64, u64) {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-            .map_or(0, |kib| kib / 1024)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
-}
-
 /// `parallel` CSV exports of a fleet of `agents` at once: how long they take, and how much the
 /// server's memory grows for them (it streams, so it should not grow with the fleet).
 pub async fn csv(
@@ -156,7 +157,11 @@ pub async fn csv(
     let http = reqwest::Client::new();
     println!("registering {agents} agents, {concurrency} at a time");
     login_all(&http, &target, agents, concurrency).await?;
-    let (before, peak_before) = memory_mib();
+    let Usage {
+        rss_mib: before,
+        peak_rss_mib: peak_before,
+        ..
+    } = Usage::current();
     println!(
         "{parallel} CSV exports at once (resident {before} MiB, peak so far {peak_before} MiB)"
     );
@@ -183,7 +188,11 @@ pub async fn csv(
         ensure!(*lines == agents as usize + 1, "an export has {lines} lines");
     }
     let bytes = results[0].as_ref().map(|r| r.0).unwrap_or(0);
-    let (after, peak_after) = memory_mib();
+    let Usage {
+        rss_mib: after,
+        peak_rss_mib: peak_after,
+        ..
+    } = Usage::current();
     target.finish().await;
     Ok(format!(
         "bench=csv db={db:?} agents={agents} parallel={parallel} csv_bytes={bytes} \

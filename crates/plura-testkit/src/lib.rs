@@ -90,6 +90,21 @@ impl Database {
         }
     }
 
+    /// The folder the database writes to: the SQLite file's, or PostgreSQL's data directory
+    /// (when the server says and this process may write there).
+    pub async fn data_directory(&self) -> Option<std::path::PathBuf> {
+        if let Some(dir) = &self._dir {
+            return Some(dir.path().to_path_buf());
+        }
+        let (admin, _) = self.pg_admin.as_ref()?;
+        let mut conn = sqlx::PgConnection::connect(admin).await.ok()?;
+        let (dir,): (String,) = sqlx::query_as("SHOW data_directory")
+            .fetch_one(&mut conn)
+            .await
+            .ok()?;
+        Some(dir.into())
+    }
+
     /// Drops the PostgreSQL database (a SQLite file goes with its folder).
     pub async fn drop_database(&self) {
         if let Some((admin, name)) = &self.pg_admin
@@ -238,6 +253,11 @@ impl TestServer {
     }
 
     /// The server's storage, for checks a client cannot make (e.g. from another namespace).
+    /// Where its database writes (see [`Database::data_directory`]).
+    pub async fn data_directory(&self) -> Option<std::path::PathBuf> {
+        self.db.data_directory().await
+    }
+
     pub fn store(&self) -> &SqlStore {
         &self.store
     }

@@ -80,9 +80,9 @@ impl Fleet {
         let key = secret::new_agent_key();
         let digest = secret::digest(&key);
         let login = store::Login {
-            request: login,
-            source_ip,
-            key_hash: &secret::hex(&digest),
+            request: login.clone(),
+            source_ip: source_ip.map(str::to_string),
+            key_hash: secret::hex(&digest),
             at: now,
             heard_since: now.minus(self.policy.silence_limit()),
         };
@@ -90,7 +90,7 @@ impl Fleet {
             changed,
             created,
             displaced_running,
-        } = self.store.login(&login).await?;
+        } = self.store.login(login).await?;
         if displaced_running {
             self.metrics.takeovers_of_running.inc();
             let agent = &changed.agent;

@@ -87,7 +87,10 @@ impl Backend {
                 .min_connections(1)
                 .idle_timeout(None)
                 .max_lifetime(None),
-            Self::Sqlite { .. } => AnyPoolOptions::new().max_connections(8),
+            // A connection to a file cannot go stale: no ping before each use.
+            Self::Sqlite { .. } => AnyPoolOptions::new()
+                .max_connections(8)
+                .test_before_acquire(false),
             Self::Postgres { .. } => AnyPoolOptions::new().max_connections(16),
         }
     }

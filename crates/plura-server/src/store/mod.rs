@@ -88,14 +88,14 @@ impl<T> KeyedCall<T> {
     }
 }
 
-/// A login as the store records it.
-#[derive(Debug, Clone, Copy)]
-pub struct Login<'a> {
-    pub request: &'a LoginRequest,
+/// A login as the store records it. Owned, because it may wait for the next group commit.
+#[derive(Debug, Clone)]
+pub struct Login {
+    pub request: LoginRequest,
     /// The address the login came from, as the server saw it.
-    pub source_ip: Option<&'a str>,
+    pub source_ip: Option<String>,
     /// The SHA-256 of the key this login issues.
-    pub key_hash: &'a str,
+    pub key_hash: String,
     pub at: Timestamp,
     /// An agent heard from since this is still running (the silence limit before `at`).
     pub heard_since: Timestamp,
@@ -207,7 +207,7 @@ pub trait AgentStore: Send + Sync {
     /// `key_hash` as its agent key from now on (the previous key no longer matches).
     /// A login from another source address, machine id or kind than the last one is a
     /// takeover, and says whether the previous holder was still running.
-    async fn login(&self, login: &Login<'_>) -> Result<LoginOutcome>;
+    async fn login(&self, login: Login) -> Result<LoginOutcome>;
 
     /// The hash of the agent's current key: `None` if there is no such agent, `Some(None)` if
     /// it never logged in.

@@ -199,6 +199,58 @@ pub async fn concurrent_first_logins_of_one_identity_make_one_entry(db: Db) {
     let answers = futures::future::join_all(distinct).await;
     assert!(answers.iter().all(|a| a.created));
     assert_eq!(server.agents("").await.total, 25);
+
+    // Interleaved bursts of several identities through two servers at once, so logins of one
+    // identity share a batch, and batches on the two servers race for the same first insert.
+    let other = server.another().await;
+    let identities = 12;
+    let logins = (0..identities * 8).map(|n| {
+        let through = if n % 2 == 0 { &server } else { &other };
+        let k = n % identities;
+        async move {
+            (
+                k,
+                through
+                    .login(&format!("10.2.2.{k}"), &format!("mix-{k}"))
+                    .await,
+            )
+        }
+    });
+    let answers = futures::future::join_all(logins).await;
+    // Asked through a server that issued none of the keys, the database decides alone.
+    let fresh = server.another().await;
+    for k in 0..identities {
+        let mine: Vec<_> = answers
+            .iter()
+            .filter(|(i, _)| *i == k)
+            .map(|(_, a)| a)
+            .collect();
+        assert_eq!(mine.iter().filter(|a| a.created).count(), 1, "identity {k}");
+        assert!(mine.iter().all(|a| a.agent_id == mine[0].agent_id));
+        assert_eq!(
+            server.events(mine[0].agent_id).await.len(),
+            8,
+            "one event per login"
+        );
+        let mut working = 0;
+        for answer in &mine {
+            let url = fresh.url(&format!("/api/v1/agents/{}/heartbeat", answer.agent_id));
+            let response = fresh
+                .http
+                .post(url)
+                .bearer_auth(&answer.agent_key)
+                .send()
+                .await;
+            working += usize::from(response.unwrap().status() == StatusCode::NO_CONTENT);
+        }
+        assert_eq!(
+            working, 1,
+            "only the last login's key works for identity {k}"
+        );
+    }
+    assert_eq!(server.agents("").await.total, 25 + identities as u64);
+    fresh.finish().await;
+    other.finish().await;
     server.finish().await;
 }
 

@@ -63,8 +63,8 @@ fn since(agent: &Agent) -> String {
 
 #[async_trait]
 impl AgentStore for SqlStore {
-    async fn login(&self, login: &Login<'_>) -> Result<LoginOutcome> {
-        super::login::login(self, login).await
+    async fn login(&self, login: Login) -> Result<LoginOutcome> {
+        super::group_commit::login(self, login).await
     }
 
     async fn heartbeat(
@@ -397,10 +397,10 @@ mod tests {
         };
         let now = Timestamp::now();
         let id = store
-            .login(&Login {
-                request: &login,
+            .login(Login {
+                request: login,
                 source_ip: None,
-                key_hash: "hash",
+                key_hash: "hash".into(),
                 at: now,
                 heard_since: now,
             })

@@ -2,45 +2,134 @@
 //! a new key, and is a takeover when it comes from another source address, machine id or kind
 //! than the one before it.
 
+use std::collections::{HashMap, HashSet};
+
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
-use plura_proto::{AgentStatus, EventKind, Timestamp};
+use plura_proto::{Agent, AgentStatus, EventKind, Timestamp};
 
 use super::SqlStore;
 use super::filter::ip_sort_key;
-use super::rows::{self, AGENT_COLUMNS, new_event};
+use super::rows::{self, AGENT_COLUMNS, BATCH_ROWS, new_event, placeholders};
 use crate::store::{Changed, Login, LoginOutcome, Result, StoreError};
 
 /// How often a login looks again when a concurrent first login of the same identity (on another
 /// server) took the insert it tried.
 const LOGIN_ATTEMPTS: usize = 3;
 
-pub(super) async fn login(store: &SqlStore, login: &Login<'_>) -> Result<LoginOutcome> {
-    let request = login.request;
+/// Logins in one transaction, answered only once it commits: many logins share one disk flush.
+/// Each step is one statement for the whole batch (look up, update the known, insert the new).
+/// Logins of the same identity go in order, a later one seeing what an earlier one did.
+pub(super) async fn login_together(
+    store: &SqlStore,
+    logins: &[&Login],
+) -> Result<Vec<LoginOutcome>> {
     let mut tx = store.begin_write().await?;
-    for _ in 0..LOGIN_ATTEMPTS {
-        let known = sqlx::query(
-            "SELECT id, machine_id, source_ip, kind, status, last_seen_at FROM agents \
-             WHERE ip = $1 AND hostname = $2",
-        )
-        .bind(request.ip.clone())
-        .bind(request.hostname.clone())
-        .fetch_optional(tx.conn())
-        .await?;
-        let outcome = match known {
-            Some(row) => Some(login_known(tx.conn(), &Previous::from_row(&row)?, login).await?),
-            None => login_new(tx.conn(), login).await?,
-        };
-        if let Some(outcome) = outcome {
-            tx.commit(std::slice::from_ref(&outcome.changed)).await?;
-            return Ok(outcome);
+    let mut outcomes: Vec<Option<LoginOutcome>> = vec![None; logins.len()];
+    let mut pending: Vec<usize> = (0..logins.len()).collect();
+    let mut lost_inserts = 0;
+    while !pending.is_empty() {
+        let (round, later) = first_of_each_identity(logins, pending);
+        let lost = login_round(tx.conn(), logins, &round, &mut outcomes).await?;
+        if !lost.is_empty() {
+            lost_inserts += 1;
+            if lost_inserts == LOGIN_ATTEMPTS {
+                let request = &logins[lost[0]].request;
+                return Err(StoreError::Contended(format!(
+                    "the login of {} / {}",
+                    request.ip, request.hostname
+                )));
+            }
+        }
+        pending = lost.into_iter().chain(later).collect();
+        pending.sort_unstable();
+    }
+    // Every login is done once nothing is pending.
+    let outcomes: Vec<LoginOutcome> = outcomes.into_iter().flatten().collect();
+    debug_assert_eq!(outcomes.len(), logins.len());
+    let changes: Vec<Changed> = outcomes.iter().map(|o| o.changed.clone()).collect();
+    tx.commit(&changes).await?;
+    Ok(outcomes)
+}
+
+type Identity<'a> = (&'a str, &'a str);
+
+fn identity(login: &Login) -> Identity<'_> {
+    (&login.request.ip, &login.request.hostname)
+}
+
+/// Splits `pending` (in order) into the first login of each identity, and the rest.
+fn first_of_each_identity(logins: &[&Login], pending: Vec<usize>) -> (Vec<usize>, Vec<usize>) {
+    let mut seen = HashSet::new();
+    pending
+        .into_iter()
+        .partition(|&i| seen.insert(identity(logins[i])))
+}
+
+/// Logins of distinct identities: the known ones updated, the new ones inserted. Answers the
+/// logins that lost to another server's concurrent change (a first login inserted the identity,
+/// or a delete removed it): to be done again.
+async fn login_round(
+    conn: &mut AnyConnection,
+    logins: &[&Login],
+    round: &[usize],
+    outcomes: &mut [Option<LoginOutcome>],
+) -> Result<Vec<usize>> {
+    let known = holders(conn, logins, round).await?;
+    let inserts: Vec<usize> = round
+        .iter()
+        .copied()
+        .filter(|i| !known.contains_key(i))
+        .collect();
+    let updates: Vec<(usize, &Previous)> = known.iter().map(|(&i, p)| (i, p)).collect();
+    let mut lost: Vec<usize> = known.keys().copied().collect();
+    for (i, outcome) in login_known(conn, logins, &updates).await? {
+        outcomes[i] = Some(outcome);
+    }
+    // An update that found no row: deleted meanwhile (through another server); to insert again.
+    lost.retain(|&i| outcomes[i].is_none());
+    for (i, outcome) in login_new(conn, logins, &inserts).await? {
+        match outcome {
+            Some(outcome) => outcomes[i] = Some(outcome),
+            None => lost.push(i),
         }
     }
-    Err(StoreError::Contended(format!(
-        "the login of {} / {}",
-        request.ip, request.hostname
-    )))
+    Ok(lost)
+}
+
+/// The current holders of the identities of `round`, by the index of their login.
+async fn holders(
+    conn: &mut AnyConnection,
+    logins: &[&Login],
+    round: &[usize],
+) -> Result<HashMap<usize, Previous>> {
+    let mut known = HashMap::new();
+    for chunk in round.chunks(BATCH_ROWS) {
+        let sql = format!(
+            "SELECT a.id, a.ip, a.hostname, a.machine_id, a.source_ip, a.kind, a.status, \
+             a.last_seen_at FROM agents a JOIN (VALUES {}) AS v \
+             ON a.ip = v.column1 AND a.hostname = v.column2",
+            placeholders(chunk.len(), 2)
+        );
+        let mut query = sqlx::query(&sql);
+        let mut index: HashMap<Identity, usize> = HashMap::with_capacity(chunk.len());
+        for &i in chunk {
+            let request = &logins[i].request;
+            query = query
+                .bind(request.ip.clone())
+                .bind(request.hostname.clone());
+            index.insert(identity(logins[i]), i);
+        }
+        for row in query.fetch_all(&mut *conn).await? {
+            let ip: String = row.try_get("ip")?;
+            let hostname: String = row.try_get("hostname")?;
+            if let Some(&i) = index.get(&(ip.as_str(), hostname.as_str())) {
+                known.insert(i, Previous::from_row(&row)?);
+            }
+        }
+    }
+    Ok(known)
 }
 
 /// The identity's holder before this login.
@@ -69,7 +158,7 @@ impl Previous {
 
     /// What differs in `login` from the login before (empty: the same holder again). What was
     /// never known (a system registered by hand) does not count.
-    fn differences(&self, login: &Login<'_>) -> Vec<String> {
+    fn differences(&self, login: &Login) -> Vec<String> {
         let mut changed = Vec::new();
         let mut compare = |what: &str, old: Option<&str>, new: Option<&str>| {
             if let (Some(old), Some(new)) = (old, new)
@@ -79,7 +168,11 @@ impl Previous {
                 changed.push(format!("{what} {old} -> {new}"));
             }
         };
-        compare("source", self.source_ip.as_deref(), login.source_ip);
+        compare(
+            "source",
+            self.source_ip.as_deref(),
+            login.source_ip.as_deref(),
+        );
         let machine_id = login.request.machine_id.as_deref();
         compare("machine id", self.machine_id.as_deref(), machine_id);
         compare("kind", Some(&self.kind), Some(&login.request.kind));
@@ -87,7 +180,7 @@ impl Previous {
     }
 
     /// Whether the holder was still running when `login` came: heard within the silence limit.
-    fn running_at(&self, login: &Login<'_>) -> bool {
+    fn running_at(&self, login: &Login) -> bool {
         self.status == AgentStatus::Running
             && self
                 .last_seen_at
@@ -95,34 +188,63 @@ impl Previous {
     }
 }
 
-/// A login of an identity already registered: back to running with the agent's new details.
+/// Logins of identities already registered: back to running with the agents' new details.
 async fn login_known(
     conn: &mut AnyConnection,
+    logins: &[&Login],
+    updates: &[(usize, &Previous)],
+) -> Result<Vec<(usize, LoginOutcome)>> {
+    let mut outcomes = Vec::with_capacity(updates.len());
+    for chunk in updates.chunks(BATCH_ROWS) {
+        let sql = format!(
+            "UPDATE agents SET status = 'running', \
+             machine_id = COALESCE(v.column2, agents.machine_id), version = v.column3, \
+             os = v.column4, kind = v.column5, source_ip = v.column6, \
+             last_login_at = v.column7, last_seen_at = v.column7, key_hash = v.column8, \
+             last_takeover_at = COALESCE(v.column9, agents.last_takeover_at) \
+             FROM (VALUES {}) AS v WHERE agents.id = v.column1 RETURNING {AGENT_COLUMNS}",
+            placeholders(chunk.len(), 9),
+        );
+        let mut query = sqlx::query(&sql);
+        let mut by_id = HashMap::new();
+        for &(i, previous) in chunk {
+            let login = logins[i];
+            let request = &login.request;
+            let differences = previous.differences(login);
+            let takeover = !differences.is_empty();
+            query = query
+                .bind(previous.id)
+                .bind(request.machine_id.clone())
+                .bind(request.version.clone())
+                .bind(request.os.clone())
+                .bind(request.kind.clone())
+                .bind(login.source_ip.clone())
+                .bind(login.at.as_millis())
+                .bind(login.key_hash.clone())
+                .bind(takeover.then(|| login.at.as_millis()));
+            by_id.insert(previous.id, (i, previous, differences));
+        }
+        for row in query.fetch_all(&mut *conn).await? {
+            let agent = rows::agent(&row)?;
+            let Some((i, previous, differences)) = by_id.remove(&agent.id) else {
+                continue;
+            };
+            outcomes.push((i, known_outcome(agent, previous, differences, logins[i])));
+        }
+    }
+    Ok(outcomes)
+}
+
+/// What a login of a registered identity did, and the event that records it.
+fn known_outcome(
+    agent: Agent,
     previous: &Previous,
-    login: &Login<'_>,
-) -> Result<LoginOutcome> {
-    let request = login.request;
-    let differences = previous.differences(login);
+    differences: Vec<String>,
+    login: &Login,
+) -> LoginOutcome {
     let takeover = !differences.is_empty();
     let displaced_running = takeover && previous.running_at(login);
-    let row = sqlx::query(&format!(
-        "UPDATE agents SET status = 'running', machine_id = COALESCE($1, machine_id), \
-         version = $2, os = $3, kind = $4, source_ip = $5, last_login_at = $6, \
-         last_seen_at = $6, key_hash = $8, last_takeover_at = COALESCE($9, last_takeover_at) \
-         WHERE id = $7 RETURNING {AGENT_COLUMNS}"
-    ))
-    .bind(request.machine_id.clone())
-    .bind(request.version.clone())
-    .bind(request.os.clone())
-    .bind(request.kind.clone())
-    .bind(login.source_ip.map(str::to_string))
-    .bind(login.at.as_millis())
-    .bind(previous.id)
-    .bind(login.key_hash.to_string())
-    .bind(takeover.then(|| login.at.as_millis()))
-    .fetch_one(conn)
-    .await?;
-    let from = login.source_ip.unwrap_or("an unknown address");
+    let from = login.source_ip.as_deref().unwrap_or("an unknown address");
     let event = if takeover {
         let holder = match (displaced_running, previous.last_seen_at) {
             (true, Some(seen)) => format!("the previous holder was still running (heard {seen})"),
@@ -131,51 +253,78 @@ async fn login_known(
         let detail = format!("{}; {holder}", differences.join(", "));
         new_event(login.at, EventKind::Takeover, detail)
     } else {
-        let detail = format!("from {from}, version {}", request.version);
+        let detail = format!("from {from}, version {}", login.request.version);
         new_event(login.at, EventKind::Login, detail)
     };
-    Ok(LoginOutcome {
+    LoginOutcome {
         changed: Changed {
-            agent: rows::agent(&row)?,
+            agent,
             events: vec![event],
         },
         created: false,
         displaced_running,
-    })
+    }
 }
 
-/// The first login of an identity; `None` when a concurrent one registered it first.
-async fn login_new(conn: &mut AnyConnection, login: &Login<'_>) -> Result<Option<LoginOutcome>> {
-    let request = login.request;
-    let row = sqlx::query(&format!(
-        "INSERT INTO agents (ip, ip_key, hostname, status, enabled, kind, os, version, \
-         machine_id, source_ip, registered_at, last_login_at, last_seen_at, key_hash) \
-         VALUES ($1, $2, $3, 'running', 1, $4, $5, $6, $7, $8, $9, $9, $9, $10) \
-         ON CONFLICT (ip, hostname) DO NOTHING RETURNING {AGENT_COLUMNS}"
-    ))
-    .bind(request.ip.clone())
-    .bind(ip_sort_key(&request.ip))
-    .bind(request.hostname.clone())
-    .bind(request.kind.clone())
-    .bind(request.os.clone())
-    .bind(request.version.clone())
-    .bind(request.machine_id.clone())
-    .bind(login.source_ip.map(str::to_string))
-    .bind(login.at.as_millis())
-    .bind(login.key_hash.to_string())
-    .fetch_optional(conn)
-    .await?;
-    let from = login.source_ip.unwrap_or("an unknown address");
-    let detail = format!("first login from {from}, version {}", request.version);
-    row.map(|row| {
-        Ok(LoginOutcome {
-            changed: Changed {
-                agent: rows::agent(&row)?,
-                events: vec![new_event(login.at, EventKind::Registered, detail)],
-            },
-            created: true,
-            displaced_running: false,
-        })
-    })
-    .transpose()
+/// First logins of identities; an outcome is `None` when a concurrent login (another server's)
+/// registered the identity first.
+async fn login_new(
+    conn: &mut AnyConnection,
+    logins: &[&Login],
+    inserts: &[usize],
+) -> Result<Vec<(usize, Option<LoginOutcome>)>> {
+    let mut outcomes = Vec::with_capacity(inserts.len());
+    for chunk in inserts.chunks(BATCH_ROWS) {
+        let sql = format!(
+            "INSERT INTO agents (ip, ip_key, hostname, status, enabled, kind, os, version, \
+             machine_id, source_ip, registered_at, last_login_at, last_seen_at, key_hash) \
+             SELECT v.column1, v.column2, v.column3, 'running', 1, v.column4, v.column5, \
+             v.column6, v.column7, v.column8, v.column9, v.column9, v.column9, v.column10 \
+             FROM (VALUES {}) AS v WHERE true \
+             ON CONFLICT (ip, hostname) DO NOTHING RETURNING {AGENT_COLUMNS}",
+            placeholders(chunk.len(), 10)
+        );
+        let mut query = sqlx::query(&sql);
+        for &i in chunk {
+            let login = logins[i];
+            let request = &login.request;
+            query = query
+                .bind(request.ip.clone())
+                .bind(ip_sort_key(&request.ip))
+                .bind(request.hostname.clone())
+                .bind(request.kind.clone())
+                .bind(request.os.clone())
+                .bind(request.version.clone())
+                .bind(request.machine_id.clone())
+                .bind(login.source_ip.clone())
+                .bind(login.at.as_millis())
+                .bind(login.key_hash.clone());
+        }
+        let mut created: HashMap<(String, String), Agent> = HashMap::new();
+        for row in query.fetch_all(&mut *conn).await? {
+            let agent = rows::agent(&row)?;
+            created.insert((agent.ip.clone(), agent.hostname.clone()), agent);
+        }
+        for &i in chunk {
+            let login = logins[i];
+            let (ip, hostname) = identity(login);
+            let outcome = created
+                .remove(&(ip.to_string(), hostname.to_string()))
+                .map(|agent| {
+                    let from = login.source_ip.as_deref().unwrap_or("an unknown address");
+                    let detail =
+                        format!("first login from {from}, version {}", login.request.version);
+                    LoginOutcome {
+                        changed: Changed {
+                            agent,
+                            events: vec![new_event(login.at, EventKind::Registered, detail)],
+                        },
+                        created: true,
+                        displaced_running: false,
+                    }
+                });
+            outcomes.push((i, outcome));
+        }
+    }
+    Ok(outcomes)
 }

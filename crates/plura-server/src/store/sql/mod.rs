@@ -8,6 +8,7 @@
 mod agents;
 mod credentials;
 mod filter;
+mod group_commit;
 mod history;
 mod login;
 mod rows;
@@ -23,12 +24,15 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use super::{Backend, Changed, Result, Store, StoreError};
 
+/// Cheap to clone: every part is shared.
+#[derive(Clone)]
 pub struct SqlStore {
     backend: Backend,
     pool: AnyPool,
     /// Taken by every write on SQLite, whose single writer would otherwise make concurrent
     /// transactions wait on each other's locks; PostgreSQL needs no such turn.
     write_turn: Option<Arc<Mutex<()>>>,
+    logins: Arc<group_commit::LoginQueue>,
 }
 
 /// A write transaction, holding the write turn (SQLite) until it ends.
@@ -66,6 +70,7 @@ impl SqlStore {
             backend,
             pool,
             write_turn,
+            logins: Arc::default(),
         })
     }
 

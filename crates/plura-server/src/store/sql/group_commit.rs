@@ -1,0 +1,99 @@
+//! Group commit of logins: a login waits in a queue; whoever finds the writer free takes every
+//! login waiting and runs them in one transaction, and each is answered once that commits. A
+//! fleet booting at once then pays one disk flush per batch, not per agent, with no timer: a
+//! batch is whatever arrived while the previous one was being written.
+
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::oneshot;
+
+use super::SqlStore;
+use super::login::login_together;
+use crate::store::{Login, LoginOutcome, Result, StoreError};
+
+/// The most logins one transaction takes: enough to amortise a flush many times over, few
+/// enough that a batch holds the write lock for milliseconds.
+const MAX_BATCH: usize = 512;
+
+/// A login waiting for its batch, and where its answer goes.
+struct Waiting {
+    login: Login,
+    answer: oneshot::Sender<Result<LoginOutcome>>,
+}
+
+#[derive(Default)]
+pub(super) struct LoginQueue {
+    waiting: Mutex<Vec<Waiting>>,
+    /// Held while a batch is written.
+    writer: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl LoginQueue {
+    fn take_batch(&self) -> Vec<Waiting> {
+        let mut waiting = self.waiting.lock().unwrap();
+        // The oldest first: they have waited longest.
+        let size = waiting.len().min(MAX_BATCH);
+        waiting.drain(..size).collect()
+    }
+}
+
+/// Queues `login` and answers once the batch it went into has committed.
+pub(super) async fn login(store: &SqlStore, login: Login) -> Result<LoginOutcome> {
+    let (answer, mut answered) = oneshot::channel();
+    let queue = &store.logins;
+    queue
+        .waiting
+        .lock()
+        .unwrap()
+        .push(Waiting { login, answer });
+    loop {
+        tokio::select! {
+            biased;
+            result = &mut answered => {
+                return result.unwrap_or_else(|_| {
+                    Err(StoreError::Contended("a login batch that ended early".into()))
+                });
+            }
+            turn = queue.writer.clone().lock_owned() => {
+                let batch = queue.take_batch();
+                if batch.is_empty() {
+                    // Ours was in the batch just written; its answer is waiting.
+                    continue;
+                }
+                // Its own task: the batch carries other clients' logins and must finish even if
+                // this request is dropped.
+                let store = store.clone();
+                tokio::spawn(async move {
+                    write_batch(&store, batch).await;
+                    drop(turn);
+                });
+            }
+        }
+    }
+}
+
+/// Writes a batch together; if that fails, each login alone, so one bad login fails only itself.
+async fn write_batch(store: &SqlStore, batch: Vec<Waiting>) {
+    let logins: Vec<&Login> = batch.iter().map(|w| &w.login).collect();
+    match login_together(store, &logins).await {
+        Ok(outcomes) => {
+            for (waiting, outcome) in batch.into_iter().zip(outcomes) {
+                let _ = waiting.answer.send(Ok(outcome));
+            }
+        }
+        Err(e) if batch.len() == 1 => {
+            if let Some(waiting) = batch.into_iter().next() {
+                let _ = waiting.answer.send(Err(e));
+            }
+        }
+        Err(e) => {
+            tracing::debug!("a batch of {} logins failed ({e}); each alone", batch.len());
+            for waiting in batch {
+                let result = login_together(store, &[&waiting.login])
+                    .await
+                    .map(|mut o| o.remove(0));
+                let _ = waiting.answer.send(result);
+            }
+        }
+    }
+}
