@@ -40,6 +40,9 @@ pub struct Metrics {
     pub http_responses: Family<CodeLabel, Counter>,
     /// Connections closed as they came, past the connection limit.
     pub refused_connections: Counter,
+    /// 1 while this server runs the fleet-wide sweeps (one server at a time on a shared
+    /// database).
+    pub sweep_leader: Gauge,
 }
 
 impl Default for Metrics {
@@ -85,8 +88,15 @@ impl Default for Metrics {
             "Connections closed as they came because the server had as many as it takes",
             refused_connections.clone(),
         );
+        let sweep_leader = Gauge::default();
+        registry.register(
+            "sweep_leader",
+            "1 while this server runs the fleet-wide sweeps (stopping silent agents, pruning)",
+            sweep_leader.clone(),
+        );
         Self {
             registry,
+            sweep_leader,
             refused_connections,
             agent_events,
             heartbeats,

@@ -2,6 +2,7 @@
 //! fresh PostgreSQL database, and an HTTP client that talks to it as agents and people do.
 //! Shared by the integration tests of every crate and by the benchmarks.
 
+pub mod balancer;
 pub mod imds;
 pub mod process;
 pub mod served;

@@ -11,6 +11,8 @@ use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
 use plura_proto::Change;
 
+use crate::fleet::Published;
+
 use super::{ApiResult, AppState, Monitor};
 
 /// Each change as an event named after its kind (`login`, `stopped`, …) with a `Change` as
@@ -28,7 +30,8 @@ pub async fn changes(
     let events = BroadcastStream::new(state.fleet.subscribe())
         .map(|change| {
             Ok(match change {
-                Ok(change) => Event::default()
+                Ok(Published::Resync) => Event::default().event("resync").data("missed"),
+                Ok(Published::Change(change)) => Event::default()
                     .event(change.event.as_str())
                     .json_data(&change)
                     .unwrap_or_else(|_| Event::default().event("resync")),

@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::sync::broadcast;
 use tokio::time::Instant;
 
-use plura_proto::{Agent, Change, Event, Summary};
+use plura_proto::{Change, Summary};
 
 use crate::metrics::{EventLabel, Metrics};
 use crate::store;
@@ -21,8 +21,17 @@ const CHANGE_BACKLOG: usize = 4096;
 /// show after this at the latest.
 const SUMMARY_TTL: Duration = Duration::from_secs(2);
 
+/// What the live stream is told.
+#[derive(Debug, Clone)]
+pub enum Published {
+    /// Shared: every reader gets the same one.
+    Change(Arc<Change>),
+    /// Changes were missed: what a reader shows may be stale; reload it.
+    Resync,
+}
+
 pub struct ChangeFeed {
-    sender: broadcast::Sender<Change>,
+    sender: broadcast::Sender<Published>,
     metrics: Arc<Metrics>,
     summary: Mutex<Option<(Instant, Summary)>>,
     /// Counts announced changes, so a summary computed across one is not cached.
@@ -39,37 +48,45 @@ impl ChangeFeed {
         }
     }
 
-    pub fn subscribe(&self) -> broadcast::Receiver<Change> {
+    pub fn subscribe(&self) -> broadcast::Receiver<Published> {
         self.sender.subscribe()
     }
 
-    /// Tells the stream and the metrics about the events of one agent; `agent` is how it now
-    /// is, `None` when it is gone.
-    pub fn announce(&self, agent_id: i64, events: &[Event], agent: Option<&Agent>) {
-        if events.is_empty() {
-            return;
-        }
-        {
-            let mut cache = self.summary.lock().unwrap();
-            self.generation.fetch_add(1, Ordering::SeqCst);
-            *cache = None;
-        }
-        for event in events {
+    /// Tells the stream and the metrics about changes made here.
+    pub fn announce(&self, changes: Vec<Change>) {
+        for change in &changes {
             self.metrics
                 .agent_events
                 .get_or_create(&EventLabel {
-                    event: event.event.as_str(),
+                    event: change.event.as_str(),
                 })
                 .inc();
-            // No receiver is fine: nobody is watching the console.
-            let _ = self.sender.send(Change {
-                agent_id,
-                at: event.at,
-                event: event.event,
-                detail: event.detail.clone(),
-                agent: agent.cloned(),
-            });
         }
+        self.tell(changes);
+    }
+
+    /// Tells the stream about changes (made here or by another server); what is cached goes.
+    pub fn tell(&self, changes: Vec<Change>) {
+        if changes.is_empty() {
+            return;
+        }
+        self.forget_summary();
+        for change in changes {
+            // No receiver is fine: nobody is watching the console.
+            let _ = self.sender.send(Published::Change(Arc::new(change)));
+        }
+    }
+
+    /// Tells every reader to reload.
+    pub fn resync(&self) {
+        let _ = self.sender.send(Published::Resync);
+    }
+
+    /// Clears the cached summary: the fleet changed (perhaps through another server).
+    pub fn forget_summary(&self) {
+        let mut cache = self.summary.lock().unwrap();
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        *cache = None;
     }
 
     /// The summary from a short cache that every announced change clears; `query` computes it.

@@ -16,14 +16,15 @@ use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 
 use plura_proto::{
-    Agent, AgentStatus, AuditRecord, Change, Event, EventKind, LoginRequest, PatchAgent,
-    RegisterAgent, Summary, Timestamp,
+    Agent, AgentStatus, AuditRecord, Event, EventKind, LoginRequest, PatchAgent, RegisterAgent,
+    Summary, Timestamp,
 };
 
 use crate::metrics::Metrics;
 use crate::secret;
-use crate::store::{self, Changed, KeyedCall, ListFilter, LoginOutcome, Store};
+use crate::store::{self, Changed, KeyedCall, ListFilter, LoginOutcome, Store, Told};
 use changes::ChangeFeed;
+pub use changes::Published;
 use liveness::{Heard, Heartbeat};
 
 pub use liveness::{DEFAULT_EVENT_RETENTION, LivenessPolicy};
@@ -66,7 +67,7 @@ impl Fleet {
     }
 
     /// Every change from now on, as it is published.
-    pub fn subscribe(&self) -> broadcast::Receiver<Change> {
+    pub fn subscribe(&self) -> broadcast::Receiver<Published> {
         self.feed.subscribe()
     }
 
@@ -223,17 +224,39 @@ impl Fleet {
     /// Tells the stream and the metrics about a change, and forgets agents that are no longer
     /// running; answers the agent as it now is.
     fn publish(&self, changed: Changed) -> Agent {
-        let Changed { mut agent, events } = changed;
-        let gone = events
-            .iter()
-            .any(|e| matches!(e.event, EventKind::Deleted | EventKind::Pruned));
-        if gone || agent.status != AgentStatus::Running {
-            self.heard.forget(agent.id);
-        } else {
-            self.heard.overlay(&mut agent);
+        if changed.is_gone() || changed.agent.status != AgentStatus::Running {
+            self.heard.forget(changed.agent.id);
         }
-        self.feed
-            .announce(agent.id, &events, (!gone).then_some(&agent));
+        self.feed.announce(changed.changes());
+        let mut agent = changed.agent;
+        self.heard.overlay(&mut agent);
         agent
+    }
+
+    /// What another server on the same database changed: told to this server's stream, and
+    /// the agents concerned forgotten unless still running with the key known here, so their
+    /// next heartbeat asks the database (a login there issued a new key; a stop, logout or
+    /// delete there ended the old one).
+    pub(super) fn told(&self, told: Told) {
+        match told {
+            Told::Changes(changes) => {
+                for change in &changes {
+                    use EventKind::*;
+                    if matches!(
+                        change.event,
+                        Login | Takeover | Stopped | Logout | Deleted | Pruned
+                    ) {
+                        self.heard.forget(change.agent_id);
+                    }
+                }
+                self.feed.tell(changes);
+            }
+            Told::Missed => {
+                // Keys issued elsewhere meanwhile are caught by the next flush.
+                tracing::warn!("some changes made through other servers were missed; reloading");
+                self.feed.forget_summary();
+                self.feed.resync();
+            }
+        }
     }
 }

@@ -81,8 +81,54 @@ impl Fleet {
         }
     }
 
+    /// Whether this server runs the fleet-wide sweeps now (see `Store::lead`).
+    async fn leads(&self) -> bool {
+        let leads = match self.store.lead().await {
+            Ok(leads) => leads,
+            Err(e) => {
+                tracing::warn!("cannot tell whether this server runs the sweeps: {e}");
+                false
+            }
+        };
+        if self.metrics.sweep_leader.set(i64::from(leads)) != i64::from(leads) {
+            if leads {
+                tracing::info!("this server now runs the fleet-wide sweeps");
+            } else {
+                tracing::info!("another server runs the fleet-wide sweeps");
+            }
+        }
+        leads
+    }
+
+    /// Hears what other servers on the same database change, until `shutdown`.
+    async fn hear_others(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut told = loop {
+            match self.store.listen().await {
+                Ok(Some(told)) => break told,
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::warn!("cannot listen for other servers' changes, will retry: {e}");
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        () = tokio::time::sleep(self.policy.tick()) => {}
+                    }
+                }
+            }
+        };
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                notice = told.recv() => match notice {
+                    Some(notice) => self.told(notice),
+                    None => return,
+                },
+            }
+        }
+    }
+
     /// The liveness timer, until `shutdown`; then a last flush so no heartbeat is lost.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        tokio::spawn(self.clone().hear_others(shutdown.clone()));
         let mut tick = tokio::time::interval(self.policy.tick());
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let housekeeping = self.policy.housekeeping_tick();
@@ -96,14 +142,17 @@ impl Fleet {
                     // Flush first, so an agent whose heartbeat only this server holds is not
                     // taken for silent.
                     let result = match self.flush().await {
-                        Ok(()) => self.stop_silent().await,
-                        Err(e) => Err(e),
+                        Ok(()) if self.leads().await => self.stop_silent().await,
+                        other => other,
                     };
                     if let Err(e) = result {
                         tracing::warn!("liveness check failed, will retry: {e}");
                     }
                 }
                 _ = housekeeping_tick.tick(), if housekeeping.is_some() => {
+                    if !self.leads().await {
+                        continue;
+                    }
                     if let Err(e) = self.housekeeping().await {
                         tracing::warn!("housekeeping failed, will retry: {e}");
                     }

@@ -13,8 +13,8 @@ mod sql;
 
 use async_trait::async_trait;
 use plura_proto::{
-    Agent, AgentStatus, AuditRecord, Event, LoginRequest, PatchAgent, RegisterAgent, Role, Summary,
-    Timestamp,
+    Agent, AgentStatus, AuditRecord, Change, Event, EventKind, LoginRequest, PatchAgent,
+    RegisterAgent, Role, Summary, Timestamp,
 };
 
 pub use backend::{Backend, redact_url};
@@ -47,6 +47,39 @@ pub enum StoreError {
 pub struct Changed {
     pub agent: Agent,
     pub events: Vec<Event>,
+}
+
+impl Changed {
+    /// Whether the agent is gone (deleted or pruned).
+    pub fn is_gone(&self) -> bool {
+        self.events
+            .iter()
+            .any(|e| matches!(e.event, EventKind::Deleted | EventKind::Pruned))
+    }
+
+    /// The change as the live stream tells it: one per event.
+    pub fn changes(&self) -> Vec<Change> {
+        let agent = (!self.is_gone()).then_some(&self.agent);
+        self.events
+            .iter()
+            .map(|event| Change {
+                agent_id: self.agent.id,
+                at: event.at,
+                event: event.event,
+                detail: event.detail.clone(),
+                agent: agent.cloned(),
+            })
+            .collect()
+    }
+}
+
+/// What the store tells of changes other servers on the same database made.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Told {
+    Changes(Vec<Change>),
+    /// Some changes could not be told (a lost connection, a change too large): what is cached
+    /// may be stale.
+    Missed,
 }
 
 /// What a login did: the agent as it now is, and whether the login created it.
@@ -324,6 +357,15 @@ pub trait Store: AgentStore + HistoryStore + CredentialStore + SettingStore {
 
     /// Waits for open connections to finish and closes them.
     async fn close(&self);
+
+    /// Whether this server runs the fleet-wide sweeps now, taking the lease if it is free:
+    /// always with an embedded database; on a shared one, one server at a time, and another
+    /// takes over soon after that one dies.
+    async fn lead(&self) -> Result<bool>;
+
+    /// The changes other servers on the same database commit, as they commit them; `None`
+    /// when no other server can share it.
+    async fn listen(&self) -> Result<Option<tokio::sync::mpsc::Receiver<Told>>>;
 }
 
 /// Opens (creating it if needed) and migrates the database the URL names.

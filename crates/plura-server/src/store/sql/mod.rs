@@ -13,6 +13,7 @@ mod history;
 mod login;
 mod rows;
 mod settings;
+mod shared;
 
 use std::sync::Arc;
 
@@ -22,7 +23,7 @@ use sqlx::query::Query;
 use sqlx::{Any, AnyConnection, AnyPool, Transaction};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
-use super::{Backend, Changed, Result, Store, StoreError};
+use super::{Backend, Changed, Result, Store, StoreError, Told};
 
 /// Cheap to clone: every part is shared.
 #[derive(Clone)]
@@ -33,12 +34,17 @@ pub struct SqlStore {
     /// transactions wait on each other's locks; PostgreSQL needs no such turn.
     write_turn: Option<Arc<Mutex<()>>>,
     logins: Arc<group_commit::LoginQueue>,
+    /// This server among those sharing the database, in the changes it tells them.
+    server_id: Arc<str>,
+    lease: Arc<shared::Lease>,
 }
 
 /// A write transaction, holding the write turn (SQLite) until it ends.
 struct WriteTx {
     tx: Transaction<'static, Any>,
     _turn: Option<OwnedMutexGuard<()>>,
+    /// Who tells the other servers of its changes (PostgreSQL).
+    teller: Option<Arc<str>>,
 }
 
 impl WriteTx {
@@ -46,10 +52,14 @@ impl WriteTx {
         &mut self.tx
     }
 
-    /// Records the history events of `changes` and commits: the one way a change of agents
-    /// ends, so none is on disk without its history.
+    /// Records the history events of `changes`, tells the other servers of them, and commits:
+    /// the one way a change of agents ends, so none is on disk without its history, and every
+    /// server hears of it.
     async fn commit(mut self, changes: &[Changed]) -> Result<()> {
         rows::insert_events(self.conn(), changes).await?;
+        if let Some(teller) = self.teller.clone() {
+            shared::notify(self.conn(), &teller, changes).await?;
+        }
         Ok(self.tx.commit().await?)
     }
 }
@@ -71,6 +81,8 @@ impl SqlStore {
             pool,
             write_turn,
             logins: Arc::default(),
+            server_id: format!("{:016x}", rand::random::<u64>()).into(),
+            lease: Arc::default(),
         })
     }
 
@@ -89,7 +101,13 @@ impl SqlStore {
     async fn begin_write(&self) -> Result<WriteTx> {
         let turn = self.turn().await;
         let tx = self.pool.begin_with(self.backend.begin_write()).await?;
-        Ok(WriteTx { tx, _turn: turn })
+        let teller =
+            matches!(self.backend, Backend::Postgres { .. }).then(|| self.server_id.clone());
+        Ok(WriteTx {
+            tx,
+            _turn: turn,
+            teller,
+        })
     }
 
     /// Runs a single-statement write in its turn.
@@ -143,6 +161,22 @@ impl Store for SqlStore {
 
     async fn close(&self) {
         self.pool.close().await;
+    }
+
+    async fn lead(&self) -> Result<bool> {
+        match &self.backend {
+            Backend::Sqlite { .. } => Ok(true),
+            Backend::Postgres { url } => self.lease.hold(url).await,
+        }
+    }
+
+    async fn listen(&self) -> Result<Option<tokio::sync::mpsc::Receiver<Told>>> {
+        match &self.backend {
+            Backend::Sqlite { .. } => Ok(None),
+            Backend::Postgres { url } => {
+                Ok(Some(shared::listen(url, self.server_id.to_string()).await?))
+            }
+        }
     }
 }
 

@@ -1,0 +1,191 @@
+//! Several servers on one PostgreSQL database. The fleet-wide sweeps run on one server at a
+//! time: the one holding an advisory lock on a connection of its own, which PostgreSQL frees
+//! when that server dies. Each server tells the others what it changed: a NOTIFY sent in the
+//! committing transaction (so only committed changes are told), read with LISTEN on another
+//! connection of its own.
+
+use std::time::Duration;
+
+use sqlx::postgres::PgListener;
+use sqlx::{AnyConnection, Connection, PgConnection};
+use tokio::sync::mpsc;
+
+use plura_proto::Change;
+
+use crate::store::{Changed, Result, Told};
+
+const CHANNEL: &str = "plura_changes";
+/// The advisory lock of the sweep lease ("plura" in ASCII).
+const LEASE_KEY: i64 = 0x0070_6c75_7261;
+/// PostgreSQL refuses NOTIFY payloads of 8000 bytes or more.
+const MAX_PAYLOAD: usize = 7900;
+/// A payload telling that changes were made that did not fit: reload.
+const TOO_LARGE: &str = "!";
+/// How long a lease check may take before the lease is given up.
+const LEASE_CHECK: Duration = Duration::from_secs(2);
+/// Notices buffered for the fleet; more while it is busy are dropped and told as missed.
+const NOTICE_BUFFER: usize = 1024;
+
+/// The NOTIFY payloads telling `changes`: `SERVER JSON-ARRAY`, each under the size limit.
+fn payloads(server: &str, changes: &[Change]) -> Vec<String> {
+    let mut payloads = Vec::new();
+    let mut batch = String::new();
+    for change in changes {
+        let Ok(json) = serde_json::to_string(change) else {
+            continue;
+        };
+        if server.len() + 3 + json.len() > MAX_PAYLOAD {
+            payloads.push(format!("{server} {TOO_LARGE}"));
+            continue;
+        }
+        if server.len() + 3 + batch.len() + json.len() > MAX_PAYLOAD {
+            payloads.push(format!("{server} [{batch}]"));
+            batch.clear();
+        }
+        if !batch.is_empty() {
+            batch.push(',');
+        }
+        batch.push_str(&json);
+    }
+    if !batch.is_empty() {
+        payloads.push(format!("{server} [{batch}]"));
+    }
+    payloads
+}
+
+/// What a payload tells this server (`me`); `None` when it is this server's own.
+fn read_payload(me: &str, payload: &str) -> Option<Told> {
+    let (server, body) = payload.split_once(' ')?;
+    if server == me {
+        return None;
+    }
+    Some(match serde_json::from_str::<Vec<Change>>(body) {
+        Ok(changes) => Told::Changes(changes),
+        Err(_) => Told::Missed,
+    })
+}
+
+/// Tells the other servers about `changes`, once the transaction on `conn` commits.
+pub(super) async fn notify(
+    conn: &mut AnyConnection,
+    server: &str,
+    changes: &[Changed],
+) -> Result<()> {
+    let told: Vec<Change> = changes.iter().flat_map(Changed::changes).collect();
+    for payload in payloads(server, &told) {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(CHANNEL)
+            .bind(payload)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Listens for the other servers' changes until the receiver is dropped. A lost connection is
+/// made again, and told as `Missed`: what was said meanwhile is not heard.
+pub(super) async fn listen(url: &str, me: String) -> Result<mpsc::Receiver<Told>> {
+    let mut listener = PgListener::connect(url).await?;
+    listener.listen(CHANNEL).await?;
+    let (sender, notices) = mpsc::channel(NOTICE_BUFFER);
+    tokio::spawn(async move {
+        loop {
+            let told = tokio::select! {
+                () = sender.closed() => return,
+                notice = listener.try_recv() => match notice {
+                    Ok(Some(notice)) => match read_payload(&me, notice.payload()) {
+                        Some(told) => told,
+                        None => continue,
+                    },
+                    // Lost; the next call connects again.
+                    Ok(None) => Told::Missed,
+                    Err(e) => {
+                        tracing::warn!("listening for other servers' changes: {e}; retrying");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        Told::Missed
+                    }
+                },
+            };
+            if sender.try_send(told).is_err() && sender.is_closed() {
+                return;
+            }
+        }
+    });
+    Ok(notices)
+}
+
+/// The sweep lease: held while this server's lease connection holds the advisory lock.
+#[derive(Default)]
+pub(super) struct Lease {
+    conn: tokio::sync::Mutex<Option<(PgConnection, bool)>>,
+}
+
+impl Lease {
+    /// Whether this server holds the lease now, taking it if it is free. A lease connection
+    /// that fails or hangs is dropped, and the lease with it.
+    pub(super) async fn hold(&self, url: &str) -> Result<bool> {
+        let mut slot = self.conn.lock().await;
+        let checked = tokio::time::timeout(LEASE_CHECK, async {
+            if slot.is_none() {
+                *slot = Some((PgConnection::connect(url).await?, false));
+            }
+            let (conn, held) = slot.as_mut().expect("just made");
+            if !*held {
+                *held = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+                    .bind(LEASE_KEY)
+                    .fetch_one(&mut *conn)
+                    .await?;
+            } else {
+                conn.ping().await?;
+            }
+            Ok::<bool, sqlx::Error>(*held)
+        })
+        .await;
+        match checked {
+            Ok(Ok(held)) => Ok(held),
+            Ok(Err(e)) => {
+                *slot = None;
+                Err(e.into())
+            }
+            Err(_) => {
+                *slot = None;
+                Ok(false)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use plura_proto::{EventKind, Timestamp};
+
+    fn change(detail: &str) -> Change {
+        Change {
+            agent_id: 7,
+            at: Timestamp::from_millis(1),
+            event: EventKind::Stopped,
+            detail: detail.into(),
+            agent: None,
+        }
+    }
+
+    #[test]
+    fn payloads_stay_under_the_limit_and_read_back() {
+        let changes: Vec<Change> = (0..500).map(|n| change(&format!("stop {n}"))).collect();
+        let told = payloads("s1", &changes);
+        assert!(told.len() > 1);
+        let mut read = Vec::new();
+        for payload in &told {
+            assert!(payload.len() < 8000);
+            assert!(read_payload("s1", payload).is_none(), "our own");
+            match read_payload("s2", payload) {
+                Some(Told::Changes(changes)) => read.extend(changes),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(read, changes);
+        let huge = payloads("s1", &[change(&"x".repeat(9000))]);
+        assert!(matches!(read_payload("s2", &huge[0]), Some(Told::Missed)));
+    }
+}
