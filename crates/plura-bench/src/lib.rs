@@ -4,4 +4,5 @@
 pub mod disk;
 pub mod registry;
 pub mod report;
+pub mod scale;
 pub mod usage;

@@ -40,6 +40,14 @@ enum Bench {
         #[arg(long, default_value_t = 32)]
         concurrency: usize,
     },
+    /// A fleet bulk-loaded through the storage layer, then the real server on it: its memory,
+    /// time to ready, and the console's queries (needs the plura-server binary built beside).
+    Scale {
+        #[arg(long, default_value_t = 1_000_000)]
+        agents: u32,
+        #[arg(long, default_value_t = 20)]
+        rounds: u32,
+    },
     /// Heartbeats of logged-in agents, as fast as they are answered, for a bounded time.
     Heartbeats {
         #[arg(long, default_value_t = 1000)]
@@ -69,6 +77,7 @@ async fn main() -> anyhow::Result<()> {
             agents,
             concurrency,
         } => plura_bench::registry::logins(database, agents, concurrency).await?,
+        Bench::Scale { agents, rounds } => plura_bench::scale::scale(database, agents, rounds).await?,
         Bench::List {
             agents,
             rounds,

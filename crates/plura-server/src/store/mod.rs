@@ -267,6 +267,11 @@ pub trait AgentStore: Send + Sync {
     /// An operator registers an agent by hand (status unknown until it logs in).
     async fn register(&self, agent: &RegisterAgent, actor: &str, at: Timestamp) -> Result<Changed>;
 
+    /// Loads agents as they are given (their ids are the database's to choose), in one
+    /// transaction, with no history: a fleet carried over from another system, or a benchmark's.
+    /// Answers how many were new; an identity already registered is left as it is.
+    async fn import(&self, agents: &[Agent]) -> Result<u64>;
+
     async fn patch(
         &self,
         id: i64,

@@ -9,7 +9,7 @@ use plura_proto::{Agent, AgentStatus, EventKind, PatchAgent, RegisterAgent, Summ
 
 use super::SqlStore;
 use super::filter::{bind_params, ip_sort_key, order_by, where_clause};
-use super::rows::{self, AGENT_COLUMNS, BATCH_ROWS, new_event};
+use super::rows::{self, AGENT_COLUMNS, new_event, rows_per_statement};
 use crate::secret::constant_time_eq;
 use crate::store::{
     AgentStore, Changed, Flushed, KeyedCall, ListFilter, Login, LoginOutcome, Result, StoreError,
@@ -124,7 +124,7 @@ impl AgentStore for SqlStore {
 
     async fn flush_last_seen(&self, seen: &[(i64, Timestamp)]) -> Result<Vec<Flushed>> {
         let mut found = Vec::with_capacity(seen.len());
-        for chunk in seen.chunks(BATCH_ROWS) {
+        for chunk in seen.chunks(rows_per_statement(2)) {
             let sql = format!(
                 "UPDATE agents SET last_seen_at = v.column2 FROM (VALUES {}) AS v \
                  WHERE agents.id = v.column1 \
@@ -221,6 +221,40 @@ impl AgentStore for SqlStore {
         };
         tx.commit(std::slice::from_ref(&changed)).await?;
         Ok(changed)
+    }
+
+    async fn import(&self, agents: &[Agent]) -> Result<u64> {
+        let mut tx = self.begin_write().await?;
+        let mut imported = 0;
+        for chunk in agents.chunks(rows_per_statement(14)) {
+            let sql = format!(
+                "INSERT INTO agents (ip, ip_key, hostname, status, enabled, group_name, kind, os, \
+                 version, machine_id, source_ip, registered_at, last_login_at, last_seen_at) \
+                 VALUES {} ON CONFLICT (ip, hostname) DO NOTHING",
+                rows::placeholders(chunk.len(), 14)
+            );
+            let mut query = sqlx::query(&sql);
+            for agent in chunk {
+                query = query
+                    .bind(agent.ip.clone())
+                    .bind(ip_sort_key(&agent.ip))
+                    .bind(agent.hostname.clone())
+                    .bind(agent.status.as_str())
+                    .bind(i64::from(agent.enabled))
+                    .bind(agent.group.clone())
+                    .bind(agent.kind.clone())
+                    .bind(agent.os.clone())
+                    .bind(agent.version.clone())
+                    .bind(agent.machine_id.clone())
+                    .bind(agent.source_ip.clone())
+                    .bind(agent.registered_at.as_millis())
+                    .bind(agent.last_login_at.map(Timestamp::as_millis))
+                    .bind(agent.last_seen_at.map(Timestamp::as_millis));
+            }
+            imported += query.execute(tx.conn()).await?.rows_affected();
+        }
+        tx.commit(&[]).await?;
+        Ok(imported)
     }
 
     async fn patch(

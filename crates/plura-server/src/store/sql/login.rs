@@ -11,7 +11,7 @@ use plura_proto::{Agent, AgentStatus, EventKind, Timestamp};
 
 use super::SqlStore;
 use super::filter::ip_sort_key;
-use super::rows::{self, AGENT_COLUMNS, BATCH_ROWS, new_event, placeholders};
+use super::rows::{self, AGENT_COLUMNS, new_event, placeholders, rows_per_statement};
 use crate::store::{Changed, Login, LoginOutcome, Result, StoreError};
 
 /// How often a login looks again when a concurrent first login of the same identity (on another
@@ -105,7 +105,7 @@ async fn holders(
     round: &[usize],
 ) -> Result<HashMap<usize, Previous>> {
     let mut known = HashMap::new();
-    for chunk in round.chunks(BATCH_ROWS) {
+    for chunk in round.chunks(rows_per_statement(2)) {
         let sql = format!(
             "SELECT a.id, a.ip, a.hostname, a.machine_id, a.source_ip, a.kind, a.status, \
              a.last_seen_at FROM agents a JOIN (VALUES {}) AS v \
@@ -195,7 +195,7 @@ async fn login_known(
     updates: &[(usize, &Previous)],
 ) -> Result<Vec<(usize, LoginOutcome)>> {
     let mut outcomes = Vec::with_capacity(updates.len());
-    for chunk in updates.chunks(BATCH_ROWS) {
+    for chunk in updates.chunks(rows_per_statement(9)) {
         let sql = format!(
             "UPDATE agents SET status = 'running', \
              machine_id = COALESCE(v.column2, agents.machine_id), version = v.column3, \
@@ -274,7 +274,7 @@ async fn login_new(
     inserts: &[usize],
 ) -> Result<Vec<(usize, Option<LoginOutcome>)>> {
     let mut outcomes = Vec::with_capacity(inserts.len());
-    for chunk in inserts.chunks(BATCH_ROWS) {
+    for chunk in inserts.chunks(rows_per_statement(10)) {
         let sql = format!(
             "INSERT INTO agents (ip, ip_key, hostname, status, enabled, kind, os, version, \
              machine_id, source_ip, registered_at, last_login_at, last_seen_at, key_hash) \
