@@ -77,7 +77,9 @@ async fn main() -> anyhow::Result<()> {
             agents,
             concurrency,
         } => plura_bench::registry::logins(database, agents, concurrency).await?,
-        Bench::Scale { agents, rounds } => plura_bench::scale::scale(database, agents, rounds).await?,
+        Bench::Scale { agents, rounds } => {
+            plura_bench::scale::scale(database, agents, rounds).await?
+        }
         Bench::List {
             agents,
             rounds,

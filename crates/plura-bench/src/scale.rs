@@ -17,7 +17,12 @@ use crate::usage::Usage;
 /// Agents loaded per transaction.
 const LOAD_CHUNK: usize = 20_000;
 const KINDS: [&str; 3] = ["waf", "siem", "edr"];
-const OSES: [&str; 4] = ["Ubuntu 24.04", "Amazon Linux 2023", "Rocky Linux 9", "Debian 12"];
+const OSES: [&str; 4] = [
+    "Ubuntu 24.04",
+    "Amazon Linux 2023",
+    "Rocky Linux 9",
+    "Debian 12",
+];
 const GROUPS: usize = 40;
 
 /// The `n`th agent of a large fleet: most running, some stopped, a few never heard from; spread
@@ -135,7 +140,10 @@ pub async fn scale(db: Db, agents: u32, rounds: u32) -> anyhow::Result<String> {
             "/api/v1/agents?status=stopped&sort=-last_seen_at&per_page=50".into(),
         ),
         ("search", "/api/v1/agents?q=scale-12345&per_page=20".into()),
-        ("search_common", "/api/v1/agents?q=group-17&per_page=20".into()),
+        (
+            "search_common",
+            "/api/v1/agents?q=group-17&per_page=20".into(),
+        ),
         ("summary", "/api/v1/summary".into()),
     ];
     for (name, path) in queries {

@@ -54,7 +54,7 @@ impl Fleet {
         let now = Timestamp::now();
         let stopped = self.store.stop_silent(now.minus(limit), now).await?;
         self.publish_sweep(stopped, "agent stopped: no heartbeat");
-        Ok(())
+        self.store.tidy().await
     }
 
     /// Deletes long-stopped agents and old history, as the policy says.

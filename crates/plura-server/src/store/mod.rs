@@ -368,6 +368,10 @@ pub trait Store: AgentStore + HistoryStore + CredentialStore + SettingStore {
     /// takes over soon after that one dies.
     async fn lead(&self) -> Result<bool>;
 
+    /// Folds up what the triggers accumulate (on a shared database, the deltas of the agent
+    /// counts); the server that sweeps runs it now and then.
+    async fn tidy(&self) -> Result<()>;
+
     /// The changes other servers on the same database commit, as they commit them; `None`
     /// when no other server can share it.
     async fn listen(&self) -> Result<Option<tokio::sync::mpsc::Receiver<Told>>>;

@@ -28,6 +28,7 @@ plura_testkit::on_both_backends!(
     list_filters_searches_sorts_and_pages,
     csv_holds_the_filtered_rows,
     summary_counts_the_fleet,
+    summary_counts_stay_right_through_every_change,
     patch_switches_and_groups_with_history,
     delete_keeps_an_audit_record_and_the_agent_can_return,
     manual_registration_is_unknown_until_login,

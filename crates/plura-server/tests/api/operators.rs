@@ -291,3 +291,122 @@ pub async fn live_stream_tells_changes(db: Db) {
     // Shutdown ends open streams instead of waiting for them.
     server.finish().await;
 }
+
+/// The summary as a scan of every agent would count it.
+fn counted(agents: &[Agent]) -> Summary {
+    let mut summary = Summary::default();
+    for agent in agents {
+        summary.registered += 1;
+        match agent.status {
+            AgentStatus::Running => summary.running += 1,
+            AgentStatus::Stopped => summary.stopped += 1,
+            AgentStatus::Unknown => summary.unknown += 1,
+        }
+        if agent.enabled {
+            summary.enabled += 1;
+        } else {
+            summary.disabled += 1;
+        }
+        *summary.by_kind.entry(agent.kind.clone()).or_default() += 1;
+        *summary.by_os.entry(agent.os.clone()).or_default() += 1;
+        if let Some(group) = &agent.group {
+            *summary.by_group.entry(group.clone()).or_default() += 1;
+        }
+    }
+    summary
+}
+
+/// The counts the summary is read from stay equal to a scan through every kind of change:
+/// logins with new details, logouts, silence, ON/OFF, groups, manual registrations, deletes,
+/// prunes, bulk imports, and (on PostgreSQL) the folding of their deltas.
+pub async fn summary_counts_stay_right_through_every_change(db: Db) {
+    use plura_proto::{PatchAgent, RegisterAgent, Timestamp};
+    use plura_server::store::{AgentStore, ListFilter, Store};
+
+    let server = TestServer::start(db).await;
+    let store = server.store();
+    let check = |when: &'static str| async move {
+        let (_, agents) = store.list(&ListFilter::default()).await.unwrap();
+        assert_eq!(store.summary().await.unwrap(), counted(&agents), "{when}");
+    };
+    let mut ids = Vec::new();
+    for n in 0..40 {
+        let mut body = login(&format!("10.3.0.{n}"), &format!("count-{n}"));
+        body.kind = ["waf", "siem", "edr"][n % 3].into();
+        body.os = ["Ubuntu", "Rocky"][n % 2].into();
+        ids.push(server.login_with(&body).await.agent_id);
+    }
+    check("after logins").await;
+    for (n, id) in ids.iter().enumerate().take(20) {
+        let patch = PatchAgent {
+            enabled: Some(n % 2 == 0),
+            group: Some((n % 3 != 0).then(|| format!("g{}", n % 4))),
+        };
+        store
+            .patch(*id, &patch, "test", Timestamp::now())
+            .await
+            .unwrap();
+    }
+    for id in &ids[20..30] {
+        server.logout(*id).await;
+    }
+    // Logins with new details: another kind and OS for the same identities.
+    for n in 30..35 {
+        let mut body = login(&format!("10.3.0.{n}"), &format!("count-{n}"));
+        body.kind = "edr".into();
+        body.os = "Debian".into();
+        server.login_with(&body).await;
+    }
+    check("after patches, logouts and new details").await;
+    let manual = RegisterAgent {
+        ip: "10.3.1.1".into(),
+        hostname: "by-hand".into(),
+        group: Some("g9".into()),
+        kind: "siem".into(),
+        os: "Windows".into(),
+    };
+    store
+        .register(&manual, "test", Timestamp::now())
+        .await
+        .unwrap();
+    for id in &ids[..5] {
+        store.delete(*id, "test", Timestamp::now()).await.unwrap();
+    }
+    let later = Timestamp::from_millis(Timestamp::now().as_millis() + 3_600_000);
+    store.stop_silent(later, later).await.unwrap();
+    check("after registering, deleting and stopping the silent").await;
+    store
+        .prune_stopped(Timestamp::from_millis(later.as_millis() + 1), later)
+        .await
+        .unwrap();
+    let (_, imported) = store
+        .list(&ListFilter {
+            limit: Some(3),
+            ..ListFilter::default()
+        })
+        .await
+        .unwrap();
+    let copies: Vec<Agent> = imported
+        .into_iter()
+        .map(|a| Agent {
+            hostname: format!("{}-copy", a.hostname),
+            ..a
+        })
+        .collect();
+    store.import(&copies).await.unwrap();
+    check("after pruning and importing").await;
+    // Enough changes for the deltas a shared database keeps to be folded.
+    for n in 0..600 {
+        let switch = PatchAgent {
+            enabled: Some(n % 2 == 0),
+            group: None,
+        };
+        store
+            .patch(ids[6], &switch, "t", Timestamp::now())
+            .await
+            .unwrap();
+    }
+    store.tidy().await.unwrap();
+    check("after folding").await;
+    server.finish().await;
+}

@@ -10,6 +10,9 @@ use plura_proto::{Agent, AgentStatus, EventKind, PatchAgent, RegisterAgent, Summ
 use super::SqlStore;
 use super::filter::{bind_params, ip_sort_key, order_by, where_clause};
 use super::rows::{self, AGENT_COLUMNS, new_event, rows_per_statement};
+
+/// From this offset on, a page is read by a deferred join.
+const DEFERRED_JOIN_OFFSET: u64 = 1000;
 use crate::secret::constant_time_eq;
 use crate::store::{
     AgentStore, Changed, Flushed, KeyedCall, ListFilter, Login, LoginOutcome, Result, StoreError,
@@ -324,19 +327,26 @@ impl AgentStore for SqlStore {
     }
 
     async fn list(&self, filter: &ListFilter) -> Result<(u64, Vec<Agent>)> {
-        let (where_sql, params) = where_clause(filter);
+        let (where_sql, params) = where_clause(filter, self.backend.text_search());
         let count_sql = format!("SELECT COUNT(*) AS n FROM agents {where_sql}");
         let total = bind_params(sqlx::query(&count_sql), &params)
             .fetch_one(&self.pool)
             .await?;
-        let page = match filter.limit {
-            Some(limit) => format!("LIMIT {limit} OFFSET {}", filter.offset),
-            None => String::new(),
+        let order = order_by(filter.sort, filter.descending);
+        let list_sql = match filter.limit {
+            // Deep pages skip their offset over ids alone (an index), and read only the rows
+            // they show.
+            Some(limit) if filter.offset >= DEFERRED_JOIN_OFFSET => format!(
+                "SELECT {AGENT_COLUMNS} FROM agents WHERE id IN (SELECT id FROM agents \
+                 {where_sql} {order} LIMIT {limit} OFFSET {}) {order}",
+                filter.offset
+            ),
+            Some(limit) => format!(
+                "SELECT {AGENT_COLUMNS} FROM agents {where_sql} {order} LIMIT {limit} OFFSET {}",
+                filter.offset
+            ),
+            None => format!("SELECT {AGENT_COLUMNS} FROM agents {where_sql} {order}"),
         };
-        let list_sql = format!(
-            "SELECT {AGENT_COLUMNS} FROM agents {where_sql} {} {page}",
-            order_by(filter.sort, filter.descending)
-        );
         let listed = bind_params(sqlx::query(&list_sql), &params)
             .fetch_all(&self.pool)
             .await?;
@@ -348,7 +358,7 @@ impl AgentStore for SqlStore {
         filter: &ListFilter,
         sink: &tokio::sync::mpsc::Sender<Result<Agent>>,
     ) -> Result<()> {
-        let (where_sql, params) = where_clause(filter);
+        let (where_sql, params) = where_clause(filter, self.backend.text_search());
         let sql = format!(
             "SELECT {AGENT_COLUMNS} FROM agents {where_sql} {}",
             order_by(filter.sort, filter.descending)
@@ -365,34 +375,39 @@ impl AgentStore for SqlStore {
     async fn summary(&self) -> Result<Summary> {
         let mut summary = Summary::default();
         let counts = sqlx::query(
-            "SELECT status, enabled, COUNT(*) AS n FROM agents GROUP BY status, enabled",
+            "SELECT dimension, value, CAST(SUM(n) AS BIGINT) AS n FROM agent_counts \
+             GROUP BY dimension, value",
         )
         .fetch_all(&self.pool)
         .await?;
         for row in counts {
             let n = rows::count(&row, "n")?;
-            summary.registered += n;
-            match rows::parsed(&row, "status")? {
-                AgentStatus::Running => summary.running += n,
-                AgentStatus::Stopped => summary.stopped += n,
-                AgentStatus::Unknown => summary.unknown += n,
+            let value: String = row.try_get("value")?;
+            if n == 0 {
+                continue;
             }
-            if row.try_get::<i64, _>("enabled")? != 0 {
-                summary.enabled += n;
-            } else {
-                summary.disabled += n;
-            }
-        }
-        for (column, counts) in [
-            ("kind", &mut summary.by_kind),
-            ("os", &mut summary.by_os),
-            ("group_name", &mut summary.by_group),
-        ] {
-            let sql = format!("SELECT {column} AS v, COUNT(*) AS n FROM agents GROUP BY {column}");
-            for row in sqlx::query(&sql).fetch_all(&self.pool).await? {
-                if let Some(value) = row.try_get::<Option<String>, _>("v")? {
-                    counts.insert(value, rows::count(&row, "n")?);
+            match row.try_get::<String, _>("dimension")?.as_str() {
+                "status" => {
+                    summary.registered += n;
+                    match rows::parsed(&row, "value")? {
+                        AgentStatus::Running => summary.running += n,
+                        AgentStatus::Stopped => summary.stopped += n,
+                        AgentStatus::Unknown => summary.unknown += n,
+                    }
                 }
+                "enabled" if value == "0" => summary.disabled += n,
+                "enabled" => summary.enabled += n,
+                "kind" => {
+                    summary.by_kind.insert(value, n);
+                }
+                "os" => {
+                    summary.by_os.insert(value, n);
+                }
+                // '' stands for no group.
+                "group" if !value.is_empty() => {
+                    summary.by_group.insert(value, n);
+                }
+                _ => {}
             }
         }
         Ok(summary)

@@ -24,8 +24,18 @@ pub enum Param {
     Int(i64),
 }
 
+/// How free text is found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TextSearch {
+    /// SQLite's trigram index (`agents_text`, FTS5), for terms of three characters or more.
+    Fts5Trigrams,
+    /// `LIKE` on one expression of the searched columns, which PostgreSQL's trigram index
+    /// (pg_trgm) serves.
+    Expression,
+}
+
 /// The `WHERE` clause of a list filter, numbered from `$1`.
-pub fn where_clause(filter: &ListFilter) -> (String, Vec<Param>) {
+pub fn where_clause(filter: &ListFilter, search: TextSearch) -> (String, Vec<Param>) {
     let mut conditions = Vec::new();
     let mut params = Vec::new();
     let mut push = |sql: &str, param: Param| {
@@ -48,18 +58,28 @@ pub fn where_clause(filter: &ListFilter) -> (String, Vec<Param>) {
         push("enabled = $?", Param::Int(enabled.into()));
     }
     if let Some(text) = &filter.text {
-        let escaped = text
-            .to_lowercase()
-            .replace('\\', "\\\\")
-            .replace('%', "\\%")
-            .replace('_', "\\_");
-        // One lower-cased text per row, matched once, instead of six matches.
-        let text = "LOWER(ip || ' ' || hostname || ' ' || COALESCE(group_name, '') || ' ' || os \
-                    || ' ' || version || ' ' || COALESCE(machine_id, ''))";
-        push(
-            &format!("{text} LIKE $? ESCAPE '\\'"),
-            Param::Text(format!("%{escaped}%")),
-        );
+        if search == TextSearch::Fts5Trigrams && text.chars().count() >= 3 {
+            // One quoted phrase: matched as a substring, case-insensitively.
+            let phrase = format!("\"{}\"", text.replace('"', "\"\""));
+            push(
+                "id IN (SELECT rowid FROM agents_text WHERE agents_text MATCH $?)",
+                Param::Text(phrase),
+            );
+        } else {
+            let escaped = text
+                .to_lowercase()
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_");
+            // One lower-cased text per row, matched once, instead of six matches (and the
+            // expression PostgreSQL's trigram index is built on).
+            let text = "LOWER(ip || ' ' || hostname || ' ' || COALESCE(group_name, '') || ' ' \
+                        || os || ' ' || version || ' ' || COALESCE(machine_id, ''))";
+            push(
+                &format!("{text} LIKE $? ESCAPE '\\'"),
+                Param::Text(format!("%{escaped}%")),
+            );
+        }
     }
     if conditions.is_empty() {
         (String::new(), params)
@@ -127,12 +147,28 @@ mod tests {
             text: Some("WAF_1%".into()),
             ..ListFilter::default()
         };
-        let (sql, params) = where_clause(&filter);
+        let (sql, params) = where_clause(&filter, TextSearch::Expression);
         assert!(
             sql.starts_with("WHERE status = $1 AND LOWER(ip || ' ' || hostname"),
             "{sql}"
         );
         assert!(sql.ends_with("LIKE $2 ESCAPE '\\'"), "{sql}");
         assert!(matches!(&params[1], Param::Text(t) if t == "%waf\\_1\\%%"));
+
+        let (sql, params) = where_clause(&filter, TextSearch::Fts5Trigrams);
+        assert!(sql.ends_with("agents_text MATCH $2)"), "{sql}");
+        assert!(matches!(&params[1], Param::Text(t) if t == "\"WAF_1%\""));
+        let quoted = ListFilter {
+            text: Some("a\"b".into()),
+            ..ListFilter::default()
+        };
+        let (_, params) = where_clause(&quoted, TextSearch::Fts5Trigrams);
+        assert!(matches!(&params[0], Param::Text(t) if t == "\"a\"\"b\""));
+        let short = ListFilter {
+            text: Some("ab".into()),
+            ..ListFilter::default()
+        };
+        let (sql, _) = where_clause(&short, TextSearch::Fts5Trigrams);
+        assert!(sql.contains("LIKE"), "too short for trigrams: {sql}");
     }
 }

@@ -8,6 +8,7 @@
 mod agents;
 mod credentials;
 mod filter;
+pub(in crate::store) use filter::TextSearch;
 mod group_commit;
 mod history;
 mod login;
@@ -168,6 +169,13 @@ impl Store for SqlStore {
             Backend::Sqlite { .. } => Ok(true),
             Backend::Postgres { url } => self.lease.hold(url).await,
         }
+    }
+
+    async fn tidy(&self) -> Result<()> {
+        if let Backend::Postgres { .. } = self.backend {
+            shared::fold_counts(&self.pool).await?;
+        }
+        Ok(())
     }
 
     async fn listen(&self) -> Result<Option<tokio::sync::mpsc::Receiver<Told>>> {

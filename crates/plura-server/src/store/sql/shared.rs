@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use sqlx::postgres::PgListener;
-use sqlx::{AnyConnection, Connection, PgConnection};
+use sqlx::{AnyConnection, AnyPool, Connection, PgConnection};
 use tokio::sync::mpsc;
 
 use plura_proto::Change;
@@ -112,6 +112,28 @@ pub(super) async fn listen(url: &str, me: String) -> Result<mpsc::Receiver<Told>
         }
     });
     Ok(notices)
+}
+
+/// Count deltas kept before they are folded into one row per (dimension, value).
+const DELTAS_TO_FOLD: i64 = 1000;
+
+/// Sums the deltas of the agent counts up into one row per (dimension, value). Deltas that other
+/// servers insert meanwhile are not in this statement's snapshot, so they stay, and count.
+pub(super) async fn fold_counts(pool: &AnyPool) -> Result<()> {
+    let deltas: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM agent_counts")
+        .fetch_one(pool)
+        .await?;
+    if deltas >= DELTAS_TO_FOLD {
+        sqlx::query(
+            "WITH folded AS (DELETE FROM agent_counts RETURNING dimension, value, n) \
+             INSERT INTO agent_counts (dimension, value, n) \
+             SELECT dimension, value, SUM(n) FROM folded GROUP BY dimension, value \
+             HAVING SUM(n) <> 0",
+        )
+        .execute(pool)
+        .await?;
+    }
+    Ok(())
 }
 
 /// The sweep lease: held while this server's lease connection holds the advisory lock.
