@@ -2,6 +2,7 @@
 //! server on loopback, prints what it does, and ends with one line of `key=value` figures.
 
 pub mod disk;
+pub mod fleet;
 pub mod registry;
 pub mod report;
 pub mod scale;

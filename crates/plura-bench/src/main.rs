@@ -48,6 +48,19 @@ enum Bench {
         #[arg(long, default_value_t = 20)]
         rounds: u32,
     },
+    /// A paced fleet: each agent heartbeats once per interval, spread evenly, to the real server
+    /// binary; whether it keeps up and whether any agent is falsely stopped.
+    Fleet {
+        #[arg(long, default_value_t = 100_000)]
+        agents: u32,
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        interval: std::time::Duration,
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Client connections the heartbeats are spread over.
+        #[arg(long, default_value_t = 64)]
+        connections: usize,
+    },
     /// Heartbeats of logged-in agents, as fast as they are answered, for a bounded time.
     Heartbeats {
         #[arg(long, default_value_t = 1000)]
@@ -77,6 +90,12 @@ async fn main() -> anyhow::Result<()> {
             agents,
             concurrency,
         } => plura_bench::registry::logins(database, agents, concurrency).await?,
+        Bench::Fleet {
+            agents,
+            interval,
+            seconds,
+            connections,
+        } => plura_bench::fleet::fleet(database, agents, interval, seconds, connections).await?,
         Bench::Scale { agents, rounds } => {
             plura_bench::scale::scale(database, agents, rounds).await?
         }

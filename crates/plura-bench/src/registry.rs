@@ -273,4 +273,16 @@ mod tests {
             .unwrap();
         assert!(count > 0, "{figures}");
     }
+
+    #[tokio::test]
+    async fn the_scale_and_fleet_benchmarks_run_against_the_real_server() {
+        let figures = crate::scale::scale(Db::Sqlite, 2000, 2).await.unwrap();
+        assert!(figures.contains(" agents=2000 "), "{figures}");
+        assert!(figures.contains(" search_p99_ms="), "{figures}");
+        let figures = crate::fleet::fleet(Db::Sqlite, 300, Duration::from_secs(1), 3, 4)
+            .await
+            .unwrap();
+        assert!(figures.contains(" false_stops=0 "), "{figures}");
+        assert!(figures.contains(" failed=0 "), "{figures}");
+    }
 }

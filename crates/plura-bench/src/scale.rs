@@ -7,7 +7,7 @@ use anyhow::{Context, ensure};
 
 use plura_proto::{Agent, AgentStatus, Role, Timestamp};
 use plura_server::auth;
-use plura_server::store::{self, AgentStore, Store};
+use plura_server::store::{self, AgentStore, Imported, Store};
 use plura_testkit::served::Served;
 use plura_testkit::{Database, Db};
 
@@ -27,7 +27,7 @@ const GROUPS: usize = 40;
 
 /// The `n`th agent of a large fleet: most running, some stopped, a few never heard from; spread
 /// over kinds, systems and groups.
-fn agent(n: u32, now: Timestamp) -> Agent {
+pub(crate) fn agent(n: u32, now: Timestamp) -> Agent {
     let [_, a, b, c] = (0x0a00_0000u32 + n).to_be_bytes();
     let status = match n % 20 {
         0 => AgentStatus::Unknown,
@@ -55,15 +55,47 @@ fn agent(n: u32, now: Timestamp) -> Agent {
     }
 }
 
-/// The plura-server binary built beside this one.
-fn server_bin() -> anyhow::Result<std::path::PathBuf> {
-    let bin = std::env::current_exe()?.with_file_name("plura-server");
-    ensure!(
-        bin.exists(),
-        "{} is missing: cargo build --release -p plura-server -p plura-bench",
-        bin.display()
-    );
-    Ok(bin)
+/// The plura-server binary built beside this one (or beside the folder of a test binary).
+pub(crate) fn server_bin() -> anyhow::Result<std::path::PathBuf> {
+    let exe = std::env::current_exe()?;
+    let beside = exe.with_file_name("plura-server");
+    let above = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|dir| dir.join("plura-server"));
+    let found = [Some(beside.clone()), above]
+        .into_iter()
+        .flatten()
+        .find(|p| p.exists());
+    found.with_context(|| {
+        format!(
+            "{} is missing: cargo build --release -p plura-server -p plura-bench",
+            beside.display()
+        )
+    })
+}
+
+/// Loads agents `0..agents` as `agent` makes them, with the key hash `key_hash` gives each,
+/// through the storage layer; answers how long it took.
+pub(crate) async fn load(
+    store: &dyn Store,
+    agents: u32,
+    agent: impl Fn(u32) -> Agent,
+    key_hash: impl Fn(u32) -> Option<String>,
+) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let mut n = 0;
+    while n < agents {
+        let chunk: Vec<Imported> = (n..agents.min(n + LOAD_CHUNK as u32))
+            .map(|n| Imported {
+                agent: agent(n),
+                key_hash: key_hash(n),
+            })
+            .collect();
+        n += chunk.len() as u32;
+        store.import(&chunk).await?;
+    }
+    Ok(started.elapsed())
 }
 
 /// Runs `query` `rounds` times; its timings.
@@ -88,16 +120,7 @@ pub async fn scale(db: Db, agents: u32, rounds: u32) -> anyhow::Result<String> {
     let store = store::open(&database.url).await?;
     let now = Timestamp::now();
     println!("loading {agents} agents through the storage layer");
-    let started = Instant::now();
-    let mut n = 0;
-    while n < agents {
-        let chunk: Vec<Agent> = (n..agents.min(n + LOAD_CHUNK as u32))
-            .map(|n| agent(n, now))
-            .collect();
-        n += chunk.len() as u32;
-        store.import(&chunk).await?;
-    }
-    let load = started.elapsed();
+    let load = load(&store, agents, |n| agent(n, now), |_| None).await?;
     println!("  load_s={:.1}", load.as_secs_f64());
     let admin = auth::create_api_token(&store, Role::Admin, "bench").await?;
     let summary_uncached = timed(rounds, || async {

@@ -34,7 +34,13 @@ pub fn hash_token(secret: &str) -> String {
 }
 
 pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut hex = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        hex.push(char::from(DIGITS[usize::from(b >> 4)]));
+        hex.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    hex
 }
 
 /// Compares without stopping at the first difference, so the time taken does not tell how much
@@ -63,6 +69,7 @@ mod tests {
         let key = new_agent_key();
         assert!(key.starts_with("plura_agent_") && key.len() == "plura_agent_".len() + 64);
         assert_eq!(hash_token(&key), hex(&digest(&key)));
+        assert_eq!(hex(&[0x00, 0x0f, 0xab, 0xff]), "000fabff");
     }
 
     #[test]

@@ -90,7 +90,15 @@ impl Backend {
             // A connection to a file cannot go stale: no ping before each use.
             Self::Sqlite { .. } => AnyPoolOptions::new()
                 .max_connections(8)
-                .test_before_acquire(false),
+                .test_before_acquire(false)
+                .after_connect(|conn, _| {
+                    Box::pin(async move {
+                        // SQLite caches 2 MiB of pages per connection by default; a fleet of a
+                        // million agents has hundreds of MiB of indexes. Grown only as used.
+                        sqlx::Executor::execute(&mut *conn, "PRAGMA cache_size = -32768").await?;
+                        Ok(())
+                    })
+                }),
             Self::Postgres { .. } => AnyPoolOptions::new().max_connections(16),
         }
     }

@@ -134,6 +134,14 @@ pub struct Login {
     pub heard_since: Timestamp,
 }
 
+/// An agent as `AgentStore::import` loads it.
+#[derive(Debug, Clone)]
+pub struct Imported {
+    pub agent: Agent,
+    /// The SHA-256 of its key, when it has one.
+    pub key_hash: Option<String>,
+}
+
 /// An agent whose last-seen was written, as the database has it now: another server may have
 /// stopped it or issued it a new key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -268,9 +276,9 @@ pub trait AgentStore: Send + Sync {
     async fn register(&self, agent: &RegisterAgent, actor: &str, at: Timestamp) -> Result<Changed>;
 
     /// Loads agents as they are given (their ids are the database's to choose), in one
-    /// transaction, with no history: a fleet carried over from another system, or a benchmark's.
-    /// Answers how many were new; an identity already registered is left as it is.
-    async fn import(&self, agents: &[Agent]) -> Result<u64>;
+    /// transaction, with no history: a fleet carried over from another system or restored, or a
+    /// benchmark's. Answers how many were new; an identity already registered is left as it is.
+    async fn import(&self, agents: &[Imported]) -> Result<u64>;
 
     async fn patch(
         &self,

@@ -321,7 +321,7 @@ fn counted(agents: &[Agent]) -> Summary {
 /// prunes, bulk imports, and (on PostgreSQL) the folding of their deltas.
 pub async fn summary_counts_stay_right_through_every_change(db: Db) {
     use plura_proto::{PatchAgent, RegisterAgent, Timestamp};
-    use plura_server::store::{AgentStore, ListFilter, Store};
+    use plura_server::store::{AgentStore, Imported, ListFilter, Store};
 
     let server = TestServer::start(db).await;
     let store = server.store();
@@ -386,11 +386,14 @@ pub async fn summary_counts_stay_right_through_every_change(db: Db) {
         })
         .await
         .unwrap();
-    let copies: Vec<Agent> = imported
+    let copies: Vec<Imported> = imported
         .into_iter()
-        .map(|a| Agent {
-            hostname: format!("{}-copy", a.hostname),
-            ..a
+        .map(|a| Imported {
+            agent: Agent {
+                hostname: format!("{}-copy", a.hostname),
+                ..a
+            },
+            key_hash: None,
         })
         .collect();
     store.import(&copies).await.unwrap();

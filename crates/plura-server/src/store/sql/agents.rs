@@ -15,7 +15,8 @@ use super::rows::{self, AGENT_COLUMNS, new_event, rows_per_statement};
 const DEFERRED_JOIN_OFFSET: u64 = 1000;
 use crate::secret::constant_time_eq;
 use crate::store::{
-    AgentStore, Changed, Flushed, KeyedCall, ListFilter, Login, LoginOutcome, Result, StoreError,
+    AgentStore, Changed, Flushed, Imported, KeyedCall, ListFilter, Login, LoginOutcome, Result,
+    StoreError,
 };
 
 /// Sets `status` (and last-seen) of one agent; `None` when there is no such agent.
@@ -127,18 +128,20 @@ impl AgentStore for SqlStore {
 
     async fn flush_last_seen(&self, seen: &[(i64, Timestamp)]) -> Result<Vec<Flushed>> {
         let mut found = Vec::with_capacity(seen.len());
+        // One transaction, so a flush of many agents pays one disk flush, not one per statement.
+        let mut tx = self.begin_write().await?;
         for chunk in seen.chunks(rows_per_statement(2)) {
             let sql = format!(
                 "UPDATE agents SET last_seen_at = v.column2 FROM (VALUES {}) AS v \
                  WHERE agents.id = v.column1 \
                  RETURNING agents.id, agents.status, agents.key_hash",
-                rows::placeholders(chunk.len(), 2)
+                rows::placeholders(tx.conn(), chunk.len(), 2)
             );
             let mut query = sqlx::query(&sql);
             for (id, at) in chunk {
                 query = query.bind(*id).bind(at.as_millis());
             }
-            for row in self.write(query).await? {
+            for row in query.fetch_all(tx.conn()).await? {
                 found.push(Flushed {
                     id: row.try_get("id")?,
                     status: rows::parsed(&row, "status")?,
@@ -146,6 +149,7 @@ impl AgentStore for SqlStore {
                 });
             }
         }
+        tx.commit(&[]).await?;
         Ok(found)
     }
 
@@ -226,18 +230,18 @@ impl AgentStore for SqlStore {
         Ok(changed)
     }
 
-    async fn import(&self, agents: &[Agent]) -> Result<u64> {
+    async fn import(&self, agents: &[Imported]) -> Result<u64> {
         let mut tx = self.begin_write().await?;
         let mut imported = 0;
-        for chunk in agents.chunks(rows_per_statement(14)) {
+        for chunk in agents.chunks(rows_per_statement(15)) {
             let sql = format!(
                 "INSERT INTO agents (ip, ip_key, hostname, status, enabled, group_name, kind, os, \
-                 version, machine_id, source_ip, registered_at, last_login_at, last_seen_at) \
-                 VALUES {} ON CONFLICT (ip, hostname) DO NOTHING",
-                rows::placeholders(chunk.len(), 14)
+                 version, machine_id, source_ip, registered_at, last_login_at, last_seen_at, \
+                 key_hash) VALUES {} ON CONFLICT (ip, hostname) DO NOTHING",
+                rows::placeholders(tx.conn(), chunk.len(), 15)
             );
             let mut query = sqlx::query(&sql);
-            for agent in chunk {
+            for Imported { agent, key_hash } in chunk {
                 query = query
                     .bind(agent.ip.clone())
                     .bind(ip_sort_key(&agent.ip))
@@ -252,7 +256,8 @@ impl AgentStore for SqlStore {
                     .bind(agent.source_ip.clone())
                     .bind(agent.registered_at.as_millis())
                     .bind(agent.last_login_at.map(Timestamp::as_millis))
-                    .bind(agent.last_seen_at.map(Timestamp::as_millis));
+                    .bind(agent.last_seen_at.map(Timestamp::as_millis))
+                    .bind(key_hash.clone());
             }
             imported += query.execute(tx.conn()).await?.rows_affected();
         }

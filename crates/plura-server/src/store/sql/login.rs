@@ -110,7 +110,7 @@ async fn holders(
             "SELECT a.id, a.ip, a.hostname, a.machine_id, a.source_ip, a.kind, a.status, \
              a.last_seen_at FROM agents a JOIN (VALUES {}) AS v \
              ON a.ip = v.column1 AND a.hostname = v.column2",
-            placeholders(chunk.len(), 2)
+            placeholders(conn, chunk.len(), 2)
         );
         let mut query = sqlx::query(&sql);
         let mut index: HashMap<Identity, usize> = HashMap::with_capacity(chunk.len());
@@ -203,7 +203,7 @@ async fn login_known(
              last_login_at = v.column7, last_seen_at = v.column7, key_hash = v.column8, \
              last_takeover_at = COALESCE(v.column9, agents.last_takeover_at) \
              FROM (VALUES {}) AS v WHERE agents.id = v.column1 RETURNING {AGENT_COLUMNS}",
-            placeholders(chunk.len(), 9),
+            placeholders(conn, chunk.len(), 9),
         );
         let mut query = sqlx::query(&sql);
         let mut by_id = HashMap::new();
@@ -282,7 +282,7 @@ async fn login_new(
              v.column6, v.column7, v.column8, v.column9, v.column9, v.column9, v.column10 \
              FROM (VALUES {}) AS v WHERE true \
              ON CONFLICT (ip, hostname) DO NOTHING RETURNING {AGENT_COLUMNS}",
-            placeholders(chunk.len(), 10)
+            placeholders(conn, chunk.len(), 10)
         );
         let mut query = sqlx::query(&sql);
         for &i in chunk {

@@ -19,7 +19,7 @@ mod shared;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use sqlx::any::{AnyArguments, AnyRow};
+use sqlx::any::AnyArguments;
 use sqlx::query::Query;
 use sqlx::{Any, AnyConnection, AnyPool, Transaction};
 use tokio::sync::{Mutex, OwnedMutexGuard};
@@ -109,12 +109,6 @@ impl SqlStore {
             _turn: turn,
             teller,
         })
-    }
-
-    /// Runs a single-statement write in its turn.
-    async fn write<'q>(&self, query: Query<'q, Any, AnyArguments<'q>>) -> Result<Vec<AnyRow>> {
-        let _turn = self.turn().await;
-        Ok(query.fetch_all(&self.pool).await?)
     }
 
     /// Runs a single-statement write in its turn; answers how many rows it changed.

@@ -13,9 +13,8 @@ use crate::store::{Changed, Result, StoreError};
 pub const AGENT_COLUMNS: &str = "id, ip, hostname, status, enabled, group_name, kind, os, \
      version, machine_id, source_ip, registered_at, last_login_at, last_seen_at, last_takeover_at";
 
-/// Bound parameters per multi-row statement. SQLite finds each parameter's name by walking the
-/// list of them, so binding costs the square of their number: 7,000 took 30 ms a statement,
-/// a thousand take well under one.
+/// Bound parameters per multi-row statement: far below both backends' limits, and few enough
+/// that a statement holds the write lock briefly.
 const PARAMS_PER_STATEMENT: usize = 1000;
 
 /// Rows per multi-row statement of `width` parameters a row.
@@ -110,7 +109,7 @@ pub async fn insert_events(conn: &mut AnyConnection, changes: &[Changed]) -> Res
         .flat_map(|c| c.events.iter().map(move |e| (c.agent.id, e)))
         .collect();
     for chunk in rows.chunks(rows_per_statement(4)) {
-        let values = placeholders(chunk.len(), 4);
+        let values = placeholders(conn, chunk.len(), 4);
         let sql = format!("INSERT INTO agent_events (agent_id, at, event, detail) VALUES {values}");
         let mut query = sqlx::query(&sql);
         for (agent_id, e) in chunk {
@@ -150,11 +149,24 @@ pub async fn insert_audit(
     Ok(())
 }
 
-/// `($1, $2), ($3, $4), …` for `rows` rows of `width` values.
-pub fn placeholders(rows: usize, width: usize) -> String {
+/// `($1, $2), ($3, $4), …` for `rows` rows of `width` values; on SQLite `(?, ?), (?, ?), …`,
+/// since SQLite finds each numbered parameter by walking a list of them (binding costs the square
+/// of their number) and an anonymous one at once. For statements of these values alone.
+pub fn placeholders(conn: &AnyConnection, rows: usize, width: usize) -> String {
+    value_rows(rows, width, conn.backend_name() == "SQLite")
+}
+
+fn value_rows(rows: usize, width: usize, anonymous: bool) -> String {
+    let value = |n: usize| {
+        if anonymous {
+            "?".to_string()
+        } else {
+            format!("${n}")
+        }
+    };
     (0..rows)
         .map(|r| {
-            let row: Vec<String> = (1..=width).map(|c| format!("${}", r * width + c)).collect();
+            let row: Vec<String> = (1..=width).map(|c| value(r * width + c)).collect();
             format!("({})", row.join(", "))
         })
         .collect::<Vec<_>>()
@@ -176,6 +188,7 @@ mod tests {
 
     #[test]
     fn placeholders_number_rows_in_order() {
-        assert_eq!(placeholders(2, 2), "($1, $2), ($3, $4)");
+        assert_eq!(value_rows(2, 2, false), "($1, $2), ($3, $4)");
+        assert_eq!(value_rows(2, 2, true), "(?, ?), (?, ?)");
     }
 }
