@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, ensure};
+use anyhow::Context;
 
 use plura_proto::{Agent, AgentStatus, Role, Timestamp};
 use plura_server::auth;
