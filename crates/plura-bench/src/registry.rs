@@ -203,24 +203,13 @@ pub async fn csv(
     ))
 }
 
-/// `agents` logged-in agents send heartbeats as fast as `concurrency` allows, for `seconds`.
-pub async fn heartbeats(
-    db: Db,
-    agents: u32,
+/// Sends `calls` (url, bearer) round and round as fast as `concurrency` allows, for `seconds`.
+async fn flood(
+    http: &reqwest::Client,
+    calls: &[(String, String)],
     seconds: u64,
     concurrency: usize,
-) -> anyhow::Result<String> {
-    let target = server(db).await;
-    let http = reqwest::Client::new();
-    let (logins, _) = login_all(&http, &target, agents, concurrency).await?;
-    let calls: Vec<(String, String)> = logins
-        .iter()
-        .map(|l| {
-            let url = format!("{}/api/v1/agents/{}/heartbeat", target.base, l.agent_id);
-            (url, l.agent_key.clone())
-        })
-        .collect();
-    println!("{agents} agents sending heartbeats for {seconds}s, {concurrency} at a time");
+) -> anyhow::Result<Timings> {
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let started = Instant::now();
     let results: Vec<anyhow::Result<Duration>> = stream::iter(calls.iter().cycle())
@@ -240,13 +229,60 @@ pub async fn heartbeats(
     let latencies = results
         .into_iter()
         .collect::<anyhow::Result<Vec<_>>>()
-        .context("a heartbeat failed")?;
-    let timings = Timings::new(latencies, elapsed);
-    println!("  {}", timings.figures("heartbeats"));
+        .context("a call failed")?;
+    Ok(Timings::new(latencies, elapsed))
+}
+
+/// The ceiling for a heartbeat on this machine: an axum handler that does nothing (204) on the
+/// same route, over the same kind of loopback connection, driven the same way.
+async fn trivial_handler(agents: u32, seconds: u64, concurrency: usize) -> anyhow::Result<Timings> {
+    use axum::routing::post;
+    let router = axum::Router::new().route(
+        "/api/v1/agents/{id}/heartbeat",
+        post(|| async { axum::http::StatusCode::NO_CONTENT }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let served = tokio::spawn(async move { axum::serve(listener, router).await });
+    let calls: Vec<(String, String)> = (1..=agents)
+        .map(|id| (format!("{base}/api/v1/agents/{id}/heartbeat"), "key".into()))
+        .collect();
+    let timings = flood(&reqwest::Client::new(), &calls, seconds, concurrency).await;
+    served.abort();
+    timings
+}
+
+/// `agents` logged-in agents send heartbeats as fast as `concurrency` allows, for `seconds`;
+/// then a trivial handler the same way, for the ceiling.
+pub async fn heartbeats(
+    db: Db,
+    agents: u32,
+    seconds: u64,
+    concurrency: usize,
+) -> anyhow::Result<String> {
+    let target = server(db).await;
+    let http = reqwest::Client::new();
+    let (logins, _) = login_all(&http, &target, agents, concurrency).await?;
+    let calls: Vec<(String, String)> = logins
+        .iter()
+        .map(|l| {
+            let url = format!("{}/api/v1/agents/{}/heartbeat", target.base, l.agent_id);
+            (url, l.agent_key.clone())
+        })
+        .collect();
+    println!("{agents} agents sending heartbeats for {seconds}s, {concurrency} at a time");
+    let heartbeats = flood(&http, &calls, seconds, concurrency).await?;
+    println!("  {}", heartbeats.figures("heartbeats"));
     target.finish().await;
+    println!("a handler that does nothing, the same way");
+    let trivial = trivial_handler(agents, seconds, concurrency).await?;
+    println!("  {}", trivial.figures("trivial"));
     Ok(format!(
-        "bench=heartbeats db={db:?} agents={agents} seconds={seconds} concurrency={concurrency} {}",
-        timings.figures("heartbeats")
+        "bench=heartbeats db={db:?} agents={agents} seconds={seconds} concurrency={concurrency} \
+         {} {} of_trivial={:.2}",
+        heartbeats.figures("heartbeats"),
+        trivial.figures("trivial"),
+        heartbeats.per_second() / trivial.per_second()
     ))
 }
 

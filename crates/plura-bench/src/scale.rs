@@ -121,6 +121,8 @@ pub async fn scale(db: Db, agents: u32, rounds: u32) -> anyhow::Result<String> {
     let now = Timestamp::now();
     println!("loading {agents} agents through the storage layer");
     let load = load(&store, agents, |n| agent(n, now), |_| None).await?;
+    // As the running server's sweeper would, before anyone asks.
+    store.tidy().await?;
     println!("  load_s={:.1}", load.as_secs_f64());
     let admin = auth::create_api_token(&store, Role::Admin, "bench").await?;
     let summary_uncached = timed(rounds, || async {

@@ -54,8 +54,37 @@ CREATE TRIGGER agents_counted_changed AFTER UPDATE ON agents
     REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
     FOR EACH STATEMENT EXECUTE FUNCTION plura_count_agents();
 
--- Free-text search by substring: a trigram index on the very expression the list matches. Where
--- the database's owner may not create the extension, search still works, by scanning.
+-- Free-text search by substring: the searched columns of each agent as one lower-cased text, in
+-- a table of its own with a trigram index (pg_trgm). Kept apart from the agents so that writing
+-- last-seen times, which touches every index of the agents, never touches this one; a trigger
+-- rewrites an agent's text only when a searched column changes.
+CREATE TABLE agent_texts (
+    agent_id BIGINT PRIMARY KEY REFERENCES agents (id) ON DELETE CASCADE,
+    text     TEXT NOT NULL
+);
+
+CREATE FUNCTION plura_agent_text(agent agents) RETURNS TEXT LANGUAGE sql IMMUTABLE AS $$
+    SELECT LOWER(agent.ip || ' ' || agent.hostname || ' ' || COALESCE(agent.group_name, '')
+        || ' ' || agent.os || ' ' || agent.version || ' ' || COALESCE(agent.machine_id, ''))
+$$;
+
+INSERT INTO agent_texts (agent_id, text) SELECT a.id, plura_agent_text(a) FROM agents a;
+
+CREATE FUNCTION plura_write_agent_text() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO agent_texts (agent_id, text) VALUES (NEW.id, plura_agent_text(NEW))
+    ON CONFLICT (agent_id) DO UPDATE SET text = EXCLUDED.text;
+    RETURN NULL;
+END $$;
+
+CREATE TRIGGER agents_text_in AFTER INSERT ON agents
+    FOR EACH ROW EXECUTE FUNCTION plura_write_agent_text();
+CREATE TRIGGER agents_text_changed AFTER UPDATE OF ip, hostname, group_name, os, version,
+    machine_id ON agents FOR EACH ROW
+    WHEN (plura_agent_text(OLD) IS DISTINCT FROM plura_agent_text(NEW))
+    EXECUTE FUNCTION plura_write_agent_text();
+
+-- Where the database's owner may not create the extension, search still works, by scanning.
 DO $$
 BEGIN
     CREATE EXTENSION IF NOT EXISTS pg_trgm;
@@ -65,8 +94,6 @@ END $$;
 DO $$
 BEGIN
     IF EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_trgm') THEN
-        CREATE INDEX agents_text_trigrams ON agents USING gin ((LOWER(ip || ' ' || hostname
-            || ' ' || COALESCE(group_name, '') || ' ' || os || ' ' || version || ' '
-            || COALESCE(machine_id, ''))) gin_trgm_ops);
+        CREATE INDEX agent_texts_trigrams ON agent_texts USING gin (text gin_trgm_ops);
     END IF;
 END $$;

@@ -54,7 +54,7 @@ impl Fleet {
         let now = Timestamp::now();
         let stopped = self.store.stop_silent(now.minus(limit), now).await?;
         self.publish_sweep(stopped, "agent stopped: no heartbeat");
-        self.store.tidy().await
+        Ok(())
     }
 
     /// Deletes long-stopped agents and old history, as the policy says.
@@ -142,7 +142,10 @@ impl Fleet {
                     // Flush first, so an agent whose heartbeat only this server holds is not
                     // taken for silent.
                     let result = match self.flush().await {
-                        Ok(()) if self.leads().await => self.stop_silent().await,
+                        Ok(()) if self.leads().await => match self.stop_silent().await {
+                            Ok(()) => self.store.tidy().await,
+                            Err(e) => Err(e),
+                        },
                         other => other,
                     };
                     if let Err(e) = result {

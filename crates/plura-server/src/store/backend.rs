@@ -116,7 +116,7 @@ impl Backend {
     pub(super) fn text_search(&self) -> super::sql::TextSearch {
         match self {
             Self::Sqlite { .. } => super::sql::TextSearch::Fts5Trigrams,
-            Self::Postgres { .. } => super::sql::TextSearch::Expression,
+            Self::Postgres { .. } => super::sql::TextSearch::TextTable,
         }
     }
 

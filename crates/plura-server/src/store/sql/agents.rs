@@ -7,9 +7,9 @@ use sqlx::{AnyConnection, Row};
 
 use plura_proto::{Agent, AgentStatus, EventKind, PatchAgent, RegisterAgent, Summary, Timestamp};
 
-use super::SqlStore;
 use super::filter::{bind_params, ip_sort_key, order_by, where_clause};
 use super::rows::{self, AGENT_COLUMNS, new_event, rows_per_statement};
+use super::{Backend, SqlStore};
 
 /// From this offset on, a page is read by a deferred join.
 const DEFERRED_JOIN_OFFSET: u64 = 1000;
@@ -57,6 +57,41 @@ async fn keyed_agent(
         return Ok(KeyedCall::WrongKey);
     }
     Ok(KeyedCall::Done(rows::agent(&row)?))
+}
+
+/// The (dimension, value) of `agent_counts` whose sum is how many agents `filter` matches: every
+/// status (`None` value) for no filter, or the one counted column it filters on.
+fn counted_total(filter: &ListFilter) -> Option<(&'static str, Option<String>)> {
+    let ListFilter {
+        status,
+        group,
+        kind,
+        os,
+        enabled,
+        text: None,
+        ..
+    } = filter
+    else {
+        return None;
+    };
+    // '' counts the agents with no group, which `group_name = ''` does not match.
+    if group.as_deref() == Some("") {
+        return None;
+    }
+    let mut counted = [
+        status.map(|s| ("status", s.as_str().to_string())),
+        group.clone().map(|g| ("group", g)),
+        kind.clone().map(|k| ("kind", k)),
+        os.clone().map(|o| ("os", o)),
+        enabled.map(|e| ("enabled", if e { "1" } else { "0" }.to_string())),
+    ]
+    .into_iter()
+    .flatten();
+    match (counted.next(), counted.next()) {
+        (None, _) => Some(("status", None)),
+        (Some((dimension, value)), None) => Some((dimension, Some(value))),
+        (Some(_), Some(_)) => None,
+    }
 }
 
 fn since(agent: &Agent) -> String {
@@ -262,6 +297,10 @@ impl AgentStore for SqlStore {
             imported += query.execute(tx.conn()).await?.rows_affected();
         }
         tx.commit(&[]).await?;
+        if let Backend::Postgres { .. } = self.backend {
+            // The planner's statistics are stale after a bulk load until autovacuum comes by.
+            sqlx::query("ANALYZE agents").execute(&self.pool).await?;
+        }
         Ok(imported)
     }
 
@@ -333,10 +372,27 @@ impl AgentStore for SqlStore {
 
     async fn list(&self, filter: &ListFilter) -> Result<(u64, Vec<Agent>)> {
         let (where_sql, params) = where_clause(filter, self.backend.text_search());
-        let count_sql = format!("SELECT COUNT(*) AS n FROM agents {where_sql}");
-        let total = bind_params(sqlx::query(&count_sql), &params)
-            .fetch_one(&self.pool)
-            .await?;
+        let total = match counted_total(filter) {
+            // A count the summary's counts already hold (no filter, or one on a counted column).
+            Some((dimension, value)) => {
+                let row = sqlx::query(
+                    "SELECT CAST(COALESCE(SUM(n), 0) AS BIGINT) AS n FROM agent_counts \
+                     WHERE dimension = $1 AND ($2 IS NULL OR value = $2)",
+                )
+                .bind(dimension)
+                .bind(value)
+                .fetch_one(&self.pool)
+                .await?;
+                rows::count(&row, "n")?
+            }
+            None => {
+                let count_sql = format!("SELECT COUNT(*) AS n FROM agents {where_sql}");
+                let row = bind_params(sqlx::query(&count_sql), &params)
+                    .fetch_one(&self.pool)
+                    .await?;
+                rows::count(&row, "n")?
+            }
+        };
         let order = order_by(filter.sort, filter.descending);
         let list_sql = match filter.limit {
             // Deep pages skip their offset over ids alone (an index), and read only the rows
@@ -355,7 +411,7 @@ impl AgentStore for SqlStore {
         let listed = bind_params(sqlx::query(&list_sql), &params)
             .fetch_all(&self.pool)
             .await?;
-        Ok((rows::count(&total, "n")?, rows::agents(&listed)?))
+        Ok((total, rows::agents(&listed)?))
     }
 
     async fn list_each(

@@ -29,9 +29,9 @@ pub enum Param {
 pub enum TextSearch {
     /// SQLite's trigram index (`agents_text`, FTS5), for terms of three characters or more.
     Fts5Trigrams,
-    /// `LIKE` on one expression of the searched columns, which PostgreSQL's trigram index
-    /// (pg_trgm) serves.
-    Expression,
+    /// `LIKE` on each agent's searched columns as one lower-cased text (`agent_texts`), which
+    /// PostgreSQL's trigram index (pg_trgm) serves.
+    TextTable,
 }
 
 /// The `WHERE` clause of a list filter, numbered from `$1`.
@@ -71,14 +71,17 @@ pub fn where_clause(filter: &ListFilter, search: TextSearch) -> (String, Vec<Par
                 .replace('\\', "\\\\")
                 .replace('%', "\\%")
                 .replace('_', "\\_");
-            // One lower-cased text per row, matched once, instead of six matches (and the
-            // expression PostgreSQL's trigram index is built on).
-            let text = "LOWER(ip || ' ' || hostname || ' ' || COALESCE(group_name, '') || ' ' \
-                        || os || ' ' || version || ' ' || COALESCE(machine_id, ''))";
-            push(
-                &format!("{text} LIKE $? ESCAPE '\\'"),
-                Param::Text(format!("%{escaped}%")),
-            );
+            let condition = match search {
+                TextSearch::TextTable => {
+                    "id IN (SELECT agent_id FROM agent_texts WHERE text LIKE $? ESCAPE '\\')"
+                }
+                // One lower-cased text per row, matched once, instead of six matches.
+                TextSearch::Fts5Trigrams => {
+                    "LOWER(ip || ' ' || hostname || ' ' || COALESCE(group_name, '') || ' ' || os \
+                     || ' ' || version || ' ' || COALESCE(machine_id, '')) LIKE $? ESCAPE '\\'"
+                }
+            };
+            push(condition, Param::Text(format!("%{escaped}%")));
         }
     }
     if conditions.is_empty() {
@@ -147,12 +150,12 @@ mod tests {
             text: Some("WAF_1%".into()),
             ..ListFilter::default()
         };
-        let (sql, params) = where_clause(&filter, TextSearch::Expression);
-        assert!(
-            sql.starts_with("WHERE status = $1 AND LOWER(ip || ' ' || hostname"),
-            "{sql}"
+        let (sql, params) = where_clause(&filter, TextSearch::TextTable);
+        assert_eq!(
+            sql,
+            "WHERE status = $1 AND id IN (SELECT agent_id FROM agent_texts WHERE text LIKE $2 \
+             ESCAPE '\\')"
         );
-        assert!(sql.ends_with("LIKE $2 ESCAPE '\\'"), "{sql}");
         assert!(matches!(&params[1], Param::Text(t) if t == "%waf\\_1\\%%"));
 
         let (sql, params) = where_clause(&filter, TextSearch::Fts5Trigrams);
