@@ -298,8 +298,12 @@ impl AgentStore for SqlStore {
         }
         tx.commit(&[]).await?;
         if let Backend::Postgres { .. } = self.backend {
-            // The planner's statistics are stale after a bulk load until autovacuum comes by.
-            sqlx::query("ANALYZE agents").execute(&self.pool).await?;
+            // Until autovacuum comes by after a bulk load, the planner's statistics are stale
+            // and index-only scans (deep pages) must visit every row.
+            for table in ["agents", "agent_texts"] {
+                let vacuum = format!("VACUUM ANALYZE {table}");
+                sqlx::query(&vacuum).execute(&self.pool).await?;
+            }
         }
         Ok(imported)
     }

@@ -132,6 +132,8 @@ pub(super) async fn fold_counts(pool: &AnyPool) -> Result<()> {
         )
         .execute(pool)
         .await?;
+        // The summary reads the whole table: the folded rows must not linger as dead ones.
+        sqlx::query("VACUUM agent_counts").execute(pool).await?;
     }
     Ok(())
 }
