@@ -28,30 +28,6 @@ const SIMULATED_AGENTS: u32 = 300;
 const INTERVAL: Duration = Duration::from_secs(1);
 const WAIT: Duration = Duration::from_secs(30);
 
-fn agent_bin() -> std::path::PathBuf {
-    std::path::Path::new(BIN).with_file_name("plura-agent")
-}
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-}
-
-async fn start_server(database: &str, port: u16) -> Served {
-    let listen = format!("127.0.0.1:{port}");
-    let args = [
-        "--listen",
-        &listen,
-        "--database",
-        database,
-        "--heartbeat-interval",
-        "1s",
-        "--logins-per-source",
-        "0",
-    ];
-    Served::start(BIN, &args).await
-}
-
 /// A real plura-agent with a hostname of its own (a UTS namespace), on loopback.
 fn real_agent(n: usize, conf: &std::path::Path) -> Process {
     let mut command = Command::new("unshare");
@@ -63,7 +39,7 @@ fn real_agent(n: usize, conf: &std::path::Path) -> Process {
             "hostname \"$0\" && exec \"$1\" --config \"$2\"",
         ])
         .arg(format!("cluster-agent-{n}"))
-        .arg(agent_bin())
+        .arg(served::beside(BIN, "plura-agent"))
         .arg(conf)
         .env("AWS_EC2_METADATA_DISABLED", "true");
     Process::spawn(command)
@@ -212,7 +188,7 @@ async fn three_servers_act_as_one_and_survive_losing_the_one_that_sweeps() {
     let enrollment = served::enrollment_token(BIN, &database.url).await;
     let mut servers = Vec::new();
     for _ in 0..SERVERS {
-        servers.push(start_server(&database.url, free_port()).await);
+        servers.push(served::start_fast(BIN, &database.url, "127.0.0.1:0").await);
     }
     let admin = servers[0]
         .first_start_token()

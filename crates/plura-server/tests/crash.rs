@@ -22,36 +22,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_plura-server");
 const KILLS: usize = 20;
 const WAIT: Duration = Duration::from_secs(20);
 
-/// The agent binary, built beside this one by `cargo test --workspace`.
-fn agent_bin() -> std::path::PathBuf {
-    let path = std::path::Path::new(BIN).with_file_name("plura-agent");
-    assert!(
-        path.exists(),
-        "{} is missing: build it with cargo build -p plura-agent",
-        path.display()
-    );
-    path
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 async fn start_server(database: &str, port: u16) -> Served {
-    let listen = format!("127.0.0.1:{port}");
-    let args = [
-        "--listen",
-        &listen,
-        "--database",
-        database,
-        "--heartbeat-interval",
-        "1s",
-    ];
-    Served::start(BIN, &[&args[..], &["--logins-per-source", "0"]].concat()).await
+    served::start_fast(BIN, database, &format!("127.0.0.1:{port}")).await
 }
 
 /// Registers new identities one after another until cancelled, keeping each acknowledged one
@@ -120,7 +92,7 @@ async fn list(server: &Served, admin: &str) -> Vec<Agent> {
 async fn kill_nine_times_twenty(db: Db) {
     let database = Database::fresh(db).await;
     let enrollment = served::enrollment_token(BIN, &database.url).await;
-    let port = free_port();
+    let port = served::free_port();
     let base = format!("http://127.0.0.1:{port}");
     let mut server = start_server(&database.url, port).await;
     let admin = server
@@ -131,7 +103,7 @@ async fn kill_nine_times_twenty(db: Db) {
     let conf = dir.path().join("plura.conf");
     let text = format!("server_url={base}\nenrollment_token={enrollment}\ninterface=lo\n");
     std::fs::write(&conf, text).unwrap();
-    let mut agent_command = Command::new(agent_bin());
+    let mut agent_command = Command::new(served::beside(BIN, "plura-agent"));
     agent_command
         .arg("--config")
         .arg(&conf)

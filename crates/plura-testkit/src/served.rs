@@ -49,6 +49,39 @@ impl Served {
     }
 }
 
+/// `bin serve` on `listen` over `database` as tests want it: a heartbeat each second (a silent
+/// agent stops after 3 s) and no login rate.
+pub async fn start_fast(bin: &str, database: &str, listen: &str) -> Served {
+    let args = [
+        "--listen",
+        listen,
+        "--database",
+        database,
+        "--heartbeat-interval",
+        "1s",
+        "--logins-per-source",
+        "0",
+    ];
+    Served::start(bin, &args).await
+}
+
+/// A loopback port free now, for a server that must come back on the same one.
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a loopback port");
+    listener.local_addr().expect("its address").port()
+}
+
+/// The binary `name` built beside `bin` by `cargo test --workspace`.
+pub fn beside(bin: &str, name: &str) -> std::path::PathBuf {
+    let path = std::path::Path::new(bin).with_file_name(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build it with cargo build -p {name}",
+        path.display()
+    );
+    path
+}
+
 /// Makes the enrollment token of `database` with `bin` and answers it.
 pub async fn enrollment_token(bin: &str, database: &str) -> String {
     let output = Command::new(bin)

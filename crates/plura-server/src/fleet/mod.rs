@@ -223,14 +223,14 @@ impl Fleet {
 
     /// Tells the stream and the metrics about a change, and forgets agents that are no longer
     /// running; answers the agent as it now is.
-    fn publish(&self, changed: Changed) -> Agent {
+    fn publish(&self, mut changed: Changed) -> Agent {
         if changed.is_gone() || changed.agent.status != AgentStatus::Running {
             self.heard.forget(changed.agent.id);
+        } else {
+            self.heard.overlay(&mut changed.agent);
         }
         self.feed.announce(changed.changes());
-        let mut agent = changed.agent;
-        self.heard.overlay(&mut agent);
-        agent
+        changed.agent
     }
 
     /// What another server on the same database changed: told to this server's stream, and

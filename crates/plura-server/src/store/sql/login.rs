@@ -48,8 +48,7 @@ pub(super) async fn login_together(
     // Every login is done once nothing is pending.
     let outcomes: Vec<LoginOutcome> = outcomes.into_iter().flatten().collect();
     debug_assert_eq!(outcomes.len(), logins.len());
-    let changes: Vec<Changed> = outcomes.iter().map(|o| o.changed.clone()).collect();
-    tx.commit(&changes).await?;
+    tx.commit(outcomes.iter().map(|o| &o.changed)).await?;
     Ok(outcomes)
 }
 

@@ -56,10 +56,11 @@ impl WriteTx {
     /// Records the history events of `changes`, tells the other servers of them, and commits:
     /// the one way a change of agents ends, so none is on disk without its history, and every
     /// server hears of it.
-    async fn commit(mut self, changes: &[Changed]) -> Result<()> {
-        rows::insert_events(self.conn(), changes).await?;
+    async fn commit<'c>(mut self, changes: impl IntoIterator<Item = &'c Changed>) -> Result<()> {
+        let changes: Vec<&Changed> = changes.into_iter().collect();
+        rows::insert_events(self.conn(), &changes).await?;
         if let Some(teller) = self.teller.clone() {
-            shared::notify(self.conn(), &teller, changes).await?;
+            shared::notify(self.conn(), &teller, &changes).await?;
         }
         Ok(self.tx.commit().await?)
     }

@@ -103,7 +103,7 @@ pub async fn select_agent(conn: &mut AnyConnection, id: i64) -> Result<Option<Ag
 }
 
 /// Records the events of many changes in a few statements.
-pub async fn insert_events(conn: &mut AnyConnection, changes: &[Changed]) -> Result<()> {
+pub async fn insert_events(conn: &mut AnyConnection, changes: &[&Changed]) -> Result<()> {
     let rows: Vec<(i64, &Event)> = changes
         .iter()
         .flat_map(|c| c.events.iter().map(move |e| (c.agent.id, e)))

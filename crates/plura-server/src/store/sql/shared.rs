@@ -69,9 +69,9 @@ fn read_payload(me: &str, payload: &str) -> Option<Told> {
 pub(super) async fn notify(
     conn: &mut AnyConnection,
     server: &str,
-    changes: &[Changed],
+    changes: &[&Changed],
 ) -> Result<()> {
-    let told: Vec<Change> = changes.iter().flat_map(Changed::changes).collect();
+    let told: Vec<Change> = changes.iter().flat_map(|c| c.changes()).collect();
     for payload in payloads(server, &told) {
         sqlx::query("SELECT pg_notify($1, $2)")
             .bind(CHANNEL)
