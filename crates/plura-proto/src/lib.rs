@@ -11,6 +11,6 @@ mod rules;
 mod time;
 mod wire;
 
-pub use rules::{FieldError, MAX_HOSTNAME_LEN, MAX_TEXT_LEN, validate_text};
+pub use rules::{FieldError, MAX_HOSTNAME_LEN, MAX_TEXT_LEN, validate_filter, validate_text};
 pub use time::Timestamp;
 pub use wire::*;

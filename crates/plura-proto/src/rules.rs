@@ -88,6 +88,13 @@ pub fn validate_text(field: &'static str, value: &str) -> Result<(), FieldError>
     check_chars(field, value, MAX_TEXT_LEN)
 }
 
+/// A value the agent list is filtered or searched by: anything a stored field could contain, so
+/// no control characters (a NUL would break the search index's query) and no longer than a
+/// hostname.
+pub fn validate_filter(field: &'static str, value: &str) -> Result<(), FieldError> {
+    check_chars(field, value, MAX_HOSTNAME_LEN)
+}
+
 pub fn validate_optional_text(field: &'static str, value: Option<&str>) -> Result<(), FieldError> {
     value.map_or(Ok(()), |v| validate_text(field, v))
 }

@@ -74,13 +74,21 @@ impl ListParams {
                 names.join(", ")
             ))
         })?;
+        let checked = |field: &'static str, value: &Option<String>| {
+            let value = non_empty(value);
+            value
+                .as_deref()
+                .map_or(Ok(()), |v| plura_proto::validate_filter(field, v))
+                .map(|()| value)
+                .map_err(|e| ApiError::bad_request(e.to_string()))
+        };
         Ok(ListFilter {
             status,
-            group: non_empty(&self.group),
-            kind: non_empty(&self.kind),
-            os: non_empty(&self.os),
+            group: checked("group", &self.group)?,
+            kind: checked("kind", &self.kind)?,
+            os: checked("os", &self.os)?,
             enabled: self.enabled,
-            text: non_empty(&self.q),
+            text: checked("q", &self.q)?,
             sort,
             descending,
             limit: None,
@@ -143,18 +151,27 @@ pub async fn csv(
     State(state): State<AppState>,
     Query(params): Query<ListParams>,
 ) -> ApiResult<impl IntoResponse> {
-    let rows = state
-        .fleet
-        .stream(params.filter()?, CSV_DEADLINE)
-        .map(|agent| match agent {
-            Ok(agent) => Ok(crate::csv::row(&agent)),
-            Err(e) => {
-                tracing::error!("the CSV export stopped: {e}");
-                Err(std::io::Error::other(
-                    "the export stopped; see the server's log",
-                ))
-            }
-        });
+    let mut agents = Box::pin(
+        state
+            .fleet
+            .stream(params.filter()?, CSV_DEADLINE)
+            .peekable(),
+    );
+    // A query that fails at once gets an error answer; only a later failure cuts the file short.
+    if matches!(agents.as_mut().peek().await, Some(Err(_))) {
+        if let Some(Err(e)) = agents.next().await {
+            return Err(e.into());
+        }
+    }
+    let rows = agents.map(|agent| match agent {
+        Ok(agent) => Ok(crate::csv::row(&agent)),
+        Err(e) => {
+            tracing::error!("the CSV export stopped: {e}");
+            Err(std::io::Error::other(
+                "the export stopped; see the server's log",
+            ))
+        }
+    });
     let lines = futures::stream::once(async { Ok(crate::csv::header()) }).chain(rows);
     Ok((
         [

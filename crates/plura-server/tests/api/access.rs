@@ -339,19 +339,27 @@ pub async fn bad_input_gets_a_clear_4xx(db: Db) {
     }
     assert!(server.agent(id).await.enabled);
 
-    // Bad list queries.
-    for (query, code) in [
-        ("?status=sleeping", "bad_request"),
-        ("?sort=password", "bad_request"),
-        ("?page=0", "bad_request"),
-        ("?per_page=5000", "bad_request"),
-        ("?page=abc", "bad_query"),
-        ("?enabled=maybe", "bad_query"),
+    // Bad list queries, on the list and on its CSV export alike (a NUL once broke the search
+    // index's query mid-export).
+    let both = ["/api/v1/agents", "/api/v1/agents.csv"].as_slice();
+    let paged = &both[..1];
+    for (lists, query, code) in [
+        (both, "?status=sleeping", "bad_request"),
+        (both, "?sort=password", "bad_request"),
+        (paged, "?page=0", "bad_request"),
+        (paged, "?per_page=5000", "bad_request"),
+        (paged, "?page=abc", "bad_query"),
+        (both, "?enabled=maybe", "bad_query"),
+        (both, "?q=%00%12%C2%87", "bad_request"),
+        (both, "?q=web%00", "bad_request"),
+        (both, "?group=a%07b", "bad_request"),
     ] {
-        let r = server
-            .request(Method::GET, &format!("/api/v1/agents{query}"), admin)
-            .await;
-        expect_error(r, StatusCode::BAD_REQUEST, code).await;
+        for list in lists {
+            let r = server
+                .request(Method::GET, &format!("{list}{query}"), admin)
+                .await;
+            expect_error(r, StatusCode::BAD_REQUEST, code).await;
+        }
     }
 
     // Routes and methods that do not exist.
