@@ -4,13 +4,16 @@
 //! This crate stays free of runtimes and databases so that the agent, the server and any script
 //! written in Rust can share one definition of the protocol.
 
+mod alerts;
 pub mod config;
 #[cfg(feature = "logging")]
 pub mod logging;
 mod rules;
+mod text_enum;
 mod time;
 mod wire;
 
+pub use alerts::*;
 pub use rules::{FieldError, MAX_HOSTNAME_LEN, MAX_TEXT_LEN, validate_filter, validate_text};
 pub use time::Timestamp;
 pub use wire::*;

@@ -27,7 +27,7 @@ impl fmt::Display for FieldError {
 
 impl std::error::Error for FieldError {}
 
-fn field_error(field: &'static str, problem: impl Into<String>) -> FieldError {
+pub(crate) fn field_error(field: &'static str, problem: impl Into<String>) -> FieldError {
     FieldError {
         field,
         problem: problem.into(),

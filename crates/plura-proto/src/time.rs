@@ -31,6 +31,14 @@ impl Timestamp {
         )
     }
 
+    /// This instant moved on by `by` (saturating), e.g. when to try again.
+    pub fn plus(self, by: Duration) -> Self {
+        Self(
+            self.0
+                .saturating_add(i64::try_from(by.as_millis()).unwrap_or(i64::MAX)),
+        )
+    }
+
     fn to_system_time(self) -> SystemTime {
         UNIX_EPOCH + Duration::from_millis(self.0.max(0) as u64)
     }

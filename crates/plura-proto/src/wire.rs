@@ -4,8 +4,6 @@
 //! refuse to take, and both say it in the same words.
 
 use std::collections::BTreeMap;
-use std::fmt;
-use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -13,6 +11,7 @@ use crate::Timestamp;
 use crate::rules::{
     FieldError, host_address, validate_identity, validate_optional_text, validate_text,
 };
+use crate::text_enum::text_enum;
 
 #[cfg(feature = "openapi")]
 use utoipa::ToSchema;
@@ -297,38 +296,6 @@ pub struct ErrorBody {
     pub error: String,
     /// What went wrong, for a person.
     pub message: String,
-}
-
-macro_rules! text_enum {
-    ($ty:ty { $($variant:ident => $text:literal),+ $(,)? }) => {
-        impl $ty {
-            pub const ALL: &'static [$ty] = &[$(<$ty>::$variant),+];
-
-            pub const fn as_str(self) -> &'static str {
-                match self { $(<$ty>::$variant => $text),+ }
-            }
-        }
-
-        impl fmt::Display for $ty {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-
-        impl FromStr for $ty {
-            type Err = String;
-
-            fn from_str(s: &str) -> Result<Self, Self::Err> {
-                match s {
-                    $($text => Ok(<$ty>::$variant),)+
-                    other => Err(format!(
-                        "{other:?} is not one of: {}",
-                        [$($text),+].join(", ")
-                    )),
-                }
-            }
-        }
-    };
 }
 
 text_enum!(AgentStatus { Running => "running", Stopped => "stopped", Unknown => "unknown" });

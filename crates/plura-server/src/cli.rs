@@ -9,11 +9,13 @@ use clap::{Args, Parser, Subcommand};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use plura_proto::Role;
+use plura_proto::{Role, redact_webhook_url};
 
+use crate::alerts;
 use crate::auth;
 use crate::enrollment::{self, Issued};
 use crate::fleet::{DEFAULT_EVENT_RETENTION, LivenessPolicy};
+use crate::secret;
 use crate::server;
 use crate::store::{self, redact_url};
 
@@ -85,6 +87,19 @@ struct ServeArgs {
     /// limit.
     #[arg(long, default_value_t = 10)]
     logins_per_source: u32,
+    /// Post alerts (agents stopped without a goodbye, identities taken over, lost agents back)
+    /// as JSON to this URL, signed with --alert-secret. Repeatable; admins add more through the
+    /// API and the console.
+    #[arg(long = "alert-webhook", value_name = "URL")]
+    alert_webhooks: Vec<String>,
+    /// Post alerts in Slack's incoming-webhook format to this URL. Repeatable.
+    #[arg(long = "alert-slack", value_name = "URL")]
+    alert_slack: Vec<String>,
+    /// The HMAC-SHA256 key that signs deliveries to the webhooks above (header
+    /// X-Plura-Signature-256); at least 16 characters. Better from the environment than on a
+    /// command line that `ps` shows.
+    #[arg(long, env = "PLURA_ALERT_SECRET", hide_env_values = true)]
+    alert_secret: Option<String>,
 }
 
 impl Default for ServeArgs {
@@ -96,6 +111,9 @@ impl Default for ServeArgs {
             keep_events_for: DEFAULT_EVENT_RETENTION,
             max_connections: None,
             logins_per_source: 10,
+            alert_webhooks: Vec::new(),
+            alert_slack: Vec::new(),
+            alert_secret: None,
         }
     }
 }
@@ -197,6 +215,37 @@ async fn enrollment_token(store: &store::SqlStore, args: EnrollmentArgs) -> anyh
     }
 }
 
+/// Makes the command line's webhooks the ones it names now (none when it names none).
+async fn command_line_webhooks(store: &store::SqlStore, args: &ServeArgs) -> anyhow::Result<()> {
+    for url in args.alert_webhooks.iter().chain(&args.alert_slack) {
+        plura_proto::validate_webhook_url(url).with_context(|| {
+            format!("--alert-webhook/--alert-slack {}", redact_webhook_url(url))
+        })?;
+    }
+    let secret = match &args.alert_secret {
+        Some(secret) => {
+            plura_proto::validate_secret(secret).context("--alert-secret")?;
+            secret.clone()
+        }
+        None if args.alert_webhooks.is_empty() => {
+            // Slack does not check signatures; a key nobody knows will do.
+            secret::new_token("plura_whsec")
+        }
+        None => anyhow::bail!(
+            "--alert-webhook needs a signing secret: set PLURA_ALERT_SECRET (at least 16 \
+             characters) and check the X-Plura-Signature-256 header with it"
+        ),
+    };
+    alerts::set_command_line_webhooks(store, &args.alert_webhooks, &args.alert_slack, &secret)
+        .await
+        .context("cannot record the alert webhooks")?;
+    let count = args.alert_webhooks.len() + args.alert_slack.len();
+    if count > 0 {
+        tracing::info!("alerts go to {count} webhook(s) from the command line");
+    }
+    Ok(())
+}
+
 async fn serve(store: store::SqlStore, args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(database = ?store.backend(), "database ready");
     if let Some(token) = auth::bootstrap(&store).await? {
@@ -204,6 +253,7 @@ async fn serve(store: store::SqlStore, args: ServeArgs) -> anyhow::Result<()> {
         println!("  {token}");
         println!("Make the token agents enroll with: plura-server enrollment-token");
     }
+    command_line_webhooks(&store, &args).await?;
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;

@@ -1,6 +1,7 @@
 //! PLURA Fleet's management server: the registry of agents by (ip, hostname), their liveness,
 //! the HTTP API over them, and the storage beneath.
 
+pub mod alerts;
 pub mod api;
 pub mod auth;
 pub mod cli;

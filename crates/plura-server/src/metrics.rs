@@ -21,6 +21,11 @@ pub struct StatusLabel {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CodeLabel {
     pub code: u16,
 }
@@ -43,6 +48,11 @@ pub struct Metrics {
     /// 1 while this server runs the fleet-wide sweeps (one server at a time on a shared
     /// database).
     pub sweep_leader: Gauge,
+    /// Tries of alert deliveries: delivered, retried, failed (given up).
+    pub alert_deliveries: Family<OutcomeLabel, Counter>,
+    /// Database reads or writes that failed: in the liveness tick, alert deliveries, or a
+    /// request (answered 500).
+    pub database_failures: Counter,
 }
 
 impl Default for Metrics {
@@ -94,8 +104,22 @@ impl Default for Metrics {
             "1 while this server runs the fleet-wide sweeps (stopping silent agents, pruning)",
             sweep_leader.clone(),
         );
+        let alert_deliveries = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "alert_deliveries",
+            "Tries of alert deliveries to webhooks, by outcome (delivered, retried, failed)",
+            alert_deliveries.clone(),
+        );
+        let database_failures = Counter::default();
+        registry.register(
+            "database_failures",
+            "Database reads or writes that failed (liveness tick, alerts, requests answered 500)",
+            database_failures.clone(),
+        );
         Self {
             registry,
+            alert_deliveries,
+            database_failures,
             sweep_leader,
             refused_connections,
             agent_events,

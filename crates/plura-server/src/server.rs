@@ -20,6 +20,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
+use crate::alerts::Alerter;
 use crate::api::{self, AppState};
 use crate::auth::Auth;
 use crate::fleet::{Fleet, LivenessPolicy};
@@ -92,15 +93,22 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
     let fleet = Arc::new(Fleet::new(store.clone(), metrics.clone(), policy));
+    let alerter = Arc::new(Alerter::new(
+        store.clone(),
+        metrics.clone(),
+        fleet.alerts_due(),
+    ));
     let state = AppState {
         auth: Arc::new(Auth::new(store.clone())),
         fleet: fleet.clone(),
+        alerter: alerter.clone(),
         metrics: metrics.clone(),
         sign_ins: Arc::default(),
         logins: Arc::new(SourceRate::new(limits.logins_per_source)),
         shutdown: shutdown.clone(),
     };
     let liveness = tokio::spawn(fleet.run(shutdown.clone()));
+    let alerts = tokio::spawn(alerter.clone().run(shutdown.clone()));
     let max_connections = limits.max_connections.unwrap_or_else(|| {
         usize::try_from(file_limit().saturating_sub(RESERVED_FILES).max(64)).unwrap_or(usize::MAX)
     });
@@ -124,6 +132,7 @@ pub async fn serve(
     // Whatever ended serving, the liveness timer flushes what it holds before the store closes.
     shutdown.cancel();
     liveness.await?;
+    alerts.await?;
     store.close().await;
     tracing::info!("plura-server stopped");
     Ok(())

@@ -5,6 +5,7 @@
 pub mod balancer;
 pub mod imds;
 pub mod process;
+pub mod receiver;
 pub mod served;
 
 use std::future::Future;
@@ -21,7 +22,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use plura_proto::{
-    Agent, AgentList, AgentStatus, ErrorBody, Event, EventList, LoginRequest, LoginResponse, Role,
+    Agent, AgentList, AgentStatus, CreatedWebhook, Delivery, DeliveryList, ErrorBody, Event,
+    EventList, LoginRequest, LoginResponse, NewWebhook, Role, WebhookFormat,
 };
 use plura_server::auth;
 use plura_server::enrollment::{self, Issued};
@@ -323,6 +325,37 @@ impl TestServer {
             .call(Method::GET, path, Some(&self.admin), None::<&()>)
             .await;
         json_ok(response).await
+    }
+
+    /// Adds a webhook as admin; answers it with its signing secret.
+    pub async fn add_webhook(
+        &self,
+        url: &str,
+        format: WebhookFormat,
+        secret: Option<&str>,
+    ) -> CreatedWebhook {
+        let new = NewWebhook {
+            url: url.into(),
+            format,
+            secret: secret.map(String::from),
+        };
+        let response = self
+            .call(
+                Method::POST,
+                "/api/v1/webhooks",
+                Some(&self.admin),
+                Some(&new),
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+        json_ok(response).await
+    }
+
+    /// The newest deliveries of alerts first.
+    pub async fn deliveries(&self) -> Vec<Delivery> {
+        self.get::<DeliveryList>("/api/v1/alerts/deliveries")
+            .await
+            .items
     }
 
     pub async fn login_as(&self, login: &LoginRequest) -> reqwest::Response {

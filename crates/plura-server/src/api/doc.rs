@@ -13,6 +13,7 @@ use utoipa::{Modify, OpenApi as DeriveOpenApi};
     tags(
         (name = "agent", description = "Called by agents: login with the enrollment token, the rest with the agent's own key"),
         (name = "fleet", description = "Called by people and scripts, with a role token"),
+        (name = "alerts", description = "Webhooks that alerts go to, and their deliveries"),
         (name = "ops", description = "Health and metrics"),
     )
 )]
@@ -57,7 +58,7 @@ pub fn with_common_errors(doc: &mut OpenApi) {
                 ("400", "A body, path or query that cannot be read", true),
                 ("401", "No credential, or not one this route takes", secured),
                 ("403", "The role of the token is not enough", role),
-                ("404", "No such agent", path.contains("{id}")),
+                ("404", "No such agent or webhook", path.contains("{id}")),
                 ("408", "The request was not sent in time", true),
                 ("413", "The body is larger than 64 KiB", true),
                 ("415", "The body is not JSON", has_body),

@@ -19,7 +19,13 @@ pub struct ApiError {
     message: String,
     /// For 429: in how many seconds to try again.
     retry_after: Option<u64>,
+    /// The database failed: counted in `plura_database_failures_total`.
+    storage_failure: bool,
 }
+
+/// Marks a response to a request the database failed.
+#[derive(Debug, Clone, Copy)]
+pub struct StorageFailure;
 
 pub type ApiResult<T> = Result<T, ApiError>;
 
@@ -30,6 +36,7 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after: None,
+            storage_failure: false,
         }
     }
 
@@ -76,6 +83,9 @@ impl IntoResponse for ApiError {
             message: self.message,
         };
         let mut response = (self.status, axum::Json(body)).into_response();
+        if self.storage_failure {
+            response.extensions_mut().insert(StorageFailure);
+        }
         if let Some(seconds) = self.retry_after {
             response
                 .headers_mut()
@@ -98,7 +108,9 @@ impl From<FieldError> for ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::AlreadyRegistered { .. } | StoreError::UserExists(_) => {
+            StoreError::AlreadyRegistered { .. }
+            | StoreError::UserExists(_)
+            | StoreError::WebhookExists { .. } => {
                 Self::new(StatusCode::CONFLICT, "conflict", e.to_string())
             }
             StoreError::Contended(_) => {
@@ -119,11 +131,14 @@ impl From<StoreError> for ApiError {
             }
             e => {
                 tracing::error!("storage failure: {e}");
-                Self::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "the server could not complete the request; see its log",
-                )
+                Self {
+                    storage_failure: true,
+                    ..Self::new(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "internal",
+                        "the server could not complete the request; see its log",
+                    )
+                }
             }
         }
     }

@@ -204,13 +204,13 @@ pub async fn show(
 /// How many records of a history to answer.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
-pub struct LimitParams {
+pub(super) struct LimitParams {
     /// How many, newest first: 1 to 1000, default 100.
     limit: Option<u32>,
 }
 
 impl LimitParams {
-    fn limit(&self) -> ApiResult<u32> {
+    pub(super) fn limit(&self) -> ApiResult<u32> {
         let limit = self.limit.unwrap_or(100);
         if (1..=MAX_RECORDS).contains(&limit) {
             Ok(limit)

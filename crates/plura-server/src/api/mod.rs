@@ -2,6 +2,7 @@
 //! the state they share, who may call them, and the limits every request is held to.
 
 mod agent;
+mod alerts;
 mod console;
 mod doc;
 mod error;
@@ -27,6 +28,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::alerts::Alerter;
 use crate::auth::Auth;
 use crate::fleet::Fleet;
 use crate::metrics::{CodeLabel, Metrics};
@@ -44,6 +46,7 @@ const BODY_LIMIT: usize = 64 * 1024;
 #[derive(Clone)]
 pub struct AppState {
     pub fleet: Arc<Fleet>,
+    pub alerter: Arc<Alerter>,
     pub auth: Arc<Auth>,
     pub metrics: Arc<Metrics>,
     pub sign_ins: Arc<SignInThrottle>,
@@ -67,6 +70,9 @@ fn documented() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(manage::summary))
         .routes(routes!(manage::audit))
         .routes(routes!(manage::whoami))
+        .routes(routes!(alerts::webhooks, alerts::add_webhook))
+        .routes(routes!(alerts::delete_webhook))
+        .routes(routes!(alerts::deliveries))
         .routes(routes!(session::sign_in, session::sign_out))
         .routes(routes!(stream::changes))
         .routes(routes!(ops::healthz))
@@ -129,6 +135,13 @@ async fn refuse_declared_oversize(request: Request, next: Next) -> Result<Respon
 
 async fn count_responses(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let response = next.run(request).await;
+    if response
+        .extensions()
+        .get::<error::StorageFailure>()
+        .is_some()
+    {
+        state.metrics.database_failures.inc();
+    }
     state
         .metrics
         .http_responses

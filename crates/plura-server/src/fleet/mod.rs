@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{Notify, broadcast, mpsc};
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -39,6 +39,8 @@ pub struct Fleet {
     heard: Heard,
     feed: ChangeFeed,
     started: Instant,
+    /// Notified at every tick while this server leads: alerts may be waiting.
+    alerts_due: Arc<Notify>,
 }
 
 /// What a login did, for the agent's answer.
@@ -59,7 +61,13 @@ impl Fleet {
             policy,
             heard: Heard::default(),
             started: Instant::now(),
+            alerts_due: Arc::default(),
         }
+    }
+
+    /// What the alerter waits on: notified at every tick while this server leads.
+    pub fn alerts_due(&self) -> Arc<Notify> {
+        self.alerts_due.clone()
     }
 
     pub fn policy(&self) -> LivenessPolicy {
@@ -91,6 +99,7 @@ impl Fleet {
             changed,
             created,
             displaced_running,
+            ..
         } = self.store.login(login).await?;
         if displaced_running {
             self.metrics.takeovers_of_running.inc();

@@ -69,6 +69,10 @@ impl Fleet {
             if deleted > 0 {
                 tracing::info!("deleted {deleted} history events older than {keep:?}");
             }
+            let deleted = self.store.delete_alerts_before(now.minus(keep)).await?;
+            if deleted > 0 {
+                tracing::info!("deleted {deleted} alerts and deliveries older than {keep:?}");
+            }
         }
         Ok(())
     }
@@ -142,13 +146,19 @@ impl Fleet {
                     // Flush first, so an agent whose heartbeat only this server holds is not
                     // taken for silent.
                     let result = match self.flush().await {
-                        Ok(()) if self.leads().await => match self.stop_silent().await {
-                            Ok(()) => self.store.tidy().await,
-                            Err(e) => Err(e),
-                        },
+                        Ok(()) if self.leads().await => {
+                            let swept = match self.stop_silent().await {
+                                Ok(()) => self.store.tidy().await,
+                                Err(e) => Err(e),
+                            };
+                            // Whatever the sweep stopped, and alerts other servers recorded.
+                            self.alerts_due.notify_one();
+                            swept
+                        }
                         other => other,
                     };
                     if let Err(e) = result {
+                        self.metrics.database_failures.inc();
                         tracing::warn!("liveness check failed, will retry: {e}");
                     }
                 }
@@ -157,6 +167,7 @@ impl Fleet {
                         continue;
                     }
                     if let Err(e) = self.housekeeping().await {
+                        self.metrics.database_failures.inc();
                         tracing::warn!("housekeeping failed, will retry: {e}");
                     }
                 }

@@ -2,7 +2,8 @@
 //! from the database URL.
 //!
 //! The traits are split by what they store: agents (and their list), history (events and the
-//! audit log), credentials (tokens and users) and settings. `Store` is all of them; the SQL
+//! audit log), credentials (tokens and users), settings, and alerts (webhooks, the alerts each
+//! change records, their deliveries). `Store` is all of them; the SQL
 //! implementation serves both backends.
 //!
 //! Every method that changes an agent records the matching history event in the same
@@ -13,8 +14,8 @@ mod sql;
 
 use async_trait::async_trait;
 use plura_proto::{
-    Agent, AgentStatus, AuditRecord, Change, Event, EventKind, LoginRequest, PatchAgent,
-    RegisterAgent, Role, Summary, Timestamp,
+    Agent, AgentStatus, AlertKind, AuditRecord, Change, Delivery, Event, EventKind, LoginRequest,
+    PatchAgent, RegisterAgent, Role, Summary, Timestamp, WebhookFormat,
 };
 
 pub use backend::{Backend, redact_url};
@@ -28,6 +29,8 @@ pub enum StoreError {
     AlreadyRegistered { ip: String, hostname: String },
     #[error("a user named {0:?} exists already")]
     UserExists(String),
+    #[error("a {format} webhook to that URL exists already")]
+    WebhookExists { format: WebhookFormat },
     /// Concurrent writers (other servers on the same database) kept winning; the caller may
     /// simply try again.
     #[error("{0} lost to concurrent writers too often; try again")]
@@ -90,6 +93,8 @@ pub struct LoginOutcome {
     /// A takeover of an identity whose holder was still running: two hosts claim it, which is
     /// suspicious.
     pub displaced_running: bool,
+    /// The agent had stopped without a goodbye: its return is news.
+    pub was_lost: bool,
 }
 
 /// What became of a call an agent made with its key.
@@ -362,9 +367,121 @@ pub trait SettingStore: Send + Sync {
     async fn delete_setting(&self, key: &str) -> Result<()>;
 }
 
+/// An alert as a change recorded it, waiting to be sent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Alert {
+    pub id: i64,
+    pub kind: AlertKind,
+    pub at: Timestamp,
+    /// The agent as it was then.
+    pub agent: Agent,
+    pub detail: String,
+    /// For a takeover: whether the previous holder was still running.
+    pub holder_running: Option<bool>,
+}
+
+/// A webhook with what sending to it takes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredWebhook {
+    pub id: i64,
+    pub url: String,
+    pub format: WebhookFormat,
+    pub secret: String,
+    pub origin: String,
+    pub created_at: Timestamp,
+}
+
+/// A message for one webhook, made from waiting alerts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewDelivery {
+    pub webhook_id: i64,
+    pub event: AlertKind,
+    pub count: u64,
+    pub text: String,
+    pub body: String,
+}
+
+/// A delivery due to be tried, with its webhook.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DueDelivery {
+    pub id: i64,
+    pub event: AlertKind,
+    pub body: String,
+    pub attempts: u32,
+    pub created_at: Timestamp,
+    pub url: String,
+    pub secret: String,
+}
+
+/// How a try of a delivery went.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Attempt {
+    Delivered,
+    /// Tried again at `next`.
+    Retry {
+        next: Timestamp,
+        error: String,
+    },
+    /// Given up.
+    Failed {
+        error: String,
+    },
+}
+
+/// Webhooks, and the alerts and deliveries on their way to them.
+#[async_trait]
+pub trait AlertStore: Send + Sync {
+    async fn webhooks(&self) -> Result<Vec<StoredWebhook>>;
+
+    async fn add_webhook(
+        &self,
+        url: &str,
+        format: WebhookFormat,
+        secret: &str,
+        origin: &str,
+        at: Timestamp,
+    ) -> Result<StoredWebhook>;
+
+    /// Answers whether there was one.
+    async fn delete_webhook(&self, id: i64) -> Result<bool>;
+
+    /// Makes the webhooks of `origin` exactly `hooks` (url, format), each signed with `secret`:
+    /// the command line's, set again at every start.
+    async fn set_webhooks_of(
+        &self,
+        origin: &str,
+        hooks: &[(String, WebhookFormat)],
+        secret: &str,
+        at: Timestamp,
+    ) -> Result<()>;
+
+    /// Alerts not yet made into deliveries, oldest first.
+    async fn waiting_alerts(&self, limit: u32) -> Result<Vec<Alert>>;
+
+    /// Queues `deliveries` and marks the alerts they were made from (up to `last_alert`) done,
+    /// in one transaction.
+    async fn queue_deliveries(
+        &self,
+        last_alert: i64,
+        deliveries: &[NewDelivery],
+        at: Timestamp,
+    ) -> Result<()>;
+
+    /// Pending deliveries whose time has come, oldest first.
+    async fn due_deliveries(&self, now: Timestamp, limit: u32) -> Result<Vec<DueDelivery>>;
+
+    async fn attempted(&self, id: i64, at: Timestamp, attempt: &Attempt) -> Result<()>;
+
+    /// The newest deliveries first, their webhook URLs whole (the caller hides them).
+    async fn deliveries(&self, limit: u32) -> Result<Vec<Delivery>>;
+
+    /// Deletes alerts made into deliveries, and deliveries done with, older than `cutoff`.
+    async fn delete_alerts_before(&self, cutoff: Timestamp) -> Result<u64>;
+}
+
 /// All of the storage, and the database beneath it.
 #[async_trait]
-pub trait Store: AgentStore + HistoryStore + CredentialStore + SettingStore {
+pub trait Store: AgentStore + HistoryStore + CredentialStore + SettingStore + AlertStore {
     /// Answers when the database does.
     async fn ping(&self) -> Result<()>;
 

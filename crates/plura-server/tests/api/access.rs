@@ -51,6 +51,7 @@ fn body_for(method: &str, path: &str, user: &(String, String)) -> Option<Value> 
         ("post", "/api/v1/agents") => Some(json!({"ip": "10.9.9.9", "hostname": "manual"})),
         ("patch", "/api/v1/agents/{id}") => Some(json!({"enabled": false})),
         ("post", "/api/v1/session") => Some(json!({"username": user.0, "password": user.1})),
+        ("post", "/api/v1/webhooks") => Some(json!({"url": "http://127.0.0.1:9/hook"})),
         _ => None,
     }
 }
@@ -127,7 +128,7 @@ pub async fn roles_are_enforced_on_every_route(db: Db) {
             checked += 1;
         }
     }
-    assert_eq!(checked, 18, "every documented operation was tried");
+    assert_eq!(checked, 22, "every documented operation was tried");
     server.finish().await;
 }
 

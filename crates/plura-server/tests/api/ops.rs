@@ -52,14 +52,17 @@ pub async fn ops_routes_answer(db: Db) {
         [
             "delete /api/v1/agents/{id}",
             "delete /api/v1/session",
+            "delete /api/v1/webhooks/{id}",
             "get /api/v1/agents",
             "get /api/v1/agents.csv",
             "get /api/v1/agents/{id}",
             "get /api/v1/agents/{id}/events",
+            "get /api/v1/alerts/deliveries",
             "get /api/v1/audit",
             "get /api/v1/events/stream",
             "get /api/v1/me",
             "get /api/v1/summary",
+            "get /api/v1/webhooks",
             "get /healthz",
             "get /metrics",
             "patch /api/v1/agents/{id}",
@@ -68,6 +71,7 @@ pub async fn ops_routes_answer(db: Db) {
             "post /api/v1/agents/{id}/heartbeat",
             "post /api/v1/agents/{id}/logout",
             "post /api/v1/session",
+            "post /api/v1/webhooks",
         ]
     );
     for schema in ["Agent", "AgentList", "LoginRequest", "Change", "ErrorBody"] {

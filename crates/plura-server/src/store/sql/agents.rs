@@ -5,19 +5,22 @@ use async_trait::async_trait;
 use futures::TryStreamExt;
 use sqlx::{AnyConnection, Row};
 
-use plura_proto::{Agent, AgentStatus, EventKind, PatchAgent, RegisterAgent, Summary, Timestamp};
+use plura_proto::{
+    Agent, AgentStatus, AlertKind, EventKind, PatchAgent, RegisterAgent, Summary, Timestamp,
+};
 
+use super::alerts::{self, NewAlert};
 use super::filter::{bind_params, ip_sort_key, order_by, where_clause};
 use super::rows::{self, AGENT_COLUMNS, new_event, rows_per_statement};
 use super::{Backend, SqlStore};
-
-/// From this offset on, a page is read by a deferred join.
-const DEFERRED_JOIN_OFFSET: u64 = 1000;
 use crate::secret::constant_time_eq;
 use crate::store::{
     AgentStore, Changed, Flushed, Imported, KeyedCall, ListFilter, Login, LoginOutcome, Result,
     StoreError,
 };
+
+/// From this offset on, a page is read by a deferred join.
+const DEFERRED_JOIN_OFFSET: u64 = 1000;
 
 /// Sets `status` (and last-seen) of one agent; `None` when there is no such agent.
 async fn set_status(
@@ -27,7 +30,8 @@ async fn set_status(
     at: Timestamp,
 ) -> Result<Option<Agent>> {
     let row = sqlx::query(&format!(
-        "UPDATE agents SET status = $1, last_seen_at = $2 WHERE id = $3 RETURNING {AGENT_COLUMNS}"
+        "UPDATE agents SET status = $1, last_seen_at = $2, lost = 0 WHERE id = $3 \
+         RETURNING {AGENT_COLUMNS}"
     ))
     .bind(status.as_str())
     .bind(at.as_millis())
@@ -125,6 +129,12 @@ impl AgentStore for SqlStore {
             return Ok(KeyedCall::Done(Changed { agent, events }));
         }
         let mut tx = self.begin_write().await?;
+        let was_lost = sqlx::query("UPDATE agents SET lost = 0 WHERE id = $1 AND lost = 1")
+            .bind(id)
+            .execute(tx.conn())
+            .await?
+            .rows_affected()
+            > 0;
         let Some(resumed) = set_status(tx.conn(), id, AgentStatus::Running, at).await? else {
             return Ok(KeyedCall::NoAgent);
         };
@@ -133,6 +143,10 @@ impl AgentStore for SqlStore {
             agent: resumed,
             events: vec![new_event(at, EventKind::Resumed, detail)],
         };
+        if was_lost {
+            let back = NewAlert::of(AlertKind::AgentBack, &changed);
+            alerts::record(tx.conn(), &[back]).await?;
+        }
         tx.commit(std::slice::from_ref(&changed)).await?;
         Ok(KeyedCall::Done(changed))
     }
@@ -191,7 +205,7 @@ impl AgentStore for SqlStore {
     async fn stop_silent(&self, cutoff: Timestamp, at: Timestamp) -> Result<Vec<Changed>> {
         let mut tx = self.begin_write().await?;
         let stopped = sqlx::query(&format!(
-            "UPDATE agents SET status = 'stopped' WHERE status = 'running' \
+            "UPDATE agents SET status = 'stopped', lost = 1 WHERE status = 'running' \
              AND (last_seen_at IS NULL OR last_seen_at < $1) RETURNING {AGENT_COLUMNS}"
         ))
         .bind(cutoff.as_millis())
@@ -207,6 +221,11 @@ impl AgentStore for SqlStore {
                 }
             })
             .collect();
+        let stops: Vec<NewAlert> = changes
+            .iter()
+            .map(|c| NewAlert::of(AlertKind::AgentStopped, c))
+            .collect();
+        alerts::record(tx.conn(), &stops).await?;
         tx.commit(&changes).await?;
         Ok(changes)
     }

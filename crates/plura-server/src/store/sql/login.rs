@@ -7,9 +7,10 @@ use std::collections::{HashMap, HashSet};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
-use plura_proto::{Agent, AgentStatus, EventKind, Timestamp};
+use plura_proto::{Agent, AgentStatus, AlertKind, EventKind, Timestamp};
 
 use super::SqlStore;
+use super::alerts::{self, NewAlert};
 use super::filter::ip_sort_key;
 use super::rows::{self, AGENT_COLUMNS, new_event, placeholders, rows_per_statement};
 use crate::store::{Changed, Login, LoginOutcome, Result, StoreError};
@@ -48,8 +49,28 @@ pub(super) async fn login_together(
     // Every login is done once nothing is pending.
     let outcomes: Vec<LoginOutcome> = outcomes.into_iter().flatten().collect();
     debug_assert_eq!(outcomes.len(), logins.len());
+    let alerts: Vec<NewAlert> = outcomes.iter().filter_map(login_alert).collect();
+    alerts::record(tx.conn(), &alerts).await?;
     tx.commit(outcomes.iter().map(|o| &o.changed)).await?;
     Ok(outcomes)
+}
+
+/// A takeover is alerted (saying whether the holder still ran); a plain login of an agent that
+/// had stopped without a goodbye is its return.
+fn login_alert(outcome: &LoginOutcome) -> Option<NewAlert<'_>> {
+    let changed = &outcome.changed;
+    let event = changed.events.first()?;
+    let (kind, holder_running) = match event.event {
+        EventKind::Takeover => (AlertKind::AgentTakenOver, Some(outcome.displaced_running)),
+        EventKind::Login if outcome.was_lost => (AlertKind::AgentBack, None),
+        _ => return None,
+    };
+    Some(NewAlert {
+        kind,
+        agent: &changed.agent,
+        event,
+        holder_running,
+    })
 }
 
 type Identity<'a> = (&'a str, &'a str);
@@ -107,7 +128,7 @@ async fn holders(
     for chunk in round.chunks(rows_per_statement(2)) {
         let sql = format!(
             "SELECT a.id, a.ip, a.hostname, a.machine_id, a.source_ip, a.kind, a.status, \
-             a.last_seen_at FROM agents a JOIN (VALUES {}) AS v \
+             a.last_seen_at, a.lost FROM agents a JOIN (VALUES {}) AS v \
              ON a.ip = v.column1 AND a.hostname = v.column2",
             placeholders(conn, chunk.len(), 2)
         );
@@ -139,6 +160,8 @@ struct Previous {
     kind: String,
     status: AgentStatus,
     last_seen_at: Option<Timestamp>,
+    /// Stopped without a goodbye.
+    lost: bool,
 }
 
 impl Previous {
@@ -152,6 +175,7 @@ impl Previous {
             last_seen_at: row
                 .try_get::<Option<i64>, _>("last_seen_at")?
                 .map(Timestamp::from_millis),
+            lost: row.try_get::<i64, _>("lost")? != 0,
         })
     }
 
@@ -200,7 +224,7 @@ async fn login_known(
              machine_id = COALESCE(v.column2, agents.machine_id), version = v.column3, \
              os = v.column4, kind = v.column5, source_ip = v.column6, \
              last_login_at = v.column7, last_seen_at = v.column7, key_hash = v.column8, \
-             last_takeover_at = COALESCE(v.column9, agents.last_takeover_at) \
+             last_takeover_at = COALESCE(v.column9, agents.last_takeover_at), lost = 0 \
              FROM (VALUES {}) AS v WHERE agents.id = v.column1 RETURNING {AGENT_COLUMNS}",
             placeholders(conn, chunk.len(), 9),
         );
@@ -262,6 +286,7 @@ fn known_outcome(
         },
         created: false,
         displaced_running,
+        was_lost: previous.lost,
     }
 }
 
@@ -320,6 +345,7 @@ async fn login_new(
                         },
                         created: true,
                         displaced_running: false,
+                        was_lost: false,
                     }
                 });
             outcomes.push((i, outcome));

@@ -6,6 +6,7 @@
 //! is in `rows.rs`.
 
 mod agents;
+mod alerts;
 mod credentials;
 mod filter;
 pub(in crate::store) use filter::TextSearch;

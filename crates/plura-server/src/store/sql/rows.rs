@@ -35,11 +35,11 @@ pub fn count(row: &AnyRow, column: &str) -> Result<u64> {
     Ok(row.try_get::<i64, _>(column)?.max(0) as u64)
 }
 
-fn time(row: &AnyRow, column: &str) -> Result<Timestamp> {
+pub fn time(row: &AnyRow, column: &str) -> Result<Timestamp> {
     Ok(Timestamp::from_millis(row.try_get(column)?))
 }
 
-fn optional_time(row: &AnyRow, column: &str) -> Result<Option<Timestamp>> {
+pub fn optional_time(row: &AnyRow, column: &str) -> Result<Option<Timestamp>> {
     Ok(row
         .try_get::<Option<i64>, _>(column)?
         .map(Timestamp::from_millis))

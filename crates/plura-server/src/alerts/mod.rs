@@ -1,0 +1,199 @@
+//! Alerts by webhook. A change that stops an agent without a goodbye, takes over an identity or
+//! brings a lost agent back records an alert in its own transaction. On the server that leads
+//! (one at a time on a shared database), each tick of the fleet wakes the alerter: it makes the
+//! waiting alerts into one message per kind and one delivery per webhook, and sends the
+//! deliveries that are due, retrying with backoff. Deliveries are in the database, so a restart
+//! loses none; a delivery may arrive twice (a leader that dies mid-send), and carries its id for
+//! that.
+
+pub mod message;
+pub mod send;
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use plura_proto::{
+    CreatedWebhook, Delivery, NewWebhook, Timestamp, Webhook, WebhookFormat, redact_webhook_url,
+};
+
+use crate::metrics::{Metrics, OutcomeLabel};
+use crate::secret;
+use crate::store::{self, Attempt, NewDelivery, Store, StoredWebhook};
+
+/// Alerts made into messages at a time.
+const ALERTS_PER_ROUND: u32 = 10_000;
+/// Deliveries tried in one round, and how many of them at once.
+const DELIVERIES_PER_ROUND: u32 = 64;
+const SENDS_AT_ONCE: usize = 8;
+/// The origin of the webhooks the command line sets.
+pub const COMMAND_LINE: &str = "command line";
+
+pub struct Alerter {
+    store: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
+    client: reqwest::Client,
+    /// Notified by the fleet's tick while this server leads.
+    due: Arc<Notify>,
+}
+
+impl Alerter {
+    pub fn new(store: Arc<dyn Store>, metrics: Arc<Metrics>, due: Arc<Notify>) -> Self {
+        Self {
+            store,
+            metrics,
+            client: send::client(),
+            due,
+        }
+    }
+
+    /// A round each time the fleet's tick says so, until `shutdown`. A delivery cut off by the
+    /// shutdown stays pending, and goes after the next start.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = self.due.notified() => {}
+            }
+            let round = tokio::select! {
+                () = shutdown.cancelled() => return,
+                round = self.round() => round,
+            };
+            if let Err(e) = round {
+                self.metrics.database_failures.inc();
+                tracing::warn!("alert deliveries failed, will retry: {e}");
+            }
+        }
+    }
+
+    /// Makes the waiting alerts into deliveries, then sends those that are due.
+    async fn round(&self) -> store::Result<()> {
+        loop {
+            let alerts = self.store.waiting_alerts(ALERTS_PER_ROUND).await?;
+            let Some(last) = alerts.last() else { break };
+            let hooks = self.store.webhooks().await?;
+            let deliveries: Vec<NewDelivery> = message::messages(&alerts)
+                .iter()
+                .flat_map(|message| {
+                    hooks.iter().map(|hook| NewDelivery {
+                        webhook_id: hook.id,
+                        event: message.event,
+                        count: message.count,
+                        text: message.text.clone(),
+                        body: message::body(message, hook.format),
+                    })
+                })
+                .collect();
+            self.store
+                .queue_deliveries(last.id, &deliveries, Timestamp::now())
+                .await?;
+            if alerts.len() < ALERTS_PER_ROUND as usize {
+                break;
+            }
+        }
+        let due = self
+            .store
+            .due_deliveries(Timestamp::now(), DELIVERIES_PER_ROUND)
+            .await?;
+        let mut tries = futures::stream::iter(due)
+            .map(|delivery| async move {
+                let attempt = send::send(&self.client, &delivery, Timestamp::now()).await;
+                (delivery, attempt)
+            })
+            .buffer_unordered(SENDS_AT_ONCE);
+        while let Some((delivery, attempt)) = tries.next().await {
+            let outcome = match &attempt {
+                Attempt::Delivered => "delivered",
+                Attempt::Retry { error, .. } | Attempt::Failed { error } => {
+                    tracing::warn!(delivery = delivery.id, "an alert delivery failed: {error}");
+                    if matches!(attempt, Attempt::Retry { .. }) {
+                        "retried"
+                    } else {
+                        "failed"
+                    }
+                }
+            };
+            self.metrics
+                .alert_deliveries
+                .get_or_create(&OutcomeLabel { outcome })
+                .inc();
+            self.store
+                .attempted(delivery.id, Timestamp::now(), &attempt)
+                .await?;
+        }
+        Ok(())
+    }
+
+    pub async fn webhooks(&self) -> store::Result<Vec<Webhook>> {
+        Ok(self.store.webhooks().await?.iter().map(shown).collect())
+    }
+
+    /// Adds a webhook (with a new secret unless one is given); answers it with the secret,
+    /// which is shown only then.
+    pub async fn add_webhook(
+        &self,
+        new: &NewWebhook,
+        actor: &str,
+    ) -> store::Result<CreatedWebhook> {
+        let secret = new
+            .secret
+            .clone()
+            .unwrap_or_else(|| secret::new_token("plura_whsec"));
+        let stored = self
+            .store
+            .add_webhook(&new.url, new.format, &secret, actor, Timestamp::now())
+            .await?;
+        tracing::info!(webhook = stored.id, url = %shown(&stored).url, "{actor} added a webhook");
+        Ok(CreatedWebhook {
+            webhook: shown(&stored),
+            secret,
+        })
+    }
+
+    pub async fn delete_webhook(&self, id: i64, actor: &str) -> store::Result<bool> {
+        let deleted = self.store.delete_webhook(id).await?;
+        if deleted {
+            tracing::info!(webhook = id, "{actor} deleted a webhook");
+        }
+        Ok(deleted)
+    }
+
+    /// The newest deliveries first.
+    pub async fn deliveries(&self, limit: u32) -> store::Result<Vec<Delivery>> {
+        let mut deliveries = self.store.deliveries(limit).await?;
+        for delivery in &mut deliveries {
+            delivery.webhook_url = redact_webhook_url(&delivery.webhook_url);
+        }
+        Ok(deliveries)
+    }
+}
+
+/// A webhook as the API shows it.
+fn shown(hook: &StoredWebhook) -> Webhook {
+    Webhook {
+        id: hook.id,
+        url: redact_webhook_url(&hook.url),
+        format: hook.format,
+        origin: hook.origin.clone(),
+        created_at: hook.created_at,
+    }
+}
+
+/// The webhooks the command line sets: JSON ones and Slack ones, signed with `secret`.
+pub async fn set_command_line_webhooks(
+    store: &dyn Store,
+    json: &[String],
+    slack: &[String],
+    secret: &str,
+) -> store::Result<()> {
+    let hooks: Vec<(String, WebhookFormat)> = json
+        .iter()
+        .map(|url| (url.clone(), WebhookFormat::Json))
+        .chain(slack.iter().map(|url| (url.clone(), WebhookFormat::Slack)))
+        .collect();
+    store
+        .set_webhooks_of(COMMAND_LINE, &hooks, secret, Timestamp::now())
+        .await
+}

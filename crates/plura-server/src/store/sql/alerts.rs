@@ -1,0 +1,312 @@
+//! Alerts: recorded by the change that causes them, in its transaction (an outbox, so a crash
+//! cannot lose one); webhooks; and the deliveries the leading server makes of the alerts.
+
+use async_trait::async_trait;
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
+
+use plura_proto::{AlertKind, Delivery, DeliveryState, Event, Timestamp, WebhookFormat};
+
+use super::SqlStore;
+use super::rows::{self, placeholders, rows_per_statement};
+use crate::store::{
+    Alert, AlertStore, Attempt, Changed, DueDelivery, NewDelivery, Result, StoreError,
+    StoredWebhook,
+};
+
+/// An alert a change is about to commit.
+pub struct NewAlert<'a> {
+    pub kind: AlertKind,
+    pub agent: &'a plura_proto::Agent,
+    /// The history event that tells it.
+    pub event: &'a Event,
+    pub holder_running: Option<bool>,
+}
+
+impl<'a> NewAlert<'a> {
+    /// The alert of a change with one event.
+    pub fn of(kind: AlertKind, changed: &'a Changed) -> Self {
+        Self {
+            kind,
+            agent: &changed.agent,
+            event: &changed.events[0],
+            holder_running: None,
+        }
+    }
+}
+
+/// Records `alerts` in the transaction on `conn`.
+pub async fn record(conn: &mut AnyConnection, alerts: &[NewAlert<'_>]) -> Result<()> {
+    for chunk in alerts.chunks(rows_per_statement(5)) {
+        let sql = format!(
+            "INSERT INTO alerts (at, kind, agent, detail, holder_running) VALUES {}",
+            placeholders(conn, chunk.len(), 5)
+        );
+        let mut query = sqlx::query(&sql);
+        for alert in chunk {
+            let agent = serde_json::to_string(alert.agent)
+                .map_err(|e| StoreError::Corrupt(format!("an agent as JSON: {e}")))?;
+            query = query
+                .bind(alert.event.at.as_millis())
+                .bind(alert.kind.as_str())
+                .bind(agent)
+                .bind(alert.event.detail.clone())
+                .bind(alert.holder_running.map(i64::from));
+        }
+        query.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+fn alert(row: &AnyRow) -> Result<Alert> {
+    let agent: String = row.try_get("agent")?;
+    Ok(Alert {
+        id: row.try_get("id")?,
+        kind: rows::parsed(row, "kind")?,
+        at: rows::time(row, "at")?,
+        agent: serde_json::from_str(&agent)
+            .map_err(|e| StoreError::Corrupt(format!("an alert's agent: {e}")))?,
+        detail: row.try_get("detail")?,
+        holder_running: row
+            .try_get::<Option<i64>, _>("holder_running")?
+            .map(|h| h != 0),
+    })
+}
+
+fn webhook(row: &AnyRow) -> Result<StoredWebhook> {
+    Ok(StoredWebhook {
+        id: row.try_get("id")?,
+        url: row.try_get("url")?,
+        format: rows::parsed(row, "format")?,
+        secret: row.try_get("secret")?,
+        origin: row.try_get("origin")?,
+        created_at: rows::time(row, "created_at")?,
+    })
+}
+
+const WEBHOOK_COLUMNS: &str = "id, url, format, secret, origin, created_at";
+
+#[async_trait]
+impl AlertStore for SqlStore {
+    async fn webhooks(&self) -> Result<Vec<StoredWebhook>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {WEBHOOK_COLUMNS} FROM webhooks ORDER BY id"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(webhook).collect()
+    }
+
+    async fn add_webhook(
+        &self,
+        url: &str,
+        format: WebhookFormat,
+        secret: &str,
+        origin: &str,
+        at: Timestamp,
+    ) -> Result<StoredWebhook> {
+        let _turn = self.turn().await;
+        let row = sqlx::query(&format!(
+            "INSERT INTO webhooks (url, format, secret, origin, created_at) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (url, format) DO NOTHING \
+             RETURNING {WEBHOOK_COLUMNS}"
+        ))
+        .bind(url.to_string())
+        .bind(format.as_str())
+        .bind(secret.to_string())
+        .bind(origin.to_string())
+        .bind(at.as_millis())
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            Some(row) => webhook(&row),
+            None => Err(StoreError::WebhookExists { format }),
+        }
+    }
+
+    async fn delete_webhook(&self, id: i64) -> Result<bool> {
+        let query = sqlx::query("DELETE FROM webhooks WHERE id = $1").bind(id);
+        Ok(self.write_counted(query).await? > 0)
+    }
+
+    async fn set_webhooks_of(
+        &self,
+        origin: &str,
+        hooks: &[(String, WebhookFormat)],
+        secret: &str,
+        at: Timestamp,
+    ) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        let existing = sqlx::query("SELECT id, url, format FROM webhooks WHERE origin = $1")
+            .bind(origin.to_string())
+            .fetch_all(tx.conn())
+            .await?;
+        for row in &existing {
+            let url: String = row.try_get("url")?;
+            let format: WebhookFormat = rows::parsed(row, "format")?;
+            if !hooks.iter().any(|(u, f)| *u == url && *f == format) {
+                sqlx::query("DELETE FROM webhooks WHERE id = $1")
+                    .bind(row.try_get::<i64, _>("id")?)
+                    .execute(tx.conn())
+                    .await?;
+            }
+        }
+        for (url, format) in hooks {
+            // Taken over from an admin's entry of the same URL too: the command line decides.
+            sqlx::query(
+                "INSERT INTO webhooks (url, format, secret, origin, created_at) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (url, format) \
+                 DO UPDATE SET secret = excluded.secret, origin = excluded.origin",
+            )
+            .bind(url.clone())
+            .bind(format.as_str())
+            .bind(secret.to_string())
+            .bind(origin.to_string())
+            .bind(at.as_millis())
+            .execute(tx.conn())
+            .await?;
+        }
+        tx.commit(&[]).await
+    }
+
+    async fn waiting_alerts(&self, limit: u32) -> Result<Vec<Alert>> {
+        let rows = sqlx::query(
+            "SELECT id, at, kind, agent, detail, holder_running FROM alerts \
+             WHERE dispatched = 0 ORDER BY id LIMIT $1",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(alert).collect()
+    }
+
+    async fn queue_deliveries(
+        &self,
+        last_alert: i64,
+        deliveries: &[NewDelivery],
+        at: Timestamp,
+    ) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        for chunk in deliveries.chunks(rows_per_statement(7)) {
+            let sql = format!(
+                "INSERT INTO deliveries \
+                 (webhook_id, event, count, text, body, state, created_at, next_attempt_at) \
+                 SELECT v.column1, v.column2, v.column3, v.column4, v.column5, 'pending', \
+                 v.column6, v.column7 FROM (VALUES {}) AS v \
+                 WHERE v.column1 IN (SELECT id FROM webhooks)",
+                placeholders(tx.conn(), chunk.len(), 7)
+            );
+            let mut query = sqlx::query(&sql);
+            for delivery in chunk {
+                query = query
+                    .bind(delivery.webhook_id)
+                    .bind(delivery.event.as_str())
+                    .bind(i64::try_from(delivery.count).unwrap_or(i64::MAX))
+                    .bind(delivery.text.clone())
+                    .bind(delivery.body.clone())
+                    .bind(at.as_millis())
+                    .bind(at.as_millis());
+            }
+            query.execute(tx.conn()).await?;
+        }
+        sqlx::query("UPDATE alerts SET dispatched = 1 WHERE dispatched = 0 AND id <= $1")
+            .bind(last_alert)
+            .execute(tx.conn())
+            .await?;
+        tx.commit(&[]).await
+    }
+
+    async fn due_deliveries(&self, now: Timestamp, limit: u32) -> Result<Vec<DueDelivery>> {
+        let rows = sqlx::query(
+            "SELECT d.id, d.event, d.body, d.attempts, d.created_at, w.url, w.secret \
+             FROM deliveries d JOIN webhooks w ON w.id = d.webhook_id \
+             WHERE d.state = 'pending' AND d.next_attempt_at <= $1 \
+             ORDER BY d.next_attempt_at, d.id LIMIT $2",
+        )
+        .bind(now.as_millis())
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(DueDelivery {
+                    id: row.try_get("id")?,
+                    event: rows::parsed(row, "event")?,
+                    body: row.try_get("body")?,
+                    attempts: u32::try_from(row.try_get::<i64, _>("attempts")?).unwrap_or(0),
+                    created_at: rows::time(row, "created_at")?,
+                    url: row.try_get("url")?,
+                    secret: row.try_get("secret")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn attempted(&self, id: i64, at: Timestamp, attempt: &Attempt) -> Result<()> {
+        let (state, next, error) = match attempt {
+            Attempt::Delivered => (DeliveryState::Delivered, None, None),
+            Attempt::Retry { next, error } => {
+                (DeliveryState::Pending, Some(next.as_millis()), Some(error))
+            }
+            Attempt::Failed { error } => (DeliveryState::Failed, None, Some(error)),
+        };
+        let query = sqlx::query(
+            "UPDATE deliveries SET state = $1, attempts = attempts + 1, last_attempt_at = $2, \
+             next_attempt_at = $3, last_error = COALESCE($4, last_error) WHERE id = $5",
+        )
+        .bind(state.as_str())
+        .bind(at.as_millis())
+        .bind(next)
+        .bind(error.cloned())
+        .bind(id);
+        self.write_counted(query).await?;
+        Ok(())
+    }
+
+    async fn deliveries(&self, limit: u32) -> Result<Vec<Delivery>> {
+        let rows = sqlx::query(
+            "SELECT d.id, d.webhook_id, w.url, d.event, d.count, d.text, d.state, d.attempts, \
+             d.created_at, d.last_attempt_at, d.next_attempt_at, d.last_error \
+             FROM deliveries d JOIN webhooks w ON w.id = d.webhook_id \
+             ORDER BY d.id DESC LIMIT $1",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(Delivery {
+                    id: row.try_get("id")?,
+                    webhook_id: row.try_get("webhook_id")?,
+                    webhook_url: row.try_get("url")?,
+                    event: rows::parsed(row, "event")?,
+                    count: rows::count(row, "count")?,
+                    text: row.try_get("text")?,
+                    state: rows::parsed(row, "state")?,
+                    attempts: u32::try_from(row.try_get::<i64, _>("attempts")?).unwrap_or(0),
+                    created_at: rows::time(row, "created_at")?,
+                    last_attempt_at: rows::optional_time(row, "last_attempt_at")?,
+                    next_attempt_at: rows::optional_time(row, "next_attempt_at")?,
+                    last_error: row.try_get("last_error")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn delete_alerts_before(&self, cutoff: Timestamp) -> Result<u64> {
+        let mut tx = self.begin_write().await?;
+        let alerts = sqlx::query("DELETE FROM alerts WHERE dispatched = 1 AND at < $1")
+            .bind(cutoff.as_millis())
+            .execute(tx.conn())
+            .await?
+            .rows_affected();
+        let deliveries =
+            sqlx::query("DELETE FROM deliveries WHERE state <> 'pending' AND created_at < $1")
+                .bind(cutoff.as_millis())
+                .execute(tx.conn())
+                .await?
+                .rows_affected();
+        tx.commit(&[]).await?;
+        Ok(alerts + deliveries)
+    }
+}

@@ -1,0 +1,298 @@
+//! Alerts by webhook, end to end: a real server posts to a real receiver on loopback, on SQLite
+//! and PostgreSQL. Stops without a goodbye, takeovers and returns are alerted, signed; a mass
+//! stop is one message; a graceful logout is none; a failing receiver gets the alert again,
+//! across a server restart.
+
+use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use sha2::Sha256;
+
+use plura_proto::{DeliveryState, WebhookFormat, WebhookList};
+use plura_testkit::receiver::{Received, Receiver};
+use plura_testkit::{Db, TestServer, eventually, expect_error, login};
+
+/// Long enough for the silence limit (3 s), a tick and a restart, on a busy machine.
+const WAIT: Duration = Duration::from_secs(20);
+const SECRET: &str = "a-test-secret-0123456789";
+
+/// The receiver's copy of the signature, computed here from the secret and the body.
+fn signed_by(received: &Received, secret: &str) -> bool {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(received.body.as_bytes());
+    let expected: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    received.header("x-plura-signature-256") == format!("sha256={expected}")
+}
+
+fn event(received: &Received) -> String {
+    received.header("x-plura-event").to_string()
+}
+
+fn hostnames(message: &Value) -> Vec<String> {
+    message["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["agent"]["hostname"].as_str().unwrap().to_string())
+        .collect()
+}
+
+async fn stops_takeovers_and_returns_are_alerted_once_and_signed(db: Db) {
+    let server = TestServer::start(db).await;
+    let receiver = Receiver::start().await;
+    let slack = Receiver::start().await;
+    let created = server
+        .add_webhook(&receiver.url, WebhookFormat::Json, Some(SECRET))
+        .await;
+    assert_eq!(created.secret, SECRET);
+    let made = server
+        .add_webhook(&slack.url, WebhookFormat::Slack, None)
+        .await;
+    assert!(made.secret.starts_with("plura_whsec_"), "a secret is made");
+    // The list hides the URLs' paths and never shows a secret.
+    let listed: WebhookList = server.get("/api/v1/webhooks").await;
+    assert_eq!(listed.items.len(), 2);
+    let port = receiver.url.trim_end_matches("/hook");
+    assert_eq!(listed.items[0].url, format!("{port}/…"));
+    assert!(!serde_json::to_string(&listed).unwrap().contains(SECRET));
+    // The same URL and format twice is a conflict.
+    let again = json!({"url": receiver.url, "secret": SECRET});
+    let r = server
+        .call(
+            Method::POST,
+            "/api/v1/webhooks",
+            Some(&server.admin),
+            Some(&again),
+        )
+        .await;
+    expect_error(r, StatusCode::CONFLICT, "conflict").await;
+
+    // Thirty agents log in and go silent while the server is down; the first sweep after the
+    // restart stops them together: one message naming thirty.
+    let mut ids = Vec::new();
+    for n in 0..30 {
+        let hostname = format!("scale-in-{n:02}");
+        ids.push(
+            server
+                .login(&format!("10.9.0.{n}"), &hostname)
+                .await
+                .agent_id,
+        );
+    }
+    // One says goodbye: never alerted.
+    let graceful = server.login("10.9.1.1", "graceful").await.agent_id;
+    assert_eq!(server.logout(graceful).await, StatusCode::NO_CONTENT);
+    let server = server.restart().await;
+    let stops = receiver
+        .wait_for(WAIT, |r| event(r) == "agent_stopped")
+        .await
+        .expect("the stop is alerted");
+    assert!(
+        signed_by(&stops, SECRET),
+        "signed with the webhook's secret"
+    );
+    let message = stops.json();
+    assert_eq!(message["count"], 30, "{message}");
+    let mut named = hostnames(&message);
+    named.sort();
+    assert_eq!(named.len(), 30);
+    assert_eq!(named[0], "scale-in-00");
+    assert!(
+        message["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("30 agents stopped without saying goodbye"),
+        "{message}"
+    );
+    let slack_stops = slack
+        .wait_for(WAIT, |r| event(r) == "agent_stopped")
+        .await
+        .expect("Slack gets it too");
+    let text = slack_stops.json()["text"].as_str().unwrap().to_string();
+    assert!(text.contains("30 agents stopped"), "{text}");
+
+    // A stopped agent comes back: its return is alerted.
+    let mut returning = login("10.9.0.7", "scale-in-07");
+    returning.machine_id = Some("i-0first".into());
+    server.login_with(&returning).await;
+    let back = receiver
+        .wait_for(WAIT, |r| event(r) == "agent_back")
+        .await
+        .expect("the return is alerted");
+    assert_eq!(hostnames(&back.json()), ["scale-in-07"]);
+
+    // Another machine takes over a running identity: suspicious, and said so.
+    let mut thief = login("10.9.0.7", "scale-in-07");
+    thief.machine_id = Some("i-0another".into());
+    server.login_with(&thief).await;
+    let takeover = receiver
+        .wait_for(WAIT, |r| event(r) == "agent_taken_over")
+        .await
+        .expect("the takeover is alerted");
+    let message = takeover.json();
+    assert_eq!(
+        message["agents"][0]["holder_was_running"], true,
+        "{message}"
+    );
+    assert!(
+        message["text"]
+            .as_str()
+            .unwrap()
+            .contains("while its holder was still running"),
+        "{message}"
+    );
+
+    // The new holder says goodbye: no alert for that.
+    let id = takeover.json()["agents"][0]["agent"]["id"]
+        .as_i64()
+        .unwrap();
+    assert_eq!(server.logout(id).await, StatusCode::NO_CONTENT);
+
+    // Nothing else was sent: one stop message (the goodbye was none), one return, one takeover,
+    // to each webhook.
+    tokio::time::sleep(server_policy_wait()).await;
+    let events: Vec<String> = receiver.received().iter().map(event).collect();
+    assert_eq!(
+        events,
+        ["agent_stopped", "agent_back", "agent_taken_over"],
+        "{events:?}"
+    );
+    for received in receiver.received() {
+        assert!(!received.body.contains("graceful"), "a goodbye is no alert");
+    }
+    assert_eq!(slack.received().len(), 3);
+
+    // The console's record: six deliveries, each delivered at the first try.
+    let deliveries = server.deliveries().await;
+    assert_eq!(deliveries.len(), 6);
+    for delivery in &deliveries {
+        assert_eq!(delivery.state, DeliveryState::Delivered, "{delivery:?}");
+        assert_eq!(delivery.attempts, 1);
+        assert!(delivery.webhook_url.ends_with("/…"), "{delivery:?}");
+    }
+    assert_eq!(deliveries[0].count, 1);
+    server.finish().await;
+}
+
+/// A silence limit and a few ticks: long enough for a wrongly sent alert to show.
+fn server_policy_wait() -> Duration {
+    let policy = plura_testkit::fast_policy();
+    policy.silence_limit() + policy.tick() * 4
+}
+
+async fn a_failing_receiver_gets_the_alert_on_the_third_try_across_a_restart(db: Db) {
+    let server = TestServer::start(db).await;
+    let receiver = Receiver::failing(2).await;
+    server
+        .add_webhook(&receiver.url, WebhookFormat::Json, Some(SECRET))
+        .await;
+    let mut holder = login("10.9.2.1", "held");
+    holder.machine_id = Some("i-0holder".into());
+    server.login_with(&holder).await;
+    let mut thief = login("10.9.2.1", "held");
+    thief.machine_id = Some("i-0thief".into());
+    server.login_with(&thief).await;
+
+    // The first try fails; the server restarts before the next.
+    eventually("the first try", WAIT, || async {
+        (!receiver.received().is_empty()).then_some(())
+    })
+    .await;
+    let server = server.restart().await;
+    let delivered = receiver
+        .wait_for(WAIT, |r| event(r) == "agent_taken_over")
+        .await
+        .expect("delivered at last");
+    let tries: Vec<Received> = receiver
+        .received()
+        .into_iter()
+        .filter(|r| event(r) == "agent_taken_over")
+        .collect();
+    let answers: Vec<u16> = tries.iter().map(|r| r.answered.as_u16()).collect();
+    assert_eq!(answers, [500, 500, 204]);
+    let ids: Vec<&str> = tries.iter().map(|r| r.header("x-plura-delivery")).collect();
+    assert!(ids.iter().all(|id| *id == ids[0]), "one delivery: {ids:?}");
+    assert!(tries.iter().all(|r| r.body == delivered.body));
+    assert!(signed_by(&delivered, SECRET));
+
+    let record = eventually("the record says delivered", WAIT, || async {
+        let deliveries = server.deliveries().await;
+        deliveries.into_iter().find(|d| {
+            d.state == DeliveryState::Delivered && d.event == plura_proto::AlertKind::AgentTakenOver
+        })
+    })
+    .await;
+    assert_eq!(record.attempts, 3);
+    assert_eq!(
+        record.last_error.as_deref(),
+        Some("answered 500 Internal Server Error")
+    );
+
+    // Deleting the webhook stops its deliveries; only an admin may.
+    let operator = server.token(plura_proto::Role::Operator).await;
+    let path = format!("/api/v1/webhooks/{}", record.webhook_id);
+    let r = server.request(Method::DELETE, &path, Some(&operator)).await;
+    expect_error(r, StatusCode::FORBIDDEN, "forbidden").await;
+    let r = server
+        .request(Method::DELETE, &path, Some(&server.admin))
+        .await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert!(server.deliveries().await.is_empty());
+    let r = server
+        .request(Method::DELETE, &path, Some(&server.admin))
+        .await;
+    expect_error(r, StatusCode::NOT_FOUND, "not_found").await;
+    server.finish().await;
+}
+
+async fn bad_webhooks_are_refused(db: Db) {
+    let server = TestServer::start(db).await;
+    for (body, problem) in [
+        (
+            json!({"url": "ftp://example.com/x"}),
+            "url: must start with http",
+        ),
+        (
+            json!({"url": "http://127.0.0.1/x", "secret": "short"}),
+            "secret: is 5",
+        ),
+        (
+            json!({"url": "http://user:pw@127.0.0.1/x"}),
+            "no user or password",
+        ),
+    ] {
+        let r = server
+            .call(
+                Method::POST,
+                "/api/v1/webhooks",
+                Some(&server.admin),
+                Some(&body),
+            )
+            .await;
+        let error = expect_error(r, StatusCode::UNPROCESSABLE_ENTITY, "invalid_field").await;
+        assert!(error.message.contains(problem), "{}", error.message);
+    }
+    let r = server
+        .call(
+            Method::POST,
+            "/api/v1/webhooks",
+            Some(&server.admin),
+            Some(&json!({"url": "http://127.0.0.1/x", "format": "teams"})),
+        )
+        .await;
+    expect_error(r, StatusCode::BAD_REQUEST, "bad_json").await;
+    server.finish().await;
+}
+
+plura_testkit::on_both_backends!(
+    stops_takeovers_and_returns_are_alerted_once_and_signed,
+    a_failing_receiver_gets_the_alert_on_the_third_try_across_a_restart,
+    bad_webhooks_are_refused,
+);
