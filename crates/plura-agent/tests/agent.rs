@@ -8,11 +8,12 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use tokio::process::Command;
 
-use plura_proto::{Agent, AgentStatus, EventKind};
+use plura_proto::{Agent, AgentStatus, EventKind, WebhookFormat};
 use plura_server::enrollment;
 use plura_server::store::{AgentStore, ListFilter};
 use plura_testkit::imds::{Imds, Instance};
 use plura_testkit::process::Process;
+use plura_testkit::receiver::Receiver;
 use plura_testkit::{Db, TestServer, eventually};
 
 const BIN: &str = env!("CARGO_BIN_EXE_plura-agent");
@@ -106,6 +107,53 @@ async fn sigkill_leaves_the_stop_to_the_heartbeat_timeout() {
     );
     server.wait_for_status(id, AgentStatus::Stopped, WAIT).await;
     assert_eq!(server.events(id).await[0].event, EventKind::Stopped);
+    server.finish().await;
+}
+
+/// The alert of a stop arrives within the silence limit and one tick of the kill (and a margin
+/// for a busy machine); its return is alerted; a goodbye is not.
+#[tokio::test]
+async fn a_killed_agent_is_alerted_and_a_graceful_one_is_not() {
+    let server = TestServer::start(Db::Sqlite).await;
+    let receiver = Receiver::start().await;
+    server
+        .add_webhook(&receiver.url, WebhookFormat::Json, None)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let conf = config(dir.path(), &server, "interface=lo\n");
+    let mut agent = start_agent(&conf);
+    wait_for_agents(&server, "the agent registers", running).await;
+
+    let killed = std::time::Instant::now();
+    agent.signal("-KILL").await;
+    let policy = plura_testkit::fast_policy();
+    let bound = policy.silence_limit() + policy.tick() + Duration::from_secs(2);
+    let stop = receiver
+        .wait_for(WAIT, |r| r.header("x-plura-event") == "agent_stopped")
+        .await
+        .expect("the kill is alerted");
+    let took = killed.elapsed();
+    assert!(
+        took <= bound,
+        "alerted {took:?} after the kill; the bound is {bound:?}"
+    );
+    assert_eq!(stop.json()["agents"][0]["agent"]["hostname"], hostname());
+
+    // It comes back, then shuts down properly: the return is alerted, the goodbye is not.
+    let mut again = start_agent(&conf);
+    receiver
+        .wait_for(WAIT, |r| r.header("x-plura-event") == "agent_back")
+        .await
+        .expect("the return is alerted");
+    assert!(again.signal("-TERM").await.success());
+    let policy_wait = policy.silence_limit() + policy.tick() * 4;
+    tokio::time::sleep(policy_wait).await;
+    let events: Vec<String> = receiver
+        .received()
+        .iter()
+        .map(|r| r.header("x-plura-event").to_string())
+        .collect();
+    assert_eq!(events, ["agent_stopped", "agent_back"]);
     server.finish().await;
 }
 

@@ -216,8 +216,15 @@ struct StatusArgs {
     #[command(flatten)]
     pool: PoolArg,
     /// One JSON array instead of a table.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "prometheus")]
     json: bool,
+    /// The free and in-use counts per zone in Prometheus's text format (for node_exporter's
+    /// textfile collector) instead of a table.
+    #[arg(long)]
+    prometheus: bool,
+    /// Exit with code 5, naming them, when zones have fewer than N free interfaces.
+    #[arg(long, value_name = "N")]
+    warn_below: Option<usize>,
 }
 
 async fn status(args: StatusArgs) -> Result<(), EniError> {
@@ -225,10 +232,22 @@ async fn status(args: StatusArgs) -> Result<(), EniError> {
     let members = pool::members(&ec2(None).await, &pool, None).await?;
     if args.json {
         print_json(&serde_json::to_value(&members).expect("members serialize"));
+    } else if args.prometheus {
+        print!("{}", status::prometheus(&pool, &members));
     } else {
         print!("{}", status::table(&pool, &members));
     }
-    Ok(())
+    match args.warn_below {
+        Some(below) => {
+            let zones = status::low_zones(&members, below);
+            if zones.is_empty() {
+                Ok(())
+            } else {
+                Err(EniError::PoolLow { pool, below, zones })
+            }
+        }
+        None => Ok(()),
+    }
 }
 
 async fn release(PoolArg { pool }: PoolArg) -> Result<(), EniError> {

@@ -19,6 +19,13 @@ pub enum EniError {
         total: usize,
         hint: &'static str,
     },
+    /// `status --warn-below`: zones with fewer free interfaces than asked (zone, free).
+    #[error("pool {pool:?} is low: {} (fewer than {below} free)", low(zones))]
+    PoolLow {
+        pool: String,
+        below: usize,
+        zones: Vec<(String, usize)>,
+    },
     /// The interface was attached but never showed up on the host with its address.
     #[error(
         "{eni} was attached but no interface with MAC {mac} and address {ip} came up within {waited:?}"
@@ -59,14 +66,28 @@ pub enum EniError {
     Invalid(String),
 }
 
+/// `ap-northeast-2a has 1 free, ap-northeast-2c has 0 free`.
+fn low(zones: &[(String, usize)]) -> String {
+    let zones: Vec<String> = zones
+        .iter()
+        .map(|(zone, free)| match zone.as_str() {
+            "-" => "it has no interfaces at all".to_string(),
+            zone => format!("{zone} has {free} free"),
+        })
+        .collect();
+    zones.join(", ")
+}
+
 impl EniError {
     pub const EMPTY_POOL: u8 = 3;
     pub const INTERFACE_NOT_UP: u8 = 4;
+    pub const POOL_LOW: u8 = 5;
 
     pub fn exit_code(&self) -> ExitCode {
         ExitCode::from(match self {
             Self::EmptyPool { .. } => Self::EMPTY_POOL,
             Self::InterfaceNotUp { .. } => Self::INTERFACE_NOT_UP,
+            Self::PoolLow { .. } => Self::POOL_LOW,
             _ => 1,
         })
     }

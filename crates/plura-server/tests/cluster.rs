@@ -69,6 +69,8 @@ async fn simulated_fleet(base: String, enrollment: String, stop: CancellationTok
             );
             let answer: LoginResponse = http
                 .post(format!("{base}/api/v1/agents/login"))
+                // Longer than a heartbeat's: 300 first logins at once on a busy machine.
+                .timeout(Duration::from_secs(15))
                 .bearer_auth(&enrollment)
                 .json(&body)
                 .send()

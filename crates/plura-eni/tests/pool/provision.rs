@@ -80,6 +80,63 @@ async fn provision_is_idempotent_and_status_is_right() {
         "{}",
         table.stdout
     );
+
+    // Pool health: the counts for node_exporter's textfile collector, and a warning threshold
+    // with its own exit code naming the zones below it.
+    let metrics = cloud
+        .eni(&["status", "--pool", "waf", "--prometheus"], None)
+        .await;
+    assert_eq!(metrics.code, 0, "{}", metrics.stderr);
+    for line in [
+        "# TYPE plura_eni_pool_free gauge",
+        "plura_eni_pool_free{pool=\"waf\",zone=\"ap-northeast-2a\"} 3",
+        "plura_eni_pool_in_use{pool=\"waf\",zone=\"ap-northeast-2c\"} 0",
+    ] {
+        assert!(
+            metrics.stdout.lines().any(|l| l == line),
+            "{line}: {}",
+            metrics.stdout
+        );
+    }
+    let healthy = cloud
+        .eni(&["status", "--pool", "waf", "--warn-below", "3"], None)
+        .await;
+    assert_eq!(healthy.code, 0, "{}", healthy.stderr);
+    let low = cloud
+        .eni(
+            &[
+                "status",
+                "--pool",
+                "waf",
+                "--prometheus",
+                "--warn-below",
+                "4",
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(low.code, 5, "{}", low.stderr);
+    assert!(
+        low.stderr.contains(
+            "pool \"waf\" is low: ap-northeast-2a has 3 free, ap-northeast-2c has 3 free \
+             (fewer than 4 free)"
+        ),
+        "{}",
+        low.stderr
+    );
+    assert!(
+        low.stdout.contains("plura_eni_pool_free"),
+        "the figures still print"
+    );
+    let empty = cloud
+        .eni(&["status", "--pool", "none", "--warn-below", "1"], None)
+        .await;
+    assert_eq!(empty.code, 5);
+    assert!(
+        empty.stderr.contains("it has no interfaces at all"),
+        "{}",
+        empty.stderr
+    );
 }
 
 #[tokio::test]
