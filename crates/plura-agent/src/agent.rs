@@ -7,8 +7,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use plura_proto::LoginRequest;
 use plura_proto::config::AgentConfig;
+use plura_proto::{CloudLabels, LoginRequest};
 
 use crate::backoff::Backoff;
 use crate::boot::LoginWait;
@@ -39,6 +39,7 @@ pub struct Agent<'a> {
     client: ServerClient,
     shutdown: CancellationToken,
     machine_id: Option<String>,
+    cloud: CloudLabels,
     backoff: Backoff,
 }
 
@@ -63,6 +64,7 @@ impl<'a> Agent<'a> {
             host,
             shutdown,
             machine_id: None,
+            cloud: CloudLabels::default(),
             backoff: Backoff::new(RETRY_BASE, RETRY_CAP),
         })
     }
@@ -101,8 +103,9 @@ impl<'a> Agent<'a> {
             identity = wait.identity() => identity,
             () = self.shutdown.cancelled() => return Ok(()),
         };
+        self.cloud = host::cloud_labels().await;
         if self.config.login_with_machine_id {
-            self.machine_id = host::machine_id().await;
+            self.machine_id = host::machine_id(&self.cloud);
         }
         let Some(mut session) = self.login(identity).await else {
             return Ok(());
@@ -177,6 +180,7 @@ impl<'a> Agent<'a> {
             version: env!("CARGO_PKG_VERSION").into(),
             os: host::os_name(),
             kind: self.config.kind.clone(),
+            cloud: self.cloud.clone(),
         };
         loop {
             self.take_update();

@@ -6,6 +6,8 @@ use std::io;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
+use plura_proto::CloudLabels;
+
 /// The facts the login wait and the identity checks depend on; a trait so that tests can
 /// script a host whose hostname and addresses change during boot.
 pub trait Host: Send + Sync {
@@ -79,25 +81,37 @@ fn pretty_name(os_release: &str) -> Option<String> {
 /// answers, and the login should not wait long for that.
 const IMDS_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// The instance's unique id: the EC2 instance id when the instance metadata service (IMDSv2)
-/// answers, else `/etc/machine-id`. The metadata endpoint follows the AWS SDKs' settings
+/// Where this host runs, from the instance metadata service (IMDSv2): instance id, zone, type
+/// and Auto Scaling group (the tag `aws:autoscaling:groupName`, there only when the instance's
+/// metadata tags are on). Empty off EC2. The endpoint follows the AWS SDKs' settings
 /// (`AWS_EC2_METADATA_SERVICE_ENDPOINT`, `AWS_EC2_METADATA_DISABLED`).
-pub async fn machine_id() -> Option<String> {
+pub async fn cloud_labels() -> CloudLabels {
     let disabled =
         std::env::var("AWS_EC2_METADATA_DISABLED").is_ok_and(|v| v.eq_ignore_ascii_case("true"));
-    if !disabled {
-        let endpoint = std::env::var("AWS_EC2_METADATA_SERVICE_ENDPOINT")
-            .unwrap_or_else(|_| "http://169.254.169.254".into());
-        match ec2_instance_id(endpoint.trim_end_matches('/')).await {
-            Ok(id) => return Some(id),
-            Err(e) => tracing::debug!("no EC2 instance id ({e}); using /etc/machine-id"),
+    if disabled {
+        return CloudLabels::default();
+    }
+    let endpoint = std::env::var("AWS_EC2_METADATA_SERVICE_ENDPOINT")
+        .unwrap_or_else(|_| "http://169.254.169.254".into());
+    match ec2_metadata(endpoint.trim_end_matches('/')).await {
+        Ok(labels) => labels,
+        Err(e) => {
+            tracing::debug!("no instance metadata ({e}): not on EC2");
+            CloudLabels::default()
         }
+    }
+}
+
+/// The instance's unique id: the EC2 instance id when there is one, else `/etc/machine-id`.
+pub fn machine_id(cloud: &CloudLabels) -> Option<String> {
+    if let Some(id) = &cloud.instance_id {
+        return Some(id.clone());
     }
     let id = std::fs::read_to_string("/etc/machine-id").ok()?;
     Some(id.trim().to_string()).filter(|id| !id.is_empty())
 }
 
-async fn ec2_instance_id(endpoint: &str) -> reqwest::Result<String> {
+async fn ec2_metadata(endpoint: &str) -> reqwest::Result<CloudLabels> {
     let http = reqwest::Client::builder()
         .no_proxy()
         .timeout(IMDS_TIMEOUT)
@@ -110,15 +124,26 @@ async fn ec2_instance_id(endpoint: &str) -> reqwest::Result<String> {
         .error_for_status()?
         .text()
         .await?;
-    let id = http
-        .get(format!("{endpoint}/latest/meta-data/instance-id"))
-        .header("X-aws-ec2-metadata-token", token)
-        .send()
-        .await?
-        .error_for_status()?
-        .text()
-        .await?;
-    Ok(id.trim().to_string())
+    // An item the instance does not have (a tag, with metadata tags off) is a 404: `None`.
+    let item = |path: &'static str| {
+        let request = http
+            .get(format!("{endpoint}/latest/meta-data/{path}"))
+            .header("X-aws-ec2-metadata-token", &token);
+        async move {
+            let response = request.send().await?;
+            if response.status() == reqwest::StatusCode::NOT_FOUND {
+                return Ok(None);
+            }
+            let text = response.error_for_status()?.text().await?;
+            Ok::<_, reqwest::Error>(Some(text.trim().to_string()).filter(|t| !t.is_empty()))
+        }
+    };
+    Ok(CloudLabels {
+        instance_id: item("instance-id").await?,
+        zone: item("placement/availability-zone").await?,
+        instance_type: item("instance-type").await?,
+        asg: item("tags/instance/aws:autoscaling:groupName").await?,
+    })
 }
 
 #[cfg(test)]

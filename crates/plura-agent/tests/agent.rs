@@ -297,12 +297,12 @@ async fn waits_for_a_missing_server_and_logs_in_when_it_comes() {
 }
 
 #[tokio::test]
-async fn sends_the_ec2_instance_id_when_imds_answers() {
+async fn sends_the_ec2_instance_id_and_cloud_labels_when_imds_answers() {
     let server = TestServer::start(Db::Sqlite).await;
     let imds = Imds::start(Instance {
-        instance_id: "i-0123456789abcdef0".into(),
-        availability_zone: "ap-northeast-2a".into(),
-        region: "ap-northeast-2".into(),
+        availability_zone: "ap-northeast-2c".into(),
+        asg: Some("waf-asg".into()),
+        ..Instance::in_seoul("i-0123456789abcdef0")
     })
     .await;
     let dir = tempfile::tempdir().unwrap();
@@ -321,6 +321,32 @@ async fn sends_the_ec2_instance_id_when_imds_answers() {
     );
     let agents = wait_for_agents(&server, "the agent registers", running).await;
     assert_eq!(agents[0].machine_id.as_deref(), Some("i-0123456789abcdef0"));
+    let cloud = &agents[0].cloud;
+    assert_eq!(cloud.instance_id.as_deref(), Some("i-0123456789abcdef0"));
+    assert_eq!(cloud.zone.as_deref(), Some("ap-northeast-2c"));
+    assert_eq!(cloud.instance_type.as_deref(), Some("c6i.large"));
+    assert_eq!(cloud.asg.as_deref(), Some("waf-asg"));
+    assert!(agent.signal("-TERM").await.success());
+
+    // Metadata tags off (or no group): the tag is a 404, and the group is simply unknown.
+    let untagged = Imds::start(Instance::in_seoul("i-0fedcba9876543210")).await;
+    let mut agent = agent_in(
+        Command::new(BIN),
+        &conf,
+        &[
+            ("AWS_EC2_METADATA_DISABLED", "false"),
+            (
+                "AWS_EC2_METADATA_SERVICE_ENDPOINT",
+                untagged.endpoint.as_str(),
+            ),
+        ],
+    );
+    let agents = wait_for_agents(&server, "the agent logs in again", |agents| {
+        running(agents) && agents[0].cloud.instance_id.as_deref() == Some("i-0fedcba9876543210")
+    })
+    .await;
+    assert_eq!(agents[0].cloud.zone.as_deref(), Some("ap-northeast-2a"));
+    assert_eq!(agents[0].cloud.asg, None);
     assert!(agent.signal("-TERM").await.success());
     server.finish().await;
 }

@@ -21,6 +21,13 @@ exec > >(tee -a /var/log/plura-eni.log | logger -t plura-eni) 2>&1
 # Exit 3: the pool has no free interface in this zone. The instance must not run its agent with
 # a fresh address (it would be a new entry in the agent list); the lifecycle hook abandons it.
 /usr/bin/plura-eni claim --pool {pool_word}{hook}
+
+# The agent labels itself with its Auto Scaling group from the instance's metadata tags; say so
+# when the launch template has them off (InstanceMetadataTags=enabled turns them on).
+token=$(curl -sf -X PUT -H 'X-aws-ec2-metadata-token-ttl-seconds: 60' http://169.254.169.254/latest/api/token || true)
+if ! curl -sf -o /dev/null -H "X-aws-ec2-metadata-token: $token" http://169.254.169.254/latest/meta-data/tags/instance; then
+  echo "instance metadata tags are off: the agent cannot tell its Auto Scaling group; set InstanceMetadataTags=enabled in the launch template"
+fi
 systemctl restart {service}
 "#,
         pool_word = shell_word(pool),
@@ -151,7 +158,8 @@ pub fn cloudformation(stack: &Stack) -> Value {
                     "ImageId": {"Ref": "ImageId"},
                     "InstanceType": {"Ref": "InstanceType"},
                     "IamInstanceProfile": {"Arn": {"Fn::GetAtt": ["InstanceProfile", "Arn"]}},
-                    "MetadataOptions": {"HttpTokens": "required"},
+                    // Tags in the metadata: the agent reads its Auto Scaling group there.
+                    "MetadataOptions": {"HttpTokens": "required", "InstanceMetadataTags": "enabled"},
                     "UserData": {"Fn::Base64": user_data(stack.pool, Some(HOOK), "plura-agent")}
                 }
             }
@@ -220,6 +228,7 @@ mod tests {
             .unwrap();
         let start = script.find("systemctl restart plura-agent").unwrap();
         assert!(claim < start);
+        assert!(script.contains("InstanceMetadataTags=enabled"));
         assert!(!script.to_lowercase().contains("secret"));
         assert!(!script.contains("AKIA"));
     }
@@ -247,6 +256,9 @@ mod tests {
             .filter(|r| r["Type"] == "AWS::EC2::NetworkInterface")
             .count();
         assert_eq!(interfaces, 4);
+        let options =
+            &resources["LaunchTemplate"]["Properties"]["LaunchTemplateData"]["MetadataOptions"];
+        assert_eq!(options["InstanceMetadataTags"], "enabled");
         assert_eq!(resources["Group"]["Properties"]["MaxSize"], "4");
         assert_eq!(
             resources["PoolInterface1Zone2"]["Properties"]["Tags"][1]["Value"], "waf-2",

@@ -33,6 +33,9 @@ pub struct LoginRequest {
     pub os: String,
     /// What the agent protects, e.g. `waf`, `siem`, `edr`.
     pub kind: String,
+    /// Where it runs, when on EC2.
+    #[serde(default)]
+    pub cloud: CloudLabels,
 }
 
 impl LoginRequest {
@@ -41,7 +44,36 @@ impl LoginRequest {
         validate_text("version", &self.version)?;
         validate_text("os", &self.os)?;
         validate_text("kind", &self.kind)?;
-        validate_optional_text("machine_id", self.machine_id.as_deref())
+        validate_optional_text("machine_id", self.machine_id.as_deref())?;
+        self.cloud.validate()
+    }
+}
+
+/// Where an agent runs in the cloud, as the instance metadata service (IMDSv2) tells it; empty
+/// off EC2. Labels for the operator, not identity.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct CloudLabels {
+    /// The EC2 instance id.
+    #[serde(default)]
+    pub instance_id: Option<String>,
+    /// The availability zone, e.g. `ap-northeast-2a`.
+    #[serde(default)]
+    pub zone: Option<String>,
+    #[serde(default)]
+    pub instance_type: Option<String>,
+    /// The Auto Scaling group: the instance's tag `aws:autoscaling:groupName`, readable when
+    /// the instance's metadata tags are on.
+    #[serde(default)]
+    pub asg: Option<String>,
+}
+
+impl CloudLabels {
+    pub fn validate(&self) -> Result<(), FieldError> {
+        validate_optional_text("cloud.instance_id", self.instance_id.as_deref())?;
+        validate_optional_text("cloud.zone", self.zone.as_deref())?;
+        validate_optional_text("cloud.instance_type", self.instance_type.as_deref())?;
+        validate_optional_text("cloud.asg", self.asg.as_deref())
     }
 }
 
@@ -147,6 +179,19 @@ pub struct Agent {
     /// before it.
     #[serde(default)]
     pub last_takeover_at: Option<Timestamp>,
+    /// Where it runs, as its last login said.
+    #[serde(default)]
+    pub cloud: CloudLabels,
+}
+
+impl Agent {
+    /// Whether its last login came from another address than the one it claims (NAT, a proxy,
+    /// or a host speaking for another).
+    pub fn source_differs(&self) -> bool {
+        self.source_ip
+            .as_deref()
+            .is_some_and(|source| source != self.ip)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -326,6 +371,7 @@ mod tests {
             version: "5.0.1".into(),
             os: "Ubuntu 24.04".into(),
             kind: "waf".into(),
+            cloud: CloudLabels::default(),
         }
     }
 

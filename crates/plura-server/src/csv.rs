@@ -2,7 +2,7 @@
 
 use plura_proto::{Agent, Timestamp};
 
-const HEADER: [&str; 15] = [
+const HEADER: [&str; 19] = [
     "id",
     "ip",
     "hostname",
@@ -18,6 +18,10 @@ const HEADER: [&str; 15] = [
     "last_login_at",
     "last_seen_at",
     "last_takeover_at",
+    "instance_id",
+    "zone",
+    "instance_type",
+    "asg",
 ];
 
 /// The header line.
@@ -49,6 +53,10 @@ pub fn row(a: &Agent) -> String {
             time(a.last_login_at),
             time(a.last_seen_at),
             time(a.last_takeover_at),
+            a.cloud.instance_id.clone().unwrap_or_default(),
+            a.cloud.zone.clone().unwrap_or_default(),
+            a.cloud.instance_type.clone().unwrap_or_default(),
+            a.cloud.asg.clone().unwrap_or_default(),
         ],
     );
     out

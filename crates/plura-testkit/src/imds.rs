@@ -19,6 +19,23 @@ pub struct Instance {
     pub instance_id: String,
     pub availability_zone: String,
     pub region: String,
+    pub instance_type: String,
+    /// The tag `aws:autoscaling:groupName`, shown when the instance's metadata tags are on and
+    /// it is in a group; `None` answers 404, as EC2 does.
+    pub asg: Option<String>,
+}
+
+impl Instance {
+    /// An instance of zone `a` of ap-northeast-2, not in an Auto Scaling group.
+    pub fn in_seoul(instance_id: &str) -> Self {
+        Self {
+            instance_id: instance_id.into(),
+            availability_zone: "ap-northeast-2a".into(),
+            region: "ap-northeast-2".into(),
+            instance_type: "c6i.large".into(),
+            asg: None,
+        }
+    }
 }
 
 pub struct Imds {
@@ -46,15 +63,23 @@ impl Imds {
             .route("/latest/api/token", put(session_token))
             .route(
                 "/latest/meta-data/instance-id",
-                metadata(|i| &i.instance_id),
+                metadata(|i| Some(&i.instance_id)),
             )
             .route(
                 "/latest/meta-data/placement/availability-zone",
-                metadata(|i| &i.availability_zone),
+                metadata(|i| Some(&i.availability_zone)),
             )
             .route(
                 "/latest/meta-data/placement/region",
-                metadata(|i| &i.region),
+                metadata(|i| Some(&i.region)),
+            )
+            .route(
+                "/latest/meta-data/instance-type",
+                metadata(|i| Some(&i.instance_type)),
+            )
+            .route(
+                "/latest/meta-data/tags/instance/aws:autoscaling:groupName",
+                metadata(|i| i.asg.as_ref()),
             )
             .with_state(served);
         let shutdown = CancellationToken::new();
@@ -89,18 +114,18 @@ async fn session_token(
     Ok(([(TTL_HEADER, ttl.to_string())], served.token.clone()))
 }
 
-/// A metadata item, answered to holders of the session token only.
-fn metadata(pick: fn(&Instance) -> &String) -> MethodRouter<Arc<Served>> {
+/// A metadata item, answered to holders of the session token only; 404 when the instance has
+/// none.
+fn metadata(pick: fn(&Instance) -> Option<&String>) -> MethodRouter<Arc<Served>> {
     get(
         move |State(served): State<Arc<Served>>, headers: HeaderMap| async move {
             let token = headers
                 .get("x-aws-ec2-metadata-token")
                 .and_then(|v| v.to_str().ok());
-            if token == Some(served.token.as_str()) {
-                Ok(pick(&served.instance).clone())
-            } else {
-                Err(StatusCode::UNAUTHORIZED)
+            if token != Some(served.token.as_str()) {
+                return Err(StatusCode::UNAUTHORIZED);
             }
+            pick(&served.instance).cloned().ok_or(StatusCode::NOT_FOUND)
         },
     )
 }

@@ -538,6 +538,7 @@ pub fn login(ip: &str, hostname: &str) -> LoginRequest {
         version: "5.0.1".into(),
         os: "Ubuntu 24.04".into(),
         kind: "waf".into(),
+        cloud: Default::default(),
     }
 }
 

@@ -41,9 +41,9 @@ pub struct Vm {
 impl Vm {
     pub async fn start(id: String, zone: &str) -> Self {
         let imds = Imds::start(Instance {
-            instance_id: id.clone(),
             availability_zone: zone.into(),
             region: REGION.into(),
+            ..Instance::in_seoul(&id)
         })
         .await;
         Self { id, imds }

@@ -149,6 +149,7 @@ mod tests {
                 last_login_at: None,
                 last_seen_at: None,
                 last_takeover_at: None,
+                cloud: Default::default(),
             },
             detail: "no heartbeat since then".into(),
             holder_running: (kind == AlertKind::AgentTakenOver).then_some(n % 2 == 0),

@@ -36,6 +36,12 @@ pub struct ListParams {
     os: Option<String>,
     /// `true` for ON, `false` for OFF.
     enabled: Option<bool>,
+    /// Availability zone, e.g. `ap-northeast-2a`.
+    zone: Option<String>,
+    /// Auto Scaling group.
+    asg: Option<String>,
+    /// `true`: only agents whose last login came from another address than the one they claim.
+    source_differs: Option<bool>,
     /// Text found anywhere in ip, hostname, group, OS, version or machine id.
     q: Option<String>,
     /// A column (`id`, `ip`, `hostname`, `status`, `enabled`, `group`, `kind`, `os`,
@@ -88,6 +94,9 @@ impl ListParams {
             kind: checked("kind", &self.kind)?,
             os: checked("os", &self.os)?,
             enabled: self.enabled,
+            zone: checked("zone", &self.zone)?,
+            asg: checked("asg", &self.asg)?,
+            source_differs: self.source_differs.unwrap_or(false),
             text: checked("q", &self.q)?,
             sort,
             descending,

@@ -219,6 +219,11 @@ pub struct ListFilter {
     pub kind: Option<String>,
     pub os: Option<String>,
     pub enabled: Option<bool>,
+    /// Availability zone and Auto Scaling group, as the agents' logins said.
+    pub zone: Option<String>,
+    pub asg: Option<String>,
+    /// Only agents whose last login came from another address than the one they claim.
+    pub source_differs: bool,
     /// Free text, matched case-insensitively anywhere in ip, hostname, group, OS, version or
     /// machine id.
     pub text: Option<String>,
@@ -237,6 +242,9 @@ impl Default for ListFilter {
             kind: None,
             os: None,
             enabled: None,
+            zone: None,
+            asg: None,
+            source_differs: false,
             text: None,
             sort: SortColumn::Id,
             descending: false,

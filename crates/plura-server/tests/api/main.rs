@@ -27,6 +27,7 @@ plura_testkit::on_both_backends!(
     bad_input_gets_a_clear_4xx,
     list_filters_searches_sorts_and_pages,
     csv_holds_the_filtered_rows,
+    cloud_labels_are_kept_filtered_and_exported,
     summary_counts_the_fleet,
     summary_counts_stay_right_through_every_change,
     patch_switches_and_groups_with_history,

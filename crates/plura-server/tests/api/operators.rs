@@ -7,7 +7,9 @@ use futures::StreamExt;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use plura_proto::{Agent, AgentList, AgentStatus, AuditList, Change, EventKind, Role, Summary};
+use plura_proto::{
+    Agent, AgentList, AgentStatus, AuditList, Change, CloudLabels, EventKind, Role, Summary,
+};
 use plura_testkit::{Db, TestServer, assert_content_type, expect_error, json_ok, login};
 
 /// Logs in a small mixed fleet: 3 waf on Ubuntu, 2 edr on Rocky, one of the edr stopped.
@@ -105,6 +107,68 @@ pub async fn csv_holds_the_filtered_rows(db: Db) {
     assert!(lines[1].contains(",10.0.0.9,waf-9,running,on,"));
     assert!(lines[4].contains(",'=cmd|'/C+calc'!A0,unknown,"), "{text}");
     assert!(!text.contains("edr-"));
+    server.finish().await;
+}
+
+/// Agents in two zones and groups (and one off EC2, logging in from the address it claims).
+pub async fn cloud_labels_are_kept_filtered_and_exported(db: Db) {
+    let server = TestServer::start(db).await;
+    for (ip, zone, asg) in [
+        ("10.1.0.1", "ap-northeast-2a", Some("waf-asg")),
+        ("10.1.0.2", "ap-northeast-2a", None),
+        ("10.1.0.3", "ap-northeast-2c", Some("waf-asg")),
+    ] {
+        let mut request = login(ip, &format!("cloud-{ip}"));
+        request.cloud = CloudLabels {
+            instance_id: Some(format!("i-{}", ip.replace('.', ""))),
+            zone: Some(zone.into()),
+            instance_type: Some("c6i.large".into()),
+            asg: asg.map(String::from),
+        };
+        server.login_with(&request).await;
+    }
+    server.login("127.0.0.1", "on-premises").await;
+
+    let hosts = |list: AgentList| -> Vec<String> { list.items.into_iter().map(|a| a.ip).collect() };
+    assert_eq!(
+        hosts(server.agents("?zone=ap-northeast-2a&sort=ip").await),
+        ["10.1.0.1", "10.1.0.2"]
+    );
+    let waf = server.agents("?asg=waf-asg&sort=ip").await;
+    assert_eq!(waf.total, 2);
+    assert_eq!(waf.items[1].cloud.zone.as_deref(), Some("ap-northeast-2c"));
+    assert_eq!(
+        hosts(server.agents("?zone=ap-northeast-2a&asg=waf-asg").await),
+        ["10.1.0.1"]
+    );
+    // Claimed address vs the one the login came from (127.0.0.1 here).
+    let differing = server.agents("?source_differs=true&sort=ip").await;
+    assert_eq!(differing.total, 3);
+    assert!(differing.items.iter().all(Agent::source_differs));
+    let local = server.agents("?q=on-premises").await;
+    assert!(!local.items[0].source_differs());
+    assert_eq!(local.items[0].cloud, CloudLabels::default());
+
+    let csv = server
+        .request(
+            Method::GET,
+            "/api/v1/agents.csv?asg=waf-asg&sort=ip",
+            Some(&server.admin),
+        )
+        .await
+        .text()
+        .await
+        .unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert!(
+        lines[0].ends_with(",instance_id,zone,instance_type,asg"),
+        "{csv}"
+    );
+    assert!(
+        lines[1].ends_with(",i-10101,ap-northeast-2a,c6i.large,waf-asg"),
+        "{csv}"
+    );
+    assert_eq!(lines.len(), 3, "{csv}");
     server.finish().await;
 }
 

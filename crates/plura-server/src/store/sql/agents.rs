@@ -11,6 +11,7 @@ use plura_proto::{
 
 use super::alerts::{self, NewAlert};
 use super::filter::{bind_params, ip_sort_key, order_by, where_clause};
+use super::login::bind_cloud;
 use super::rows::{self, AGENT_COLUMNS, new_event, rows_per_statement};
 use super::{Backend, SqlStore};
 use crate::secret::constant_time_eq;
@@ -72,6 +73,9 @@ fn counted_total(filter: &ListFilter) -> Option<(&'static str, Option<String>)> 
         kind,
         os,
         enabled,
+        zone: None,
+        asg: None,
+        source_differs: false,
         text: None,
         ..
     } = filter
@@ -287,12 +291,13 @@ impl AgentStore for SqlStore {
     async fn import(&self, agents: &[Imported]) -> Result<u64> {
         let mut tx = self.begin_write().await?;
         let mut imported = 0;
-        for chunk in agents.chunks(rows_per_statement(15)) {
+        for chunk in agents.chunks(rows_per_statement(19)) {
             let sql = format!(
                 "INSERT INTO agents (ip, ip_key, hostname, status, enabled, group_name, kind, os, \
                  version, machine_id, source_ip, registered_at, last_login_at, last_seen_at, \
-                 key_hash) VALUES {} ON CONFLICT (ip, hostname) DO NOTHING",
-                rows::placeholders(tx.conn(), chunk.len(), 15)
+                 key_hash, instance_id, zone, instance_type, asg) VALUES {} \
+                 ON CONFLICT (ip, hostname) DO NOTHING",
+                rows::placeholders(tx.conn(), chunk.len(), 19)
             );
             let mut query = sqlx::query(&sql);
             for Imported { agent, key_hash } in chunk {
@@ -312,6 +317,7 @@ impl AgentStore for SqlStore {
                     .bind(agent.last_login_at.map(Timestamp::as_millis))
                     .bind(agent.last_seen_at.map(Timestamp::as_millis))
                     .bind(key_hash.clone());
+                query = bind_cloud(query, &agent.cloud);
             }
             imported += query.execute(tx.conn()).await?.rows_affected();
         }
@@ -527,6 +533,7 @@ mod tests {
             version: "1".into(),
             os: "Linux".into(),
             kind: "waf".into(),
+            cloud: Default::default(),
         };
         let now = Timestamp::now();
         let id = store

@@ -49,6 +49,8 @@ pub fn where_clause(filter: &ListFilter, search: TextSearch) -> (String, Vec<Par
         ("group_name", &filter.group),
         ("kind", &filter.kind),
         ("os", &filter.os),
+        ("zone", &filter.zone),
+        ("asg", &filter.asg),
     ] {
         if let Some(value) = value {
             push(&format!("{column} = $?"), Param::Text(value.clone()));
@@ -83,6 +85,9 @@ pub fn where_clause(filter: &ListFilter, search: TextSearch) -> (String, Vec<Par
             };
             push(condition, Param::Text(format!("%{escaped}%")));
         }
+    }
+    if filter.source_differs {
+        conditions.push("source_ip IS NOT NULL AND source_ip <> ip".into());
     }
     if conditions.is_empty() {
         (String::new(), params)

@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
-use plura_proto::{Agent, AgentStatus, AlertKind, EventKind, Timestamp};
+use plura_proto::{Agent, AgentStatus, AlertKind, CloudLabels, EventKind, Timestamp};
 
 use super::SqlStore;
 use super::alerts::{self, NewAlert};
@@ -74,6 +74,17 @@ fn login_alert(outcome: &LoginOutcome) -> Option<NewAlert<'_>> {
 }
 
 type Identity<'a> = (&'a str, &'a str);
+
+type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
+
+/// Binds the four cloud labels, in their column order.
+pub(super) fn bind_cloud<'q>(query: AnyQuery<'q>, cloud: &CloudLabels) -> AnyQuery<'q> {
+    query
+        .bind(cloud.instance_id.clone())
+        .bind(cloud.zone.clone())
+        .bind(cloud.instance_type.clone())
+        .bind(cloud.asg.clone())
+}
 
 fn identity(login: &Login) -> Identity<'_> {
     (&login.request.ip, &login.request.hostname)
@@ -218,15 +229,17 @@ async fn login_known(
     updates: &[(usize, &Previous)],
 ) -> Result<Vec<(usize, LoginOutcome)>> {
     let mut outcomes = Vec::with_capacity(updates.len());
-    for chunk in updates.chunks(rows_per_statement(9)) {
+    for chunk in updates.chunks(rows_per_statement(13)) {
         let sql = format!(
             "UPDATE agents SET status = 'running', \
              machine_id = COALESCE(v.column2, agents.machine_id), version = v.column3, \
              os = v.column4, kind = v.column5, source_ip = v.column6, \
              last_login_at = v.column7, last_seen_at = v.column7, key_hash = v.column8, \
-             last_takeover_at = COALESCE(v.column9, agents.last_takeover_at), lost = 0 \
+             last_takeover_at = COALESCE(v.column9, agents.last_takeover_at), lost = 0, \
+             instance_id = v.column10, zone = v.column11, instance_type = v.column12, \
+             asg = v.column13 \
              FROM (VALUES {}) AS v WHERE agents.id = v.column1 RETURNING {AGENT_COLUMNS}",
-            placeholders(conn, chunk.len(), 9),
+            placeholders(conn, chunk.len(), 13),
         );
         let mut query = sqlx::query(&sql);
         let mut by_id = HashMap::new();
@@ -245,6 +258,7 @@ async fn login_known(
                 .bind(login.at.as_millis())
                 .bind(login.key_hash.clone())
                 .bind(takeover.then(|| login.at.as_millis()));
+            query = bind_cloud(query, &request.cloud);
             by_id.insert(previous.id, (i, previous, differences));
         }
         for row in query.fetch_all(&mut *conn).await? {
@@ -298,15 +312,17 @@ async fn login_new(
     inserts: &[usize],
 ) -> Result<Vec<(usize, Option<LoginOutcome>)>> {
     let mut outcomes = Vec::with_capacity(inserts.len());
-    for chunk in inserts.chunks(rows_per_statement(10)) {
+    for chunk in inserts.chunks(rows_per_statement(14)) {
         let sql = format!(
             "INSERT INTO agents (ip, ip_key, hostname, status, enabled, kind, os, version, \
-             machine_id, source_ip, registered_at, last_login_at, last_seen_at, key_hash) \
+             machine_id, source_ip, registered_at, last_login_at, last_seen_at, key_hash, \
+             instance_id, zone, instance_type, asg) \
              SELECT v.column1, v.column2, v.column3, 'running', 1, v.column4, v.column5, \
-             v.column6, v.column7, v.column8, v.column9, v.column9, v.column9, v.column10 \
+             v.column6, v.column7, v.column8, v.column9, v.column9, v.column9, v.column10, \
+             v.column11, v.column12, v.column13, v.column14 \
              FROM (VALUES {}) AS v WHERE true \
              ON CONFLICT (ip, hostname) DO NOTHING RETURNING {AGENT_COLUMNS}",
-            placeholders(conn, chunk.len(), 10)
+            placeholders(conn, chunk.len(), 14)
         );
         let mut query = sqlx::query(&sql);
         for &i in chunk {
@@ -323,6 +339,7 @@ async fn login_new(
                 .bind(login.source_ip.clone())
                 .bind(login.at.as_millis())
                 .bind(login.key_hash.clone());
+            query = bind_cloud(query, &request.cloud);
         }
         let mut created: HashMap<(String, String), Agent> = HashMap::new();
         for row in query.fetch_all(&mut *conn).await? {

@@ -6,12 +6,13 @@ use std::str::FromStr;
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
-use plura_proto::{Agent, AuditRecord, Event, EventKind, Timestamp};
+use plura_proto::{Agent, AuditRecord, CloudLabels, Event, EventKind, Timestamp};
 
 use crate::store::{Changed, Result, StoreError};
 
 pub const AGENT_COLUMNS: &str = "id, ip, hostname, status, enabled, group_name, kind, os, \
-     version, machine_id, source_ip, registered_at, last_login_at, last_seen_at, last_takeover_at";
+     version, machine_id, source_ip, registered_at, last_login_at, last_seen_at, last_takeover_at, \
+     instance_id, zone, instance_type, asg";
 
 /// Bound parameters per multi-row statement: far below both backends' limits, and few enough
 /// that a statement holds the write lock briefly.
@@ -62,6 +63,12 @@ pub fn agent(row: &AnyRow) -> Result<Agent> {
         last_login_at: optional_time(row, "last_login_at")?,
         last_seen_at: optional_time(row, "last_seen_at")?,
         last_takeover_at: optional_time(row, "last_takeover_at")?,
+        cloud: CloudLabels {
+            instance_id: row.try_get("instance_id")?,
+            zone: row.try_get("zone")?,
+            instance_type: row.try_get("instance_type")?,
+            asg: row.try_get("asg")?,
+        },
     })
 }
 
