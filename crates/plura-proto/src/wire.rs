@@ -257,17 +257,42 @@ pub struct Change {
     pub agent: Option<Agent>,
 }
 
-/// A record of the audit log: who did what to which agent, kept after the agent is gone.
+/// What the audit log records: people's changes to agents and to who may do what, and the
+/// server's own deletes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum AuditAction {
+    /// An agent registered by hand.
+    Registered,
+    Enabled,
+    Disabled,
+    GroupChanged,
+    Deleted,
+    /// Deleted by the prune policy after a long stop.
+    Pruned,
+    /// An API token made on the command line.
+    TokenCreated,
+    UserCreated,
+    /// The agents' enrollment token made or replaced.
+    EnrollmentTokenRotated,
+    WebhookAdded,
+    WebhookDeleted,
+}
+
+/// A record of the audit log: who did what (to which agent, if to one), kept after the agent is
+/// gone.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct AuditRecord {
     pub at: Timestamp,
-    /// The API token's name, or `system` for the server's own policies.
+    /// The API token's or user's name, `command line`, or `system` for the server's own
+    /// policies.
     pub actor: String,
-    pub action: EventKind,
-    pub agent_id: i64,
-    pub ip: String,
-    pub hostname: String,
+    pub action: AuditAction,
+    pub agent_id: Option<i64>,
+    pub ip: Option<String>,
+    pub hostname: Option<String>,
     pub detail: String,
 }
 
@@ -275,6 +300,29 @@ pub struct AuditRecord {
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct AuditList {
     pub items: Vec<AuditRecord>,
+}
+
+/// The fleet at one point of its chart: the most agents running, stopped and never heard from
+/// at any sample within the interval starting at `at`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct FleetPoint {
+    pub at: Timestamp,
+    pub running: u64,
+    pub stopped: u64,
+    pub unknown: u64,
+}
+
+/// The fleet over time, oldest first; intervals without a sample (the server was down) are
+/// missing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct FleetHistory {
+    pub from: Timestamp,
+    pub to: Timestamp,
+    /// Each point's interval.
+    pub step_s: u64,
+    pub points: Vec<FleetPoint>,
 }
 
 /// The console's summary cards.
@@ -345,6 +393,19 @@ pub struct ErrorBody {
 
 text_enum!(AgentStatus { Running => "running", Stopped => "stopped", Unknown => "unknown" });
 text_enum!(Role { Monitor => "monitor", Operator => "operator", Admin => "admin" });
+text_enum!(AuditAction {
+    Registered => "registered",
+    Enabled => "enabled",
+    Disabled => "disabled",
+    GroupChanged => "group_changed",
+    Deleted => "deleted",
+    Pruned => "pruned",
+    TokenCreated => "token_created",
+    UserCreated => "user_created",
+    EnrollmentTokenRotated => "enrollment_token_rotated",
+    WebhookAdded => "webhook_added",
+    WebhookDeleted => "webhook_deleted",
+});
 text_enum!(EventKind {
     Registered => "registered",
     Login => "login",

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use plura_proto::{Role, Session, Timestamp};
+use plura_proto::{AuditAction, Role, Session, Timestamp};
 
 use crate::enrollment::EnrollmentCheck;
 use crate::secret::{hash_token, new_token};
@@ -115,11 +115,19 @@ impl Auth {
     }
 }
 
+/// Who makes tokens and users: the server's own command line.
+pub use crate::alerts::COMMAND_LINE;
+
 /// Makes a role token and answers it; only its hash is stored.
 pub async fn create_api_token(store: &dyn Store, role: Role, name: &str) -> store::Result<String> {
     let token = new_token("plura");
+    let now = Timestamp::now();
     store
-        .add_api_token(name, role, &hash_token(&token), Timestamp::now(), None)
+        .add_api_token(name, role, &hash_token(&token), now, None)
+        .await?;
+    let detail = format!("{name:?}, {role}");
+    store
+        .record_audit(COMMAND_LINE, AuditAction::TokenCreated, &detail, now)
         .await?;
     Ok(token)
 }
@@ -146,7 +154,12 @@ pub async fn create_user(
         "a password needs at least {MIN_PASSWORD_LEN} characters"
     );
     let hash = hash_password(password.clone()).await?;
-    store.add_user(name, role, &hash, Timestamp::now()).await?;
+    let now = Timestamp::now();
+    store.add_user(name, role, &hash, now).await?;
+    let detail = format!("{name:?}, {role}");
+    store
+        .record_audit(COMMAND_LINE, AuditAction::UserCreated, &detail, now)
+        .await?;
     Ok(password)
 }
 

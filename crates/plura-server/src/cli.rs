@@ -263,6 +263,7 @@ async fn serve(store: store::SqlStore, args: ServeArgs) -> anyhow::Result<()> {
         heartbeat_interval: args.heartbeat_interval,
         prune_stopped_after: args.prune_stopped_after,
         keep_events_for: Some(args.keep_events_for).filter(|d| !d.is_zero()),
+        ..LivenessPolicy::default()
     };
     anyhow::ensure!(
         policy.heartbeat_interval >= Duration::from_secs(1),

@@ -5,8 +5,9 @@
 use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
-use plura_proto::Timestamp;
+use plura_proto::{AuditAction, Timestamp};
 
+use crate::auth::COMMAND_LINE;
 use crate::secret::{constant_time_eq, hash_token, new_token};
 use crate::store::{self, Store};
 
@@ -109,6 +110,10 @@ pub async fn issue(store: &dyn Store) -> store::Result<Issued> {
     let hash = hash_token(&token);
     // Two issuing at once: the one whose hash is stored made it.
     if store.init_setting(CURRENT, &hash).await? == hash {
+        let made = AuditAction::EnrollmentTokenRotated;
+        store
+            .record_audit(COMMAND_LINE, made, "made", Timestamp::now())
+            .await?;
         Ok(Issued::Created(token))
     } else {
         Ok(Issued::Exists)
@@ -134,6 +139,14 @@ pub async fn rotate(
         _ => store.delete_setting(PREVIOUS).await?,
     }
     store.put_setting(CURRENT, &hash_token(&token)).await?;
+    let detail = match until {
+        Some(until) => format!("replaced; the old one works until {until}"),
+        None => "replaced; the old one no longer works".into(),
+    };
+    let rotated = AuditAction::EnrollmentTokenRotated;
+    store
+        .record_audit(COMMAND_LINE, rotated, &detail, now)
+        .await?;
     Ok((token, until))
 }
 

@@ -10,7 +10,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use sha2::Sha256;
 
-use plura_proto::{DeliveryState, WebhookFormat, WebhookList};
+use plura_proto::{AuditAction, AuditList, DeliveryState, WebhookFormat, WebhookList};
 use plura_testkit::receiver::{Received, Receiver};
 use plura_testkit::{Db, TestServer, eventually, expect_error, login};
 
@@ -249,6 +249,22 @@ async fn a_failing_receiver_gets_the_alert_on_the_third_try_across_a_restart(db:
         .request(Method::DELETE, &path, Some(&server.admin))
         .await;
     expect_error(r, StatusCode::NOT_FOUND, "not_found").await;
+
+    // The audit log says who added and deleted it.
+    let audit: AuditList = server.get("/api/v1/audit").await;
+    let actions: Vec<(AuditAction, &str)> = audit
+        .items
+        .iter()
+        .filter(|r| r.detail.contains("webhook") || r.action == AuditAction::WebhookAdded)
+        .map(|r| (r.action, r.actor.as_str()))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            (AuditAction::WebhookDeleted, "test-admin"),
+            (AuditAction::WebhookAdded, "test-admin")
+        ]
+    );
     server.finish().await;
 }
 

@@ -120,10 +120,12 @@ impl Database {
     }
 }
 
-/// A heartbeat each second: a silent agent is stopped after 3 s, fast enough for tests.
+/// A heartbeat each second: a silent agent is stopped after 3 s, fast enough for tests; the
+/// fleet's counts sampled each second too.
 pub fn fast_policy() -> LivenessPolicy {
     LivenessPolicy {
         heartbeat_interval: Duration::from_secs(1),
+        sample_every: Duration::from_secs(1),
         ..LivenessPolicy::default()
     }
 }

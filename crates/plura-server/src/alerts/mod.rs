@@ -16,7 +16,8 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use plura_proto::{
-    CreatedWebhook, Delivery, NewWebhook, Timestamp, Webhook, WebhookFormat, redact_webhook_url,
+    AuditAction, CreatedWebhook, Delivery, NewWebhook, Timestamp, Webhook, WebhookFormat,
+    redact_webhook_url,
 };
 
 use crate::metrics::{Metrics, OutcomeLabel};
@@ -145,9 +146,14 @@ impl Alerter {
             .store
             .add_webhook(&new.url, new.format, &secret, actor, Timestamp::now())
             .await?;
-        tracing::info!(webhook = stored.id, url = %shown(&stored).url, "{actor} added a webhook");
+        let shown = shown(&stored);
+        tracing::info!(webhook = stored.id, url = %shown.url, "{actor} added a webhook");
+        let detail = format!("{} ({})", shown.url, shown.format);
+        self.store
+            .record_audit(actor, AuditAction::WebhookAdded, &detail, stored.created_at)
+            .await?;
         Ok(CreatedWebhook {
-            webhook: shown(&stored),
+            webhook: shown,
             secret,
         })
     }
@@ -156,6 +162,15 @@ impl Alerter {
         let deleted = self.store.delete_webhook(id).await?;
         if deleted {
             tracing::info!(webhook = id, "{actor} deleted a webhook");
+            let detail = format!("webhook {id}");
+            self.store
+                .record_audit(
+                    actor,
+                    AuditAction::WebhookDeleted,
+                    &detail,
+                    Timestamp::now(),
+                )
+                .await?;
         }
         Ok(deleted)
     }

@@ -11,8 +11,8 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 use plura_proto::{
-    Agent, AgentList, AgentStatus, AuditList, ErrorBody, EventList, PatchAgent, RegisterAgent,
-    Summary, WhoAmI,
+    Agent, AgentList, AgentStatus, AuditList, ErrorBody, EventList, FleetHistory, PatchAgent,
+    RegisterAgent, Summary, WhoAmI,
 };
 
 use super::error::{Json, Path, Query};
@@ -334,7 +334,46 @@ pub async fn summary(_: Monitor, State(state): State<AppState>) -> ApiResult<Jso
     Ok(Json(state.fleet.summary().await?))
 }
 
-/// Deletes and prunes, with who did them: kept after the agents are gone (admin).
+/// How far back the fleet's chart goes.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct HistoryParams {
+    /// `1h` (a point a minute), `24h` (every 15 minutes; the default) or `7d` (every 2 hours).
+    range: Option<String>,
+}
+
+/// The running, stopped and never-heard-from agents over time, for the console's chart.
+#[utoipa::path(
+    get, path = "/api/v1/fleet/history", tag = "fleet", params(HistoryParams),
+    responses((status = 200, body = FleetHistory)),
+    security(("api_token" = ["monitor"]))
+)]
+pub async fn history(
+    _: Monitor,
+    State(state): State<AppState>,
+    Query(params): Query<HistoryParams>,
+) -> ApiResult<Json<FleetHistory>> {
+    const MINUTE: u64 = 60;
+    let (span, step) = match params.range.as_deref().unwrap_or("24h") {
+        "1h" => (60 * MINUTE, MINUTE),
+        "24h" => (24 * 60 * MINUTE, 15 * MINUTE),
+        "7d" => (7 * 24 * 60 * MINUTE, 120 * MINUTE),
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "range: {other:?} is not one of: 1h, 24h, 7d"
+            )));
+        }
+    };
+    let history = state
+        .fleet
+        .history(Duration::from_secs(span), Duration::from_secs(step))
+        .await?;
+    Ok(Json(history))
+}
+
+/// Who did what, newest first: agents registered by hand, switched, regrouped, deleted and
+/// pruned; tokens, users, the enrollment token and webhooks made. Kept after the agents are gone
+/// (admin).
 #[utoipa::path(
     get, path = "/api/v1/audit", tag = "fleet", params(LimitParams),
     responses((status = 200, body = AuditList), (status = 403, body = ErrorBody)),

@@ -69,6 +69,7 @@ fn documented() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(manage::events))
         .routes(routes!(manage::summary))
         .routes(routes!(manage::audit))
+        .routes(routes!(manage::history))
         .routes(routes!(manage::whoami))
         .routes(routes!(alerts::webhooks, alerts::add_webhook))
         .routes(routes!(alerts::delete_webhook))

@@ -19,7 +19,12 @@ pub struct LivenessPolicy {
     pub prune_stopped_after: Option<Duration>,
     /// History events older than this are deleted (kept forever when `None`).
     pub keep_events_for: Option<Duration>,
+    /// How often the fleet's counts are sampled for its chart over time.
+    pub sample_every: Duration,
 }
+
+/// The fleet's counts are sampled once a minute: 10,080 rows a week.
+pub const DEFAULT_SAMPLE_EVERY: Duration = Duration::from_secs(60);
 
 /// How long agents' history is kept by default: a quarter, long enough for an incident review,
 /// short enough that Auto Scaling churn (several events per instance) cannot grow it forever.
@@ -31,6 +36,7 @@ impl Default for LivenessPolicy {
             heartbeat_interval: Duration::from_secs(10),
             prune_stopped_after: None,
             keep_events_for: Some(DEFAULT_EVENT_RETENTION),
+            sample_every: DEFAULT_SAMPLE_EVERY,
         }
     }
 }

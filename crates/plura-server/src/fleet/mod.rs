@@ -16,8 +16,8 @@ use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 
 use plura_proto::{
-    Agent, AgentStatus, AuditRecord, Event, EventKind, LoginRequest, PatchAgent, RegisterAgent,
-    Summary, Timestamp,
+    Agent, AgentStatus, AuditRecord, Event, EventKind, FleetHistory, LoginRequest, PatchAgent,
+    RegisterAgent, Summary, Timestamp,
 };
 
 use crate::metrics::Metrics;
@@ -41,6 +41,8 @@ pub struct Fleet {
     started: Instant,
     /// Notified at every tick while this server leads: alerts may be waiting.
     alerts_due: Arc<Notify>,
+    /// When this server last sampled the fleet's counts.
+    sampled: std::sync::Mutex<Option<Instant>>,
 }
 
 /// What a login did, for the agent's answer.
@@ -62,6 +64,7 @@ impl Fleet {
             heard: Heard::default(),
             started: Instant::now(),
             alerts_due: Arc::default(),
+            sampled: std::sync::Mutex::default(),
         }
     }
 
@@ -223,6 +226,18 @@ impl Fleet {
     /// The console's cards, from a short cache that every change made here clears.
     pub async fn summary(&self) -> store::Result<Summary> {
         self.feed.summary(self.store.summary()).await
+    }
+
+    /// The fleet over the last `span`, one point per `step`.
+    pub async fn history(&self, span: Duration, step: Duration) -> store::Result<FleetHistory> {
+        let to = Timestamp::now();
+        let from = to.minus(span);
+        Ok(FleetHistory {
+            from,
+            to,
+            step_s: step.as_secs(),
+            points: self.store.fleet_history(from, step).await?,
+        })
     }
 
     /// Answers when the database does.

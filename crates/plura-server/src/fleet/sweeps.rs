@@ -57,6 +57,19 @@ impl Fleet {
         Ok(())
     }
 
+    /// Samples the fleet's counts for its chart, when one is due.
+    async fn sample(&self) -> store::Result<()> {
+        {
+            let mut sampled = self.sampled.lock().unwrap();
+            if sampled.is_some_and(|at| at.elapsed() < self.policy.sample_every) {
+                return Ok(());
+            }
+            *sampled = Some(tokio::time::Instant::now());
+        }
+        let summary = self.summary().await?;
+        self.store.record_sample(Timestamp::now(), &summary).await
+    }
+
     /// Deletes long-stopped agents and old history, as the policy says.
     async fn housekeeping(&self) -> store::Result<()> {
         let now = Timestamp::now();
@@ -149,6 +162,10 @@ impl Fleet {
                         Ok(()) if self.leads().await => {
                             let swept = match self.stop_silent().await {
                                 Ok(()) => self.store.tidy().await,
+                                Err(e) => Err(e),
+                            };
+                            let swept = match swept {
+                                Ok(()) => self.sample().await,
                                 Err(e) => Err(e),
                             };
                             // Whatever the sweep stopped, and alerts other servers recorded.

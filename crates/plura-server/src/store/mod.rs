@@ -14,8 +14,8 @@ mod sql;
 
 use async_trait::async_trait;
 use plura_proto::{
-    Agent, AgentStatus, AlertKind, AuditRecord, Change, Delivery, Event, EventKind, LoginRequest,
-    PatchAgent, RegisterAgent, Role, Summary, Timestamp, WebhookFormat,
+    Agent, AgentStatus, AlertKind, AuditAction, AuditRecord, Change, Delivery, Event, EventKind,
+    FleetPoint, LoginRequest, PatchAgent, RegisterAgent, Role, Summary, Timestamp, WebhookFormat,
 };
 
 pub use backend::{Backend, redact_url};
@@ -331,6 +331,26 @@ pub trait HistoryStore: Send + Sync {
 
     /// The newest audit records first.
     async fn audit(&self, limit: u32) -> Result<Vec<AuditRecord>>;
+
+    /// Records the fleet's counts at `at`, and forgets samples older than the chart shows.
+    async fn record_sample(&self, at: Timestamp, summary: &Summary) -> Result<()>;
+
+    /// The fleet from `from` on, one point per `step` that has samples: the most of each
+    /// count within it.
+    async fn fleet_history(
+        &self,
+        from: Timestamp,
+        step: std::time::Duration,
+    ) -> Result<Vec<FleetPoint>>;
+
+    /// Records a change that concerns no agent (tokens, users, webhooks) in the audit log.
+    async fn record_audit(
+        &self,
+        actor: &str,
+        action: AuditAction,
+        detail: &str,
+        at: Timestamp,
+    ) -> Result<()>;
 }
 
 /// Who may call: role tokens (stored as hashes) and console users (Argon2 hashes).

@@ -128,7 +128,7 @@ pub async fn roles_are_enforced_on_every_route(db: Db) {
             checked += 1;
         }
     }
-    assert_eq!(checked, 22, "every documented operation was tried");
+    assert_eq!(checked, 23, "every documented operation was tried");
     server.finish().await;
 }
 

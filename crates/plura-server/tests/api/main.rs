@@ -29,6 +29,7 @@ plura_testkit::on_both_backends!(
     csv_holds_the_filtered_rows,
     cloud_labels_are_kept_filtered_and_exported,
     summary_counts_the_fleet,
+    the_fleet_over_time_is_sampled,
     summary_counts_stay_right_through_every_change,
     patch_switches_and_groups_with_history,
     delete_keeps_an_audit_record_and_the_agent_can_return,

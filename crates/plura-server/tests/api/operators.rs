@@ -8,9 +8,14 @@ use reqwest::{Method, StatusCode};
 use serde_json::json;
 
 use plura_proto::{
-    Agent, AgentList, AgentStatus, AuditList, Change, CloudLabels, EventKind, Role, Summary,
+    Agent, AgentList, AgentStatus, AuditAction, AuditList, Change, CloudLabels, EventKind,
+    FleetHistory, Role, Summary,
 };
-use plura_testkit::{Db, TestServer, assert_content_type, expect_error, json_ok, login};
+use plura_testkit::{
+    Db, TestServer, assert_content_type, eventually, expect_error, json_ok, login,
+};
+
+use crate::STOP_WITHIN;
 
 /// Logs in a small mixed fleet: 3 waf on Ubuntu, 2 edr on Rocky, one of the edr stopped.
 pub async fn small_fleet(server: &TestServer) -> Vec<i64> {
@@ -172,6 +177,57 @@ pub async fn cloud_labels_are_kept_filtered_and_exported(db: Db) {
     server.finish().await;
 }
 
+/// The chart's figures: counts sampled by the server, the most of each per interval, in SQL.
+pub async fn the_fleet_over_time_is_sampled(db: Db) {
+    let server = TestServer::start(db).await;
+    let ids = small_fleet(&server).await;
+    let history = eventually("a sample of the fleet", STOP_WITHIN, || async {
+        let history: FleetHistory = server.get("/api/v1/fleet/history?range=1h").await;
+        history
+            .points
+            .last()
+            .is_some_and(|p| p.running == 4 && p.stopped == 1)
+            .then_some(history)
+    })
+    .await;
+    assert_eq!(history.step_s, 60);
+    assert!(history.from < history.to);
+    let point = history.points.last().unwrap();
+    assert!(point.at >= history.from && point.at <= history.to);
+    assert_eq!(
+        point.at.as_millis() % 60_000,
+        0,
+        "points start on the minute"
+    );
+
+    // A stop shows in the same interval as the most stopped, the most running staying.
+    assert_eq!(server.logout(ids[0]).await, StatusCode::NO_CONTENT);
+    eventually("the stop sampled", STOP_WITHIN, || async {
+        let history: FleetHistory = server.get("/api/v1/fleet/history?range=1h").await;
+        history
+            .points
+            .last()
+            .is_some_and(|p| p.stopped == 2)
+            .then_some(())
+    })
+    .await;
+    for range in ["24h", "7d"] {
+        let history: FleetHistory = server
+            .get(&format!("/api/v1/fleet/history?range={range}"))
+            .await;
+        assert!(!history.points.is_empty(), "{range}");
+    }
+    let r = server
+        .request(
+            Method::GET,
+            "/api/v1/fleet/history?range=1y",
+            Some(&server.admin),
+        )
+        .await;
+    expect_error(r, StatusCode::BAD_REQUEST, "bad_request").await;
+    server.finish().await;
+}
+
 pub async fn summary_counts_the_fleet(db: Db) {
     let server = TestServer::start(db).await;
     let ids = small_fleet(&server).await;
@@ -247,15 +303,43 @@ pub async fn patch_switches_and_groups_with_history(db: Db) {
 pub async fn delete_keeps_an_audit_record_and_the_agent_can_return(db: Db) {
     let server = TestServer::start(db).await;
     let id = server.login("10.0.0.8", "waf-8").await.agent_id;
+    let patch = json!({"enabled": false, "group": "dmz"});
+    let path = format!("/api/v1/agents/{id}");
+    let r = server
+        .call(Method::PATCH, &path, Some(&server.admin), Some(&patch))
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(server.delete_agent(id).await, StatusCode::NO_CONTENT);
     assert_eq!(server.agents("").await.total, 0);
 
+    // Who did what, newest first: the delete, the switch and the group, and the tokens the
+    // test server's command line made.
     let audit: AuditList = server.get("/api/v1/audit").await;
-    assert_eq!(audit.items.len(), 1);
+    let actions: Vec<(AuditAction, &str, &str)> = audit
+        .items
+        .iter()
+        .map(|r| (r.action, r.actor.as_str(), r.detail.as_str()))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            (AuditAction::Deleted, "test-admin", "was running"),
+            (AuditAction::GroupChanged, "test-admin", "(none) -> dmz"),
+            (AuditAction::Disabled, "test-admin", ""),
+            (AuditAction::EnrollmentTokenRotated, "command line", "made"),
+            (
+                AuditAction::TokenCreated,
+                "command line",
+                "\"test-admin\", admin"
+            ),
+        ]
+    );
     let record = &audit.items[0];
-    assert_eq!(record.action, EventKind::Deleted);
-    assert_eq!((record.agent_id, record.hostname.as_str()), (id, "waf-8"));
-    assert_eq!(record.actor, "test-admin");
+    assert_eq!(
+        (record.agent_id, record.hostname.as_deref()),
+        (Some(id), Some("waf-8"))
+    );
+    assert_eq!(audit.items[4].agent_id, None);
 
     // The deleted agent's heartbeat is refused, so it logs in and is registered anew.
     assert_eq!(server.heartbeat(id).await, StatusCode::NOT_FOUND);

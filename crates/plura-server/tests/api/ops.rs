@@ -60,6 +60,7 @@ pub async fn ops_routes_answer(db: Db) {
             "get /api/v1/alerts/deliveries",
             "get /api/v1/audit",
             "get /api/v1/events/stream",
+            "get /api/v1/fleet/history",
             "get /api/v1/me",
             "get /api/v1/summary",
             "get /api/v1/webhooks",

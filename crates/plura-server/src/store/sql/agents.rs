@@ -6,7 +6,8 @@ use futures::TryStreamExt;
 use sqlx::{AnyConnection, Row};
 
 use plura_proto::{
-    Agent, AgentStatus, AlertKind, EventKind, PatchAgent, RegisterAgent, Summary, Timestamp,
+    Agent, AgentStatus, AlertKind, AuditAction, EventKind, PatchAgent, RegisterAgent, Summary,
+    Timestamp,
 };
 
 use super::alerts::{self, NewAlert};
@@ -247,7 +248,8 @@ impl AgentStore for SqlStore {
         let mut changes = Vec::with_capacity(pruned.len());
         for agent in rows::agents(&pruned)? {
             let detail = format!("stopped since {}", since(&agent));
-            rows::insert_audit(tx.conn(), "system", EventKind::Pruned, &agent, at, &detail).await?;
+            let pruned = AuditAction::Pruned;
+            rows::insert_audit(tx.conn(), "system", pruned, Some(&agent), at, &detail).await?;
             changes.push(Changed {
                 agent,
                 events: vec![new_event(at, EventKind::Pruned, detail)],
@@ -284,6 +286,8 @@ impl AgentStore for SqlStore {
             agent: rows::agent(&row)?,
             events: vec![new_event(at, EventKind::Registered, format!("by {actor}"))],
         };
+        let registered = AuditAction::Registered;
+        rows::insert_audit(tx.conn(), actor, registered, Some(&changed.agent), at, "").await?;
         tx.commit(std::slice::from_ref(&changed)).await?;
         Ok(changed)
     }
@@ -368,6 +372,20 @@ impl AgentStore for SqlStore {
                 .execute(tx.conn())
                 .await?;
         }
+        for event in &events {
+            let action = match event.event {
+                EventKind::Enabled => AuditAction::Enabled,
+                EventKind::Disabled => AuditAction::Disabled,
+                _ => AuditAction::GroupChanged,
+            };
+            let detail = event.detail.trim_end_matches(&format!(" by {actor}"));
+            let detail = if detail.starts_with("by ") {
+                ""
+            } else {
+                detail
+            };
+            rows::insert_audit(tx.conn(), actor, action, Some(&agent), at, detail).await?;
+        }
         let changed = Changed { agent, events };
         tx.commit(std::slice::from_ref(&changed)).await?;
         Ok(Some(changed))
@@ -386,7 +404,8 @@ impl AgentStore for SqlStore {
             return Ok(None);
         };
         let detail = format!("was {}", agent.status);
-        rows::insert_audit(tx.conn(), actor, EventKind::Deleted, &agent, at, &detail).await?;
+        let deleted = AuditAction::Deleted;
+        rows::insert_audit(tx.conn(), actor, deleted, Some(&agent), at, &detail).await?;
         tx.commit(&[]).await?;
         Ok(Some(Changed {
             agent,

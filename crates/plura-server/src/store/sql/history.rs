@@ -2,10 +2,15 @@
 
 use async_trait::async_trait;
 
-use plura_proto::{AuditRecord, Event, Timestamp};
+use std::time::Duration;
+
+use plura_proto::{AuditAction, AuditRecord, Event, FleetPoint, Summary, Timestamp};
 
 use super::{SqlStore, rows};
 use crate::store::{HistoryStore, Result};
+
+/// Samples of the fleet are kept this long (the longest chart is a week).
+const KEEP_SAMPLES: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// Old history goes in slices of this many rows, so a first run over years of it does not hold
 /// the writer for long.
@@ -57,5 +62,60 @@ impl HistoryStore for SqlStore {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(rows::audit_record).collect()
+    }
+
+    async fn record_sample(&self, at: Timestamp, summary: &Summary) -> Result<()> {
+        let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO fleet_samples (at, running, stopped, unknown) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (at) DO NOTHING",
+        )
+        .bind(at.as_millis())
+        .bind(count(summary.running))
+        .bind(count(summary.stopped))
+        .bind(count(summary.unknown))
+        .execute(tx.conn())
+        .await?;
+        sqlx::query("DELETE FROM fleet_samples WHERE at < $1")
+            .bind(at.minus(KEEP_SAMPLES).as_millis())
+            .execute(tx.conn())
+            .await?;
+        tx.commit(&[]).await
+    }
+
+    async fn fleet_history(&self, from: Timestamp, step: Duration) -> Result<Vec<FleetPoint>> {
+        let step = i64::try_from(step.as_millis()).unwrap_or(i64::MAX).max(1);
+        let rows = sqlx::query(
+            "SELECT (at / $1) * $1 AS bucket, MAX(running) AS running, \
+             MAX(stopped) AS stopped, MAX(unknown) AS unknown \
+             FROM fleet_samples WHERE at >= $2 GROUP BY bucket ORDER BY bucket",
+        )
+        .bind(step)
+        .bind(from.as_millis())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(FleetPoint {
+                    at: rows::time(row, "bucket")?,
+                    running: rows::count(row, "running")?,
+                    stopped: rows::count(row, "stopped")?,
+                    unknown: rows::count(row, "unknown")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn record_audit(
+        &self,
+        actor: &str,
+        action: AuditAction,
+        detail: &str,
+        at: Timestamp,
+    ) -> Result<()> {
+        let _turn = self.turn().await;
+        let mut conn = self.pool.acquire().await?;
+        rows::insert_audit(&mut conn, actor, action, None, at, detail).await
     }
 }

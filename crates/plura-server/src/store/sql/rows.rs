@@ -6,7 +6,7 @@ use std::str::FromStr;
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
-use plura_proto::{Agent, AuditRecord, CloudLabels, Event, EventKind, Timestamp};
+use plura_proto::{Agent, AuditAction, AuditRecord, CloudLabels, Event, EventKind, Timestamp};
 
 use crate::store::{Changed, Result, StoreError};
 
@@ -131,12 +131,12 @@ pub async fn insert_events(conn: &mut AnyConnection, changes: &[&Changed]) -> Re
     Ok(())
 }
 
-/// Keeps a record of a deleted agent that outlives it.
+/// Records who did what (to which agent, if to one) in the audit log, which outlives agents.
 pub async fn insert_audit(
     conn: &mut AnyConnection,
     actor: &str,
-    action: EventKind,
-    agent: &Agent,
+    action: AuditAction,
+    agent: Option<&Agent>,
     at: Timestamp,
     detail: &str,
 ) -> Result<()> {
@@ -147,9 +147,9 @@ pub async fn insert_audit(
     .bind(at.as_millis())
     .bind(actor.to_string())
     .bind(action.as_str())
-    .bind(agent.id)
-    .bind(agent.ip.clone())
-    .bind(agent.hostname.clone())
+    .bind(agent.map(|a| a.id))
+    .bind(agent.map(|a| a.ip.clone()))
+    .bind(agent.map(|a| a.hostname.clone()))
     .bind(detail.to_string())
     .execute(conn)
     .await?;
