@@ -3,6 +3,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, execFileSync } from 'node:child_process';
+import { createServer } from 'node:http';
 import { mkdtempSync, mkdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -47,11 +48,11 @@ async function startServer() {
   assert.ok(tokens.admin, `first start prints an admin token: ${stdout}`);
 }
 
-async function loginAgent(ip, hostname, { kind = 'waf', os = 'Ubuntu 24.04', heartbeat = true, machineId } = {}) {
+async function loginAgent(ip, hostname, { kind = 'waf', os = 'Ubuntu 24.04', heartbeat = true, machineId, cloud } = {}) {
   const response = await fetch(`${base}/api/v1/agents/login`, {
     method: 'POST',
     headers: { Authorization: `Bearer ${enrollment}`, 'Content-Type': 'application/json' },
-    body: JSON.stringify({ ip, hostname, version: '5.0.1', os, kind, machine_id: machineId }),
+    body: JSON.stringify({ ip, hostname, version: '5.0.1', os, kind, machine_id: machineId, cloud }),
   });
   assert.equal(response.status, 200, await response.clone().text());
   const { agent_id: id, agent_key: key } = await response.json();
@@ -268,5 +269,98 @@ test('Korean labels for a Korean browser, with a switch to English', async () =>
   assert.ok((await page.textContent('header h1')).includes('시스템 관리'));
   await page.click('[data-testid=language]');
   assert.ok((await page.textContent('header h1')).includes('System Management'));
+  await page.context().close();
+});
+
+test('zone and Auto Scaling group columns filter the list; a login from another address is marked', async () => {
+  const cloud = (zone, asg) => ({ instance_id: `i-${zone.slice(-1)}${asg.length}`, zone, instance_type: 'c6i.large', asg });
+  await loginAgent('10.0.8.1', 'asg-a-1', { cloud: cloud('ap-northeast-2a', 'waf-asg') });
+  await loginAgent('10.0.8.2', 'asg-c-1', { cloud: cloud('ap-northeast-2c', 'waf-asg') });
+  await loginAgent('127.0.0.1', 'same-address');
+  const page = await signIn('monitor');
+  await page.fill('[data-testid=filter-zone]', 'ap-northeast-2c');
+  await page.waitForFunction(() => document.querySelectorAll('tr[data-agent-id]').length === 1);
+  const row = rowOf(page, 'asg-c-1');
+  assert.equal(await row.locator('[data-testid=zone]').textContent(), 'ap-northeast-2c');
+  assert.equal(await row.locator('[data-testid=asg]').textContent(), 'waf-asg');
+  assert.match(await row.locator('[data-testid=source-differs]').textContent(), /via 127\.0\.0\.1/);
+  await page.fill('[data-testid=filter-zone]', '');
+  await page.fill('[data-testid=filter-asg]', 'waf-asg');
+  await page.waitForFunction(() => document.querySelectorAll('tr[data-agent-id]').length === 2);
+  await page.screenshot({ path: join(screenshots, 'cloud-columns.png'), fullPage: true });
+  await page.fill('[data-testid=filter-asg]', '');
+  await page.fill('[data-testid=search]', 'same-address');
+  await page.waitForFunction(() => document.querySelectorAll('tr[data-agent-id]').length === 1);
+  assert.equal(await rowOf(page, 'same-address').locator('[data-testid=source-differs]').count(), 0);
+  await page.check('[data-testid=filter-source-differs]');
+  await page.waitForFunction(() => document.querySelectorAll('tr[data-agent-id]').length === 0);
+  await page.context().close();
+});
+
+test('the fleet over time is drawn as inline SVG, for 24 h and 7 d', async () => {
+  const page = await signIn('monitor');
+  // The server samples the fleet as soon as it leads, then once a minute.
+  await page.waitForFunction(() => {
+    const chart = document.querySelector('[data-testid=chart] svg');
+    return chart && (chart.querySelector('circle') || chart.querySelector('polyline')?.getAttribute('points'));
+  }, null, { timeout: 15000 });
+  assert.equal(await page.locator('[data-testid=range-24h]').getAttribute('aria-selected'), 'true');
+  await page.click('[data-testid=range-7d]');
+  await page.waitForSelector('[data-testid=range-7d][aria-selected=true]');
+  assert.equal(await page.locator('[data-testid=chart] svg').count(), 1);
+  await page.click('[data-testid=range-24h]');
+  await page.locator('[data-testid=chart]').screenshot({ path: join(screenshots, 'fleet-over-time.png') });
+  await page.context().close();
+});
+
+test('an admin adds a webhook; a takeover is delivered, signed, and listed', async () => {
+  const received = [];
+  const receiver = createServer((request, response) => {
+    let body = '';
+    request.on('data', (chunk) => { body += chunk; });
+    request.on('end', () => {
+      received.push({ headers: request.headers, body });
+      response.writeHead(204).end();
+    });
+  });
+  await new Promise((ready) => receiver.listen(0, '127.0.0.1', ready));
+  const url = `http://127.0.0.1:${receiver.address().port}/hook`;
+  try {
+    const page = await signIn('admin');
+    await page.click('[data-testid=view-alerts]');
+    await page.fill('[data-testid=webhook-url]', url);
+    await page.click('[data-testid=webhook-add]');
+    const secret = (await page.locator('[data-testid=webhook-secret] code').textContent({ timeout: 5000 })).trim();
+    assert.match(secret, /^plura_whsec_/);
+    await page.waitForSelector('[data-testid=webhooks] tr[data-webhook-id]');
+    assert.match(await page.textContent('[data-testid=webhooks]'), /127\.0\.0\.1:\d+\/…/);
+
+    await loginAgent('10.0.7.8', 'pool-8', { machineId: 'i-0ccc' });
+    await loginAgent('10.0.7.8', 'pool-8', { machineId: 'i-0ddd' });
+    await page.waitForSelector('[data-testid=deliveries] [data-delivery-state=delivered]', { timeout: 15000 });
+    assert.match(await page.textContent('[data-testid=deliveries]'), /pool-8 \(10\.0\.7\.8\) was taken over/);
+    const delivery = received.find((r) => r.headers['x-plura-event'] === 'agent_taken_over');
+    assert.ok(delivery, 'the receiver got the takeover');
+    const { createHmac } = await import('node:crypto');
+    const expected = `sha256=${createHmac('sha256', secret).update(delivery.body).digest('hex')}`;
+    assert.equal(delivery.headers['x-plura-signature-256'], expected);
+    await page.screenshot({ path: join(screenshots, 'alerts.png'), fullPage: true });
+    await page.context().close();
+  } finally {
+    receiver.close();
+  }
+});
+
+test('the audit log says who did what; only admins see it', async () => {
+  const monitor = await signIn('monitor');
+  assert.equal(await monitor.locator('[data-testid=view-audit]').count(), 0);
+  await monitor.context().close();
+  const page = await signIn('admin');
+  await page.click('[data-testid=view-audit]');
+  await page.waitForSelector('[data-testid=audit] tr[data-action=token_created]');
+  const text = await page.textContent('[data-testid=audit]');
+  assert.match(text, /token created/);
+  assert.match(text, /"noc", monitor/);
+  await page.screenshot({ path: join(screenshots, 'audit.png'), fullPage: true });
   await page.context().close();
 });

@@ -8,9 +8,19 @@ document.documentElement.lang = lang();
 const state = {
   token: sessionStorage.getItem('plura.token'),
   me: null,
-  query: { status: '', group: '', kind: '', os: '', q: '', sort: 'id', page: 1, per_page: 20 },
+  query: {
+    status: '', group: '', kind: '', os: '', zone: '', asg: '', source_differs: '', q: '',
+    sort: 'id', page: 1, per_page: 20,
+  },
   list: { total: 0, items: [] },
   summary: null,
+  view: 'agents', // agents | alerts | audit
+  history: null, // the fleet over time, for the chart
+  range: '24h',
+  historyAt: 0,
+  alerts: { webhooks: [], deliveries: [] },
+  audit: [],
+  newSecret: null, // a webhook's signing secret, shown once
   selected: new Set(),
   detail: null, // { agent, events, tab }
   live: false,
@@ -30,6 +40,18 @@ function el(tag, attrs = {}, ...children) {
   for (const child of children.flat(Infinity)) {
     if (child === null || child === undefined || child === false) continue;
     node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+const SVG = 'http://www.w3.org/2000/svg';
+
+/** An SVG element with attributes and children. */
+function svg(tag, attrs = {}, ...children) {
+  const node = document.createElementNS(SVG, tag);
+  for (const [key, value] of Object.entries(attrs)) node.setAttribute(key, value);
+  for (const child of children.flat(Infinity)) {
+    if (child !== null && child !== undefined) node.append(child instanceof Node ? child : String(child));
   }
   return node;
 }
@@ -171,6 +193,9 @@ async function start() {
   render();
   await refresh();
   watch();
+  // Deliveries are tried after the change that caused them (and retried): no change tells of
+  // them, so the alerts page looks again now and then.
+  setInterval(() => { if (state.token && state.view === 'alerts') refresh(); }, 3000);
 }
 
 let refreshing = null;
@@ -186,9 +211,20 @@ async function refresh() {
     do {
       again = false;
       try {
+        if (state.view === 'alerts') {
+          await loadAlerts();
+          render();
+          continue;
+        }
+        if (state.view === 'audit') {
+          state.audit = (await getJson('/api/v1/audit?limit=200')).items;
+          render();
+          continue;
+        }
         const [summary, list] = await Promise.all([
           getJson('/api/v1/summary'),
           getJson(`/api/v1/agents?${listParams()}`),
+          loadHistory(),
         ]);
         state.summary = summary;
         state.list = list;
@@ -213,6 +249,23 @@ async function refresh() {
   } finally {
     refreshing = null;
   }
+}
+
+/** The chart's figures: at most every 30 s (they are sampled once a minute) once there are some,
+ * or for a new range. */
+async function loadHistory(force = false) {
+  const fresh = state.history?.points.length && Date.now() - state.historyAt < 30000;
+  if (!force && fresh) return;
+  state.history = await getJson(`/api/v1/fleet/history?range=${state.range}`);
+  state.historyAt = Date.now();
+}
+
+async function loadAlerts() {
+  const [deliveries, webhooks] = await Promise.all([
+    getJson('/api/v1/alerts/deliveries?limit=100'),
+    may('admin') ? getJson('/api/v1/webhooks') : { items: [] },
+  ]);
+  state.alerts = { deliveries: deliveries.items, webhooks: webhooks.items };
 }
 
 /** Follows the server's change stream (fetch, so the token stays in a header) and refreshes. */
@@ -263,15 +316,33 @@ function toast(message) {
 
 function render() {
   const focused = document.activeElement?.id;
-  const parts = [header(), el('main', {}, cards(), toolbar(), table(), pager())];
-  if (state.detail) parts.push(detailPanel());
+  const views = {
+    agents: () => [cards(), chart(), toolbar(), table(), pager()],
+    alerts: alertsView,
+    audit: auditView,
+  };
+  const parts = [header(), el('main', {}, views[state.view]())];
+  if (state.detail && state.view === 'agents') parts.push(detailPanel());
   app.replaceChildren(...parts);
   if (focused) document.getElementById(focused)?.focus();
 }
 
+function show(view) {
+  state.view = view;
+  state.detail = null;
+  render();
+  refresh();
+}
+
 function header() {
+  const tab = (view, label) => el('button', {
+    type: 'button', role: 'tab', 'aria-selected': String(state.view === view), 'data-testid': `view-${view}`,
+    onclick: () => show(view),
+  }, label);
   return el('header', {},
     el('h1', {}, t('product'), el('span', {}, ` · ${t('title')}`)),
+    el('nav', { className: 'tabs views', role: 'tablist' },
+      tab('agents', t('agents')), tab('alerts', t('alerts')), may('admin') ? tab('audit', t('audit')) : null),
     el('div', { className: 'who' },
       el('span', { className: state.live ? 'live on' : 'live', 'data-testid': 'live' },
         state.live ? t('live') : t('offline')),
@@ -296,6 +367,60 @@ function cards() {
     card(t('perOs'), Object.keys(s.by_os).length, 'card-os', breakdown(s.by_os)));
 }
 
+/** Running and stopped agents over the range, as inline SVG: scale-outs, scale-ins, outages. */
+function chart() {
+  const history = state.history;
+  const W = 1000;
+  const H = 150;
+  const PAD = { left: 44, right: 12, top: 12, bottom: 22 };
+  const range = (r) => el('button', {
+    type: 'button', role: 'tab', 'aria-selected': String(state.range === r), 'data-testid': `range-${r}`,
+    onclick: async () => {
+      state.range = r;
+      try { await loadHistory(true); } catch (e) { toast(e.message); }
+      render();
+    },
+  }, t(`range${r}`));
+  const box = el('section', { className: 'chart', 'data-testid': 'chart' },
+    el('div', { className: 'chart-head' },
+      el('strong', {}, t('overTime')),
+      el('span', { className: 'legend running' }, t('running')),
+      el('span', { className: 'legend stopped' }, t('stopped')),
+      el('div', { className: 'tabs ranges', role: 'tablist' }, ['1h', '24h', '7d'].map(range))));
+  if (!history) return box;
+  const from = Date.parse(history.from);
+  const to = Date.parse(history.to);
+  const points = history.points.map((p) => ({ at: Date.parse(p.at), running: p.running, stopped: p.stopped }));
+  // The line ends at the present: the cards' counts, newer than the last sample.
+  if (state.summary && points.length) {
+    points.push({ at: to, running: state.summary.running, stopped: state.summary.stopped });
+  }
+  const top = Math.max(1, ...points.map((p) => Math.max(p.running, p.stopped)));
+  const x = (at) => PAD.left + ((at - from) / Math.max(1, to - from)) * (W - PAD.left - PAD.right);
+  const y = (n) => H - PAD.bottom - (n / top) * (H - PAD.top - PAD.bottom);
+  const line = (key) => points.map((p) => `${x(p.at).toFixed(1)},${y(p[key]).toFixed(1)}`).join(' ');
+  const dots = (key) => points.length === 1
+    ? svg('circle', { cx: x(points[0].at), cy: y(points[0][key]), r: 3, class: key }) : null;
+  const label = (at) => new Date(at).toLocaleString(lang() === 'ko' ? 'ko-KR' : 'en-GB',
+    state.range === '7d' ? { month: 'short', day: 'numeric' } : { hour: '2-digit', minute: '2-digit' });
+  const ticks = [0, 0.25, 0.5, 0.75, 1].map((f) => from + f * (to - from));
+  box.append(svg('svg', {
+    viewBox: `0 0 ${W} ${H}`, role: 'img', 'aria-label': t('overTime'), preserveAspectRatio: 'none',
+  },
+  svg('line', { x1: PAD.left, y1: y(0), x2: W - PAD.right, y2: y(0), class: 'axis' }),
+  svg('line', { x1: PAD.left, y1: y(top), x2: W - PAD.right, y2: y(top), class: 'grid' }),
+  svg('text', { x: PAD.left - 6, y: y(top) + 4, 'text-anchor': 'end' }, String(top)),
+  svg('text', { x: PAD.left - 6, y: y(0) + 4, 'text-anchor': 'end' }, '0'),
+  ticks.map((at, i) => svg('text', {
+    x: x(at), y: H - 6, 'text-anchor': ['start', 'middle', 'middle', 'middle', 'end'][i],
+  }, label(at))),
+  svg('polyline', { points: line('running'), class: 'running', 'data-testid': 'chart-running' }),
+  svg('polyline', { points: line('stopped'), class: 'stopped', 'data-testid': 'chart-stopped' }),
+  dots('running'), dots('stopped')));
+  if (points.length === 0) box.append(el('p', { className: 'empty' }, t('noSamples')));
+  return box;
+}
+
 function select(name, label, options) {
   return el('label', { className: 'filter' }, label,
     el('select', {
@@ -307,6 +432,20 @@ function select(name, label, options) {
 }
 
 let searchTimer;
+
+/** A filter typed in (zone, group of instances), applied a moment after typing stops. */
+function textFilter(name, label, placeholder) {
+  return el('label', { className: 'filter' }, label, el('input', {
+    id: `filter-${name}`, 'data-testid': `filter-${name}`, className: 'short', placeholder,
+    value: state.query[name],
+    oninput: (e) => {
+      state.query[name] = e.target.value.trim();
+      state.query.page = 1;
+      clearTimeout(searchTimer);
+      searchTimer = setTimeout(refresh, 250);
+    },
+  }));
+}
 
 function toolbar() {
   const s = state.summary || { by_kind: {}, by_os: {}, by_group: {} };
@@ -328,6 +467,14 @@ function toolbar() {
     select('group', t('group'), names(s.by_group)),
     select('kind', t('kind'), names(s.by_kind)),
     select('os', t('os'), names(s.by_os)),
+    textFilter('zone', t('zone'), 'ap-northeast-2a'),
+    textFilter('asg', t('asg'), 'waf-asg'),
+    el('label', { className: 'filter', title: t('sourceDiffersHint') },
+      el('input', {
+        type: 'checkbox', id: 'filter-source-differs', 'data-testid': 'filter-source-differs',
+        checked: state.query.source_differs === 'true',
+        onchange: (e) => { state.query.source_differs = e.target.checked ? 'true' : ''; state.query.page = 1; refresh(); },
+      }), t('sourceDiffers')),
     el('label', { className: 'filter' },
       el('select', {
         id: 'per-page', 'data-testid': 'per-page',
@@ -344,10 +491,11 @@ function toolbar() {
     may('admin') ? el('button', { type: 'button', 'data-testid': 'register', onclick: registerDialog }, t('register')) : null);
 }
 
+// [sort key (null: not sortable), label]
 const COLUMNS = [
   ['id', 'no'], ['enabled', 'onOff'], ['status', 'status'], ['group', 'group'], ['ip', 'ip'],
-  ['hostname', 'hostname'], ['os', 'os'], ['kind', 'kind'], ['registered_at', 'registeredAt'],
-  ['last_seen_at', 'lastSeen'],
+  ['hostname', 'hostname'], ['os', 'os'], ['kind', 'kind'], [null, 'zone'], [null, 'asg'],
+  ['registered_at', 'registeredAt'], ['last_seen_at', 'lastSeen'],
 ];
 
 function sortBy(column) {
@@ -369,9 +517,9 @@ function table() {
         render();
       },
     })),
-    COLUMNS.map(([column, label]) => el('th', {
+    COLUMNS.map(([column, label]) => (column ? el('th', {
       'data-sort': column, onclick: () => sortBy(column), className: 'sortable',
-    }, t(label), sortedBy === column ? arrow : '')));
+    }, t(label), sortedBy === column ? arrow : '') : el('th', {}, t(label)))));
   const rows = state.list.items.map((agent, index) => row(agent, index));
   return el('table', { 'data-testid': 'agents' },
     el('thead', {}, head),
@@ -406,15 +554,24 @@ function row(agent, index) {
     className: `status ${agent.status}`, 'data-testid': 'status', 'data-status': agent.status, title: t(agent.status),
   }), ' ', agent.version || '-'),
   el('td', {}, agent.group || '-'),
-  el('td', { className: 'mono' }, agent.ip),
+  el('td', { className: 'mono' }, agent.ip, sourceDiffers(agent)
+    ? el('span', {
+      className: 'badge warn', 'data-testid': 'source-differs', title: t('sourceDiffersHint'),
+    }, `${t('via')} ${agent.source_ip}`)
+    : ''),
   el('td', {}, el('span', { 'data-testid': 'hostname' }, agent.hostname), agent.last_takeover_at
     ? el('span', { className: 'badge warn', 'data-testid': 'takeover', title: `${t('takenOver')} ${time(agent.last_takeover_at)}` }, t('takenOver'))
     : ''),
   el('td', {}, agent.os || '-'),
   el('td', {}, agent.kind ? el('span', { className: 'badge' }, agent.kind.toUpperCase()) : '-'),
+  el('td', { 'data-testid': 'zone' }, agent.cloud?.zone || '-'),
+  el('td', { 'data-testid': 'asg' }, agent.cloud?.asg || '-'),
   el('td', {}, time(agent.registered_at)),
   el('td', {}, time(agent.last_seen_at)));
 }
+
+/** The last login came from another address than the one the agent claims. */
+const sourceDiffers = (agent) => agent.source_ip && agent.source_ip !== agent.ip;
 
 function pager() {
   const pages = Math.max(1, Math.ceil(state.list.total / state.query.per_page));
@@ -505,6 +662,8 @@ function detailPanel() {
     ['hostname', agent.hostname], ['ip', agent.ip], ['status', t(agent.status)], ['os', agent.os || '-'],
     ['version', agent.version || '-'], ['kind', agent.kind || '-'], ['group', agent.group || t('none')],
     ['machineId', agent.machine_id || '-'], ['sourceIp', agent.source_ip || '-'],
+    ['instanceId', agent.cloud?.instance_id || '-'], ['zone', agent.cloud?.zone || '-'],
+    ['instanceType', agent.cloud?.instance_type || '-'], ['asg', agent.cloud?.asg || '-'],
     ['registeredAt', time(agent.registered_at)], ['lastLogin', time(agent.last_login_at)],
     ['lastSeen', time(agent.last_seen_at)],
   ];
@@ -521,6 +680,76 @@ function detailPanel() {
         el('thead', {}, el('tr', {}, el('th', {}, t('at')), el('th', {}, t('event')), el('th', {}, t('detail')))),
         el('tbody', {}, events.map((e) => el('tr', {},
           el('td', {}, time(e.at)), el('td', {}, el('span', { className: `event ${e.event}` }, e.event)), el('td', {}, e.detail))))));
+}
+
+// ---------------------------------------------------------------- alerts and audit
+
+function alertsView() {
+  const { webhooks, deliveries } = state.alerts;
+  const head = (...labels) => el('thead', {}, el('tr', {}, labels.map((l) => el('th', {}, t(l)))));
+  const parts = [];
+  if (may('admin')) {
+    parts.push(el('h2', {}, t('webhooks')));
+    if (state.newSecret) {
+      parts.push(el('p', { className: 'notice', 'data-testid': 'webhook-secret' },
+        t('secretOnce'), ' ', el('code', {}, state.newSecret)));
+    }
+    parts.push(el('table', { 'data-testid': 'webhooks' },
+      head('url', 'format', 'origin', 'registeredAt', ''),
+      el('tbody', {}, webhooks.length ? webhooks.map((w) => el('tr', { 'data-webhook-id': w.id },
+        el('td', { className: 'mono' }, w.url), el('td', {}, w.format), el('td', {}, w.origin),
+        el('td', {}, time(w.created_at)),
+        el('td', {}, el('button', {
+          type: 'button', className: 'danger', 'data-testid': 'webhook-delete',
+          onclick: async () => {
+            if (!confirm(t('confirmWebhookDelete'))) return;
+            try { await api(`/api/v1/webhooks/${w.id}`, { method: 'DELETE' }); } catch (e) { toast(e.message); }
+            refresh();
+          },
+        }, t('delete'))))) : el('tr', {}, el('td', { colspan: 5, className: 'empty' }, t('noWebhooks'))))));
+    const form = el('form', {
+      className: 'toolbar', 'data-testid': 'webhook-form',
+      onsubmit: async (e) => {
+        e.preventDefault();
+        const data = Object.fromEntries(new FormData(form).entries());
+        const body = { url: data.url.trim(), format: data.format };
+        if (data.secret) body.secret = data.secret;
+        try {
+          const created = await (await api('/api/v1/webhooks', { method: 'POST', body })).json();
+          state.newSecret = created.secret;
+          refresh();
+        } catch (err) { toast(err.message); }
+      },
+    },
+    el('input', { name: 'url', type: 'url', required: true, placeholder: 'https://…', 'data-testid': 'webhook-url', className: 'wide' }),
+    el('select', { name: 'format', 'data-testid': 'webhook-format' },
+      el('option', { value: 'json' }, 'JSON'), el('option', { value: 'slack' }, 'Slack')),
+    el('input', { name: 'secret', type: 'password', placeholder: t('secretOptional'), autocomplete: 'off' }),
+    el('button', { type: 'submit', 'data-testid': 'webhook-add' }, t('addWebhook')));
+    parts.push(form);
+  }
+  parts.push(el('h2', {}, t('deliveries')));
+  parts.push(el('table', { 'data-testid': 'deliveries' },
+    head('at', 'event', 'detail', 'url', 'state', 'attempts', 'lastError'),
+    el('tbody', {}, deliveries.length ? deliveries.map((d) => el('tr', { 'data-delivery-state': d.state },
+      el('td', {}, time(d.created_at)),
+      el('td', {}, el('span', { className: `event ${d.event}` }, t(d.event))),
+      el('td', { className: 'wrap' }, d.text),
+      el('td', { className: 'mono' }, d.webhook_url),
+      el('td', {}, el('span', { className: `state ${d.state}`, 'data-testid': 'delivery-state' }, t(d.state))),
+      el('td', {}, d.attempts),
+      el('td', { className: 'wrap' }, d.last_error || '-'))) : el('tr', {}, el('td', { colspan: 7, className: 'empty' }, t('noDeliveries'))))));
+  return parts;
+}
+
+function auditView() {
+  return [el('h2', {}, t('audit')), el('table', { 'data-testid': 'audit' },
+    el('thead', {}, el('tr', {}, ['at', 'actor', 'action', 'hostname', 'ip', 'detail'].map((l) => el('th', {}, t(l))))),
+    el('tbody', {}, state.audit.map((r) => el('tr', { 'data-action': r.action },
+      el('td', {}, time(r.at)), el('td', {}, r.actor),
+      el('td', {}, el('span', { className: `event ${r.action}` }, t(r.action))),
+      el('td', {}, r.hostname || '-'), el('td', { className: 'mono' }, r.ip || '-'),
+      el('td', { className: 'wrap' }, r.detail || '-')))))];
 }
 
 if (state.token) start(); else renderSignIn();
