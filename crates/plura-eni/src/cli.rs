@@ -272,14 +272,29 @@ struct UserDataArgs {
     /// The agent's systemd unit.
     #[arg(long, default_value = "plura-agent")]
     agent_service: String,
+    /// Install the agent package (.deb or .rpm, with plura-eni) from this https URL or s3://
+    /// path first, for images that do not have it.
+    #[arg(long, value_name = "URL")]
+    install_agent: Option<String>,
 }
 
 fn user_data(args: UserDataArgs) -> Result<(), EniError> {
+    if let Some(package) = &args.install_agent {
+        let known = ["https://", "http://", "s3://"];
+        if !known.iter().any(|scheme| package.starts_with(scheme)) {
+            return Err(EniError::Invalid(format!(
+                "--install-agent {package:?}: give an https:// URL or an s3:// path"
+            )));
+        }
+    }
     let hook = args.lifecycle_hook.as_deref();
-    print!(
-        "{}",
-        templates::user_data(&args.pool.pool, hook, &args.agent_service)
+    let script = templates::user_data(
+        &args.pool.pool,
+        hook,
+        &args.agent_service,
+        args.install_agent.as_deref(),
     );
+    print!("{script}");
     Ok(())
 }
 

@@ -5,19 +5,25 @@ use serde_json::{Value, json};
 
 use crate::pool::{HOSTNAME_TAG, HostnameTemplate, POOL_TAG};
 
-/// The user data of the launch template: claim, then start the agent. No keys: the instance
-/// role gives the credentials.
-pub fn user_data(pool: &str, lifecycle_hook: Option<&str>, agent_service: &str) -> String {
+/// The user data of the launch template: (install the agent package,) claim, then start the
+/// agent. No keys: the instance role gives the credentials.
+pub fn user_data(
+    pool: &str,
+    lifecycle_hook: Option<&str>,
+    agent_service: &str,
+    install_agent: Option<&str>,
+) -> String {
     let hook = lifecycle_hook
         .map(|h| format!(" --lifecycle-hook {}", shell_word(h)))
         .unwrap_or_default();
+    let install = install_agent.map(install_step).unwrap_or_default();
     format!(
         r#"#!/bin/bash
 # PLURA Fleet: take a fixed-IP interface (eth1) and its hostname from the pool {pool:?},
 # then start the agent with that identity. Credentials come from the instance role.
 set -euo pipefail
 exec > >(tee -a /var/log/plura-eni.log | logger -t plura-eni) 2>&1
-
+{install}
 # Exit 3: the pool has no free interface in this zone. The instance must not run its agent with
 # a fresh address (it would be a new entry in the agent list); the lifecycle hook abandons it.
 /usr/bin/plura-eni claim --pool {pool_word}{hook}
@@ -32,6 +38,37 @@ systemctl restart {service}
 "#,
         pool_word = shell_word(pool),
         service = shell_word(agent_service),
+    )
+}
+
+/// The step that installs the agent package (which brings plura-eni) from an https URL or an S3
+/// path, with the host's package manager. Its plura.conf comes from the image or configuration
+/// management: user data holds no secrets.
+fn install_step(package: &str) -> String {
+    let source = shell_word(package);
+    let fetch = if package.starts_with("s3://") {
+        format!("aws s3 cp --only-show-errors {source} \"$pkg\"")
+    } else {
+        format!("curl -fsSL --retry 5 -o \"$pkg\" {source}")
+    };
+    let kind = if package.ends_with(".rpm") {
+        "rpm"
+    } else {
+        "deb"
+    };
+    format!(
+        r#"
+# Install the PLURA agent package (with plura-eni) unless the image has it.
+if ! command -v plura-eni >/dev/null; then
+  pkg=/tmp/plura-agent.{kind}
+  {fetch}
+  if command -v dnf >/dev/null; then dnf install -y "$pkg"
+  elif command -v yum >/dev/null; then yum install -y "$pkg"
+  else DEBIAN_FRONTEND=noninteractive apt-get install -y "$pkg"
+  fi
+  rm -f "$pkg"
+fi
+"#
     )
 }
 
@@ -160,7 +197,7 @@ pub fn cloudformation(stack: &Stack) -> Value {
                     "IamInstanceProfile": {"Arn": {"Fn::GetAtt": ["InstanceProfile", "Arn"]}},
                     // Tags in the metadata: the agent reads its Auto Scaling group there.
                     "MetadataOptions": {"HttpTokens": "required", "InstanceMetadataTags": "enabled"},
-                    "UserData": {"Fn::Base64": user_data(stack.pool, Some(HOOK), "plura-agent")}
+                    "UserData": {"Fn::Base64": user_data(stack.pool, Some(HOOK), "plura-agent", None)}
                 }
             }
         }),
@@ -221,7 +258,7 @@ mod tests {
 
     #[test]
     fn user_data_claims_then_starts_the_agent_without_secrets() {
-        let script = user_data("waf", Some("hook"), "plura-agent");
+        let script = user_data("waf", Some("hook"), "plura-agent", None);
         assert!(script.starts_with("#!/bin/bash\n"));
         let claim = script
             .find("plura-eni claim --pool waf --lifecycle-hook hook")
@@ -231,6 +268,24 @@ mod tests {
         assert!(script.contains("InstanceMetadataTags=enabled"));
         assert!(!script.to_lowercase().contains("secret"));
         assert!(!script.contains("AKIA"));
+    }
+
+    #[test]
+    fn user_data_can_install_the_agent_package_first() {
+        let script = user_data(
+            "waf",
+            None,
+            "plura-agent",
+            Some("s3://bucket/plura-agent.rpm"),
+        );
+        let install = script
+            .find("aws s3 cp --only-show-errors s3://bucket/plura-agent.rpm \"$pkg\"")
+            .unwrap();
+        assert!(script.contains("pkg=/tmp/plura-agent.rpm"));
+        assert!(install < script.find("plura-eni claim").unwrap());
+        let script = user_data("waf", None, "plura-agent", Some("https://x.example/a.deb"));
+        assert!(script.contains("curl -fsSL --retry 5 -o \"$pkg\" https://x.example/a.deb"));
+        assert!(!user_data("waf", None, "plura-agent", None).contains("pkg="));
     }
 
     #[test]

@@ -252,6 +252,11 @@ async fn serve(store: store::SqlStore, args: ServeArgs) -> anyhow::Result<()> {
         println!("First start: created an admin API token. It is shown only this once; keep it:");
         println!("  {token}");
         println!("Make the token agents enroll with: plura-server enrollment-token");
+        println!(
+            "Make more tokens, and users for the console: plura-server token create --role \
+             admin|operator|monitor; plura-server user create --name NAME --role ROLE \
+             (with the same --database or PLURA_DATABASE_URL)"
+        );
     }
     command_line_webhooks(&store, &args).await?;
     let listener = TcpListener::bind(args.listen)
