@@ -133,6 +133,8 @@ async fn a_killed_agent_is_alerted_and_a_graceful_one_is_not() {
         .await
         .expect("the kill is alerted");
     let took = killed.elapsed();
+    // Reported for the record; the bound below is generous, the machine is shared.
+    println!("alert of a SIGKILL arrived {took:?} after it (silence limit 3 s)");
     assert!(
         took <= bound,
         "alerted {took:?} after the kill; the bound is {bound:?}"
