@@ -1,6 +1,9 @@
 // The PLURA Fleet console: System Management over the /api/v1 API.
 // Every piece of agent-supplied text reaches the page through textContent, never as HTML.
 import { t, lang, toggleLang } from './i18n.js';
+import { el, time } from './dom.js';
+import { fleetChart } from './chart.js';
+import { alertsView, auditView } from './admin.js';
 
 const app = document.getElementById('app');
 document.documentElement.lang = lang();
@@ -26,39 +29,7 @@ const state = {
   live: false,
 };
 
-// ---------------------------------------------------------------- DOM helpers
-
-/** An element with attributes (on* are listeners) and children (strings become text nodes). */
-function el(tag, attrs = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [key, value] of Object.entries(attrs)) {
-    if (value === undefined || value === null || value === false) continue;
-    if (key.startsWith('on')) node.addEventListener(key.slice(2), value);
-    else if (key === 'className') node.className = value;
-    else node.setAttribute(key, value === true ? '' : value);
-  }
-  for (const child of children.flat(Infinity)) {
-    if (child === null || child === undefined || child === false) continue;
-    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
-  }
-  return node;
-}
-
-const SVG = 'http://www.w3.org/2000/svg';
-
-/** An SVG element with attributes and children. */
-function svg(tag, attrs = {}, ...children) {
-  const node = document.createElementNS(SVG, tag);
-  for (const [key, value] of Object.entries(attrs)) node.setAttribute(key, value);
-  for (const child of children.flat(Infinity)) {
-    if (child !== null && child !== undefined) node.append(child instanceof Node ? child : String(child));
-  }
-  return node;
-}
-
-function time(value) {
-  return value ? new Date(value).toLocaleString(lang() === 'ko' ? 'ko-KR' : 'en-GB') : '-';
-}
+// ---------------------------------------------------------------- roles
 
 const may = (role) => {
   const rank = { monitor: 0, operator: 1, admin: 2 };
@@ -318,8 +289,16 @@ function render() {
   const focused = document.activeElement?.id;
   const views = {
     agents: () => [cards(), chart(), toolbar(), table(), pager()],
-    alerts: alertsView,
-    audit: auditView,
+    alerts: () => alertsView({
+      ...state.alerts,
+      newSecret: state.newSecret,
+      isAdmin: may('admin'),
+      api,
+      changed: refresh,
+      secretMade: (secret) => { state.newSecret = secret; },
+      toast,
+    }),
+    audit: () => auditView(state.audit),
   };
   const parts = [header(), el('main', {}, views[state.view]())];
   if (state.detail && state.view === 'agents') parts.push(detailPanel());
@@ -367,58 +346,17 @@ function cards() {
     card(t('perOs'), Object.keys(s.by_os).length, 'card-os', breakdown(s.by_os)));
 }
 
-/** Running and stopped agents over the range, as inline SVG: scale-outs, scale-ins, outages. */
 function chart() {
-  const history = state.history;
-  const W = 1000;
-  const H = 150;
-  const PAD = { left: 44, right: 12, top: 12, bottom: 22 };
-  const range = (r) => el('button', {
-    type: 'button', role: 'tab', 'aria-selected': String(state.range === r), 'data-testid': `range-${r}`,
-    onclick: async () => {
-      state.range = r;
+  return fleetChart({
+    history: state.history,
+    summary: state.summary,
+    range: state.range,
+    onRange: async (range) => {
+      state.range = range;
       try { await loadHistory(true); } catch (e) { toast(e.message); }
       render();
     },
-  }, t(`range${r}`));
-  const box = el('section', { className: 'chart', 'data-testid': 'chart' },
-    el('div', { className: 'chart-head' },
-      el('strong', {}, t('overTime')),
-      el('span', { className: 'legend running' }, t('running')),
-      el('span', { className: 'legend stopped' }, t('stopped')),
-      el('div', { className: 'tabs ranges', role: 'tablist' }, ['1h', '24h', '7d'].map(range))));
-  if (!history) return box;
-  const from = Date.parse(history.from);
-  const to = Date.parse(history.to);
-  const points = history.points.map((p) => ({ at: Date.parse(p.at), running: p.running, stopped: p.stopped }));
-  // The line ends at the present: the cards' counts, newer than the last sample.
-  if (state.summary && points.length) {
-    points.push({ at: to, running: state.summary.running, stopped: state.summary.stopped });
-  }
-  const top = Math.max(1, ...points.map((p) => Math.max(p.running, p.stopped)));
-  const x = (at) => PAD.left + ((at - from) / Math.max(1, to - from)) * (W - PAD.left - PAD.right);
-  const y = (n) => H - PAD.bottom - (n / top) * (H - PAD.top - PAD.bottom);
-  const line = (key) => points.map((p) => `${x(p.at).toFixed(1)},${y(p[key]).toFixed(1)}`).join(' ');
-  const dots = (key) => points.length === 1
-    ? svg('circle', { cx: x(points[0].at), cy: y(points[0][key]), r: 3, class: key }) : null;
-  const label = (at) => new Date(at).toLocaleString(lang() === 'ko' ? 'ko-KR' : 'en-GB',
-    state.range === '7d' ? { month: 'short', day: 'numeric' } : { hour: '2-digit', minute: '2-digit' });
-  const ticks = [0, 0.25, 0.5, 0.75, 1].map((f) => from + f * (to - from));
-  box.append(svg('svg', {
-    viewBox: `0 0 ${W} ${H}`, role: 'img', 'aria-label': t('overTime'), preserveAspectRatio: 'none',
-  },
-  svg('line', { x1: PAD.left, y1: y(0), x2: W - PAD.right, y2: y(0), class: 'axis' }),
-  svg('line', { x1: PAD.left, y1: y(top), x2: W - PAD.right, y2: y(top), class: 'grid' }),
-  svg('text', { x: PAD.left - 6, y: y(top) + 4, 'text-anchor': 'end' }, String(top)),
-  svg('text', { x: PAD.left - 6, y: y(0) + 4, 'text-anchor': 'end' }, '0'),
-  ticks.map((at, i) => svg('text', {
-    x: x(at), y: H - 6, 'text-anchor': ['start', 'middle', 'middle', 'middle', 'end'][i],
-  }, label(at))),
-  svg('polyline', { points: line('running'), class: 'running', 'data-testid': 'chart-running' }),
-  svg('polyline', { points: line('stopped'), class: 'stopped', 'data-testid': 'chart-stopped' }),
-  dots('running'), dots('stopped')));
-  if (points.length === 0) box.append(el('p', { className: 'empty' }, t('noSamples')));
-  return box;
+  });
 }
 
 function select(name, label, options) {
@@ -680,76 +618,6 @@ function detailPanel() {
         el('thead', {}, el('tr', {}, el('th', {}, t('at')), el('th', {}, t('event')), el('th', {}, t('detail')))),
         el('tbody', {}, events.map((e) => el('tr', {},
           el('td', {}, time(e.at)), el('td', {}, el('span', { className: `event ${e.event}` }, e.event)), el('td', {}, e.detail))))));
-}
-
-// ---------------------------------------------------------------- alerts and audit
-
-function alertsView() {
-  const { webhooks, deliveries } = state.alerts;
-  const head = (...labels) => el('thead', {}, el('tr', {}, labels.map((l) => el('th', {}, t(l)))));
-  const parts = [];
-  if (may('admin')) {
-    parts.push(el('h2', {}, t('webhooks')));
-    if (state.newSecret) {
-      parts.push(el('p', { className: 'notice', 'data-testid': 'webhook-secret' },
-        t('secretOnce'), ' ', el('code', {}, state.newSecret)));
-    }
-    parts.push(el('table', { 'data-testid': 'webhooks' },
-      head('url', 'format', 'origin', 'registeredAt', ''),
-      el('tbody', {}, webhooks.length ? webhooks.map((w) => el('tr', { 'data-webhook-id': w.id },
-        el('td', { className: 'mono' }, w.url), el('td', {}, w.format), el('td', {}, w.origin),
-        el('td', {}, time(w.created_at)),
-        el('td', {}, el('button', {
-          type: 'button', className: 'danger', 'data-testid': 'webhook-delete',
-          onclick: async () => {
-            if (!confirm(t('confirmWebhookDelete'))) return;
-            try { await api(`/api/v1/webhooks/${w.id}`, { method: 'DELETE' }); } catch (e) { toast(e.message); }
-            refresh();
-          },
-        }, t('delete'))))) : el('tr', {}, el('td', { colspan: 5, className: 'empty' }, t('noWebhooks'))))));
-    const form = el('form', {
-      className: 'toolbar', 'data-testid': 'webhook-form',
-      onsubmit: async (e) => {
-        e.preventDefault();
-        const data = Object.fromEntries(new FormData(form).entries());
-        const body = { url: data.url.trim(), format: data.format };
-        if (data.secret) body.secret = data.secret;
-        try {
-          const created = await (await api('/api/v1/webhooks', { method: 'POST', body })).json();
-          state.newSecret = created.secret;
-          refresh();
-        } catch (err) { toast(err.message); }
-      },
-    },
-    el('input', { name: 'url', type: 'url', required: true, placeholder: 'https://…', 'data-testid': 'webhook-url', className: 'wide' }),
-    el('select', { name: 'format', 'data-testid': 'webhook-format' },
-      el('option', { value: 'json' }, 'JSON'), el('option', { value: 'slack' }, 'Slack')),
-    el('input', { name: 'secret', type: 'password', placeholder: t('secretOptional'), autocomplete: 'off' }),
-    el('button', { type: 'submit', 'data-testid': 'webhook-add' }, t('addWebhook')));
-    parts.push(form);
-  }
-  parts.push(el('h2', {}, t('deliveries')));
-  parts.push(el('table', { 'data-testid': 'deliveries' },
-    head('at', 'event', 'detail', 'url', 'state', 'attempts', 'lastError'),
-    el('tbody', {}, deliveries.length ? deliveries.map((d) => el('tr', { 'data-delivery-state': d.state },
-      el('td', {}, time(d.created_at)),
-      el('td', {}, el('span', { className: `event ${d.event}` }, t(d.event))),
-      el('td', { className: 'wrap' }, d.text),
-      el('td', { className: 'mono' }, d.webhook_url),
-      el('td', {}, el('span', { className: `state ${d.state}`, 'data-testid': 'delivery-state' }, t(d.state))),
-      el('td', {}, d.attempts),
-      el('td', { className: 'wrap' }, d.last_error || '-'))) : el('tr', {}, el('td', { colspan: 7, className: 'empty' }, t('noDeliveries'))))));
-  return parts;
-}
-
-function auditView() {
-  return [el('h2', {}, t('audit')), el('table', { 'data-testid': 'audit' },
-    el('thead', {}, el('tr', {}, ['at', 'actor', 'action', 'hostname', 'ip', 'detail'].map((l) => el('th', {}, t(l))))),
-    el('tbody', {}, state.audit.map((r) => el('tr', { 'data-action': r.action },
-      el('td', {}, time(r.at)), el('td', {}, r.actor),
-      el('td', {}, el('span', { className: `event ${r.action}` }, t(r.action))),
-      el('td', {}, r.hostname || '-'), el('td', { className: 'mono' }, r.ip || '-'),
-      el('td', { className: 'wrap' }, r.detail || '-')))))];
 }
 
 if (state.token) start(); else renderSignIn();

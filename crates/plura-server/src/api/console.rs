@@ -12,22 +12,26 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; st
      img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; \
      frame-ancestors 'none'; form-action 'self'";
 
+/// A file of `assets/console`, embedded, with its content type.
+macro_rules! asset {
+    ($file:literal, $kind:expr) => {
+        (
+            $file,
+            $kind,
+            include_str!(concat!("../../assets/console/", $file)),
+        )
+    };
+}
+
+const JS: &str = "text/javascript; charset=utf-8";
+
 const FILES: &[(&str, &str, &str)] = &[
-    (
-        "app.js",
-        "text/javascript; charset=utf-8",
-        include_str!("../../assets/console/app.js"),
-    ),
-    (
-        "i18n.js",
-        "text/javascript; charset=utf-8",
-        include_str!("../../assets/console/i18n.js"),
-    ),
-    (
-        "app.css",
-        "text/css; charset=utf-8",
-        include_str!("../../assets/console/app.css"),
-    ),
+    asset!("app.js", JS),
+    asset!("i18n.js", JS),
+    asset!("dom.js", JS),
+    asset!("chart.js", JS),
+    asset!("admin.js", JS),
+    asset!("app.css", "text/css; charset=utf-8"),
 ];
 
 pub async fn index() -> Response {

@@ -99,6 +99,9 @@ pub async fn console_is_served_from_the_binary_with_a_strict_policy(db: Db) {
     for (file, kind) in [
         ("app.js", "text/javascript"),
         ("i18n.js", "text/javascript"),
+        ("dom.js", "text/javascript"),
+        ("chart.js", "text/javascript"),
+        ("admin.js", "text/javascript"),
         ("app.css", "text/css"),
     ] {
         let asset = server
