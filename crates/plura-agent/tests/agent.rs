@@ -8,7 +8,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use tokio::process::Command;
 
-use plura_proto::{Agent, AgentStatus, EventKind, WebhookFormat};
+use plura_proto::{Agent, AgentStatus, AlertMessage, EventKind, WebhookFormat};
 use plura_server::enrollment;
 use plura_server::store::{AgentStore, ListFilter};
 use plura_testkit::imds::{Imds, Instance};
@@ -126,20 +126,33 @@ async fn a_killed_agent_is_alerted_and_a_graceful_one_is_not() {
 
     let killed = std::time::Instant::now();
     agent.signal("-KILL").await;
-    let policy = plura_testkit::fast_policy();
-    let bound = policy.silence_limit() + policy.tick() + Duration::from_secs(2);
     let stop = receiver
         .wait_for(WAIT, |r| r.header("x-plura-event") == "agent_stopped")
         .await
         .expect("the kill is alerted");
-    let took = killed.elapsed();
-    // Reported for the record; the bound below is generous, the machine is shared.
-    println!("alert of a SIGKILL arrived {took:?} after it (silence limit 3 s)");
-    assert!(
-        took <= bound,
-        "alerted {took:?} after the kill; the bound is {bound:?}"
+    // Reported, not asserted against the clock: the machine is shared.
+    println!(
+        "alert of a SIGKILL arrived {:?} after it (silence limit 3 s)",
+        killed.elapsed()
     );
-    assert_eq!(stop.json()["agents"][0]["agent"]["hostname"], hostname());
+    let message: AlertMessage = serde_json::from_str(&stop.body).unwrap();
+    let alerted = &message.agents[0];
+    assert_eq!(alerted.agent.hostname, hostname());
+    // The server's own record: the sweep stopped it within the silence limit and two ticks of
+    // its last heartbeat written (which lags the last one heard by up to a tick).
+    let last_seen = alerted
+        .agent
+        .last_seen_at
+        .expect("it was heard")
+        .as_millis();
+    let silent = Duration::from_millis((alerted.at.as_millis() - last_seen) as u64);
+    let policy = plura_testkit::fast_policy();
+    let latest = policy.silence_limit() + policy.tick() * 2;
+    assert!(
+        silent >= policy.silence_limit() && silent <= latest,
+        "stopped after {silent:?} of silence; the policy says {:?} to {latest:?}",
+        policy.silence_limit()
+    );
 
     // It comes back, then shuts down properly: the return is alerted, the goodbye is not.
     let mut again = start_agent(&conf);

@@ -105,17 +105,17 @@ impl Alerter {
             })
             .buffer_unordered(SENDS_AT_ONCE);
         while let Some((delivery, attempt)) = tries.next().await {
-            let outcome = match &attempt {
-                Attempt::Delivered => "delivered",
-                Attempt::Retry { error, .. } | Attempt::Failed { error } => {
-                    tracing::warn!(delivery = delivery.id, "an alert delivery failed: {error}");
-                    if matches!(attempt, Attempt::Retry { .. }) {
-                        "retried"
-                    } else {
-                        "failed"
-                    }
-                }
+            let (outcome, error) = match &attempt {
+                Attempt::Delivered => ("delivered", None),
+                Attempt::Retry { error, .. } => ("retried", Some(error)),
+                Attempt::Failed { error } => ("failed", Some(error)),
             };
+            if let Some(error) = error {
+                tracing::warn!(
+                    delivery = delivery.id,
+                    "an alert delivery {outcome}: {error}"
+                );
+            }
             self.metrics
                 .alert_deliveries
                 .get_or_create(&OutcomeLabel { outcome })
