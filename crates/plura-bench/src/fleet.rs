@@ -3,10 +3,9 @@
 //! whether the server keeps up (the schedule holds, latency stays low) and whether any agent is
 //! falsely taken for stopped.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
-
 use std::collections::HashMap;
+use std::fmt::Write;
+use std::time::{Duration, Instant};
 
 use anyhow::ensure;
 use tokio::time::sleep_until;
@@ -19,6 +18,7 @@ use plura_testkit::{Database, Db};
 
 use crate::report::Timings;
 use crate::usage::Usage;
+use crate::wire::Connection;
 
 /// What one client connection saw.
 #[derive(Default)]
@@ -32,8 +32,7 @@ struct Sent {
 /// Sends the heartbeats of `agents` (id, key, offset in the interval) over one connection,
 /// each at its time, until `end`.
 async fn pace(
-    http: reqwest::Client,
-    base: Arc<str>,
+    mut connection: Connection,
     agents: Vec<(i64, String, Duration)>,
     interval: Duration,
     start: tokio::time::Instant,
@@ -41,6 +40,7 @@ async fn pace(
 ) -> Sent {
     let mut sent = Sent::default();
     let mut round = 0u32;
+    let mut path = String::new();
     loop {
         for (id, key, offset) in &agents {
             let due = start + interval * round + *offset;
@@ -51,13 +51,10 @@ async fn pace(
             sleep_until(due).await;
             sent.worst_lag = sent.worst_lag.max(due.elapsed());
             let began = Instant::now();
-            let response = http
-                .post(format!("{base}/api/v1/agents/{id}/heartbeat"))
-                .bearer_auth(key)
-                .send()
-                .await;
-            match response {
-                Ok(r) if r.status().is_success() => sent.latencies.push(began.elapsed()),
+            path.clear();
+            let _ = write!(path, "/api/v1/agents/{id}/heartbeat");
+            match connection.post_empty(&path, key).await {
+                Ok(204) => sent.latencies.push(began.elapsed()),
                 _ => sent.failed += 1,
             }
         }
@@ -107,7 +104,7 @@ pub async fn fleet(
         &format!("{}ms", interval.as_millis()),
     ];
     let server = Served::start(&bin.to_string_lossy(), &args).await;
-    let base: Arc<str> = server.base.clone().into();
+    let address = server.base.trim_start_matches("http://").to_owned();
 
     // Agent i beats at i/N of the interval; each connection takes every k-th agent.
     let mut shares: Vec<Vec<(i64, String, Duration)>> = vec![Vec::new(); connections];
@@ -125,9 +122,8 @@ pub async fn fleet(
     let tasks: Vec<_> = shares
         .into_iter()
         .map(|share| {
-            // A client each, so each keeps its own connection.
-            let http = reqwest::Client::new();
-            tokio::spawn(pace(http, base.clone(), share, interval, start, end))
+            let connection = Connection::new(&address);
+            tokio::spawn(pace(connection, share, interval, start, end))
         })
         .collect();
     let mut all = Sent::default();

@@ -7,3 +7,4 @@ pub mod registry;
 pub mod report;
 pub mod scale;
 pub mod usage;
+pub mod wire;

@@ -125,34 +125,34 @@ impl Heard {
         }
     }
 
-    /// The heartbeats not yet written, now marked written.
-    pub fn take_unwritten(&self) -> Vec<(i64, Timestamp)> {
+    /// The heartbeats not yet written (agent, time, key), now marked written.
+    pub fn take_unwritten(&self) -> Vec<(i64, Timestamp, [u8; 32])> {
         let mut seen = self.seen.lock().unwrap();
         seen.iter_mut()
             .filter(|(_, s)| s.dirty)
             .map(|(id, s)| {
                 s.dirty = false;
-                (*id, s.at)
+                (*id, s.at, s.key)
             })
             .collect()
     }
 
     /// A flush of `taken` failed: they are to be written next time.
-    pub fn unwritten_again(&self, taken: &[(i64, Timestamp)]) {
+    pub fn unwritten_again(&self, taken: &[(i64, Timestamp, [u8; 32])]) {
         let mut seen = self.seen.lock().unwrap();
-        for (id, _) in taken {
+        for (id, _, _) in taken {
             if let Some(s) = seen.get_mut(id) {
                 s.dirty = true;
             }
         }
     }
 
-    /// Forgets the agents of `ids` for which `keep` (given the id and the key known here) is
-    /// false; answers how many are tracked.
-    pub fn retain(&self, ids: &[(i64, Timestamp)], keep: impl Fn(i64, &[u8; 32]) -> bool) -> usize {
+    /// Forgets the agents of `stale` that still have the key given with them (a login through
+    /// this server may have brought a new one meanwhile); answers how many are tracked.
+    pub fn forget_stale(&self, stale: &[(i64, [u8; 32])]) -> usize {
         let mut seen = self.seen.lock().unwrap();
-        for (id, _) in ids {
-            if seen.get(id).is_some_and(|s| !keep(*id, &s.key)) {
+        for (id, key) in stale {
+            if seen.get(id).is_some_and(|s| s.key == *key) {
                 seen.remove(id);
             }
         }

@@ -1,44 +1,52 @@
 //! The fleet's timer: flushing heartbeats, stopping silent agents, and the housekeeping
 //! (pruning long-stopped agents, deleting old history), until shutdown.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
-use plura_proto::{AgentStatus, Timestamp};
+use plura_proto::Timestamp;
 
 use super::Fleet;
 use crate::secret::hex;
-use crate::store::{self, Changed, Flushed};
+use crate::store::{self, Changed, LastSeen};
 
 impl Fleet {
     /// Writes the heartbeats taken since the last flush. Agents the database no longer has as
-    /// running (deleted, or stopped by another server) or with another key (a new login through
-    /// another server) are forgotten, so their next heartbeat goes to the database, which
-    /// resumes them, answers 404, or refuses the old key.
+    /// running with the key they carried (deleted, stopped by another server, or logged in
+    /// again through another server) are not written but forgotten, so their next heartbeat
+    /// goes to the database, which resumes them, answers 404, or refuses the old key.
     async fn flush(&self) -> store::Result<()> {
         let unwritten = self.heard.take_unwritten();
         if unwritten.is_empty() {
             return Ok(());
         }
-        let found = match self.store.flush_last_seen(&unwritten).await {
-            Ok(found) => found,
+        let seen: Vec<LastSeen> = unwritten
+            .iter()
+            .map(|&(id, at, key)| LastSeen {
+                id,
+                at,
+                key_hash: hex(&key),
+            })
+            .collect();
+        let stale: HashSet<i64> = match self.store.flush_last_seen(&seen).await {
+            Ok(stale) => stale.into_iter().collect(),
             Err(e) => {
                 self.heard.unwritten_again(&unwritten);
                 return Err(e);
             }
         };
-        self.metrics.flushed_rows.inc_by(found.len() as u64);
-        // Still running, with the key known here (another server may have issued a new one).
-        let current: HashMap<i64, Flushed> = found.into_iter().map(|f| (f.id, f)).collect();
-        let tracked = self.heard.retain(&unwritten, |id, key| {
-            current.get(&id).is_some_and(|f| {
-                f.status == AgentStatus::Running && f.key_hash.as_deref() == Some(&hex(key))
-            })
-        });
+        let written = unwritten.len() - stale.len();
+        self.metrics.flushed_rows.inc_by(written as u64);
+        let stale: Vec<(i64, [u8; 32])> = unwritten
+            .into_iter()
+            .filter(|(id, _, _)| stale.contains(id))
+            .map(|(id, _, key)| (id, key))
+            .collect();
+        let tracked = self.heard.forget_stale(&stale);
         self.metrics.tracked_agents.set(tracked as i64);
         Ok(())
     }

@@ -147,13 +147,13 @@ pub struct Imported {
     pub key_hash: Option<String>,
 }
 
-/// An agent whose last-seen was written, as the database has it now: another server may have
-/// stopped it or issued it a new key.
+/// A heartbeat held in memory, to be written: the agent, when, and the hash of the key it
+/// carried.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Flushed {
+pub struct LastSeen {
     pub id: i64,
-    pub status: AgentStatus,
-    pub key_hash: Option<String>,
+    pub at: Timestamp,
+    pub key_hash: String,
 }
 
 /// A column the agent list can be sorted by, with its name in the API.
@@ -275,9 +275,10 @@ pub trait AgentStore: Send + Sync {
     /// Goodbye from the agent, with the hash of the key it carried: stopped at once.
     async fn logout(&self, id: i64, key_hash: &str, at: Timestamp) -> Result<KeyedCall<Changed>>;
 
-    /// Writes the last-seen times collected in memory; answers each agent still in the
-    /// database (the ones missing were deleted) as it now is there.
-    async fn flush_last_seen(&self, seen: &[(i64, Timestamp)]) -> Result<Vec<Flushed>>;
+    /// Writes the last-seen times collected in memory, of the agents still running with the
+    /// key they carried; answers the others (deleted, stopped, or given a new key meanwhile),
+    /// whose times are not written.
+    async fn flush_last_seen(&self, seen: &[LastSeen]) -> Result<Vec<i64>>;
 
     /// Marks stopped every running agent not seen since `cutoff`.
     async fn stop_silent(&self, cutoff: Timestamp, at: Timestamp) -> Result<Vec<Changed>>;

@@ -260,6 +260,13 @@ pub async fn servers_sharing_a_database_agree(db: Db) {
     let id = a.login("10.6.0.1", "shared-1").await.agent_id;
     assert_eq!(b.login("10.6.0.1", "shared-1").await.agent_id, id);
 
+    // Logged in again through B, with a new key: A stops taking the old one once it has flushed,
+    // and never writes its heartbeats.
+    eventually("A refuses the key B replaced", STOP_WITHIN, || async {
+        (a.heartbeat(id).await == StatusCode::UNAUTHORIZED).then_some(())
+    })
+    .await;
+
     // Heartbeats taken by B only keep the agent running for A too, past the silence limit.
     let until = tokio::time::Instant::now() + Duration::from_secs(5);
     while tokio::time::Instant::now() < until {

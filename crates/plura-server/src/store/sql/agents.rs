@@ -17,7 +17,7 @@ use super::rows::{self, AGENT_COLUMNS, new_event, rows_per_statement};
 use super::{Backend, SqlStore};
 use crate::secret::constant_time_eq;
 use crate::store::{
-    AgentStore, Changed, Flushed, Imported, KeyedCall, ListFilter, Login, LoginOutcome, Result,
+    AgentStore, Changed, Imported, KeyedCall, LastSeen, ListFilter, Login, LoginOutcome, Result,
     StoreError,
 };
 
@@ -180,31 +180,38 @@ impl AgentStore for SqlStore {
         Ok(row.map(|row| row.try_get("key_hash")).transpose()?)
     }
 
-    async fn flush_last_seen(&self, seen: &[(i64, Timestamp)]) -> Result<Vec<Flushed>> {
-        let mut found = Vec::with_capacity(seen.len());
+    async fn flush_last_seen(&self, seen: &[LastSeen]) -> Result<Vec<i64>> {
+        let mut stale = Vec::new();
         // One transaction, so a flush of many agents pays one disk flush, not one per statement.
+        // Nothing is returned per row: that is most of a flush's cost when all are current.
         let mut tx = self.begin_write().await?;
-        for chunk in seen.chunks(rows_per_statement(2)) {
-            let sql = format!(
-                "UPDATE agents SET last_seen_at = v.column2 FROM (VALUES {}) AS v \
-                 WHERE agents.id = v.column1 \
-                 RETURNING agents.id, agents.status, agents.key_hash",
-                rows::placeholders(tx.conn(), chunk.len(), 2)
+        for chunk in seen.chunks(rows_per_statement(3)) {
+            let values = rows::placeholders(tx.conn(), chunk.len(), 3);
+            let bind = |sql| {
+                chunk.iter().fold(sqlx::query(sql), |query, s| {
+                    query.bind(s.id).bind(s.at.as_millis()).bind(&s.key_hash)
+                })
+            };
+            let update = format!(
+                "UPDATE agents SET last_seen_at = v.column2 FROM (VALUES {values}) AS v \
+                 WHERE agents.id = v.column1 AND agents.status = 'running' \
+                 AND agents.key_hash = v.column3"
             );
-            let mut query = sqlx::query(&sql);
-            for (id, at) in chunk {
-                query = query.bind(*id).bind(at.as_millis());
+            let written = bind(&update).execute(tx.conn()).await?.rows_affected();
+            if written == chunk.len() as u64 {
+                continue;
             }
-            for row in query.fetch_all(tx.conn()).await? {
-                found.push(Flushed {
-                    id: row.try_get("id")?,
-                    status: rows::parsed(&row, "status")?,
-                    key_hash: row.try_get("key_hash")?,
-                });
+            let not_written = format!(
+                "SELECT v.column1 AS id FROM (VALUES {values}) AS v WHERE NOT EXISTS \
+                 (SELECT 1 FROM agents WHERE agents.id = v.column1 \
+                 AND agents.status = 'running' AND agents.key_hash = v.column3)"
+            );
+            for row in bind(&not_written).fetch_all(tx.conn()).await? {
+                stale.push(row.try_get("id")?);
             }
         }
         tx.commit(&[]).await?;
-        Ok(found)
+        Ok(stale)
     }
 
     async fn stop_silent(&self, cutoff: Timestamp, at: Timestamp) -> Result<Vec<Changed>> {

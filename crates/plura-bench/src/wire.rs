@@ -1,0 +1,157 @@
+//! A lean HTTP/1.1 client for the paced fleet: one keep-alive connection, one request at a time,
+//! the request written whole and the answer read to its end. A general client (reqwest) spends
+//! more CPU per request than the server it measures, and here both share the same two cores, so
+//! the load generator would be measured instead of the server (wrk is lean for the same reason).
+
+use std::io;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+/// The longest head of an answer read; the server's are a few hundred bytes.
+const MAX_HEAD: usize = 16 * 1024;
+
+pub struct Connection {
+    address: String,
+    stream: Option<BufReader<TcpStream>>,
+    request: Vec<u8>,
+    line: String,
+}
+
+impl Connection {
+    /// A connection to `address` (`host:port`), opened on first use and again after the server
+    /// closes it.
+    pub fn new(address: &str) -> Self {
+        Self {
+            address: address.to_owned(),
+            stream: None,
+            request: Vec::with_capacity(512),
+            line: String::with_capacity(128),
+        }
+    }
+
+    /// Posts an empty body to `path` with a bearer token; answers the status code.
+    pub async fn post_empty(&mut self, path: &str, bearer: &str) -> io::Result<u16> {
+        self.request.clear();
+        self.request.extend_from_slice(b"POST ");
+        self.request.extend_from_slice(path.as_bytes());
+        self.request.extend_from_slice(b" HTTP/1.1\r\nhost: ");
+        self.request.extend_from_slice(self.address.as_bytes());
+        self.request
+            .extend_from_slice(b"\r\nauthorization: Bearer ");
+        self.request.extend_from_slice(bearer.as_bytes());
+        self.request
+            .extend_from_slice(b"\r\ncontent-length: 0\r\n\r\n");
+        let result = self.exchange().await;
+        if !matches!(result, Ok((_, true))) {
+            // Closed by the server, or broken: the next request opens a new connection.
+            self.stream = None;
+        }
+        result.map(|(status, _)| status)
+    }
+
+    /// Sends the request and reads the answer; also says whether the connection stays open.
+    async fn exchange(&mut self) -> io::Result<(u16, bool)> {
+        if self.stream.is_none() {
+            let stream = TcpStream::connect(&self.address).await?;
+            stream.set_nodelay(true)?;
+            self.stream = Some(BufReader::new(stream));
+        }
+        let stream = self.stream.as_mut().expect("connected above");
+        stream.get_mut().write_all(&self.request).await?;
+
+        let status = status_code(read_line(stream, &mut self.line).await?)?;
+        let mut length = 0usize;
+        let mut keep_alive = true;
+        let mut head = 0usize;
+        loop {
+            let line = read_line(stream, &mut self.line).await?;
+            head += line.len();
+            if head > MAX_HEAD {
+                return Err(bad("a head too long"));
+            }
+            if line.is_empty() {
+                break;
+            }
+            let Some((name, value)) = line.split_once(':') else {
+                return Err(bad("a header without a colon"));
+            };
+            let value = value.trim();
+            if name.eq_ignore_ascii_case("content-length") {
+                length = value.parse().map_err(|_| bad("a bad content-length"))?;
+            } else if name.eq_ignore_ascii_case("transfer-encoding") {
+                return Err(bad("a chunked body (not expected here)"));
+            } else if name.eq_ignore_ascii_case("connection") {
+                keep_alive = !value.eq_ignore_ascii_case("close");
+            }
+        }
+        let mut body = (&mut *stream).take(length as u64);
+        let read = tokio::io::copy(&mut body, &mut tokio::io::sink()).await?;
+        if read != length as u64 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "body cut short",
+            ));
+        }
+        Ok((status, keep_alive))
+    }
+}
+
+/// Reads one line of the head, without its line end.
+async fn read_line<'a>(
+    stream: &mut BufReader<TcpStream>,
+    line: &'a mut String,
+) -> io::Result<&'a str> {
+    line.clear();
+    if stream.read_line(line).await? == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "answer cut short",
+        ));
+    }
+    Ok(line.trim_end())
+}
+
+fn status_code(line: &str) -> io::Result<u16> {
+    let mut parts = line.split(' ');
+    match (parts.next(), parts.next()) {
+        (Some(version), Some(code)) if version.starts_with("HTTP/1.") => {
+            code.parse().map_err(|_| bad("a bad status code"))
+        }
+        _ => Err(bad("not an HTTP/1 status line")),
+    }
+}
+
+fn bad(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, format!("{what} in the answer"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use axum::Router;
+    use axum::http::StatusCode;
+    use axum::routing::post;
+
+    /// Against a real axum server: a 204, a 401 with a body, and again on the same connection.
+    #[tokio::test]
+    async fn posts_and_reads_answers_with_and_without_bodies() {
+        let app = Router::new()
+            .route("/ok", post(|| async { StatusCode::NO_CONTENT }))
+            .route(
+                "/no",
+                post(|| async { (StatusCode::UNAUTHORIZED, "{\"error\":\"no\"}") }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+        let mut connection = Connection::new(&address);
+        for _ in 0..3 {
+            assert_eq!(connection.post_empty("/ok", "k").await.unwrap(), 204);
+            assert_eq!(connection.post_empty("/no", "k").await.unwrap(), 401);
+        }
+        assert_eq!(connection.post_empty("/missing", "k").await.unwrap(), 404);
+    }
+}
