@@ -1,6 +1,10 @@
 use clap::{Parser, Subcommand, ValueEnum};
 use plura_testkit::Db;
 
+/// The same allocator as the server binary: the registry benchmarks run the server in-process.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Load generators for PLURA Fleet. Each benchmark's last line is its figures as key=value.
 #[derive(Debug, Parser)]
 #[command(name = "plura-bench")]

@@ -1,9 +1,10 @@
 //! Benchmarks of the agent registry: logins (registrations and re-logins) and heartbeats.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
-use futures::{StreamExt, stream};
 
 use plura_proto::{LoginRequest, LoginResponse};
 
@@ -12,6 +13,7 @@ use plura_testkit::{Db, TestServer};
 
 use crate::report::Timings;
 use crate::usage::Usage;
+use crate::wire::Connection;
 
 /// A real server on loopback over a fresh database, with production liveness settings.
 async fn server(db: Db) -> TestServer {
@@ -27,39 +29,59 @@ fn agent(n: u32) -> LoginRequest {
     }
 }
 
+/// Runs `concurrency` workers, each with a connection of its own to `base`, until each says it
+/// is done; answers what they gave, in no particular order.
+async fn workers<T, W, F>(base: &str, concurrency: usize, work: W) -> anyhow::Result<Vec<T>>
+where
+    T: Send + 'static,
+    W: Fn(Connection) -> F,
+    F: Future<Output = anyhow::Result<Vec<T>>> + Send + 'static,
+{
+    let address = base.trim_start_matches("http://");
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|_| tokio::spawn(work(Connection::new(address))))
+        .collect();
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await??);
+    }
+    Ok(all)
+}
+
 /// Logs in `agents` agents, `concurrency` at a time; answers each one's id and the timings.
 async fn login_all(
-    http: &reqwest::Client,
     target: &TestServer,
     agents: u32,
     concurrency: usize,
 ) -> anyhow::Result<(Vec<LoginResponse>, Timings)> {
-    let url = format!("{}/api/v1/agents/login", target.base);
+    let next = Arc::new(AtomicU32::new(0));
+    let enrollment: Arc<str> = target.enrollment.clone().into();
     let started = Instant::now();
-    let results: Vec<anyhow::Result<(LoginResponse, Duration)>> = stream::iter(0..agents)
-        .map(|n| {
-            let request = http
-                .post(&url)
-                .bearer_auth(&target.enrollment)
-                .json(&agent(n));
-            async move {
+    let results = workers(&target.base, concurrency, |mut connection| {
+        let (next, enrollment) = (next.clone(), enrollment.clone());
+        async move {
+            let mut done = Vec::new();
+            loop {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                if n >= agents {
+                    return Ok(done);
+                }
+                let body = serde_json::to_vec(&agent(n))?;
                 let sent = Instant::now();
-                let response = request.send().await?.error_for_status()?;
-                let login: LoginResponse = response.json().await?;
-                Ok((login, sent.elapsed()))
+                let status = connection
+                    .post("/api/v1/agents/login", &enrollment, Some(&body))
+                    .await?;
+                let answer = String::from_utf8_lossy(connection.body());
+                ensure!((200..300).contains(&status), "a login: {status} {answer}");
+                let login: LoginResponse = serde_json::from_slice(connection.body())?;
+                done.push((login, sent.elapsed()));
             }
-        })
-        .buffer_unordered(concurrency)
-        .collect()
-        .await;
+        }
+    })
+    .await
+    .context("a login failed")?;
     let elapsed = started.elapsed();
-    let mut logins = Vec::with_capacity(results.len());
-    let mut latencies = Vec::with_capacity(results.len());
-    for result in results {
-        let (login, latency) = result.context("a login failed")?;
-        logins.push(login);
-        latencies.push(latency);
-    }
+    let (logins, latencies) = results.into_iter().unzip();
     Ok((logins, Timings::new(latencies, elapsed)))
 }
 
@@ -67,14 +89,13 @@ async fn login_all(
 /// disk's flush rate in the database's folder, which a login per transaction could not beat.
 pub async fn logins(db: Db, agents: u32, concurrency: usize) -> anyhow::Result<String> {
     let target = server(db).await;
-    let http = reqwest::Client::new();
     println!("measuring the disk's flush rate beside the database");
     let dir = target.data_directory().await;
     let fsync_per_s = crate::disk::fsync_rate_near(dir, Duration::from_secs(2))?;
     println!("  fsync_per_s={fsync_per_s:.0}");
     println!("registering {agents} agents, {concurrency} at a time");
     let cpu_before = Usage::current().cpu_s;
-    let (first, registrations) = login_all(&http, &target, agents, concurrency).await?;
+    let (first, registrations) = login_all(&target, agents, concurrency).await?;
     // Client and server together: on a small machine the CPU, not the disk, is the ceiling.
     let cpu_us_per_registration = (Usage::current().cpu_s - cpu_before) * 1e6 / f64::from(agents);
     ensure!(
@@ -83,7 +104,7 @@ pub async fn logins(db: Db, agents: u32, concurrency: usize) -> anyhow::Result<S
     );
     println!("  {}", registrations.figures("registrations"));
     println!("logging the same {agents} agents in again");
-    let (again, relogins) = login_all(&http, &target, agents, concurrency).await?;
+    let (again, relogins) = login_all(&target, agents, concurrency).await?;
     ensure!(again.iter().all(|l| !l.created), "no re-login registers");
     println!("  {}", relogins.figures("relogins"));
     target.finish().await;
@@ -105,7 +126,7 @@ pub async fn list(db: Db, agents: u32, rounds: u32, concurrency: usize) -> anyho
     let target = server(db).await;
     let http = reqwest::Client::new();
     println!("registering {agents} agents, {concurrency} at a time");
-    let (_, registrations) = login_all(&http, &target, agents, concurrency).await?;
+    let (_, registrations) = login_all(&target, agents, concurrency).await?;
     println!("  {}", registrations.figures("registrations"));
     let mut figures = format!("bench=list db={db:?} agents={agents} rounds={rounds}");
     for (name, query) in [
@@ -156,7 +177,7 @@ pub async fn csv(
     let target = server(db).await;
     let http = reqwest::Client::new();
     println!("registering {agents} agents, {concurrency} at a time");
-    login_all(&http, &target, agents, concurrency).await?;
+    login_all(&target, agents, concurrency).await?;
     let Usage {
         rss_mib: before,
         peak_rss_mib: peak_before,
@@ -203,34 +224,36 @@ pub async fn csv(
     ))
 }
 
-/// Sends `calls` (url, bearer) round and round as fast as `concurrency` allows, for `seconds`.
+/// Sends `calls` (path, bearer) to `base` round and round as fast as `concurrency` allows, for
+/// `seconds`.
 async fn flood(
-    http: &reqwest::Client,
-    calls: &[(String, String)],
+    base: &str,
+    calls: Vec<(String, String)>,
     seconds: u64,
     concurrency: usize,
 ) -> anyhow::Result<Timings> {
+    let calls = Arc::new(calls);
+    let next = Arc::new(AtomicU32::new(0));
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let started = Instant::now();
-    let results: Vec<anyhow::Result<Duration>> = stream::iter(calls.iter().cycle())
-        .take_while(|_| std::future::ready(Instant::now() < deadline))
-        .map(|(url, key)| {
-            let request = http.post(url).bearer_auth(key);
-            async move {
+    let latencies = workers(base, concurrency, |mut connection| {
+        let (calls, next) = (calls.clone(), next.clone());
+        async move {
+            let mut latencies = Vec::new();
+            while Instant::now() < deadline {
+                let n = next.fetch_add(1, Ordering::Relaxed) as usize;
+                let (path, key) = &calls[n % calls.len()];
                 let sent = Instant::now();
-                request.send().await?.error_for_status()?;
-                Ok(sent.elapsed())
+                let status = connection.post_empty(path, key).await?;
+                ensure!((200..300).contains(&status), "a call to {path}: {status}");
+                latencies.push(sent.elapsed());
             }
-        })
-        .buffer_unordered(concurrency)
-        .collect()
-        .await;
-    let elapsed = started.elapsed();
-    let latencies = results
-        .into_iter()
-        .collect::<anyhow::Result<Vec<_>>>()
-        .context("a call failed")?;
-    Ok(Timings::new(latencies, elapsed))
+            Ok(latencies)
+        }
+    })
+    .await
+    .context("a call failed")?;
+    Ok(Timings::new(latencies, started.elapsed()))
 }
 
 /// The ceiling for a heartbeat on this machine: an axum handler that does nothing (204) on the
@@ -245,9 +268,9 @@ async fn trivial_handler(agents: u32, seconds: u64, concurrency: usize) -> anyho
     let base = format!("http://{}", listener.local_addr()?);
     let served = tokio::spawn(async move { axum::serve(listener, router).await });
     let calls: Vec<(String, String)> = (1..=agents)
-        .map(|id| (format!("{base}/api/v1/agents/{id}/heartbeat"), "key".into()))
+        .map(|id| (format!("/api/v1/agents/{id}/heartbeat"), "key".into()))
         .collect();
-    let timings = flood(&reqwest::Client::new(), &calls, seconds, concurrency).await;
+    let timings = flood(&base, calls, seconds, concurrency).await;
     served.abort();
     timings
 }
@@ -261,17 +284,18 @@ pub async fn heartbeats(
     concurrency: usize,
 ) -> anyhow::Result<String> {
     let target = server(db).await;
-    let http = reqwest::Client::new();
-    let (logins, _) = login_all(&http, &target, agents, concurrency).await?;
+    let (logins, _) = login_all(&target, agents, concurrency).await?;
     let calls: Vec<(String, String)> = logins
-        .iter()
+        .into_iter()
         .map(|l| {
-            let url = format!("{}/api/v1/agents/{}/heartbeat", target.base, l.agent_id);
-            (url, l.agent_key.clone())
+            (
+                format!("/api/v1/agents/{}/heartbeat", l.agent_id),
+                l.agent_key,
+            )
         })
         .collect();
     println!("{agents} agents sending heartbeats for {seconds}s, {concurrency} at a time");
-    let heartbeats = flood(&http, &calls, seconds, concurrency).await?;
+    let heartbeats = flood(&target.base, calls, seconds, concurrency).await?;
     println!("  {}", heartbeats.figures("heartbeats"));
     target.finish().await;
     println!("a handler that does nothing, the same way");
