@@ -131,12 +131,13 @@ impl Fleet {
             return Ok(KeyedCall::Done(()));
         }
         let call = self.store.heartbeat(id, &secret::hex(&digest), now).await?;
-        Ok(call.map(|changed| {
+        Ok(call.map(|resumed| {
             self.metrics.heartbeats.inc();
             // A resume wrote last-seen already; a plain heartbeat is left to the next flush.
-            let written = !changed.events.is_empty();
-            self.heard.remember(id, digest, now, written);
-            self.publish(changed);
+            self.heard.remember(id, digest, now, resumed.is_some());
+            if let Some(resumed) = resumed {
+                self.publish(resumed);
+            }
         }))
     }
 

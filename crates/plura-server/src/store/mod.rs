@@ -268,9 +268,13 @@ pub trait AgentStore: Send + Sync {
     async fn key_hash(&self, id: i64) -> Result<Option<Option<String>>>;
 
     /// A heartbeat the liveness cache could not answer, with the hash of the key it carried;
-    /// resumes the agent (with an event) if it was not running.
-    async fn heartbeat(&self, id: i64, key_hash: &str, at: Timestamp)
-    -> Result<KeyedCall<Changed>>;
+    /// resumes the agent (with an event) if it was not running, or answers `None` if it was.
+    async fn heartbeat(
+        &self,
+        id: i64,
+        key_hash: &str,
+        at: Timestamp,
+    ) -> Result<KeyedCall<Option<Changed>>>;
 
     /// Goodbye from the agent, with the hash of the key it carried: stopped at once.
     async fn logout(&self, id: i64, key_hash: &str, at: Timestamp) -> Result<KeyedCall<Changed>>;

@@ -3,6 +3,7 @@
 
 use async_trait::async_trait;
 use futures::TryStreamExt;
+use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
 use plura_proto::{
@@ -55,6 +56,14 @@ async fn keyed_agent(
     .bind(id)
     .fetch_optional(conn)
     .await?;
+    Ok(match keyed(row, key_hash)?.done() {
+        Ok(row) => KeyedCall::Done(rows::agent(&row)?),
+        Err(refused) => refused,
+    })
+}
+
+/// The row of an agent, if there is one and `key_hash` is of its current key.
+fn keyed(row: Option<AnyRow>, key_hash: &str) -> Result<KeyedCall<AnyRow>> {
     let Some(row) = row else {
         return Ok(KeyedCall::NoAgent);
     };
@@ -62,7 +71,7 @@ async fn keyed_agent(
     if !stored.is_some_and(|stored| constant_time_eq(&stored, key_hash)) {
         return Ok(KeyedCall::WrongKey);
     }
-    Ok(KeyedCall::Done(rows::agent(&row)?))
+    Ok(KeyedCall::Done(row))
 }
 
 /// The (dimension, value) of `agent_counts` whose sum is how many agents `filter` matches: every
@@ -120,18 +129,19 @@ impl AgentStore for SqlStore {
         id: i64,
         key_hash: &str,
         at: Timestamp,
-    ) -> Result<KeyedCall<Changed>> {
+    ) -> Result<KeyedCall<Option<Changed>>> {
         // After a restart every agent comes through here once; the ones still running need no
-        // write (the liveness cache flushes their last-seen), so only one read is paid.
-        let mut conn = self.pool.acquire().await?;
-        let agent = match keyed_agent(&mut conn, id, key_hash).await?.done() {
-            Ok(agent) => agent,
+        // write (the liveness cache flushes their last-seen), so only one narrow read is paid.
+        let row = sqlx::query("SELECT status, key_hash FROM agents WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        let status: AgentStatus = match keyed(row, key_hash)?.done() {
+            Ok(row) => rows::parsed(&row, "status")?,
             Err(refused) => return Ok(refused),
         };
-        drop(conn);
-        if agent.status == AgentStatus::Running {
-            let events = vec![];
-            return Ok(KeyedCall::Done(Changed { agent, events }));
+        if status == AgentStatus::Running {
+            return Ok(KeyedCall::Done(None));
         }
         let mut tx = self.begin_write().await?;
         let was_lost = sqlx::query("UPDATE agents SET lost = 0 WHERE id = $1 AND lost = 1")
@@ -143,7 +153,7 @@ impl AgentStore for SqlStore {
         let Some(resumed) = set_status(tx.conn(), id, AgentStatus::Running, at).await? else {
             return Ok(KeyedCall::NoAgent);
         };
-        let detail = format!("heartbeat after {}", agent.status);
+        let detail = format!("heartbeat after {status}");
         let changed = Changed {
             agent: resumed,
             events: vec![new_event(at, EventKind::Resumed, detail)],
@@ -153,7 +163,7 @@ impl AgentStore for SqlStore {
             alerts::record(tx.conn(), &[back]).await?;
         }
         tx.commit(std::slice::from_ref(&changed)).await?;
-        Ok(KeyedCall::Done(changed))
+        Ok(KeyedCall::Done(Some(changed)))
     }
 
     async fn logout(&self, id: i64, key_hash: &str, at: Timestamp) -> Result<KeyedCall<Changed>> {
