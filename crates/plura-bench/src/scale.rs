@@ -104,6 +104,7 @@ pub(crate) async fn load(
         n += chunk.len() as u32;
         store.import(&chunk).await?;
     }
+    store.loaded().await?;
     Ok(started.elapsed())
 }
 

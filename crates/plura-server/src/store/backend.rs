@@ -96,6 +96,9 @@ impl Backend {
                         // SQLite caches 2 MiB of pages per connection by default; a fleet of a
                         // million agents has hundreds of MiB of indexes. Grown only as used.
                         sqlx::Executor::execute(&mut *conn, "PRAGMA cache_size = -32768").await?;
+                        // Each statement of a transaction keeps a journal to undo it alone;
+                        // in a temporary file by default, a write system call per page.
+                        sqlx::Executor::execute(&mut *conn, "PRAGMA temp_store = MEMORY").await?;
                         Ok(())
                     })
                 }),

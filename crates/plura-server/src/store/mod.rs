@@ -298,6 +298,11 @@ pub trait AgentStore: Send + Sync {
     /// benchmark's. Answers how many were new; an identity already registered is left as it is.
     async fn import(&self, agents: &[Imported]) -> Result<u64>;
 
+    /// After a bulk load (imports in chunks): brings the planner's statistics and PostgreSQL's
+    /// visibility map up to date, as autovacuum would a minute later; until then, deep pages
+    /// must visit every row.
+    async fn loaded(&self) -> Result<()>;
+
     async fn patch(
         &self,
         id: i64,

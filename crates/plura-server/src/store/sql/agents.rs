@@ -74,6 +74,9 @@ fn keyed(row: Option<AnyRow>, key_hash: &str) -> Result<KeyedCall<AnyRow>> {
     Ok(KeyedCall::Done(row))
 }
 
+/// Rows per statement of a bulk import: 19 parameters each, under SQLite's limit of 32,766.
+const IMPORT_ROWS_PER_STATEMENT: usize = 1_000;
+
 /// The (dimension, value) of `agent_counts` whose sum is how many agents `filter` matches: every
 /// status (`None` value) for no filter, or the one counted column it filters on.
 fn counted_total(filter: &ListFilter) -> Option<(&'static str, Option<String>)> {
@@ -312,7 +315,9 @@ impl AgentStore for SqlStore {
     async fn import(&self, agents: &[Imported]) -> Result<u64> {
         let mut tx = self.begin_write().await?;
         let mut imported = 0;
-        for chunk in agents.chunks(rows_per_statement(19)) {
+        // Statements as large as the backends allow: the transaction holds the write lock
+        // throughout anyway, and SQLite's search index writes itself out once per statement.
+        for chunk in agents.chunks(IMPORT_ROWS_PER_STATEMENT) {
             let sql = format!(
                 "INSERT INTO agents (ip, ip_key, hostname, status, enabled, group_name, kind, os, \
                  version, machine_id, source_ip, registered_at, last_login_at, last_seen_at, \
@@ -343,15 +348,17 @@ impl AgentStore for SqlStore {
             imported += query.execute(tx.conn()).await?.rows_affected();
         }
         tx.commit(&[]).await?;
+        Ok(imported)
+    }
+
+    async fn loaded(&self) -> Result<()> {
         if let Backend::Postgres { .. } = self.backend {
-            // Until autovacuum comes by after a bulk load, the planner's statistics are stale
-            // and index-only scans (deep pages) must visit every row.
             for table in ["agents", "agent_texts"] {
                 let vacuum = format!("VACUUM ANALYZE {table}");
                 sqlx::query(&vacuum).execute(&self.pool).await?;
             }
         }
-        Ok(imported)
+        Ok(())
     }
 
     async fn patch(
