@@ -43,6 +43,20 @@ pub fn hex(bytes: &[u8]) -> String {
     hex
 }
 
+/// A SHA-256 digest from its hex, as `hex` wrote it.
+pub fn unhex_digest(hex: &str) -> Option<[u8; 32]> {
+    let bytes = hex.as_bytes();
+    if bytes.len() != 64 {
+        return None;
+    }
+    let nibble = |c: u8| char::from(c).to_digit(16).map(|d| d as u8);
+    let mut digest = [0u8; 32];
+    for (byte, pair) in digest.iter_mut().zip(bytes.chunks_exact(2)) {
+        *byte = nibble(pair[0])? << 4 | nibble(pair[1])?;
+    }
+    Some(digest)
+}
+
 /// Compares without stopping at the first difference, so the time taken does not tell how much
 /// of a guess was right.
 pub fn constant_time_eq(a: &str, b: &str) -> bool {
@@ -70,6 +84,16 @@ mod tests {
         assert!(key.starts_with("plura_agent_") && key.len() == "plura_agent_".len() + 64);
         assert_eq!(hash_token(&key), hex(&digest(&key)));
         assert_eq!(hex(&[0x00, 0x0f, 0xab, 0xff]), "000fabff");
+    }
+
+    #[test]
+    fn digests_come_back_from_their_hex() {
+        let digest = digest("plura_agent_x");
+        assert_eq!(unhex_digest(&hex(&digest)), Some(digest));
+        assert_eq!(unhex_digest(&hex(&digest).to_uppercase()), Some(digest));
+        assert_eq!(unhex_digest("00"), None);
+        assert_eq!(unhex_digest(&"g".repeat(64)), None);
+        assert_eq!(unhex_digest(&"é".repeat(32)), None);
     }
 
     #[test]

@@ -112,6 +112,22 @@ impl Heard {
         self.seen.lock().unwrap().insert(id, seen);
     }
 
+    /// Tracks a running agent the database knows, unless this server tracks it already (with
+    /// a heartbeat perhaps not yet written, or a key from a login since).
+    pub fn remember_known(&self, id: i64, key: [u8; 32], at: Timestamp) {
+        let seen = Seen {
+            at,
+            dirty: false,
+            key,
+        };
+        self.seen.lock().unwrap().entry(id).or_insert(seen);
+    }
+
+    /// How many agents are tracked.
+    pub fn len(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+
     pub fn forget(&self, id: i64) {
         self.seen.lock().unwrap().remove(&id);
     }

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use plura_proto::Timestamp;
 
 use super::Fleet;
-use crate::secret::hex;
+use crate::secret::{hex, unhex_digest};
 use crate::store::{self, Changed, LastSeen};
 
 impl Fleet {
@@ -151,9 +151,41 @@ impl Fleet {
         }
     }
 
+    /// Learns the running agents and their keys from the database, so that their first
+    /// heartbeats after a start are answered from memory: otherwise each agent of a large fleet
+    /// costs a read in the first interval, all at once. Heartbeats before it ends ask the
+    /// database, as they would anyway.
+    async fn remember_running(&self) -> store::Result<usize> {
+        const PAGE: u32 = 10_000;
+        let (mut after, mut remembered) = (0, 0);
+        loop {
+            let page = self.store.running_keys(after, PAGE).await?;
+            for (id, key_hash, seen) in &page {
+                // A key hash not of our making is left for the database to judge.
+                if let Some(key) = unhex_digest(key_hash) {
+                    let at = seen.unwrap_or_else(Timestamp::now);
+                    self.heard.remember_known(*id, key, at);
+                    remembered += 1;
+                }
+            }
+            match page.last() {
+                Some((id, _, _)) if page.len() == PAGE as usize => after = *id,
+                _ => break,
+            }
+        }
+        let tracked = self.heard.len();
+        self.metrics.tracked_agents.set(tracked as i64);
+        Ok(remembered)
+    }
+
     /// The liveness timer, until `shutdown`; then a last flush so no heartbeat is lost.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         tokio::spawn(self.clone().hear_others(shutdown.clone()));
+        let learning = tokio::time::Instant::now();
+        match self.remember_running().await {
+            Ok(n) => tracing::info!("{n} running agents known in {:?}", learning.elapsed()),
+            Err(e) => tracing::warn!("cannot learn the running agents, each will be read: {e}"),
+        }
         let mut tick = tokio::time::interval(self.policy.tick());
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let housekeeping = self.policy.housekeeping_tick();

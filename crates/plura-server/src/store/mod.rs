@@ -279,6 +279,14 @@ pub trait AgentStore: Send + Sync {
     /// Goodbye from the agent, with the hash of the key it carried: stopped at once.
     async fn logout(&self, id: i64, key_hash: &str, at: Timestamp) -> Result<KeyedCall<Changed>>;
 
+    /// Agents running with a key, in id order, `limit` of them after id `after`: (id, key hash,
+    /// last seen).
+    async fn running_keys(
+        &self,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<(i64, String, Option<Timestamp>)>>;
+
     /// Writes the last-seen times collected in memory, of the agents still running with the
     /// key they carried; answers the others (deleted, stopped, or given a new key meanwhile),
     /// whose times are not written.

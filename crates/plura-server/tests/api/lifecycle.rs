@@ -171,6 +171,14 @@ pub async fn restart_keeps_every_agent_and_its_last_seen(db: Db) {
     assert_eq!(restored, ids);
     assert!(list.items.iter().all(|a| a.status == AgentStatus::Running));
     assert_eq!(server.agent(ids[0]).await.last_seen_at, Some(heard));
+    // The restarted server learns the running agents and their keys before their first
+    // heartbeats, so it answers them from memory.
+    eventually("the running agents are known", STOP_WITHIN, || async {
+        let metrics = server.request(Method::GET, "/metrics", None).await;
+        let text = metrics.text().await.unwrap();
+        text.contains("plura_tracked_agents 3").then_some(())
+    })
+    .await;
 
     // Agents keep their ids: heartbeats go on without a new login.
     for id in &ids {

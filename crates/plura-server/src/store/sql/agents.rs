@@ -193,6 +193,31 @@ impl AgentStore for SqlStore {
         Ok(row.map(|row| row.try_get("key_hash")).transpose()?)
     }
 
+    async fn running_keys(
+        &self,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<(i64, String, Option<Timestamp>)>> {
+        let rows = sqlx::query(
+            "SELECT id, key_hash, last_seen_at FROM agents WHERE id > $1 \
+             AND status = 'running' AND key_hash IS NOT NULL ORDER BY id LIMIT $2",
+        )
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let seen: Option<i64> = row.try_get("last_seen_at")?;
+                Ok((
+                    row.try_get("id")?,
+                    row.try_get("key_hash")?,
+                    seen.map(Timestamp::from_millis),
+                ))
+            })
+            .collect()
+    }
+
     async fn flush_last_seen(&self, seen: &[LastSeen]) -> Result<Vec<i64>> {
         let mut stale = Vec::new();
         // One transaction, so a flush of many agents pays one disk flush, not one per statement.
