@@ -1,7 +1,8 @@
-//! A lean HTTP/1.1 client for the paced fleet: one keep-alive connection, one request at a time,
-//! the request written whole and the answer read to its end. A general client (reqwest) spends
-//! more CPU per request than the server it measures, and here both share the same two cores, so
-//! the load generator would be measured instead of the server (wrk is lean for the same reason).
+//! A lean HTTP/1.1 client for the load generators: one keep-alive connection, one request at a
+//! time, the request written whole and the answer read to its end. The server and its load share
+//! the same two cores, so every microsecond the client spends is one the server cannot; a general
+//! client (reqwest) took nearly as much CPU per request as the server (wrk is lean for the same
+//! reason).
 
 use std::io;
 
