@@ -329,6 +329,10 @@ test('an admin adds a webhook; a takeover is delivered, signed, and listed', asy
     const page = await signIn('admin');
     await page.click('[data-testid=view-alerts]');
     await page.fill('[data-testid=webhook-url]', url);
+    // The page is drawn again every 3 s and at each change: what is typed stays.
+    await loginAgent('10.0.7.9', 'pool-9');
+    await page.waitForTimeout(3500);
+    assert.equal(await page.inputValue('[data-testid=webhook-url]'), url);
     await page.click('[data-testid=webhook-add]');
     const secret = (await page.locator('[data-testid=webhook-secret] code').textContent({ timeout: 5000 })).trim();
     assert.match(secret, /^plura_whsec_/);
