@@ -20,10 +20,12 @@ impl Fleet {
     /// again through another server) are not written but forgotten, so their next heartbeat
     /// goes to the database, which resumes them, answers 404, or refuses the old key.
     async fn flush(&self) -> store::Result<()> {
-        let unwritten = self.heard.take_unwritten();
+        let mut unwritten = self.heard.take_unwritten();
         if unwritten.is_empty() {
             return Ok(());
         }
+        // In the table's order, so the rows are found page after page, not at random.
+        unwritten.sort_unstable_by_key(|(id, _, _)| *id);
         let seen: Vec<LastSeen> = unwritten
             .iter()
             .map(|&(id, at, key)| LastSeen {
