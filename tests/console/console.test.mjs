@@ -98,6 +98,18 @@ after(async () => {
 });
 
 /** A signed-in console page for `role`, in English unless `locale` says otherwise. */
+/** A screenshot of one element of a page that draws itself again at each change: taken again if a
+ * redraw replaced the element meanwhile. */
+async function elementScreenshot(page, selector, path) {
+  for (let attempt = 1; ; attempt += 1) {
+    try {
+      return await page.locator(selector).screenshot({ path });
+    } catch (e) {
+      if (attempt >= 5 || !/not attached/.test(e.message)) throw e;
+    }
+  }
+}
+
 async function signIn(role, { locale = 'en-US' } = {}) {
   const context = await browser.newContext({ locale, acceptDownloads: true, viewport: { width: 1440, height: 900 } });
   const page = await context.newPage();
@@ -309,7 +321,7 @@ test('the fleet over time is drawn as inline SVG, for 24 h and 7 d', async () =>
   await page.waitForSelector('[data-testid=range-7d][aria-selected=true]');
   assert.equal(await page.locator('[data-testid=chart] svg').count(), 1);
   await page.click('[data-testid=range-24h]');
-  await page.locator('[data-testid=chart]').screenshot({ path: join(screenshots, 'fleet-over-time.png') });
+  await elementScreenshot(page, '[data-testid=chart]', join(screenshots, 'fleet-over-time.png'));
   await page.context().close();
 });
 
