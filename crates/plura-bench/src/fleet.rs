@@ -117,7 +117,6 @@ pub async fn fleet(
         &format!("{}ms", interval.as_millis()),
     ];
     let server = Served::start(&bin.to_string_lossy(), &args).await;
-    let address = server.base.trim_start_matches("http://").to_owned();
 
     // Agent i beats at i/N of the interval; each connection takes every k-th agent.
     let mut shares: Vec<Vec<(i64, String, Duration)>> = vec![Vec::new(); connections];
@@ -135,7 +134,7 @@ pub async fn fleet(
     let tasks: Vec<_> = shares
         .into_iter()
         .map(|share| {
-            let connection = Connection::new(&address);
+            let connection = Connection::new(&server.base);
             tokio::spawn(pace(connection, share, interval, start, end))
         })
         .collect();

@@ -37,9 +37,8 @@ where
     W: Fn(Connection) -> F,
     F: Future<Output = anyhow::Result<Vec<T>>> + Send + 'static,
 {
-    let address = base.trim_start_matches("http://");
     let tasks: Vec<_> = (0..concurrency)
-        .map(|_| tokio::spawn(work(Connection::new(address))))
+        .map(|_| tokio::spawn(work(Connection::new(base))))
         .collect();
     let mut all = Vec::new();
     for task in tasks {
@@ -71,8 +70,11 @@ async fn login_all(
                 let status = connection
                     .post("/api/v1/agents/login", &enrollment, Some(&body))
                     .await?;
-                let answer = String::from_utf8_lossy(connection.body());
-                ensure!((200..300).contains(&status), "a login: {status} {answer}");
+                ensure!(
+                    (200..300).contains(&status),
+                    "a login: {status} {}",
+                    String::from_utf8_lossy(connection.body())
+                );
                 let login: LoginResponse = serde_json::from_slice(connection.body())?;
                 done.push((login, sent.elapsed()));
             }

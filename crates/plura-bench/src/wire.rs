@@ -4,7 +4,7 @@
 //! client (reqwest) took nearly as much CPU per request as the server (wrk is lean for the same
 //! reason).
 
-use std::io;
+use std::io::{self, Write};
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -23,11 +23,11 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// A connection to `address` (`host:port`), opened on first use and again after the server
-    /// closes it.
-    pub fn new(address: &str) -> Self {
+    /// A connection to the server at `base` (`http://host:port`), opened on first use and
+    /// again after the server closes it.
+    pub fn new(base: &str) -> Self {
         Self {
-            address: address.to_owned(),
+            address: base.trim_start_matches("http://").to_owned(),
             stream: None,
             request: Vec::with_capacity(512),
             line: String::with_capacity(128),
@@ -45,21 +45,19 @@ impl Connection {
     pub async fn post(&mut self, path: &str, bearer: &str, json: Option<&[u8]>) -> io::Result<u16> {
         let body = json.unwrap_or_default();
         self.request.clear();
-        self.request.extend_from_slice(b"POST ");
-        self.request.extend_from_slice(path.as_bytes());
-        self.request.extend_from_slice(b" HTTP/1.1\r\nhost: ");
-        self.request.extend_from_slice(self.address.as_bytes());
-        self.request
-            .extend_from_slice(b"\r\nauthorization: Bearer ");
-        self.request.extend_from_slice(bearer.as_bytes());
-        if json.is_some() {
-            self.request
-                .extend_from_slice(b"\r\ncontent-type: application/json");
-        }
-        self.request.extend_from_slice(b"\r\ncontent-length: ");
-        self.request
-            .extend_from_slice(body.len().to_string().as_bytes());
-        self.request.extend_from_slice(b"\r\n\r\n");
+        // Writing to a Vec cannot fail.
+        let _ = write!(
+            self.request,
+            "POST {path} HTTP/1.1\r\nhost: {}\r\nauthorization: Bearer {bearer}\r\n{}\
+             content-length: {}\r\n\r\n",
+            self.address,
+            if json.is_some() {
+                "content-type: application/json\r\n"
+            } else {
+                ""
+            },
+            body.len(),
+        );
         self.request.extend_from_slice(body);
         let result = self.exchange().await;
         if !matches!(result, Ok((_, true))) {
@@ -169,7 +167,7 @@ mod tests {
         let address = listener.local_addr().unwrap().to_string();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
 
-        let mut connection = Connection::new(&address);
+        let mut connection = Connection::new(&format!("http://{address}"));
         for _ in 0..3 {
             assert_eq!(connection.post_empty("/ok", "k").await.unwrap(), 204);
             assert_eq!(connection.post_empty("/no", "k").await.unwrap(), 401);
