@@ -280,12 +280,8 @@ struct UserDataArgs {
 
 fn user_data(args: UserDataArgs) -> Result<(), EniError> {
     if let Some(package) = &args.install_agent {
-        let known = ["https://", "http://", "s3://"];
-        if !known.iter().any(|scheme| package.starts_with(scheme)) {
-            return Err(EniError::Invalid(format!(
-                "--install-agent {package:?}: give an https:// URL or an s3:// path"
-            )));
-        }
+        templates::check_package_source(package)
+            .map_err(|why| EniError::Invalid(format!("--install-agent {package:?}: {why}")))?;
     }
     let hook = args.lifecycle_hook.as_deref();
     let script = templates::user_data(

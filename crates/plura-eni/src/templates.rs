@@ -41,6 +41,17 @@ systemctl restart {service}
     )
 }
 
+/// Refuses a package source that could be swapped in transit: the package runs as root on every
+/// instance, so it comes over TLS (https://, and curl is kept from following a redirect to
+/// anything else) or from S3 with the instance role.
+pub fn check_package_source(package: &str) -> Result<(), &'static str> {
+    if package.starts_with("https://") || package.starts_with("s3://") {
+        Ok(())
+    } else {
+        Err("give an https:// URL or an s3:// path (plain http could be swapped in transit)")
+    }
+}
+
 /// The step that installs the agent package (which brings plura-eni) from an https URL or an S3
 /// path, with the host's package manager. Its plura.conf comes from the image or configuration
 /// management: user data holds no secrets.
@@ -49,7 +60,7 @@ fn install_step(package: &str) -> String {
     let fetch = if package.starts_with("s3://") {
         format!("aws s3 cp --only-show-errors {source} \"$pkg\"")
     } else {
-        format!("curl -fsSL --retry 5 -o \"$pkg\" {source}")
+        format!("curl --proto =https -fsSL --retry 5 -o \"$pkg\" {source}")
     };
     let kind = if package.ends_with(".rpm") {
         "rpm"
@@ -284,8 +295,26 @@ mod tests {
         assert!(script.contains("pkg=/tmp/plura-agent.rpm"));
         assert!(install < script.find("plura-eni claim").unwrap());
         let script = user_data("waf", None, "plura-agent", Some("https://x.example/a.deb"));
-        assert!(script.contains("curl -fsSL --retry 5 -o \"$pkg\" https://x.example/a.deb"));
+        assert!(
+            script.contains(
+                "curl --proto =https -fsSL --retry 5 -o \"$pkg\" https://x.example/a.deb"
+            )
+        );
         assert!(!user_data("waf", None, "plura-agent", None).contains("pkg="));
+    }
+
+    #[test]
+    fn a_package_comes_over_tls_or_from_s3_only() {
+        assert!(check_package_source("https://x.example/a.deb").is_ok());
+        assert!(check_package_source("s3://bucket/a.rpm").is_ok());
+        for refused in [
+            "http://x.example/a.deb",
+            "ftp://x/a.deb",
+            "/tmp/a.deb",
+            "HTTP://x/a",
+        ] {
+            assert!(check_package_source(refused).is_err(), "{refused}");
+        }
     }
 
     #[test]
