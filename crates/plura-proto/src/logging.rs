@@ -13,5 +13,9 @@ pub fn init() {
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
+        // A line that cannot be written (its reader gone: journald restarted, a parent killed)
+        // is dropped. By default the failure is reported with eprintln!, which panics on that
+        // same broken stderr, inside whatever task was logging.
+        .log_internal_errors(false)
         .init();
 }

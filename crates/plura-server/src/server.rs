@@ -222,6 +222,6 @@ pub async fn cancel_on_signal(token: CancellationToken) {
         _ = ctrl_c => {}
         () = terminate => {}
     }
-    tracing::info!("shutting down");
     token.cancel();
+    tracing::info!("shutting down");
 }

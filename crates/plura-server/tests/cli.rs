@@ -191,3 +191,48 @@ async fn user_create_prints_a_generated_password_once_and_refuses_duplicates() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("at least 12 characters"));
 }
+
+/// With its log's reader gone (journald restarted, or the parent that read it killed), the
+/// server still serves and still stops on SIGTERM: a log line it cannot write is dropped, and
+/// must not take down the task that wrote it (here, the one waiting for the signal).
+#[tokio::test]
+async fn a_server_whose_log_reader_is_gone_still_serves_and_stops() {
+    use std::process::Stdio;
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    let dir = tempfile::tempdir().unwrap();
+    let database = format!("sqlite://{}/plura.db", dir.path().display());
+    let mut server = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--database", &database])
+        .env("PLURA_LOG", "debug")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(server.stdout.take().unwrap()).lines();
+    let base = loop {
+        let line = stdout
+            .next_line()
+            .await
+            .unwrap()
+            .expect("it says where it listens");
+        if let Some(base) = line.strip_prefix("Listening on ") {
+            break base.to_string();
+        }
+    };
+    drop(stdout);
+    drop(server.stderr.take());
+
+    for _ in 0..3 {
+        let response = whoami(&base, "plura_not-a-token").await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    }
+    let pid = server.id().unwrap().to_string();
+    let sent = Command::new("kill").args(["-TERM", &pid]).status().await;
+    assert!(sent.unwrap().success());
+    let stopped = tokio::time::timeout(std::time::Duration::from_secs(30), server.wait()).await;
+    let status = stopped.expect("it stops on SIGTERM").unwrap();
+    assert!(status.success(), "exit status {status}");
+}
