@@ -380,3 +380,28 @@ test('the audit log says who did what; only admins see it', async () => {
   await page.screenshot({ path: join(screenshots, 'audit.png'), fullPage: true });
   await page.context().close();
 });
+
+test('a search matching more than its count limit says so and pages on', async () => {
+  // Last: it adds a thousand systems that the other tests would count.
+  const register = async (n) => {
+    const response = await fetch(`${base}/api/v1/agents`, {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${tokens.admin}`, 'Content-Type': 'application/json' },
+      body: JSON.stringify({ ip: `10.8.${n >> 8}.${n & 255}`, hostname: `bulk-${n}`, kind: 'waf' }),
+    });
+    assert.equal(response.status, 201, await response.text());
+  };
+  for (let n = 0; n < 1010; n += 10) {
+    await Promise.all(Array.from({ length: 10 }, (_, i) => register(n + i)));
+  }
+  const page = await signIn('monitor');
+  await page.fill('[data-testid=search]', 'bulk-');
+  await page.waitForFunction(() => document.querySelector('[data-testid=total]')?.textContent === 'More than 1000 agents');
+  const next = page.locator('nav.pager button').last();
+  assert.equal(await next.isEnabled(), true);
+  assert.equal(await page.locator('[data-testid=hostname]').first().textContent(), 'bulk-0');
+  await next.click();
+  await page.waitForFunction(() => document.querySelector('[data-testid=hostname]')?.textContent !== 'bulk-0');
+  assert.match(await page.textContent('nav.pager'), /Page 2(?! of)/);
+  await page.context().close();
+});

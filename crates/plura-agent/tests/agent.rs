@@ -482,7 +482,12 @@ impl Drop for Netns {
 }
 
 async fn agents_in(server: &TestServer) -> Vec<Agent> {
-    server.store().list(&ListFilter::default()).await.unwrap().1
+    server
+        .store()
+        .list(&ListFilter::default())
+        .await
+        .unwrap()
+        .agents
 }
 
 #[tokio::test]

@@ -103,7 +103,7 @@ pub async fn fleet(
     })
     .await?;
     println!("  load_s={:.1}", took.as_secs_f64());
-    let (_, listed) = store.list(&ListFilter::default()).await?;
+    let listed = store.list(&ListFilter::default()).await?.agents;
     let admin = auth::create_api_token(&store, Role::Admin, "bench").await?;
     store.close().await;
     let ids: HashMap<String, i64> = listed.into_iter().map(|a| (a.hostname, a.id)).collect();

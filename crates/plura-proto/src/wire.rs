@@ -197,8 +197,10 @@ impl Agent {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct AgentList {
-    /// How many agents match the filter, over all pages.
+    /// How many agents match the filter, over all pages. A search (`q`) counts up to 1,000
+    /// matches: past that, `total` is 1,000 and `total_exact` is false.
     pub total: u64,
+    pub total_exact: bool,
     pub page: u32,
     pub per_page: u32,
     pub items: Vec<Agent>,

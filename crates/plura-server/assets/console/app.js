@@ -511,14 +511,18 @@ function row(agent, index) {
 /** The last login came from another address than the one the agent claims. */
 const sourceDiffers = (agent) => agent.source_ip && agent.source_ip !== agent.ip;
 
+/** A search counts up to a limit: past it the pager says "more than" and pages on while pages are full. */
 function pager() {
-  const pages = Math.max(1, Math.ceil(state.list.total / state.query.per_page));
-  const go = (page) => { state.query.page = page; refresh(); };
+  const { total, total_exact: exact = true, items } = state.list;
+  const { page, per_page } = state.query;
+  const pages = Math.max(1, Math.ceil(total / per_page));
+  const more = exact ? page < pages : items.length === per_page;
+  const go = (to) => { state.query.page = to; refresh(); };
   return el('nav', { className: 'pager' },
-    el('span', { 'data-testid': 'total' }, t('total', { n: state.list.total })),
-    el('button', { type: 'button', disabled: state.query.page <= 1, onclick: () => go(state.query.page - 1) }, t('prev')),
-    el('span', {}, t('page', { p: state.query.page, n: pages })),
-    el('button', { type: 'button', disabled: state.query.page >= pages, onclick: () => go(state.query.page + 1) }, t('next')));
+    el('span', { 'data-testid': 'total' }, t(exact ? 'total' : 'totalOver', { n: total })),
+    el('button', { type: 'button', disabled: page <= 1, onclick: () => go(page - 1) }, t('prev')),
+    el('span', {}, exact ? t('page', { p: page, n: pages }) : t('pageOpen', { p: page })),
+    el('button', { type: 'button', disabled: !more, onclick: () => go(page + 1) }, t('next')));
 }
 
 // ---------------------------------------------------------------- actions

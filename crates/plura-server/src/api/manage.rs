@@ -140,12 +140,13 @@ pub async fn list(
         offset: u64::from(page - 1) * u64::from(per_page),
         ..params.filter()?
     };
-    let (total, items) = state.fleet.list(&filter).await?;
+    let listed = state.fleet.list(&filter).await?;
     Ok(Json(AgentList {
-        total,
+        total: listed.total,
+        total_exact: listed.exact,
         page,
         per_page,
-        items,
+        items: listed.agents,
     }))
 }
 

@@ -22,7 +22,7 @@ use plura_proto::{
 
 use crate::metrics::Metrics;
 use crate::secret;
-use crate::store::{self, Changed, KeyedCall, ListFilter, LoginOutcome, Store, Told};
+use crate::store::{self, Changed, KeyedCall, ListFilter, Listed, LoginOutcome, Store, Told};
 use changes::ChangeFeed;
 pub use changes::Published;
 use liveness::{Heard, Heartbeat};
@@ -180,10 +180,10 @@ impl Fleet {
     }
 
     /// One page of the list (every match when the filter has no limit), and how many match.
-    pub async fn list(&self, filter: &ListFilter) -> store::Result<(u64, Vec<Agent>)> {
-        let (total, mut agents) = self.store.list(filter).await?;
-        agents.iter_mut().for_each(|a| self.heard.overlay(a));
-        Ok((total, agents))
+    pub async fn list(&self, filter: &ListFilter) -> store::Result<Listed> {
+        let mut listed = self.store.list(filter).await?;
+        listed.agents.iter_mut().for_each(|a| self.heard.overlay(a));
+        Ok(listed)
     }
 
     /// Every agent `filter` matches, in its order, as they are read: memory stays the same

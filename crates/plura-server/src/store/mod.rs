@@ -254,6 +254,20 @@ impl Default for ListFilter {
     }
 }
 
+/// A search counts its matches up to this many: past it an operator refines the search rather
+/// than reads the pages, and counting every match of a common term at a million agents costs far
+/// more than the page itself (the page stops once it is full).
+pub const SEARCH_COUNT_LIMIT: u64 = 1_000;
+
+/// One page of the list, and how many agents match over all pages.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Listed {
+    /// How many match, or [`SEARCH_COUNT_LIMIT`] when a search matches more (then not `exact`).
+    pub total: u64,
+    pub exact: bool,
+    pub agents: Vec<Agent>,
+}
+
 /// The agents: their lifecycle, the operators' changes, and the list.
 #[async_trait]
 pub trait AgentStore: Send + Sync {
@@ -325,7 +339,7 @@ pub trait AgentStore: Send + Sync {
     async fn agent(&self, id: i64) -> Result<Option<Agent>>;
 
     /// The matching agents of one page, and how many match in all.
-    async fn list(&self, filter: &ListFilter) -> Result<(u64, Vec<Agent>)>;
+    async fn list(&self, filter: &ListFilter) -> Result<Listed>;
 
     /// Sends every matching agent to `sink` as it is read (one query, so one consistent set),
     /// waiting while the sink is full; stops early when the receiver is gone.

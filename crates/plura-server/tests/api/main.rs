@@ -26,6 +26,7 @@ plura_testkit::on_both_backends!(
     roles_are_enforced_on_every_route,
     bad_input_gets_a_clear_4xx,
     list_filters_searches_sorts_and_pages,
+    a_search_counts_up_to_its_limit_and_pages_on,
     csv_holds_the_filtered_rows,
     cloud_labels_are_kept_filtered_and_exported,
     summary_counts_the_fleet,

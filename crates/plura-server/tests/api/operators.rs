@@ -82,6 +82,63 @@ pub async fn list_filters_searches_sorts_and_pages(db: Db) {
     server.finish().await;
 }
 
+/// A search counts its matches up to a limit (past it the total says so), and still pages
+/// through every match in order, on either side of the limit and of the deferred-join offset.
+pub async fn a_search_counts_up_to_its_limit_and_pages_on(db: Db) {
+    use plura_server::store::{AgentStore, Imported, ListFilter, SEARCH_COUNT_LIMIT};
+
+    let server = TestServer::start(db).await;
+    small_fleet(&server).await;
+    let store = server.store();
+    let template = store.list(&ListFilter::default()).await.unwrap().agents[0].clone();
+    let bulk = SEARCH_COUNT_LIMIT as u32 + 203;
+    let imported: Vec<Imported> = (0..bulk)
+        .map(|n| Imported {
+            agent: Agent {
+                ip: format!("10.9.{}.{}", n / 256, n % 256),
+                hostname: format!("bulk-{n}"),
+                status: if n % 10 == 0 {
+                    AgentStatus::Stopped
+                } else {
+                    AgentStatus::Running
+                },
+                ..template.clone()
+            },
+            key_hash: None,
+        })
+        .collect();
+    store.import(&imported).await.unwrap();
+
+    let all = server.agents("?q=BULK-&per_page=500").await;
+    assert_eq!((all.total, all.total_exact), (SEARCH_COUNT_LIMIT, false));
+    let ids: Vec<i64> = all.items.iter().map(|a| a.id).collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "in id order");
+    assert_eq!(hostnames(&all)[..2], ["bulk-0", "bulk-1"]);
+    // Under the limit the count is exact, a filter besides the search included.
+    let stopped = server.agents("?q=bulk-&status=stopped").await;
+    assert_eq!((stopped.total, stopped.total_exact), (121, true));
+    assert!(
+        stopped
+            .items
+            .iter()
+            .all(|a| a.status == AgentStatus::Stopped)
+    );
+    let newest = server.agents("?q=bulk-&sort=-id&per_page=3").await;
+    assert_eq!(hostnames(&newest), ["bulk-1202", "bulk-1201", "bulk-1200"]);
+    // Past the limit and past the deferred join's offset, pages go on to the last match.
+    let deep = server.agents("?q=bulk-&per_page=100&page=12").await;
+    assert_eq!(hostnames(&deep)[0], "bulk-1100");
+    assert_eq!(deep.items.len(), 100);
+    let last = server.agents("?q=bulk-&per_page=100&page=13").await;
+    assert_eq!(hostnames(&last), ["bulk-1200", "bulk-1201", "bulk-1202"]);
+    let by_host = server.agents("?q=bulk-12&sort=-hostname&per_page=2").await;
+    assert_eq!(hostnames(&by_host), ["bulk-129", "bulk-128"]);
+    // Counts without a search stay exact however many match.
+    let everyone = server.agents("?status=running").await;
+    assert_eq!((everyone.total, everyone.total_exact), (4 + 1082, true));
+    server.finish().await;
+}
+
 pub async fn csv_holds_the_filtered_rows(db: Db) {
     let server = TestServer::start(db).await;
     small_fleet(&server).await;
@@ -474,7 +531,7 @@ pub async fn summary_counts_stay_right_through_every_change(db: Db) {
     let server = TestServer::start(db).await;
     let store = server.store();
     let check = |when: &'static str| async move {
-        let (_, agents) = store.list(&ListFilter::default()).await.unwrap();
+        let agents = store.list(&ListFilter::default()).await.unwrap().agents;
         assert_eq!(store.summary().await.unwrap(), counted(&agents), "{when}");
     };
     let mut ids = Vec::new();
@@ -527,13 +584,14 @@ pub async fn summary_counts_stay_right_through_every_change(db: Db) {
         .prune_stopped(Timestamp::from_millis(later.as_millis() + 1), later)
         .await
         .unwrap();
-    let (_, imported) = store
+    let imported = store
         .list(&ListFilter {
             limit: Some(3),
             ..ListFilter::default()
         })
         .await
-        .unwrap();
+        .unwrap()
+        .agents;
     let copies: Vec<Imported> = imported
         .into_iter()
         .map(|a| Imported {

@@ -12,14 +12,14 @@ use plura_proto::{
 };
 
 use super::alerts::{self, NewAlert};
-use super::filter::{bind_params, ip_sort_key, order_by, where_clause};
+use super::filter::{bind_params, ip_sort_key, order_by, selection};
 use super::login::bind_cloud;
 use super::rows::{self, AGENT_COLUMNS, new_event, rows_per_statement};
 use super::{Backend, SqlStore};
 use crate::secret::constant_time_eq;
 use crate::store::{
-    AgentStore, Changed, Imported, KeyedCall, LastSeen, ListFilter, Login, LoginOutcome, Result,
-    StoreError,
+    AgentStore, Changed, Imported, KeyedCall, LastSeen, ListFilter, Listed, Login, LoginOutcome,
+    Result, SEARCH_COUNT_LIMIT, StoreError,
 };
 
 /// From this offset on, a page is read by a deferred join.
@@ -468,9 +468,10 @@ impl AgentStore for SqlStore {
         rows::select_agent(&mut conn, id).await
     }
 
-    async fn list(&self, filter: &ListFilter) -> Result<(u64, Vec<Agent>)> {
-        let (where_sql, params) = where_clause(filter, self.backend.text_search());
-        let total = match counted_total(filter) {
+    async fn list(&self, filter: &ListFilter) -> Result<Listed> {
+        let selected = selection(filter, self.backend.text_search());
+        let (from_where, params) = (&selected.from_where, &selected.params);
+        let (total, exact) = match counted_total(filter) {
             // A count the summary's counts already hold (no filter, or one on a counted column).
             Some((dimension, value)) => {
                 let row = sqlx::query(
@@ -481,35 +482,51 @@ impl AgentStore for SqlStore {
                 .bind(value)
                 .fetch_one(&self.pool)
                 .await?;
-                rows::count(&row, "n")?
+                (rows::count(&row, "n")?, true)
             }
             None => {
-                let count_sql = format!("SELECT COUNT(*) AS n FROM agents {where_sql}");
-                let row = bind_params(sqlx::query(&count_sql), &params)
+                let count_sql = if filter.text.is_some() {
+                    format!(
+                        "SELECT COUNT(*) AS n FROM (SELECT 1 AS one {from_where} LIMIT {}) AS m",
+                        SEARCH_COUNT_LIMIT + 1
+                    )
+                } else {
+                    format!("SELECT COUNT(*) AS n {from_where}")
+                };
+                let row = bind_params(sqlx::query(&count_sql), params)
                     .fetch_one(&self.pool)
                     .await?;
-                rows::count(&row, "n")?
+                let n = rows::count(&row, "n")?;
+                match filter.text {
+                    Some(_) if n > SEARCH_COUNT_LIMIT => (SEARCH_COUNT_LIMIT, false),
+                    _ => (n, true),
+                }
             }
         };
-        let order = order_by(filter.sort, filter.descending);
+        let order = selected.order_by(filter.sort, filter.descending);
         let list_sql = match filter.limit {
             // Deep pages skip their offset over ids alone (an index), and read only the rows
             // they show.
             Some(limit) if filter.offset >= DEFERRED_JOIN_OFFSET => format!(
-                "SELECT {AGENT_COLUMNS} FROM agents WHERE id IN (SELECT id FROM agents \
-                 {where_sql} {order} LIMIT {limit} OFFSET {}) {order}",
-                filter.offset
+                "SELECT {AGENT_COLUMNS} FROM agents WHERE id IN (SELECT id {from_where} {order} \
+                 LIMIT {limit} OFFSET {}) {}",
+                filter.offset,
+                order_by(filter.sort, filter.descending),
             ),
             Some(limit) => format!(
-                "SELECT {AGENT_COLUMNS} FROM agents {where_sql} {order} LIMIT {limit} OFFSET {}",
+                "SELECT {AGENT_COLUMNS} {from_where} {order} LIMIT {limit} OFFSET {}",
                 filter.offset
             ),
-            None => format!("SELECT {AGENT_COLUMNS} FROM agents {where_sql} {order}"),
+            None => format!("SELECT {AGENT_COLUMNS} {from_where} {order}"),
         };
-        let listed = bind_params(sqlx::query(&list_sql), &params)
+        let listed = bind_params(sqlx::query(&list_sql), params)
             .fetch_all(&self.pool)
             .await?;
-        Ok((total, rows::agents(&listed)?))
+        Ok(Listed {
+            total,
+            exact,
+            agents: rows::agents(&listed)?,
+        })
     }
 
     async fn list_each(
@@ -517,12 +534,13 @@ impl AgentStore for SqlStore {
         filter: &ListFilter,
         sink: &tokio::sync::mpsc::Sender<Result<Agent>>,
     ) -> Result<()> {
-        let (where_sql, params) = where_clause(filter, self.backend.text_search());
+        let selected = selection(filter, self.backend.text_search());
         let sql = format!(
-            "SELECT {AGENT_COLUMNS} FROM agents {where_sql} {}",
-            order_by(filter.sort, filter.descending)
+            "SELECT {AGENT_COLUMNS} {} {}",
+            selected.from_where,
+            selected.order_by(filter.sort, filter.descending)
         );
-        let mut rows = bind_params(sqlx::query(&sql), &params).fetch(&self.pool);
+        let mut rows = bind_params(sqlx::query(&sql), &selected.params).fetch(&self.pool);
         while let Some(row) = rows.try_next().await? {
             if sink.send(rows::agent(&row)).await.is_err() {
                 break;

@@ -34,8 +34,29 @@ pub enum TextSearch {
     TextTable,
 }
 
-/// The `WHERE` clause of a list filter, numbered from `$1`.
-pub fn where_clause(filter: &ListFilter, search: TextSearch) -> (String, Vec<Param>) {
+/// The agents a list filter selects: its `FROM` and `WHERE`, with parameters numbered from `$1`.
+pub struct Selection {
+    pub from_where: String,
+    pub params: Vec<Param>,
+    /// A trigram search drives the query: its matches come out in id order (`matched_id`), so a
+    /// page in id order stops as soon as it is full instead of reading every match first.
+    search_driven: bool,
+}
+
+impl Selection {
+    /// The `ORDER BY` of this selection; a search sorted by id follows the index's own order.
+    pub fn order_by(&self, column: SortColumn, descending: bool) -> String {
+        if self.search_driven && column == SortColumn::Id {
+            let direction = if descending { "DESC" } else { "ASC" };
+            format!("ORDER BY matched_id {direction}")
+        } else {
+            order_by(column, descending)
+        }
+    }
+}
+
+/// The selection of a list filter.
+pub fn selection(filter: &ListFilter, search: TextSearch) -> Selection {
     let mut conditions = Vec::new();
     let mut params = Vec::new();
     let mut push = |sql: &str, param: Param| {
@@ -59,14 +80,21 @@ pub fn where_clause(filter: &ListFilter, search: TextSearch) -> (String, Vec<Par
     if let Some(enabled) = filter.enabled {
         push("enabled = $?", Param::Int(enabled.into()));
     }
+    let mut from = "FROM agents".to_string();
+    let mut search_driven = false;
     if let Some(text) = &filter.text {
         if search == TextSearch::Fts5Trigrams && text.chars().count() >= 3 {
-            // One quoted phrase: matched as a substring, case-insensitively.
+            // One quoted phrase: matched as a substring, case-insensitively. The index drives
+            // (CROSS JOIN keeps SQLite from scanning agents and probing it once per row, which
+            // takes minutes with a status filter at a million agents).
             let phrase = format!("\"{}\"", text.replace('"', "\"\""));
-            push(
-                "id IN (SELECT rowid FROM agents_text WHERE agents_text MATCH $?)",
-                Param::Text(phrase),
+            params.push(Param::Text(phrase));
+            from = format!(
+                "FROM (SELECT rowid AS matched_id FROM agents_text WHERE agents_text MATCH ${}) \
+                 AS matched CROSS JOIN agents ON id = matched_id",
+                params.len()
             );
+            search_driven = true;
         } else {
             let escaped = text
                 .to_lowercase()
@@ -89,10 +117,15 @@ pub fn where_clause(filter: &ListFilter, search: TextSearch) -> (String, Vec<Par
     if filter.source_differs {
         conditions.push("source_ip IS NOT NULL AND source_ip <> ip".into());
     }
-    if conditions.is_empty() {
-        (String::new(), params)
+    let from_where = if conditions.is_empty() {
+        from
     } else {
-        (format!("WHERE {}", conditions.join(" AND ")), params)
+        format!("{from} WHERE {}", conditions.join(" AND "))
+    };
+    Selection {
+        from_where,
+        params,
+        search_driven,
     }
 }
 
@@ -155,28 +188,54 @@ mod tests {
             text: Some("WAF_1%".into()),
             ..ListFilter::default()
         };
-        let (sql, params) = where_clause(&filter, TextSearch::TextTable);
+        let selected = selection(&filter, TextSearch::TextTable);
         assert_eq!(
-            sql,
-            "WHERE status = $1 AND id IN (SELECT agent_id FROM agent_texts WHERE text LIKE $2 \
-             ESCAPE '\\')"
+            selected.from_where,
+            "FROM agents WHERE status = $1 AND id IN (SELECT agent_id FROM agent_texts WHERE \
+             text LIKE $2 ESCAPE '\\')"
         );
-        assert!(matches!(&params[1], Param::Text(t) if t == "%waf\\_1\\%%"));
+        assert!(matches!(&selected.params[1], Param::Text(t) if t == "%waf\\_1\\%%"));
+        assert_eq!(
+            selected.order_by(SortColumn::Id, true),
+            "ORDER BY id DESC, id DESC"
+        );
 
-        let (sql, params) = where_clause(&filter, TextSearch::Fts5Trigrams);
-        assert!(sql.ends_with("agents_text MATCH $2)"), "{sql}");
-        assert!(matches!(&params[1], Param::Text(t) if t == "\"WAF_1%\""));
+        let selected = selection(&filter, TextSearch::Fts5Trigrams);
+        assert!(
+            selected.from_where.starts_with(
+                "FROM (SELECT rowid AS matched_id FROM agents_text WHERE agents_text MATCH $2)"
+            ),
+            "{}",
+            selected.from_where
+        );
+        assert!(selected.from_where.ends_with("WHERE status = $1"));
+        assert!(matches!(&selected.params[1], Param::Text(t) if t == "\"WAF_1%\""));
+        assert_eq!(
+            selected.order_by(SortColumn::Id, true),
+            "ORDER BY matched_id DESC"
+        );
+        assert_eq!(
+            selected.order_by(SortColumn::Ip, false),
+            "ORDER BY ip_key ASC, id ASC"
+        );
         let quoted = ListFilter {
             text: Some("a\"b".into()),
             ..ListFilter::default()
         };
-        let (_, params) = where_clause(&quoted, TextSearch::Fts5Trigrams);
-        assert!(matches!(&params[0], Param::Text(t) if t == "\"a\"\"b\""));
+        let selected = selection(&quoted, TextSearch::Fts5Trigrams);
+        assert!(matches!(&selected.params[0], Param::Text(t) if t == "\"a\"\"b\""));
         let short = ListFilter {
             text: Some("ab".into()),
             ..ListFilter::default()
         };
-        let (sql, _) = where_clause(&short, TextSearch::Fts5Trigrams);
-        assert!(sql.contains("LIKE"), "too short for trigrams: {sql}");
+        let selected = selection(&short, TextSearch::Fts5Trigrams);
+        assert!(
+            selected.from_where.contains("LIKE"),
+            "too short for trigrams"
+        );
+        assert_eq!(
+            selected.order_by(SortColumn::Id, false),
+            "ORDER BY id ASC, id ASC"
+        );
     }
 }
