@@ -123,6 +123,12 @@ pub async fn a_search_counts_up_to_its_limit_and_pages_on(db: Db) {
             .iter()
             .all(|a| a.status == AgentStatus::Stopped)
     );
+    let third = server
+        .agents("?q=bulk-&status=stopped&sort=-id&per_page=50&page=3")
+        .await;
+    assert_eq!((third.total, third.items.len()), (121, 21));
+    assert_eq!(hostnames(&third)[..2], ["bulk-200", "bulk-190"]);
+    assert_eq!(hostnames(&third).last(), Some(&"bulk-0"));
     let newest = server.agents("?q=bulk-&sort=-id&per_page=3").await;
     assert_eq!(hostnames(&newest), ["bulk-1202", "bulk-1201", "bulk-1200"]);
     // Past the limit and past the deferred join's offset, pages go on to the last match.

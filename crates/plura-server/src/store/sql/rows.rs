@@ -72,6 +72,14 @@ pub fn agent(row: &AnyRow) -> Result<Agent> {
     })
 }
 
+/// The `id` column of each row.
+pub fn ids(rows: &[AnyRow]) -> Result<Vec<i64>> {
+    Ok(rows
+        .iter()
+        .map(|row| row.try_get("id"))
+        .collect::<std::result::Result<_, _>>()?)
+}
+
 pub fn agents(rows: &[AnyRow]) -> Result<Vec<Agent>> {
     rows.iter().map(agent).collect()
 }
