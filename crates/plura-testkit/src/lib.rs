@@ -425,6 +425,18 @@ impl TestServer {
             .items
     }
 
+    /// The value of the unlabelled metric `name` on `/metrics`.
+    pub async fn metric(&self, name: &str) -> f64 {
+        let response = self.request(Method::GET, "/metrics", None).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let text = response.text().await.expect("the metrics");
+        let value = text.lines().find_map(|line| {
+            let (metric, value) = line.split_once(' ')?;
+            (metric == name).then(|| value.parse().expect("a number"))
+        });
+        value.unwrap_or_else(|| panic!("no metric {name} in {text}"))
+    }
+
     /// Polls until the agent has `status`; panics after `limit`.
     pub async fn wait_for_status(&self, id: i64, status: AgentStatus, limit: Duration) -> Agent {
         eventually(&format!("agent {id} turns {status}"), limit, || async {

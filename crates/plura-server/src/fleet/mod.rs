@@ -277,7 +277,9 @@ impl Fleet {
                 self.feed.tell(changes);
             }
             Told::Missed => {
-                // Keys issued elsewhere meanwhile are caught by the next flush.
+                // Keys issued elsewhere meanwhile are caught by the next flush, which writes
+                // every agent tracked here.
+                self.heard.due_again(self.heard.ids());
                 tracing::warn!("some changes made through other servers were missed; reloading");
                 self.feed.forget_summary();
                 self.feed.resync();

@@ -11,16 +11,17 @@ use tokio_util::sync::CancellationToken;
 use plura_proto::Timestamp;
 
 use super::Fleet;
+use super::liveness::Due;
 use crate::secret::{hex, unhex_digest};
 use crate::store::{self, Changed, LastSeen};
 
 impl Fleet {
-    /// Writes the heartbeats taken since the last flush. Agents the database no longer has as
-    /// running with the key they carried (deleted, stopped by another server, or logged in
-    /// again through another server) are not written but forgotten, so their next heartbeat
-    /// goes to the database, which resumes them, answers 404, or refuses the old key.
-    async fn flush(&self) -> store::Result<()> {
-        let mut unwritten = self.heard.take_unwritten();
+    /// Writes the heartbeats that are `due`. Agents the database no longer has as running with
+    /// the key they carried (deleted, stopped by another server, or logged in again through
+    /// another server) are not written but forgotten, so their next heartbeat goes to the
+    /// database, which resumes them, answers 404, or refuses the old key.
+    async fn flush(&self, due: Due) -> store::Result<()> {
+        let mut unwritten = self.heard.take_due(due);
         if unwritten.is_empty() {
             return Ok(());
         }
@@ -37,7 +38,7 @@ impl Fleet {
         let stale: HashSet<i64> = match self.store.flush_last_seen(&seen).await {
             Ok(stale) => stale.into_iter().collect(),
             Err(e) => {
-                self.heard.unwritten_again(&unwritten);
+                self.heard.due_again(unwritten.iter().map(|(id, _, _)| *id));
                 return Err(e);
             }
         };
@@ -56,13 +57,17 @@ impl Fleet {
     /// Marks stopped the agents silent for longer than the limit. Not during the first limit
     /// after start: agents that kept running while this server was down have not had the time
     /// to send a heartbeat yet.
-    async fn stop_silent(&self) -> store::Result<()> {
+    /// `tick` is when this tick's flush began: what it left unwritten was heard recently
+    /// enough, as of then.
+    async fn stop_silent(&self, tick: Timestamp) -> store::Result<()> {
         let limit = self.policy.silence_limit();
         if self.started.elapsed() < limit {
             return Ok(());
         }
-        let now = Timestamp::now();
-        let stopped = self.store.stop_silent(now.minus(limit), now).await?;
+        let stopped = self
+            .store
+            .stop_silent(tick.minus(limit), Timestamp::now())
+            .await?;
         self.publish_sweep(stopped, "agent stopped: no heartbeat");
         Ok(())
     }
@@ -200,9 +205,11 @@ impl Fleet {
                 _ = tick.tick() => {
                     // Flush first, so an agent whose heartbeat only this server holds is not
                     // taken for silent.
-                    let result = match self.flush().await {
+                    let now = Timestamp::now();
+                    let due = self.policy.due(self.store.shared(), now);
+                    let result = match self.flush(due).await {
                         Ok(()) if self.leads().await => {
-                            let swept = match self.stop_silent().await {
+                            let swept = match self.stop_silent(now).await {
                                 Ok(()) => self.store.tidy().await,
                                 Err(e) => Err(e),
                             };
@@ -232,7 +239,7 @@ impl Fleet {
                 }
             }
         }
-        if let Err(e) = self.flush().await {
+        if let Err(e) = self.flush(Due::AllHeard).await {
             tracing::error!("last flush of last-seen times failed: {e}");
         }
     }

@@ -548,6 +548,9 @@ pub trait Store: AgentStore + HistoryStore + CredentialStore + SettingStore + Al
     /// Waits for open connections to finish and closes them.
     async fn close(&self);
 
+    /// Whether other servers may share this database, each hearing agents the others do not.
+    fn shared(&self) -> bool;
+
     /// Whether this server runs the fleet-wide sweeps now, taking the lease if it is free:
     /// always with an embedded database; on a shared one, one server at a time, and another
     /// takes over soon after that one dies.

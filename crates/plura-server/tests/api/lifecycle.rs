@@ -1,7 +1,7 @@
 //! Agents' lifecycle as the server sees it: login, takeover, heartbeats and silence, logout,
 //! restarts, concurrent logins, several servers, and the policies that delete.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use reqwest::{Method, StatusCode};
 
@@ -129,6 +129,49 @@ pub async fn silent_agent_turns_stopped_and_comes_back_on_heartbeat(db: Db) {
     assert_eq!(server.heartbeat(id).await, StatusCode::NO_CONTENT);
     assert_eq!(server.agent(id).await.status, AgentStatus::Running);
     assert_eq!(server.events(id).await[0].event, EventKind::Resumed);
+    server.finish().await;
+}
+
+/// Agents heard every interval stay running through several silence limits, though a server
+/// alone on its database writes their last-seen only every second heartbeat; one that goes
+/// silent is still stopped.
+pub async fn agents_heard_every_interval_stay_running_with_half_the_writes(db: Db) {
+    let server = TestServer::start(db).await;
+    let mut ids = Vec::new();
+    for n in 1..=4 {
+        let ip = format!("10.7.0.{n}");
+        ids.push(server.login(&ip, &format!("beat-{n}")).await.agent_id);
+    }
+    let (silent, beating) = (ids[0], &ids[1..]);
+    let mut beats = 0u64;
+    let started = Instant::now();
+    // Four silence limits (3 s each, at the tests' 1 s interval).
+    while started.elapsed() < Duration::from_secs(12) {
+        let round = Instant::now();
+        for &id in beating {
+            assert_eq!(server.heartbeat(id).await, StatusCode::NO_CONTENT);
+            beats += 1;
+        }
+        tokio::time::sleep(Duration::from_secs(1).saturating_sub(round.elapsed())).await;
+    }
+    assert_eq!(server.agent(silent).await.status, AgentStatus::Stopped);
+    for &id in beating {
+        let events = server.events(id).await;
+        assert!(
+            events.iter().all(|e| e.event != EventKind::Stopped),
+            "agent {id} was taken for silent: {events:?}"
+        );
+        assert_eq!(server.agent(id).await.status, AgentStatus::Running);
+    }
+    let flushed = server.metric("plura_last_seen_flushed_rows_total").await;
+    let share = flushed / beats as f64;
+    println!("{db:?}: {flushed} last-seen rows written for {beats} heartbeats");
+    match db {
+        // Every second heartbeat, and a few more at the edges.
+        Db::Sqlite => assert!(share <= 0.6, "{flushed} of {beats} written"),
+        // Several servers may share it: each heartbeat is written at the next tick.
+        Db::Postgres => assert!(share >= 0.8, "{flushed} of {beats} written"),
+    }
     server.finish().await;
 }
 

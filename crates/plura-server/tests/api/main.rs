@@ -21,6 +21,7 @@ plura_testkit::on_both_backends!(
     first_login_registers_and_relogin_finds_the_same_entry,
     new_machine_id_on_a_known_identity_is_a_takeover,
     silent_agent_turns_stopped_and_comes_back_on_heartbeat,
+    agents_heard_every_interval_stay_running_with_half_the_writes,
     logout_stops_at_once_without_deleting,
     restart_keeps_every_agent_and_its_last_seen,
     roles_are_enforced_on_every_route,

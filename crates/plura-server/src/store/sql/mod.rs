@@ -160,6 +160,10 @@ impl Store for SqlStore {
         self.pool.close().await;
     }
 
+    fn shared(&self) -> bool {
+        matches!(self.backend, Backend::Postgres { .. })
+    }
+
     async fn lead(&self) -> Result<bool> {
         match &self.backend {
             Backend::Sqlite { .. } => Ok(true),
