@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 use crate::alerts::Alerter;
-use crate::api::{self, AppState};
+use crate::api::{self, AppState, Shared};
 use crate::auth::Auth;
 use crate::fleet::{Fleet, LivenessPolicy};
 use crate::metrics::Metrics;
@@ -98,7 +98,7 @@ pub async fn serve(
         metrics.clone(),
         fleet.alerts_due(),
     ));
-    let state = AppState {
+    let state = AppState::new(Shared {
         auth: Arc::new(Auth::new(store.clone())),
         fleet: fleet.clone(),
         alerter: alerter.clone(),
@@ -106,7 +106,7 @@ pub async fn serve(
         sign_ins: Arc::default(),
         logins: Arc::new(SourceRate::new(limits.logins_per_source)),
         shutdown: shutdown.clone(),
-    };
+    });
     let liveness = tokio::spawn(fleet.run(shutdown.clone()));
     let alerts = tokio::spawn(alerter.clone().run(shutdown.clone()));
     let max_connections = limits.max_connections.unwrap_or_else(|| {
