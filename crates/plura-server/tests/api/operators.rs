@@ -244,7 +244,18 @@ pub async fn cloud_labels_are_kept_filtered_and_exported(db: Db) {
 pub async fn the_fleet_over_time_is_sampled(db: Db) {
     let server = TestServer::start(db).await;
     let ids = small_fleet(&server).await;
+    // The running ones keep beating: otherwise they are stopped once the server has run for a
+    // silence limit, and a slow first sample (a busy machine) would already count them stopped.
+    let beat = |running: &'static [usize]| {
+        let (server, ids) = (&server, &ids);
+        async move {
+            for &n in running {
+                assert_eq!(server.heartbeat(ids[n]).await, StatusCode::NO_CONTENT);
+            }
+        }
+    };
     let history = eventually("a sample of the fleet", STOP_WITHIN, || async {
+        beat(&[0, 1, 2, 3]).await;
         let history: FleetHistory = server.get("/api/v1/fleet/history?range=1h").await;
         history
             .points
@@ -266,6 +277,7 @@ pub async fn the_fleet_over_time_is_sampled(db: Db) {
     // A stop shows in the same interval as the most stopped, the most running staying.
     assert_eq!(server.logout(ids[0]).await, StatusCode::NO_CONTENT);
     eventually("the stop sampled", STOP_WITHIN, || async {
+        beat(&[1, 2, 3]).await;
         let history: FleetHistory = server.get("/api/v1/fleet/history?range=1h").await;
         history
             .points
