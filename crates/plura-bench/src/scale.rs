@@ -124,6 +124,39 @@ where
     Ok(Timings::new(latencies, started.elapsed()))
 }
 
+/// How long after now the server's in-memory search index (PostgreSQL) holds all `agents`.
+async fn search_indexed(
+    http: &reqwest::Client,
+    base: &str,
+    admin: &str,
+    agents: u32,
+) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    loop {
+        let text = http
+            .get(format!("{base}/metrics"))
+            .bearer_auth(admin)
+            .send()
+            .await?
+            .error_for_status()?
+            .text()
+            .await?;
+        let indexed: f64 = text
+            .lines()
+            .find_map(|line| line.strip_prefix("plura_search_index_agents "))
+            .context("no plura_search_index_agents metric")?
+            .parse()?;
+        if indexed >= f64::from(agents) {
+            return Ok(started.elapsed());
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(300),
+            "the search index was not loaded within 300 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 pub async fn scale(db: Db, agents: u32, rounds: u32) -> anyhow::Result<String> {
     let bin = server_bin()?;
     let database = Database::fresh(db).await;
@@ -156,8 +189,15 @@ pub async fn scale(db: Db, agents: u32, rounds: u32) -> anyhow::Result<String> {
     println!("  ready_ms={}", ready.as_millis());
 
     let http = reqwest::Client::new();
+    // The searches are measured once the server's own search index is loaded.
+    let mut indexed_figure = String::new();
+    if db == Db::Postgres {
+        let after = search_indexed(&http, &server.base, &admin, agents).await?;
+        indexed_figure = format!(" search_index_ms={}", (ready + after).as_millis());
+        println!("  {}", indexed_figure.trim());
+    }
     let mut figures = format!(
-        "bench=scale db={db:?} agents={agents} load_s={:.1} load_per_s={:.0} ready_ms={} {}",
+        "bench=scale db={db:?} agents={agents} load_s={:.1} load_per_s={:.0} ready_ms={}{indexed_figure} {}",
         load.as_secs_f64(),
         f64::from(agents) / load.as_secs_f64(),
         ready.as_millis(),

@@ -41,6 +41,8 @@ pub struct Metrics {
     pub flushed_rows: Counter,
     /// Agents whose last-seen is held in this server's memory.
     pub tracked_agents: Gauge,
+    /// Agents in the in-memory search index (PostgreSQL); -1 while searches go to the database.
+    search_index_agents: Gauge,
     pub agents: Family<StatusLabel, Gauge>,
     pub http_responses: Family<CodeLabel, Counter>,
     /// Connections closed as they came, past the connection limit.
@@ -83,6 +85,12 @@ impl Default for Metrics {
             "tracked_agents",
             "Agents whose liveness this server holds in memory",
             tracked_agents.clone(),
+        );
+        let search_index_agents = Gauge::default();
+        registry.register(
+            "search_index_agents",
+            "Agents in the in-memory search index; -1 while searches go to the database",
+            search_index_agents.clone(),
         );
         let agents = Family::<StatusLabel, Gauge>::default();
         registry.register("agents", "Registered agents by status", agents.clone());
@@ -127,6 +135,7 @@ impl Default for Metrics {
             takeovers_of_running,
             flushed_rows,
             tracked_agents,
+            search_index_agents,
             agents,
             http_responses,
         }
@@ -134,8 +143,11 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// The Prometheus text exposition, with the agent counts taken from `summary`.
-    pub fn render(&self, summary: &Summary) -> String {
+    /// The Prometheus text exposition, with the agent counts taken from `summary`, and how many
+    /// agents the search index holds (`None`: none loaded).
+    pub fn render(&self, summary: &Summary, search_index_agents: Option<usize>) -> String {
+        self.search_index_agents
+            .set(search_index_agents.map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX)));
         for (status, count) in [
             ("running", summary.running),
             ("stopped", summary.stopped),

@@ -109,20 +109,24 @@ async fn list(server: &Served, admin: &str) -> Vec<Agent> {
         .items
 }
 
-/// Whether `server` runs the sweeps now, from its metrics.
-async fn leads(server: &Served, admin: &str) -> bool {
+/// The value of one of `server`'s metrics; `None` if it does not answer.
+async fn metric(server: &Served, admin: &str, name: &str) -> Option<f64> {
     let response = reqwest::Client::new()
         .get(format!("{}/metrics", server.base))
         .bearer_auth(admin)
         .send()
-        .await;
-    match response {
-        Ok(response) => response
-            .text()
-            .await
-            .is_ok_and(|text| text.lines().any(|l| l == "plura_sweep_leader 1")),
-        Err(_) => false,
-    }
+        .await
+        .ok()?;
+    let text = response.text().await.ok()?;
+    text.lines().find_map(|line| {
+        let (metric, value) = line.split_once(' ')?;
+        (metric == name).then(|| value.parse().ok())?
+    })
+}
+
+/// Whether `server` runs the sweeps now, from its metrics.
+async fn leads(server: &Served, admin: &str) -> bool {
+    metric(server, admin, "plura_sweep_leader").await == Some(1.0)
 }
 
 /// The live stream of `server`, as lines of `event: KIND` and `data: JSON`.
@@ -241,6 +245,14 @@ async fn three_servers_act_as_one_and_survive_losing_the_one_that_sweeps() {
     let watcher = (leader + 1) % SERVERS;
     let changer = (leader + 2) % SERVERS;
     let mut stream = watch(&servers[watcher], &admin).await;
+    // Each server's search index holds the agents registered through the others.
+    for server in &servers {
+        eventually("each search index holds every agent", WAIT, || async {
+            let indexed = metric(server, &admin, "plura_search_index_agents").await;
+            (indexed == Some(everyone as f64)).then_some(())
+        })
+        .await;
+    }
 
     // A change made through one server shows, live, on another.
     let id = real_id(1);
@@ -255,6 +267,10 @@ async fn three_servers_act_as_one_and_survive_losing_the_one_that_sweeps() {
     assert_eq!(patched.status(), StatusCode::OK);
     let across = told(&mut stream, EventKind::GroupChanged.as_str(), id, sent).await;
     println!("a change through server {changer} was on server {watcher}'s stream after {across:?}");
+    // It is found there by its new group.
+    let found: AgentList = servers[watcher].get("/api/v1/agents?q=MOVED", &admin).await;
+    let found: Vec<i64> = found.items.iter().map(|a| a.id).collect();
+    assert_eq!(found, [id], "a search on server {watcher}");
 
     // The server that sweeps dies; another takes over within the silence limit.
     servers[leader].process.signal("-KILL").await;

@@ -81,6 +81,8 @@ pub async fn metrics(
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        state.metrics.render(&summary),
+        state
+            .metrics
+            .render(&summary, state.fleet.search_index_agents()),
     ))
 }

@@ -551,6 +551,12 @@ pub trait Store: AgentStore + HistoryStore + CredentialStore + SettingStore + Al
     /// Whether other servers may share this database, each hearing agents the others do not.
     fn shared(&self) -> bool;
 
+    /// How many agents the in-memory search index holds; `None` while searches go to the
+    /// database (no index, or one being loaded).
+    fn search_index_agents(&self) -> Option<usize> {
+        None
+    }
+
     /// Whether this server runs the fleet-wide sweeps now, taking the lease if it is free:
     /// always with an embedded database; on a shared one, one server at a time, and another
     /// takes over soon after that one dies.

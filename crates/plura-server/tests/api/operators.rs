@@ -108,6 +108,15 @@ pub async fn a_search_counts_up_to_its_limit_and_pages_on(db: Db) {
         })
         .collect();
     store.import(&imported).await.unwrap();
+    if db == Db::Postgres {
+        // Imported by another store: the server hears of it and loads its search index again,
+        // which then answers the searches below.
+        eventually("the search index holds the import", STOP_WITHIN, || async {
+            let indexed = server.metric("plura_search_index_agents").await;
+            (indexed == f64::from(5 + bulk)).then_some(())
+        })
+        .await;
+    }
 
     let all = server.agents("?q=BULK-&per_page=500").await;
     assert_eq!((all.total, all.total_exact), (SEARCH_COUNT_LIMIT, false));

@@ -12,14 +12,14 @@ use plura_proto::{
 };
 
 use super::alerts::{self, NewAlert};
-use super::filter::{bind_params, ip_sort_key, order_by, selection};
+use super::filter::{Selection, bind_params, ip_sort_key, order_by, selection};
 use super::login::bind_cloud;
 use super::rows::{self, AGENT_COLUMNS, new_event, rows_per_statement};
 use super::{Backend, SqlStore};
 use crate::secret::constant_time_eq;
 use crate::store::{
     AgentStore, Changed, Imported, KeyedCall, LastSeen, ListFilter, Listed, Login, LoginOutcome,
-    Result, SEARCH_COUNT_LIMIT, StoreError,
+    Result, SEARCH_COUNT_LIMIT, SortColumn, StoreError,
 };
 
 /// From this offset on, a page is read by a deferred join.
@@ -138,6 +138,149 @@ fn since(agent: &Agent) -> String {
     agent
         .last_seen_at
         .map_or_else(|| "never".into(), |t| t.to_string())
+}
+
+/// Matches of a search checked against its other conditions at once, at first; more each time.
+const FIRST_CHECK: usize = 1_024;
+const LARGEST_CHECK: usize = 65_536;
+
+impl SqlStore {
+    /// The agents a search matches, found by the text index, as many as its count and page
+    /// need, in id order (descending when the page is sorted so); `None` while there is no
+    /// index loaded.
+    async fn indexed_matches(&self, filter: &ListFilter) -> Result<Option<Vec<i64>>> {
+        let (Some(index), Some(text), Some(limit)) = (&self.text_index, &filter.text, filter.limit)
+        else {
+            return Ok(None);
+        };
+        let by_id = filter.sort == SortColumn::Id;
+        let counted = SEARCH_COUNT_LIMIT as usize + 1;
+        let wanted = if by_id {
+            counted.max(filter.offset as usize + limit as usize)
+        } else {
+            counted
+        };
+        let descending = by_id && filter.descending;
+        let others = selection(
+            &ListFilter {
+                text: None,
+                ..filter.clone()
+            },
+            self.backend.text_search(),
+        );
+        let mut matched = Vec::new();
+        let (mut cursor, mut chunk) = (None, FIRST_CHECK);
+        loop {
+            let asked = if others.is_conditioned() {
+                chunk
+            } else {
+                wanted - matched.len()
+            };
+            let Some(found) = index.matching(text, cursor, descending, asked) else {
+                return Ok(None);
+            };
+            let exhausted = found.len() < asked;
+            cursor = found.last().copied().or(cursor);
+            if others.is_conditioned() && !found.is_empty() {
+                let ids: Vec<String> = found.iter().map(i64::to_string).collect();
+                let sql = format!(
+                    "SELECT id {} {}",
+                    others.and(&format!("id IN ({})", ids.join(","))),
+                    order_by(SortColumn::Id, descending)
+                );
+                let rows = bind_params(sqlx::query(&sql), &others.params)
+                    .fetch_all(&self.pool)
+                    .await?;
+                matched.extend(rows::ids(&rows)?);
+            } else {
+                matched.extend(found);
+            }
+            if matched.len() >= wanted || exhausted {
+                break;
+            }
+            chunk = (chunk * 4).min(LARGEST_CHECK);
+        }
+        matched.truncate(wanted);
+        Ok(Some(matched))
+    }
+
+    /// A search reads its matches once: as many as its count and page need from the text
+    /// index, or up to the count limit from the database (on PostgreSQL each read of the
+    /// trigram index costs tens of ms at a million agents). Under the limit, the page is picked
+    /// from them; over it, the count stops there, and the page is read as any other unless it
+    /// is among the matches already read.
+    async fn search(&self, filter: &ListFilter, selected: &Selection) -> Result<Listed> {
+        let (matched, in_page_order) = match self.indexed_matches(filter).await? {
+            Some(ids) => (ids, filter.sort == SortColumn::Id),
+            None => {
+                let capped = format!(
+                    "SELECT id {} LIMIT {}",
+                    selected.from_where,
+                    SEARCH_COUNT_LIMIT + 1
+                );
+                let rows = bind_params(sqlx::query(&capped), &selected.params)
+                    .fetch_all(&self.pool)
+                    .await?;
+                (rows::ids(&rows)?, false)
+            }
+        };
+        if matched.len() as u64 <= SEARCH_COUNT_LIMIT {
+            return Ok(Listed {
+                total: matched.len() as u64,
+                exact: true,
+                agents: page_of(&self.pool, &matched, filter).await?,
+            });
+        }
+        let over_the_limit = (SEARCH_COUNT_LIMIT, false);
+        let (true, Some(limit)) = (in_page_order, filter.limit) else {
+            return self.page(filter, selected, over_the_limit).await;
+        };
+        let start = (filter.offset as usize).min(matched.len());
+        let end = (start + limit as usize).min(matched.len());
+        let page = ListFilter {
+            offset: 0,
+            ..filter.clone()
+        };
+        Ok(Listed {
+            total: SEARCH_COUNT_LIMIT,
+            exact: false,
+            agents: page_of(&self.pool, &matched[start..end], &page).await?,
+        })
+    }
+
+    /// The page `filter` asks for of the agents `selected`, with their count.
+    async fn page(
+        &self,
+        filter: &ListFilter,
+        selected: &Selection,
+        (total, exact): (u64, bool),
+    ) -> Result<Listed> {
+        let from_where = &selected.from_where;
+        let order = selected.order_by(filter.sort, filter.descending);
+        let list_sql = match filter.limit {
+            // Deep pages skip their offset over ids alone (an index), and read only the rows
+            // they show.
+            Some(limit) if filter.offset >= DEFERRED_JOIN_OFFSET => format!(
+                "SELECT {AGENT_COLUMNS} FROM agents WHERE id IN (SELECT id {from_where} {order} \
+                 LIMIT {limit} OFFSET {}) {}",
+                filter.offset,
+                order_by(filter.sort, filter.descending),
+            ),
+            Some(limit) => format!(
+                "SELECT {AGENT_COLUMNS} {from_where} {order} LIMIT {limit} OFFSET {}",
+                filter.offset
+            ),
+            None => format!("SELECT {AGENT_COLUMNS} {from_where} {order}"),
+        };
+        let listed = bind_params(sqlx::query(&list_sql), &selected.params)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(Listed {
+            total,
+            exact,
+            agents: rows::agents(&listed)?,
+        })
+    }
 }
 
 #[async_trait]
@@ -392,7 +535,7 @@ impl AgentStore for SqlStore {
             }
             imported += query.execute(tx.conn()).await?.rows_affected();
         }
-        tx.commit(&[]).await?;
+        tx.commit_bulk(&self.pool).await?;
         Ok(imported)
     }
 
@@ -489,8 +632,11 @@ impl AgentStore for SqlStore {
 
     async fn list(&self, filter: &ListFilter) -> Result<Listed> {
         let selected = selection(filter, self.backend.text_search());
+        if filter.text.is_some() {
+            return self.search(filter, &selected).await;
+        }
         let (from_where, params) = (&selected.from_where, &selected.params);
-        let (total, exact) = match counted_total(filter) {
+        let total = match counted_total(filter) {
             // A count the summary's counts already hold (no filter, or one on a counted column).
             Some((dimension, value)) => {
                 let row = sqlx::query(
@@ -501,60 +647,17 @@ impl AgentStore for SqlStore {
                 .bind(value)
                 .fetch_one(&self.pool)
                 .await?;
-                (rows::count(&row, "n")?, true)
-            }
-            // A search reads its matches once, up to the count limit (on PostgreSQL each read
-            // of the trigram index costs tens of ms at a million agents). Under the limit, the
-            // page is picked from them; over it, the count stops there and the page is read as
-            // any other.
-            None if filter.text.is_some() => {
-                let capped = format!("SELECT id {from_where} LIMIT {}", SEARCH_COUNT_LIMIT + 1);
-                let matched = bind_params(sqlx::query(&capped), params)
-                    .fetch_all(&self.pool)
-                    .await?;
-                if matched.len() as u64 > SEARCH_COUNT_LIMIT {
-                    (SEARCH_COUNT_LIMIT, false)
-                } else {
-                    let ids = rows::ids(&matched)?;
-                    return Ok(Listed {
-                        total: ids.len() as u64,
-                        exact: true,
-                        agents: page_of(&self.pool, &ids, filter).await?,
-                    });
-                }
+                rows::count(&row, "n")?
             }
             None => {
                 let count_sql = format!("SELECT COUNT(*) AS n {from_where}");
                 let row = bind_params(sqlx::query(&count_sql), params)
                     .fetch_one(&self.pool)
                     .await?;
-                (rows::count(&row, "n")?, true)
+                rows::count(&row, "n")?
             }
         };
-        let order = selected.order_by(filter.sort, filter.descending);
-        let list_sql = match filter.limit {
-            // Deep pages skip their offset over ids alone (an index), and read only the rows
-            // they show.
-            Some(limit) if filter.offset >= DEFERRED_JOIN_OFFSET => format!(
-                "SELECT {AGENT_COLUMNS} FROM agents WHERE id IN (SELECT id {from_where} {order} \
-                 LIMIT {limit} OFFSET {}) {}",
-                filter.offset,
-                order_by(filter.sort, filter.descending),
-            ),
-            Some(limit) => format!(
-                "SELECT {AGENT_COLUMNS} {from_where} {order} LIMIT {limit} OFFSET {}",
-                filter.offset
-            ),
-            None => format!("SELECT {AGENT_COLUMNS} {from_where} {order}"),
-        };
-        let listed = bind_params(sqlx::query(&list_sql), params)
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(Listed {
-            total,
-            exact,
-            agents: rows::agents(&listed)?,
-        })
+        self.page(filter, &selected, (total, true)).await
     }
 
     async fn list_each(

@@ -41,9 +41,22 @@ pub struct Selection {
     /// A trigram search drives the query: its matches come out in id order (`matched_id`), so a
     /// page in id order stops as soon as it is full instead of reading every match first.
     search_driven: bool,
+    /// Whether `from_where` has a `WHERE`.
+    conditioned: bool,
 }
 
 impl Selection {
+    /// Whether it selects fewer than all agents.
+    pub fn is_conditioned(&self) -> bool {
+        self.conditioned
+    }
+
+    /// Its `FROM` and `WHERE`, with `condition` too.
+    pub fn and(&self, condition: &str) -> String {
+        let joiner = if self.conditioned { "AND" } else { "WHERE" };
+        format!("{} {joiner} {condition}", self.from_where)
+    }
+
     /// The `ORDER BY` of this selection; a search sorted by id follows the index's own order.
     pub fn order_by(&self, column: SortColumn, descending: bool) -> String {
         if self.search_driven && column == SortColumn::Id {
@@ -117,15 +130,17 @@ pub fn selection(filter: &ListFilter, search: TextSearch) -> Selection {
     if filter.source_differs {
         conditions.push("source_ip IS NOT NULL AND source_ip <> ip".into());
     }
-    let from_where = if conditions.is_empty() {
-        from
-    } else {
+    let conditioned = !conditions.is_empty();
+    let from_where = if conditioned {
         format!("{from} WHERE {}", conditions.join(" AND "))
+    } else {
+        from
     };
     Selection {
         from_where,
         params,
         search_driven,
+        conditioned,
     }
 }
 

@@ -16,6 +16,8 @@ mod login;
 mod rows;
 mod settings;
 mod shared;
+mod text_index;
+use text_index::TextIndex;
 
 use std::sync::Arc;
 
@@ -39,6 +41,8 @@ pub struct SqlStore {
     /// This server among those sharing the database, in the changes it tells them.
     server_id: Arc<str>,
     lease: Arc<shared::Lease>,
+    /// Free-text search in memory (PostgreSQL), once this server listens to the others.
+    text_index: Option<Arc<TextIndex>>,
 }
 
 /// A write transaction, holding the write turn (SQLite) until it ends.
@@ -47,6 +51,7 @@ struct WriteTx {
     _turn: Option<OwnedMutexGuard<()>>,
     /// Who tells the other servers of its changes (PostgreSQL).
     teller: Option<Arc<str>>,
+    text_index: Option<Arc<TextIndex>>,
 }
 
 impl WriteTx {
@@ -63,7 +68,24 @@ impl WriteTx {
         if let Some(teller) = self.teller.clone() {
             shared::notify(self.conn(), &teller, &changes).await?;
         }
-        Ok(self.tx.commit().await?)
+        self.tx.commit().await?;
+        if let Some(index) = &self.text_index {
+            index.committed(&changes);
+        }
+        Ok(())
+    }
+
+    /// Commits a change of many agents at once (an import), with no history: the other servers
+    /// are told to read again what they keep of the agents, as this server does.
+    async fn commit_bulk(mut self, pool: &AnyPool) -> Result<()> {
+        if let Some(teller) = self.teller.clone() {
+            shared::notify_missed(self.conn(), &teller).await?;
+        }
+        self.tx.commit().await?;
+        if let Some(index) = self.text_index.filter(|index| index.followed()) {
+            tokio::spawn(index.reload(pool.clone()));
+        }
+        Ok(())
     }
 }
 
@@ -79,6 +101,7 @@ impl SqlStore {
         }
         backend.migrator().run(&pool).await?;
         let write_turn = matches!(backend, Backend::Sqlite { .. }).then(Default::default);
+        let text_index = matches!(backend, Backend::Postgres { .. }).then(Arc::default);
         Ok(Self {
             backend,
             pool,
@@ -86,6 +109,7 @@ impl SqlStore {
             logins: Arc::default(),
             server_id: format!("{:016x}", rand::random::<u64>()).into(),
             lease: Arc::default(),
+            text_index,
         })
     }
 
@@ -110,6 +134,7 @@ impl SqlStore {
             tx,
             _turn: turn,
             teller,
+            text_index: self.text_index.clone(),
         })
     }
 
@@ -164,6 +189,10 @@ impl Store for SqlStore {
         matches!(self.backend, Backend::Postgres { .. })
     }
 
+    fn search_index_agents(&self) -> Option<usize> {
+        self.text_index.as_ref()?.agents()
+    }
+
     async fn lead(&self) -> Result<bool> {
         match &self.backend {
             Backend::Sqlite { .. } => Ok(true),
@@ -182,7 +211,15 @@ impl Store for SqlStore {
         match &self.backend {
             Backend::Sqlite { .. } => Ok(None),
             Backend::Postgres { url } => {
-                Ok(Some(shared::listen(url, self.server_id.to_string()).await?))
+                let index = self
+                    .text_index
+                    .clone()
+                    .expect("PostgreSQL keeps a text index");
+                let notices =
+                    shared::listen(url, self.server_id.to_string(), &index, &self.pool).await?;
+                // Loaded once the notices it must follow are heard.
+                tokio::spawn(index.reload(self.pool.clone()));
+                Ok(Some(notices))
             }
         }
     }

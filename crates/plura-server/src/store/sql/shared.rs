@@ -4,6 +4,7 @@
 //! committing transaction (so only committed changes are told), read with LISTEN on another
 //! connection of its own.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::postgres::PgListener;
@@ -12,6 +13,7 @@ use tokio::sync::mpsc;
 
 use plura_proto::Change;
 
+use super::TextIndex;
 use crate::store::{Changed, Result, Told};
 
 const CHANNEL: &str = "plura_changes";
@@ -82,9 +84,26 @@ pub(super) async fn notify(
     Ok(())
 }
 
-/// Listens for the other servers' changes until the receiver is dropped. A lost connection is
-/// made again, and told as `Missed`: what was said meanwhile is not heard.
-pub(super) async fn listen(url: &str, me: String) -> Result<mpsc::Receiver<Told>> {
+/// Tells the other servers that more changed than can be told: they read again what they keep.
+pub(super) async fn notify_missed(conn: &mut AnyConnection, server: &str) -> Result<()> {
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(CHANNEL)
+        .bind(format!("{server} {TOO_LARGE}"))
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Listens for the other servers' changes until the receiver is dropped, `index` following
+/// them. A lost connection is made again, and told as `Missed`: what was said meanwhile is not
+/// heard.
+pub(super) async fn listen(
+    url: &str,
+    me: String,
+    index: &Arc<TextIndex>,
+    pool: &AnyPool,
+) -> Result<mpsc::Receiver<Told>> {
+    let (index, pool) = (index.clone(), pool.clone());
     let mut listener = PgListener::connect(url).await?;
     listener.listen(CHANNEL).await?;
     let (sender, notices) = mpsc::channel(NOTICE_BUFFER);
@@ -106,6 +125,10 @@ pub(super) async fn listen(url: &str, me: String) -> Result<mpsc::Receiver<Told>
                     }
                 },
             };
+            match &told {
+                Told::Changes(changes) => index.told(changes),
+                Told::Missed => drop(tokio::spawn(index.clone().reload(pool.clone()))),
+            }
             if sender.try_send(told).is_err() && sender.is_closed() {
                 return;
             }

@@ -1,0 +1,516 @@
+//! Free-text search in memory, for PostgreSQL. Each agent's searched text (what `agent_texts`
+//! holds) is kept in blocks of contiguous bytes in id order and found by a SIMD substring scan:
+//! a million agents are scanned in about 5 ms, where reading pg_trgm's GIN lists of the
+//! trigrams nearly every agent has (`sca`, `le-`, `gro`) costs 30–60 ms whatever the matches.
+//!
+//! The index follows this server's commits and the changes the other servers tell. It is loaded
+//! when the server starts listening, and loaded again when news was missed; meanwhile searches
+//! go to the database, so a search is never answered from an index that may be stale.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use futures::TryStreamExt;
+use memchr::memmem::Finder;
+use sqlx::any::AnyRow;
+use sqlx::{AnyPool, Row};
+
+use plura_proto::{Agent, Change};
+
+use crate::store::{Changed, Result};
+
+/// Rows per block: a change rewrites its block, so blocks stay small; a scan goes block by
+/// block, so they must not be tiny.
+const BLOCK_ROWS: usize = 1024;
+/// Ends each row; never inside one, so a match never spans two agents.
+const ROW_END: u8 = b'\n';
+/// Agents read again at once after a load, for those changed while it ran.
+const REREAD_CHUNK: usize = 10_000;
+const TEXT_COLUMNS: &str = "id, ip, hostname, group_name, os, version, machine_id";
+
+/// The text a search matches: the searched columns, lower-cased, with single spaces between
+/// them, as `plura_agent_text` makes it in the database.
+fn searched_text(parts: [&str; 6]) -> Vec<u8> {
+    let mut text = parts.join(" ").to_lowercase().into_bytes();
+    for byte in &mut text {
+        if *byte == ROW_END {
+            *byte = b' ';
+        }
+    }
+    text.push(ROW_END);
+    text
+}
+
+fn agent_text(agent: &Agent) -> Vec<u8> {
+    searched_text([
+        &agent.ip,
+        &agent.hostname,
+        agent.group.as_deref().unwrap_or(""),
+        &agent.os,
+        &agent.version,
+        agent.machine_id.as_deref().unwrap_or(""),
+    ])
+}
+
+fn row_text(row: &AnyRow) -> Result<(i64, Vec<u8>)> {
+    let text = |column: &str| -> Result<String> {
+        Ok(row
+            .try_get::<Option<String>, _>(column)?
+            .unwrap_or_default())
+    };
+    Ok((
+        row.try_get("id")?,
+        searched_text([
+            &text("ip")?,
+            &text("hostname")?,
+            &text("group_name")?,
+            &text("os")?,
+            &text("version")?,
+            &text("machine_id")?,
+        ]),
+    ))
+}
+
+/// Consecutive agents by id: row `i` is `bytes[ends[i - 1]..ends[i]]`, ending in `ROW_END`.
+#[derive(Default)]
+struct Block {
+    ids: Vec<i64>,
+    ends: Vec<usize>,
+    bytes: Vec<u8>,
+}
+
+impl Block {
+    fn span(&self, row: usize) -> std::ops::Range<usize> {
+        let start = if row == 0 { 0 } else { self.ends[row - 1] };
+        start..self.ends[row]
+    }
+
+    /// Puts `text` at `row`, in place of what was there when `replace`.
+    fn put(&mut self, row: usize, id: i64, text: &[u8], replace: bool) {
+        let span = if replace {
+            self.span(row)
+        } else {
+            let at = if row == 0 { 0 } else { self.ends[row - 1] };
+            self.ids.insert(row, id);
+            self.ends.insert(row, at);
+            at..at
+        };
+        let grown = text.len() as isize - span.len() as isize;
+        self.bytes.splice(span, text.iter().copied());
+        for end in &mut self.ends[row..] {
+            *end = end.wrapping_add_signed(grown);
+        }
+    }
+
+    fn remove(&mut self, row: usize) {
+        let span = self.span(row);
+        let len = span.len();
+        self.bytes.drain(span);
+        self.ids.remove(row);
+        self.ends.remove(row);
+        for end in &mut self.ends[row..] {
+            *end -= len;
+        }
+    }
+
+    /// The rows matching, in id order.
+    fn matching(&self, finder: &Finder<'_>) -> Vec<i64> {
+        let mut found = Vec::new();
+        let mut from = 0;
+        while let Some(at) = finder.find(&self.bytes[from..]) {
+            let row = self.ends.partition_point(|&end| end <= from + at);
+            found.push(self.ids[row]);
+            from = self.ends[row];
+        }
+        found
+    }
+}
+
+/// Every agent's searched text.
+#[derive(Default)]
+struct Texts {
+    blocks: Vec<Block>,
+}
+
+impl Texts {
+    fn len(&self) -> usize {
+        self.blocks.iter().map(|block| block.ids.len()).sum()
+    }
+
+    /// The block `id` belongs in: the last whose first id is at or below it.
+    fn block_of(&self, id: i64) -> usize {
+        self.blocks
+            .partition_point(|block| block.ids[0] <= id)
+            .saturating_sub(1)
+    }
+
+    fn put(&mut self, id: i64, text: &[u8]) {
+        // Agents come in id order mostly: a new one past a full last block starts the next.
+        let starts_a_block = self
+            .blocks
+            .last()
+            .is_none_or(|b| b.ids.len() >= BLOCK_ROWS && b.ids[b.ids.len() - 1] < id);
+        if starts_a_block {
+            let mut block = Block::default();
+            block.put(0, id, text, false);
+            self.blocks.push(block);
+            return;
+        }
+        let index = self.block_of(id);
+        let block = &mut self.blocks[index];
+        match block.ids.binary_search(&id) {
+            Ok(row) if block.bytes[block.span(row)] == *text => {}
+            Ok(row) => block.put(row, id, text, true),
+            Err(row) => block.put(row, id, text, false),
+        }
+        if block.ids.len() > 2 * BLOCK_ROWS {
+            let half = block.ids.len() / 2;
+            let cut = block.ends[half - 1];
+            let upper = Block {
+                ids: block.ids.split_off(half),
+                ends: block.ends.split_off(half).iter().map(|e| e - cut).collect(),
+                bytes: block.bytes.split_off(cut),
+            };
+            self.blocks.insert(index + 1, upper);
+        }
+    }
+
+    fn remove(&mut self, id: i64) {
+        let index = self.block_of(id);
+        let Some(block) = self.blocks.get_mut(index) else {
+            return;
+        };
+        if let Ok(row) = block.ids.binary_search(&id) {
+            block.remove(row);
+            if block.ids.is_empty() {
+                self.blocks.remove(index);
+            }
+        }
+    }
+
+    /// Up to `limit` agents matching, in id order (descending when asked), after `cursor`.
+    fn matching(
+        &self,
+        finder: &Finder<'_>,
+        cursor: Option<i64>,
+        descending: bool,
+        limit: usize,
+    ) -> Vec<i64> {
+        let mut found = Vec::new();
+        let beyond = |id: i64| match cursor {
+            None => true,
+            Some(cursor) if descending => id < cursor,
+            Some(cursor) => id > cursor,
+        };
+        let mut blocks: Box<dyn Iterator<Item = &Block>> = if descending {
+            let last = cursor.map_or(self.blocks.len(), |c| self.block_of(c) + 1);
+            Box::new(self.blocks[..last.min(self.blocks.len())].iter().rev())
+        } else {
+            let first = cursor.map_or(0, |c| self.block_of(c));
+            Box::new(self.blocks.iter().skip(first))
+        };
+        while found.len() < limit {
+            let Some(block) = blocks.next() else { break };
+            let mut matched = block.matching(finder);
+            if descending {
+                matched.reverse();
+            }
+            found.extend(matched.into_iter().filter(|&id| beyond(id)));
+        }
+        found.truncate(limit);
+        found
+    }
+}
+
+enum State {
+    /// Nobody listens for the other servers' changes: the index could not follow them.
+    Unloaded,
+    /// Being read from the database; the agents changed meanwhile are read again after.
+    Loading {
+        changed: HashSet<i64>,
+    },
+    Ready(Texts),
+}
+
+/// The searched text of every agent, once loaded.
+pub(super) struct TextIndex {
+    state: RwLock<State>,
+    /// Bumped (under the state's lock) whenever a load is asked for: one that began before
+    /// must begin again.
+    missed: AtomicU64,
+    reloading: tokio::sync::Mutex<()>,
+}
+
+impl Default for TextIndex {
+    fn default() -> Self {
+        Self {
+            state: RwLock::new(State::Unloaded),
+            missed: AtomicU64::new(0),
+            reloading: tokio::sync::Mutex::new(()),
+        }
+    }
+}
+
+impl TextIndex {
+    /// Up to `limit` agents whose text holds `text` (any case), in id order (descending when
+    /// asked), after `cursor`; `None` while the index is not loaded.
+    pub(super) fn matching(
+        &self,
+        text: &str,
+        cursor: Option<i64>,
+        descending: bool,
+        limit: usize,
+    ) -> Option<Vec<i64>> {
+        let needle = text.to_lowercase();
+        if needle.as_bytes().contains(&ROW_END) {
+            // No agent's text holds one here; the database's may.
+            return None;
+        }
+        let state = self.state.read().expect("text index lock");
+        let State::Ready(texts) = &*state else {
+            return None;
+        };
+        Some(texts.matching(&Finder::new(&needle), cursor, descending, limit))
+    }
+
+    /// Follows changes this server committed.
+    pub(super) fn committed(&self, changes: &[&Changed]) {
+        self.apply(
+            changes
+                .iter()
+                .map(|c| (c.agent.id, (!c.is_gone()).then(|| agent_text(&c.agent)))),
+        );
+    }
+
+    /// Follows changes another server told.
+    pub(super) fn told(&self, changes: &[Change]) {
+        self.apply(
+            changes
+                .iter()
+                .map(|c| (c.agent_id, c.agent.as_ref().map(agent_text))),
+        );
+    }
+
+    /// Each agent's new text, or `None` when it is gone.
+    fn apply(&self, changes: impl Iterator<Item = (i64, Option<Vec<u8>>)>) {
+        let mut state = self.state.write().expect("text index lock");
+        match &mut *state {
+            State::Unloaded => {}
+            State::Loading { changed } => changed.extend(changes.map(|(id, _)| id)),
+            State::Ready(texts) => {
+                for (id, text) in changes {
+                    match text {
+                        Some(text) => texts.put(id, &text),
+                        None => texts.remove(id),
+                    }
+                }
+            }
+        }
+    }
+
+    /// How many agents it holds, once loaded.
+    pub(super) fn agents(&self) -> Option<usize> {
+        match &*self.state.read().expect("text index lock") {
+            State::Ready(texts) => Some(texts.len()),
+            _ => None,
+        }
+    }
+
+    /// Whether the index follows the agents (it is loaded, or being loaded).
+    pub(super) fn followed(&self) -> bool {
+        !matches!(
+            *self.state.read().expect("text index lock"),
+            State::Unloaded
+        )
+    }
+
+    /// Loads the index (again: news of changes was missed). Searches go to the database from
+    /// now until it is done. Reloads asked for while one runs are folded into it.
+    pub(super) async fn reload(self: Arc<Self>, pool: AnyPool) {
+        {
+            let mut state = self.state.write().expect("text index lock");
+            self.missed.fetch_add(1, Ordering::SeqCst);
+            *state = State::Loading {
+                changed: HashSet::new(),
+            };
+        }
+        let _turn = self.reloading.lock().await;
+        // Ready again: a load that began after this was asked for has finished.
+        while !matches!(
+            *self.state.read().expect("text index lock"),
+            State::Ready(_)
+        ) {
+            let Err(e) = self.load(&pool).await else {
+                break;
+            };
+            if pool.is_closed() {
+                return;
+            }
+            tracing::warn!("loading the search index: {e}; searches use the database meanwhile");
+            tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+        }
+    }
+
+    async fn load(&self, pool: &AnyPool) -> Result<()> {
+        'again: loop {
+            let started = std::time::Instant::now();
+            let missed = {
+                let mut state = self.state.write().expect("text index lock");
+                *state = State::Loading {
+                    changed: HashSet::new(),
+                };
+                self.missed.load(Ordering::SeqCst)
+            };
+            let mut texts = Texts::default();
+            let sql = format!("SELECT {TEXT_COLUMNS} FROM agents ORDER BY id");
+            let mut rows = sqlx::query(&sql).fetch(pool);
+            while let Some(row) = rows.try_next().await? {
+                let (id, text) = row_text(&row)?;
+                texts.put(id, &text);
+            }
+            drop(rows);
+            loop {
+                let changed: Vec<i64> = {
+                    let mut state = self.state.write().expect("text index lock");
+                    if self.missed.load(Ordering::SeqCst) != missed {
+                        continue 'again;
+                    }
+                    let State::Loading { changed } = &mut *state else {
+                        unreachable!("only a load, in its turn, leaves Loading");
+                    };
+                    if changed.is_empty() {
+                        let agents = texts.len();
+                        *state = State::Ready(texts);
+                        tracing::info!(
+                            "search index loaded: {agents} agents in {:.1?}",
+                            started.elapsed()
+                        );
+                        return Ok(());
+                    }
+                    changed.drain().collect()
+                };
+                for chunk in changed.chunks(REREAD_CHUNK) {
+                    let ids: Vec<String> = chunk.iter().map(i64::to_string).collect();
+                    let sql = format!(
+                        "SELECT {TEXT_COLUMNS} FROM agents WHERE id IN ({})",
+                        ids.join(",")
+                    );
+                    let mut present = HashSet::new();
+                    for row in sqlx::query(&sql).fetch_all(pool).await? {
+                        let (id, text) = row_text(&row)?;
+                        texts.put(id, &text);
+                        present.insert(id);
+                    }
+                    for &id in chunk.iter().filter(|id| !present.contains(id)) {
+                        texts.remove(id);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(s: &str) -> Vec<u8> {
+        searched_text([s, "", "", "", "", ""])
+    }
+
+    fn find(texts: &Texts, needle: &str, cursor: Option<i64>, descending: bool) -> Vec<i64> {
+        texts.matching(&Finder::new(needle), cursor, descending, usize::MAX)
+    }
+
+    #[test]
+    fn finds_substrings_in_id_order_either_way_from_a_cursor() {
+        let mut texts = Texts::default();
+        // Out of order, across many blocks, with some rewritten and some removed.
+        let ids: Vec<i64> = (0..5 * BLOCK_ROWS as i64)
+            .map(|n| (n * 7919) % 5120)
+            .collect();
+        for &id in &ids {
+            texts.put(id, &text(&format!("host-{id} grp-{}", id % 10)));
+        }
+        for id in (0..5120).step_by(3) {
+            texts.put(id, &text(&format!("HOST-{id} renamed")));
+        }
+        for id in (0..5120).step_by(5) {
+            texts.remove(id);
+        }
+        let expected: Vec<i64> = (0..5120)
+            .filter(|id| id % 5 != 0 && id % 3 != 0 && id % 10 == 7)
+            .collect();
+        assert_eq!(find(&texts, "grp-7", None, false), expected);
+        let mut reversed = expected.clone();
+        reversed.reverse();
+        assert_eq!(find(&texts, "grp-7", None, true), reversed);
+        assert_eq!(find(&texts, "grp-7", Some(2000), false)[0], 2017);
+        assert_eq!(find(&texts, "grp-7", Some(2017), true)[0], 1997);
+        assert_eq!(
+            texts.matching(&Finder::new("grp-7"), None, false, 3),
+            expected[..3]
+        );
+        assert_eq!(find(&texts, "host-12 renamed", None, false), [12]);
+        assert_eq!(find(&texts, "host-10 ", None, false), Vec::<i64>::new());
+        // A row's end is not a space: nothing matches across two agents.
+        assert_eq!(find(&texts, "renamed host", None, false), Vec::<i64>::new());
+        assert!(texts.blocks.iter().all(|b| b.ids.len() <= 2 * BLOCK_ROWS));
+        assert!(
+            texts
+                .blocks
+                .windows(2)
+                .all(|w| w[0].ids.last() < w[1].ids.first())
+        );
+    }
+
+    fn agent(id: i64, hostname: &str) -> Agent {
+        Agent {
+            id,
+            ip: "10.0.0.1".into(),
+            hostname: hostname.into(),
+            status: plura_proto::AgentStatus::Running,
+            enabled: true,
+            group: Some("Prod".into()),
+            kind: "waf".into(),
+            os: "Ubuntu\n24.04".into(),
+            version: "5.1".into(),
+            machine_id: None,
+            source_ip: None,
+            registered_at: plura_proto::Timestamp::from_millis(0),
+            last_login_at: None,
+            last_seen_at: None,
+            last_takeover_at: None,
+            cloud: Default::default(),
+        }
+    }
+
+    #[test]
+    fn the_text_is_the_searched_columns_lower_cased() {
+        let agent = agent(1, "Web-1");
+        assert_eq!(
+            agent_text(&agent),
+            b"10.0.0.1 web-1 prod ubuntu 24.04 5.1 \n"
+        );
+    }
+
+    #[tokio::test]
+    async fn changes_while_loading_are_read_again_and_searches_wait_for_the_load() {
+        let index = TextIndex::default();
+        assert_eq!(index.matching("a", None, false, 10), None, "unloaded");
+        *index.state.write().unwrap() = State::Loading {
+            changed: HashSet::new(),
+        };
+        let changed = Changed {
+            agent: agent(4, "a"),
+            events: Vec::new(),
+        };
+        index.committed(&[&changed]);
+        assert_eq!(index.matching("a", None, false, 10), None, "loading");
+        match &*index.state.read().unwrap() {
+            State::Loading { changed } => assert_eq!(changed, &HashSet::from([4])),
+            _ => panic!("still loading"),
+        }
+    }
+}
