@@ -176,7 +176,15 @@ impl SqlStore {
             } else {
                 wanted - matched.len()
             };
-            let Some(found) = index.matching(text, cursor, descending, asked) else {
+            // A scan of a million agents takes milliseconds: off the request threads. One that
+            // fails leaves the search to the database.
+            let scan = {
+                let (index, text) = (index.clone(), text.clone());
+                tokio::task::spawn_blocking(move || {
+                    index.matching(&text, cursor, descending, asked)
+                })
+            };
+            let Some(found) = scan.await.ok().flatten() else {
                 return Ok(None);
             };
             let exhausted = found.len() < asked;
