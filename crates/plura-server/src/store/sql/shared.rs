@@ -55,16 +55,14 @@ fn payloads(server: &str, changes: &[Change]) -> Vec<String> {
     payloads
 }
 
-/// What a payload tells this server (`me`); `None` when it is this server's own.
-fn read_payload(me: &str, payload: &str) -> Option<Told> {
+/// What a payload tells, and which server told it.
+fn read_payload(payload: &str) -> Option<(&str, Told)> {
     let (server, body) = payload.split_once(' ')?;
-    if server == me {
-        return None;
-    }
-    Some(match serde_json::from_str::<Vec<Change>>(body) {
+    let told = match serde_json::from_str::<Vec<Change>>(body) {
         Ok(changes) => Told::Changes(changes),
         Err(_) => Told::Missed,
-    })
+    };
+    Some((server, told))
 }
 
 /// Tells the other servers about `changes`, once the transaction on `conn` commits.
@@ -94,9 +92,12 @@ pub(super) async fn notify_missed(conn: &mut AnyConnection, server: &str) -> Res
     Ok(())
 }
 
-/// Listens for the other servers' changes until the receiver is dropped, `index` following
-/// them. A lost connection is made again, and told as `Missed`: what was said meanwhile is not
-/// heard.
+/// Listens for the other servers' changes until the receiver is dropped. A lost connection is
+/// made again, and told as `Missed`: what was said meanwhile is not heard.
+///
+/// `index` follows every server's changes, this one's too: PostgreSQL delivers them in the order
+/// they committed, so when two servers change one agent at once, the later change is the last
+/// applied here whichever server applied its own first.
 pub(super) async fn listen(
     url: &str,
     me: String,
@@ -112,8 +113,14 @@ pub(super) async fn listen(
             let told = tokio::select! {
                 () = sender.closed() => return,
                 notice = listener.try_recv() => match notice {
-                    Ok(Some(notice)) => match read_payload(&me, notice.payload()) {
-                        Some(told) => told,
+                    Ok(Some(notice)) => match read_payload(notice.payload()) {
+                        Some((server, told)) if server == me => {
+                            if let Told::Changes(changes) = &told {
+                                index.told(changes);
+                            }
+                            continue;
+                        }
+                        Some((_, told)) => told,
                         None => continue,
                     },
                     // Lost; the next call connects again.
@@ -225,14 +232,13 @@ mod tests {
         let mut read = Vec::new();
         for payload in &told {
             assert!(payload.len() < 8000);
-            assert!(read_payload("s1", payload).is_none(), "our own");
-            match read_payload("s2", payload) {
-                Some(Told::Changes(changes)) => read.extend(changes),
+            match read_payload(payload) {
+                Some(("s1", Told::Changes(changes))) => read.extend(changes),
                 other => panic!("{other:?}"),
             }
         }
         assert_eq!(read, changes);
         let huge = payloads("s1", &[change(&"x".repeat(9000))]);
-        assert!(matches!(read_payload("s2", &huge[0]), Some(Told::Missed)));
+        assert!(matches!(read_payload(&huge[0]), Some(("s1", Told::Missed))));
     }
 }
