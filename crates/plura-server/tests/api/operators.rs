@@ -151,6 +151,35 @@ pub async fn a_search_counts_up_to_its_limit_and_pages_on(db: Db) {
     // Counts without a search stay exact however many match.
     let everyone = server.agents("?status=running").await;
     assert_eq!((everyone.total, everyone.total_exact), (4 + 1082, true));
+    // Deep pages of every agent (on PostgreSQL from the server's memory for the orders it
+    // keeps) are the database's: a filter every agent passes makes the database answer.
+    for sort in [
+        "id",
+        "-id",
+        "ip",
+        "-ip",
+        "registered_at",
+        "-registered_at",
+        "-hostname",
+    ] {
+        for page in [11, 13] {
+            let listed = server
+                .agents(&format!("?sort={sort}&per_page=100&page={page}"))
+                .await;
+            let filtered = server
+                .agents(&format!(
+                    "?sort={sort}&per_page=100&page={page}&enabled=true"
+                ))
+                .await;
+            assert_eq!(listed.total, 5 + u64::from(bulk));
+            assert_eq!(listed.items.len(), if page == 11 { 100 } else { 8 });
+            assert_eq!(
+                hostnames(&listed),
+                hostnames(&filtered),
+                "sort={sort} page={page}"
+            );
+        }
+    }
     server.finish().await;
 }
 

@@ -149,14 +149,15 @@ impl SqlStore {
     /// need, in id order (descending when the page is sorted so); `None` while there is no
     /// index loaded.
     async fn indexed_matches(&self, filter: &ListFilter) -> Result<Option<Vec<i64>>> {
-        let (Some(index), Some(text), Some(limit)) = (&self.text_index, &filter.text, filter.limit)
+        let (Some(index), Some(text), Some(limit)) =
+            (&self.agent_index, &filter.text, filter.limit)
         else {
             return Ok(None);
         };
         let by_id = filter.sort == SortColumn::Id;
         let counted = SEARCH_COUNT_LIMIT as usize + 1;
         let wanted = if by_id {
-            counted.max(filter.offset as usize + limit as usize)
+            counted.max((filter.offset as usize).saturating_add(limit as usize))
         } else {
             counted
         };
@@ -665,6 +666,27 @@ impl AgentStore for SqlStore {
                 rows::count(&row, "n")?
             }
         };
+        // Deep pages of every agent in an order the index keeps are found there.
+        let in_memory = match (&self.agent_index, filter.limit) {
+            (Some(index), Some(limit))
+                if filter.offset >= DEFERRED_JOIN_OFFSET && !selected.is_conditioned() =>
+            {
+                let offset = usize::try_from(filter.offset).unwrap_or(usize::MAX);
+                index.page(filter.sort, filter.descending, offset, limit as usize)
+            }
+            _ => None,
+        };
+        if let Some(ids) = in_memory {
+            let page = ListFilter {
+                offset: 0,
+                ..filter.clone()
+            };
+            return Ok(Listed {
+                total,
+                exact: true,
+                agents: page_of(&self.pool, &ids, &page).await?,
+            });
+        }
         self.page(filter, &selected, (total, true)).await
     }
 

@@ -10,14 +10,15 @@ mod alerts;
 mod credentials;
 mod filter;
 pub(in crate::store) use filter::TextSearch;
+mod agent_index;
 mod group_commit;
 mod history;
 mod login;
+mod ordered;
 mod rows;
 mod settings;
 mod shared;
-mod text_index;
-use text_index::TextIndex;
+use agent_index::AgentIndex;
 
 use std::sync::Arc;
 
@@ -41,8 +42,9 @@ pub struct SqlStore {
     /// This server among those sharing the database, in the changes it tells them.
     server_id: Arc<str>,
     lease: Arc<shared::Lease>,
-    /// Free-text search in memory (PostgreSQL), once this server listens to the others.
-    text_index: Option<Arc<TextIndex>>,
+    /// The agents in memory for searches and deep pages (PostgreSQL), once this server listens
+    /// to the others.
+    agent_index: Option<Arc<AgentIndex>>,
 }
 
 /// A write transaction, holding the write turn (SQLite) until it ends.
@@ -51,7 +53,7 @@ struct WriteTx {
     _turn: Option<OwnedMutexGuard<()>>,
     /// Who tells the other servers of its changes (PostgreSQL).
     teller: Option<Arc<str>>,
-    text_index: Option<Arc<TextIndex>>,
+    agent_index: Option<Arc<AgentIndex>>,
 }
 
 impl WriteTx {
@@ -69,7 +71,7 @@ impl WriteTx {
             shared::notify(self.conn(), &teller, &changes).await?;
         }
         self.tx.commit().await?;
-        if let Some(index) = &self.text_index {
+        if let Some(index) = &self.agent_index {
             index.committed(&changes);
         }
         Ok(())
@@ -82,7 +84,7 @@ impl WriteTx {
             shared::notify_missed(self.conn(), &teller).await?;
         }
         self.tx.commit().await?;
-        if let Some(index) = self.text_index.filter(|index| index.followed()) {
+        if let Some(index) = self.agent_index.filter(|index| index.followed()) {
             tokio::spawn(index.reload(pool.clone()));
         }
         Ok(())
@@ -101,7 +103,7 @@ impl SqlStore {
         }
         backend.migrator().run(&pool).await?;
         let write_turn = matches!(backend, Backend::Sqlite { .. }).then(Default::default);
-        let text_index = matches!(backend, Backend::Postgres { .. }).then(Arc::default);
+        let agent_index = matches!(backend, Backend::Postgres { .. }).then(Arc::default);
         Ok(Self {
             backend,
             pool,
@@ -109,7 +111,7 @@ impl SqlStore {
             logins: Arc::default(),
             server_id: format!("{:016x}", rand::random::<u64>()).into(),
             lease: Arc::default(),
-            text_index,
+            agent_index,
         })
     }
 
@@ -134,7 +136,7 @@ impl SqlStore {
             tx,
             _turn: turn,
             teller,
-            text_index: self.text_index.clone(),
+            agent_index: self.agent_index.clone(),
         })
     }
 
@@ -190,7 +192,7 @@ impl Store for SqlStore {
     }
 
     fn search_index_agents(&self) -> Option<usize> {
-        self.text_index.as_ref()?.agents()
+        self.agent_index.as_ref()?.agents()
     }
 
     async fn lead(&self) -> Result<bool> {
@@ -212,7 +214,7 @@ impl Store for SqlStore {
             Backend::Sqlite { .. } => Ok(None),
             Backend::Postgres { url } => {
                 let index = self
-                    .text_index
+                    .agent_index
                     .clone()
                     .expect("PostgreSQL keeps a text index");
                 let notices =

@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 
 use plura_proto::Change;
 
-use super::TextIndex;
+use super::AgentIndex;
 use crate::store::{Changed, Result, Told};
 
 const CHANNEL: &str = "plura_changes";
@@ -101,7 +101,7 @@ pub(super) async fn notify_missed(conn: &mut AnyConnection, server: &str) -> Res
 pub(super) async fn listen(
     url: &str,
     me: String,
-    index: &Arc<TextIndex>,
+    index: &Arc<AgentIndex>,
     pool: &AnyPool,
 ) -> Result<mpsc::Receiver<Told>> {
     let (index, pool) = (index.clone(), pool.clone());

@@ -1,11 +1,15 @@
-//! Free-text search in memory, for PostgreSQL. Each agent's searched text (what `agent_texts`
-//! holds) is kept in blocks of contiguous bytes in id order and found by a SIMD substring scan:
-//! a million agents are scanned in about 5 ms, where reading pg_trgm's GIN lists of the
-//! trigrams nearly every agent has (`sca`, `le-`, `gro`) costs 30–60 ms whatever the matches.
+//! The agents in memory, for PostgreSQL: what a search and a deep page need of each.
 //!
-//! The index follows this server's commits and the changes the other servers tell. It is loaded
-//! when the server starts listening, and loaded again when news was missed; meanwhile searches
-//! go to the database, so a search is never answered from an index that may be stale.
+//! Each agent's searched text (what `agent_texts` holds) is kept in blocks of contiguous bytes in
+//! id order and found by a SIMD substring scan: a million agents are scanned in about 5 ms, where
+//! reading pg_trgm's GIN lists of the trigrams nearly every agent has (`sca`, `le-`, `gro`) costs
+//! 30–60 ms whatever the matches. The agents are also kept in the order of the sort keys that
+//! never change (id, address, registration time), so a page deep in the list is found without
+//! skipping its offset entry by entry.
+//!
+//! The index follows this server's commits and the changes every server tells. It is loaded when
+//! the server starts listening, and loaded again when news was missed; meanwhile the database
+//! answers, so nothing is answered from an index that may be stale.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,7 +22,9 @@ use sqlx::{AnyPool, Row};
 
 use plura_proto::{Agent, Change};
 
-use crate::store::{Changed, Result};
+use super::filter::ip_sort_key;
+use super::ordered::{Ordered, page_of_blocks};
+use crate::store::{Changed, Result, SortColumn};
 
 /// Rows per block: a change rewrites its block, so blocks stay small; a scan goes block by
 /// block, so they must not be tiny.
@@ -27,7 +33,7 @@ const BLOCK_ROWS: usize = 1024;
 const ROW_END: u8 = b'\n';
 /// Agents read again at once after a load, for those changed while it ran.
 const REREAD_CHUNK: usize = 10_000;
-const TEXT_COLUMNS: &str = "id, ip, hostname, group_name, os, version, machine_id";
+const ENTRY_COLUMNS: &str = "id, ip, hostname, group_name, os, version, machine_id, registered_at";
 
 /// The text a search matches: the searched columns, lower-cased, with single spaces between
 /// them, as `plura_agent_text` makes it in the database.
@@ -42,34 +48,52 @@ fn searched_text(parts: [&str; 6]) -> Vec<u8> {
     text
 }
 
-fn agent_text(agent: &Agent) -> Vec<u8> {
-    searched_text([
-        &agent.ip,
-        &agent.hostname,
-        agent.group.as_deref().unwrap_or(""),
-        &agent.os,
-        &agent.version,
-        agent.machine_id.as_deref().unwrap_or(""),
-    ])
+/// What the index keeps of an agent: its searched text, and its keys in the orders kept (they
+/// never change: an address is half an identity, and a registration happens once).
+struct Entry {
+    text: Vec<u8>,
+    ip_key: Box<str>,
+    registered_at: i64,
 }
 
-fn row_text(row: &AnyRow) -> Result<(i64, Vec<u8>)> {
-    let text = |column: &str| -> Result<String> {
-        Ok(row
-            .try_get::<Option<String>, _>(column)?
-            .unwrap_or_default())
-    };
-    Ok((
-        row.try_get("id")?,
-        searched_text([
-            &text("ip")?,
-            &text("hostname")?,
-            &text("group_name")?,
-            &text("os")?,
-            &text("version")?,
-            &text("machine_id")?,
-        ]),
-    ))
+impl Entry {
+    fn of(agent: &Agent) -> Self {
+        Self {
+            text: searched_text([
+                &agent.ip,
+                &agent.hostname,
+                agent.group.as_deref().unwrap_or(""),
+                &agent.os,
+                &agent.version,
+                agent.machine_id.as_deref().unwrap_or(""),
+            ]),
+            ip_key: ip_sort_key(&agent.ip).into(),
+            registered_at: agent.registered_at.as_millis(),
+        }
+    }
+
+    /// An agent's id and entry from a row of `ENTRY_COLUMNS`.
+    fn read(row: &AnyRow) -> Result<(i64, Self)> {
+        let text = |column: &str| -> Result<String> {
+            Ok(row
+                .try_get::<Option<String>, _>(column)?
+                .unwrap_or_default())
+        };
+        let ip = text("ip")?;
+        let entry = Self {
+            text: searched_text([
+                &ip,
+                &text("hostname")?,
+                &text("group_name")?,
+                &text("os")?,
+                &text("version")?,
+                &text("machine_id")?,
+            ]),
+            ip_key: ip_sort_key(&ip).into(),
+            registered_at: row.try_get("registered_at")?,
+        };
+        Ok((row.try_get("id")?, entry))
+    }
 }
 
 /// Consecutive agents by id: row `i` is `bytes[ends[i - 1]..ends[i]]`, ending in `ROW_END`.
@@ -138,6 +162,12 @@ impl Texts {
         self.blocks.iter().map(|block| block.ids.len()).sum()
     }
 
+    /// The ids of `limit` agents from `offset`, in id order or in reverse.
+    fn page(&self, offset: usize, limit: usize, descending: bool) -> Vec<i64> {
+        let blocks = self.blocks.iter().map(|block| block.ids.as_slice());
+        page_of_blocks(blocks, |id| *id, offset, limit, descending)
+    }
+
     /// The block `id` belongs in: the last whose first id is at or below it.
     fn block_of(&self, id: i64) -> usize {
         self.blocks
@@ -145,7 +175,8 @@ impl Texts {
             .saturating_sub(1)
     }
 
-    fn put(&mut self, id: i64, text: &[u8]) {
+    /// Puts an agent's text; answers whether the agent is new here.
+    fn put(&mut self, id: i64, text: &[u8]) -> bool {
         // Agents come in id order mostly: a new one past a full last block starts the next.
         let starts_a_block = self
             .blocks
@@ -155,15 +186,21 @@ impl Texts {
             let mut block = Block::default();
             block.put(0, id, text, false);
             self.blocks.push(block);
-            return;
+            return true;
         }
         let index = self.block_of(id);
         let block = &mut self.blocks[index];
-        match block.ids.binary_search(&id) {
-            Ok(row) if block.bytes[block.span(row)] == *text => {}
-            Ok(row) => block.put(row, id, text, true),
-            Err(row) => block.put(row, id, text, false),
-        }
+        let new = match block.ids.binary_search(&id) {
+            Ok(row) if block.bytes[block.span(row)] == *text => false,
+            Ok(row) => {
+                block.put(row, id, text, true);
+                false
+            }
+            Err(row) => {
+                block.put(row, id, text, false);
+                true
+            }
+        };
         if block.ids.len() > 2 * BLOCK_ROWS {
             let half = block.ids.len() / 2;
             let cut = block.ends[half - 1];
@@ -174,6 +211,7 @@ impl Texts {
             };
             self.blocks.insert(index + 1, upper);
         }
+        new
     }
 
     fn remove(&mut self, id: i64) {
@@ -223,6 +261,73 @@ impl Texts {
     }
 }
 
+/// Every agent's entry, in id order and in the order of each key kept.
+struct Indexed {
+    texts: Texts,
+    by_ip: Ordered<Box<str>>,
+    by_registration: Ordered<i64>,
+}
+
+/// Every agent's entry as a load reads them, in id order; the orders are sorted once at the end.
+#[derive(Default)]
+struct Loaded {
+    texts: Texts,
+    by_ip: Vec<(Box<str>, i64)>,
+    by_registration: Vec<(i64, i64)>,
+}
+
+impl Loaded {
+    fn push(&mut self, id: i64, entry: Entry) {
+        self.texts.put(id, &entry.text);
+        self.by_ip.push((entry.ip_key, id));
+        self.by_registration.push((entry.registered_at, id));
+    }
+
+    fn indexed(self) -> Indexed {
+        Indexed {
+            texts: self.texts,
+            by_ip: Ordered::new(self.by_ip),
+            by_registration: Ordered::new(self.by_registration),
+        }
+    }
+}
+
+impl Indexed {
+    fn put(&mut self, id: i64, entry: Entry) {
+        if self.texts.put(id, &entry.text) {
+            self.by_ip.insert(entry.ip_key, id);
+            self.by_registration.insert(entry.registered_at, id);
+        }
+    }
+
+    fn remove_all(&mut self, gone: &HashSet<i64>) {
+        if gone.is_empty() {
+            return;
+        }
+        for &id in gone {
+            self.texts.remove(id);
+        }
+        self.by_ip.remove_all(|id| gone.contains(&id));
+        self.by_registration.remove_all(|id| gone.contains(&id));
+    }
+
+    /// The ids of a page of every agent sorted by `column`, if it is one kept in order.
+    fn page(
+        &self,
+        column: SortColumn,
+        descending: bool,
+        offset: usize,
+        limit: usize,
+    ) -> Option<Vec<i64>> {
+        Some(match column {
+            SortColumn::Id => self.texts.page(offset, limit, descending),
+            SortColumn::Ip => self.by_ip.page(offset, limit, descending),
+            SortColumn::RegisteredAt => self.by_registration.page(offset, limit, descending),
+            _ => return None,
+        })
+    }
+}
+
 enum State {
     /// Nobody listens for the other servers' changes: the index could not follow them.
     Unloaded,
@@ -230,11 +335,11 @@ enum State {
     Loading {
         changed: HashSet<i64>,
     },
-    Ready(Texts),
+    Ready(Indexed),
 }
 
 /// The searched text of every agent, once loaded.
-pub(super) struct TextIndex {
+pub(super) struct AgentIndex {
     state: RwLock<State>,
     /// Bumped (under the state's lock) whenever a load is asked for: one that began before
     /// must begin again.
@@ -242,7 +347,7 @@ pub(super) struct TextIndex {
     reloading: tokio::sync::Mutex<()>,
 }
 
-impl Default for TextIndex {
+impl Default for AgentIndex {
     fn default() -> Self {
         Self {
             state: RwLock::new(State::Unloaded),
@@ -252,7 +357,7 @@ impl Default for TextIndex {
     }
 }
 
-impl TextIndex {
+impl AgentIndex {
     /// Up to `limit` agents whose text holds `text` (any case), in id order (descending when
     /// asked), after `cursor`; `None` while the index is not loaded.
     pub(super) fn matching(
@@ -267,11 +372,30 @@ impl TextIndex {
             // No agent's text holds one here; the database's may.
             return None;
         }
-        let state = self.state.read().expect("text index lock");
-        let State::Ready(texts) = &*state else {
+        let state = self.state.read().expect("agent index lock");
+        let State::Ready(indexed) = &*state else {
             return None;
         };
-        Some(texts.matching(&Finder::new(&needle), cursor, descending, limit))
+        Some(
+            indexed
+                .texts
+                .matching(&Finder::new(&needle), cursor, descending, limit),
+        )
+    }
+
+    /// The ids of a page of every agent sorted by `column`; `None` while the index is not
+    /// loaded, or for a column it keeps no order of.
+    pub(super) fn page(
+        &self,
+        column: SortColumn,
+        descending: bool,
+        offset: usize,
+        limit: usize,
+    ) -> Option<Vec<i64>> {
+        match &*self.state.read().expect("agent index lock") {
+            State::Ready(indexed) => indexed.page(column, descending, offset, limit),
+            _ => None,
+        }
     }
 
     /// Follows changes this server committed.
@@ -279,7 +403,7 @@ impl TextIndex {
         self.apply(
             changes
                 .iter()
-                .map(|c| (c.agent.id, (!c.is_gone()).then(|| agent_text(&c.agent)))),
+                .map(|c| (c.agent.id, (!c.is_gone()).then(|| Entry::of(&c.agent)))),
         );
     }
 
@@ -288,31 +412,33 @@ impl TextIndex {
         self.apply(
             changes
                 .iter()
-                .map(|c| (c.agent_id, c.agent.as_ref().map(agent_text))),
+                .map(|c| (c.agent_id, c.agent.as_ref().map(Entry::of))),
         );
     }
 
-    /// Each agent's new text, or `None` when it is gone.
-    fn apply(&self, changes: impl Iterator<Item = (i64, Option<Vec<u8>>)>) {
-        let mut state = self.state.write().expect("text index lock");
+    /// Each agent's new entry, or `None` when it is gone.
+    fn apply(&self, changes: impl Iterator<Item = (i64, Option<Entry>)>) {
+        let mut state = self.state.write().expect("agent index lock");
         match &mut *state {
             State::Unloaded => {}
             State::Loading { changed } => changed.extend(changes.map(|(id, _)| id)),
-            State::Ready(texts) => {
-                for (id, text) in changes {
-                    match text {
-                        Some(text) => texts.put(id, &text),
-                        None => texts.remove(id),
+            State::Ready(indexed) => {
+                let mut gone = HashSet::new();
+                for (id, entry) in changes {
+                    match entry {
+                        Some(entry) => indexed.put(id, entry),
+                        None => drop(gone.insert(id)),
                     }
                 }
+                indexed.remove_all(&gone);
             }
         }
     }
 
     /// How many agents it holds, once loaded.
     pub(super) fn agents(&self) -> Option<usize> {
-        match &*self.state.read().expect("text index lock") {
-            State::Ready(texts) => Some(texts.len()),
+        match &*self.state.read().expect("agent index lock") {
+            State::Ready(indexed) => Some(indexed.texts.len()),
             _ => None,
         }
     }
@@ -320,7 +446,7 @@ impl TextIndex {
     /// Whether the index follows the agents (it is loaded, or being loaded).
     pub(super) fn followed(&self) -> bool {
         !matches!(
-            *self.state.read().expect("text index lock"),
+            *self.state.read().expect("agent index lock"),
             State::Unloaded
         )
     }
@@ -329,7 +455,7 @@ impl TextIndex {
     /// now until it is done. Reloads asked for while one runs are folded into it.
     pub(super) async fn reload(self: Arc<Self>, pool: AnyPool) {
         {
-            let mut state = self.state.write().expect("text index lock");
+            let mut state = self.state.write().expect("agent index lock");
             self.missed.fetch_add(1, Ordering::SeqCst);
             *state = State::Loading {
                 changed: HashSet::new(),
@@ -338,7 +464,7 @@ impl TextIndex {
         let _turn = self.reloading.lock().await;
         // Ready again: a load that began after this was asked for has finished.
         while !matches!(
-            *self.state.read().expect("text index lock"),
+            *self.state.read().expect("agent index lock"),
             State::Ready(_)
         ) {
             let Err(e) = self.load(&pool).await else {
@@ -347,7 +473,7 @@ impl TextIndex {
             if pool.is_closed() {
                 return;
             }
-            tracing::warn!("loading the search index: {e}; searches use the database meanwhile");
+            tracing::warn!("loading the agent index: {e}; the database answers meanwhile");
             tokio::time::sleep(std::time::Duration::from_secs(5)).await;
         }
     }
@@ -356,23 +482,24 @@ impl TextIndex {
         'again: loop {
             let started = std::time::Instant::now();
             let missed = {
-                let mut state = self.state.write().expect("text index lock");
+                let mut state = self.state.write().expect("agent index lock");
                 *state = State::Loading {
                     changed: HashSet::new(),
                 };
                 self.missed.load(Ordering::SeqCst)
             };
-            let mut texts = Texts::default();
-            let sql = format!("SELECT {TEXT_COLUMNS} FROM agents ORDER BY id");
+            let mut loaded = Loaded::default();
+            let sql = format!("SELECT {ENTRY_COLUMNS} FROM agents ORDER BY id");
             let mut rows = sqlx::query(&sql).fetch(pool);
             while let Some(row) = rows.try_next().await? {
-                let (id, text) = row_text(&row)?;
-                texts.put(id, &text);
+                let (id, entry) = Entry::read(&row)?;
+                loaded.push(id, entry);
             }
             drop(rows);
+            let mut indexed = loaded.indexed();
             loop {
                 let changed: Vec<i64> = {
-                    let mut state = self.state.write().expect("text index lock");
+                    let mut state = self.state.write().expect("agent index lock");
                     if self.missed.load(Ordering::SeqCst) != missed {
                         continue 'again;
                     }
@@ -380,10 +507,10 @@ impl TextIndex {
                         unreachable!("only a load, in its turn, leaves Loading");
                     };
                     if changed.is_empty() {
-                        let agents = texts.len();
-                        *state = State::Ready(texts);
+                        let agents = indexed.texts.len();
+                        *state = State::Ready(indexed);
                         tracing::info!(
-                            "search index loaded: {agents} agents in {:.1?}",
+                            "agent index loaded: {agents} agents in {:.1?}",
                             started.elapsed()
                         );
                         return Ok(());
@@ -393,18 +520,16 @@ impl TextIndex {
                 for chunk in changed.chunks(REREAD_CHUNK) {
                     let ids: Vec<String> = chunk.iter().map(i64::to_string).collect();
                     let sql = format!(
-                        "SELECT {TEXT_COLUMNS} FROM agents WHERE id IN ({})",
+                        "SELECT {ENTRY_COLUMNS} FROM agents WHERE id IN ({})",
                         ids.join(",")
                     );
-                    let mut present = HashSet::new();
+                    let mut gone: HashSet<i64> = chunk.iter().copied().collect();
                     for row in sqlx::query(&sql).fetch_all(pool).await? {
-                        let (id, text) = row_text(&row)?;
-                        texts.put(id, &text);
-                        present.insert(id);
+                        let (id, entry) = Entry::read(&row)?;
+                        indexed.put(id, entry);
+                        gone.remove(&id);
                     }
-                    for &id in chunk.iter().filter(|id| !present.contains(id)) {
-                        texts.remove(id);
-                    }
+                    indexed.remove_all(&gone);
                 }
             }
         }
@@ -490,14 +615,14 @@ mod tests {
     fn the_text_is_the_searched_columns_lower_cased() {
         let agent = agent(1, "Web-1");
         assert_eq!(
-            agent_text(&agent),
+            Entry::of(&agent).text,
             b"10.0.0.1 web-1 prod ubuntu 24.04 5.1 \n"
         );
     }
 
     #[tokio::test]
     async fn changes_while_loading_are_read_again_and_searches_wait_for_the_load() {
-        let index = TextIndex::default();
+        let index = AgentIndex::default();
         assert_eq!(index.matching("a", None, false, 10), None, "unloaded");
         *index.state.write().unwrap() = State::Loading {
             changed: HashSet::new(),
