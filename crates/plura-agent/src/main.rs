@@ -28,7 +28,7 @@ fn main() -> ExitCode {
     let config = match plura_agent::load_config(&cli.config) {
         Ok(config) => config,
         Err(e) => {
-            eprintln!("plura-agent: {e}");
+            plura_proto::logging::report_failure("plura-agent", &e);
             return ExitCode::from(EXIT_CONFIG);
         }
     };
@@ -60,7 +60,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("plura-agent: {e:#}");
+            plura_proto::logging::report_failure("plura-agent", format_args!("{e:#}"));
             ExitCode::FAILURE
         }
     }

@@ -8,7 +8,7 @@ async fn main() -> ExitCode {
     match plura_eni::cli::Cli::parse().run().await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("plura-eni: {e}");
+            plura_proto::logging::report_failure("plura-eni", &e);
             e.exit_code()
         }
     }

@@ -19,3 +19,10 @@ pub fn init() {
         .log_internal_errors(false)
         .init();
 }
+
+/// Says on stderr why `program` ends. A stderr that cannot be written (its reader gone) is no
+/// reason to panic on the way out, which eprintln! would, turning a failure's exit code into 101.
+pub fn report_failure(program: &str, error: impl std::fmt::Display) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{program}: {error}");
+}

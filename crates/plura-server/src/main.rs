@@ -9,7 +9,7 @@ async fn main() -> std::process::ExitCode {
     match plura_server::cli::Cli::parse().run().await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("plura-server: {e:#}");
+            plura_proto::logging::report_failure("plura-server", format_args!("{e:#}"));
             std::process::ExitCode::FAILURE
         }
     }

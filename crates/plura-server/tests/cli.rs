@@ -236,3 +236,20 @@ async fn a_server_whose_log_reader_is_gone_still_serves_and_stops() {
     let status = stopped.expect("it stops on SIGTERM").unwrap();
     assert!(status.success(), "exit status {status}");
 }
+
+/// A server that fails while nobody reads its stderr still says so with its own exit code (1),
+/// not a panic's (101) on the way out.
+#[tokio::test]
+async fn a_failure_with_its_reader_gone_exits_with_its_own_code() {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let status = Command::new(BIN)
+        .args(["serve", "--database", "mysql://nowhere/plura"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(writer)
+        .status()
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(1), "{status}");
+}
