@@ -338,7 +338,7 @@ enum State {
     Ready(Indexed),
 }
 
-/// The searched text of every agent, once loaded.
+/// What searches and deep pages need of every agent, once loaded.
 pub(super) struct AgentIndex {
     state: RwLock<State>,
     /// Bumped (under the state's lock) whenever a load is asked for: one that began before
