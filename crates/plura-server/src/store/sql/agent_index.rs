@@ -29,6 +29,8 @@ use crate::store::{Changed, Result, SortColumn};
 /// Rows per block: a change rewrites its block, so blocks stay small; a scan goes block by
 /// block, so they must not be tiny.
 const BLOCK_ROWS: usize = 1024;
+/// Blocks scanned under one hold of the lock (some 64,000 agents, a fraction of a millisecond).
+const SCAN_SLICE_BLOCKS: usize = 64;
 /// Ends each row; never inside one, so a match never spans two agents.
 const ROW_END: u8 = b'\n';
 /// Agents read again at once after a load, for those changed while it ran.
@@ -227,37 +229,62 @@ impl Texts {
         }
     }
 
-    /// Up to `limit` agents matching, in id order (descending when asked), after `cursor`.
+    /// Up to `limit` agents matching, in id order (descending when asked), after `cursor`; and,
+    /// when it stopped after `blocks_at_most` blocks, the cursor to go on from.
     fn matching(
         &self,
         finder: &Finder<'_>,
         cursor: Option<i64>,
         descending: bool,
         limit: usize,
-    ) -> Vec<i64> {
+        blocks_at_most: usize,
+    ) -> (Vec<i64>, Option<i64>) {
         let mut found = Vec::new();
         let beyond = |id: i64| match cursor {
             None => true,
             Some(cursor) if descending => id < cursor,
             Some(cursor) => id > cursor,
         };
+        // From the block holding the cursor, unless the cursor ends it (where a slice stopped).
         let mut blocks: Box<dyn Iterator<Item = &Block>> = if descending {
-            let last = cursor.map_or(self.blocks.len(), |c| self.block_of(c) + 1);
-            Box::new(self.blocks[..last.min(self.blocks.len())].iter().rev())
+            let end = cursor.map_or(self.blocks.len(), |c| {
+                let at = self.block_of(c);
+                at + usize::from(self.blocks.get(at).is_some_and(|b| b.ids[0] < c))
+            });
+            Box::new(self.blocks[..end].iter().rev())
         } else {
-            let first = cursor.map_or(0, |c| self.block_of(c));
+            let first = cursor.map_or(0, |c| {
+                let at = self.block_of(c);
+                at + usize::from(
+                    self.blocks
+                        .get(at)
+                        .is_some_and(|b| b.ids[b.ids.len() - 1] <= c),
+                )
+            });
             Box::new(self.blocks.iter().skip(first))
         };
+        let mut scanned = 0;
         while found.len() < limit {
-            let Some(block) = blocks.next() else { break };
+            let Some(block) = blocks.next() else {
+                return (found, None);
+            };
             let mut matched = block.matching(finder);
             if descending {
                 matched.reverse();
             }
             found.extend(matched.into_iter().filter(|&id| beyond(id)));
+            scanned += 1;
+            if scanned == blocks_at_most && found.len() < limit {
+                let boundary = if descending {
+                    block.ids[0]
+                } else {
+                    block.ids[block.ids.len() - 1]
+                };
+                return (found, Some(boundary));
+            }
         }
         found.truncate(limit);
-        found
+        (found, None)
     }
 }
 
@@ -372,15 +399,27 @@ impl AgentIndex {
             // No agent's text holds one here; the database's may.
             return None;
         }
-        let state = self.state.read().expect("agent index lock");
-        let State::Ready(indexed) = &*state else {
-            return None;
-        };
-        Some(
-            indexed
-                .texts
-                .matching(&Finder::new(&needle), cursor, descending, limit),
-        )
+        let finder = Finder::new(&needle);
+        let (mut found, mut cursor) = (Vec::new(), cursor);
+        // A slice at a time, so the changes waiting for the lock wait for one slice, not for
+        // a scan of every agent.
+        loop {
+            let (mut more, next) = {
+                let state = self.state.read().expect("agent index lock");
+                let State::Ready(indexed) = &*state else {
+                    return None;
+                };
+                let wanted = limit - found.len();
+                indexed
+                    .texts
+                    .matching(&finder, cursor, descending, wanted, SCAN_SLICE_BLOCKS)
+            };
+            found.append(&mut more);
+            match next {
+                Some(next) if found.len() < limit => cursor = Some(next),
+                _ => return Some(found),
+            }
+        }
     }
 
     /// The ids of a page of every agent sorted by `column`; `None` while the index is not
@@ -545,7 +584,15 @@ mod tests {
     }
 
     fn find(texts: &Texts, needle: &str, cursor: Option<i64>, descending: bool) -> Vec<i64> {
-        texts.matching(&Finder::new(needle), cursor, descending, usize::MAX)
+        texts
+            .matching(
+                &Finder::new(needle),
+                cursor,
+                descending,
+                usize::MAX,
+                usize::MAX,
+            )
+            .0
     }
 
     #[test]
@@ -574,9 +621,25 @@ mod tests {
         assert_eq!(find(&texts, "grp-7", Some(2000), false)[0], 2017);
         assert_eq!(find(&texts, "grp-7", Some(2017), true)[0], 1997);
         assert_eq!(
-            texts.matching(&Finder::new("grp-7"), None, false, 3),
+            texts
+                .matching(&Finder::new("grp-7"), None, false, 3, usize::MAX)
+                .0,
             expected[..3]
         );
+        // Scanned a block at a time, going on from where each slice stopped.
+        for (descending, whole) in [(false, &expected), (true, &reversed)] {
+            let (mut sliced, mut cursor) = (Vec::new(), None);
+            loop {
+                let (found, next) =
+                    texts.matching(&Finder::new("grp-7"), cursor, descending, usize::MAX, 1);
+                sliced.extend(found);
+                match next {
+                    Some(next) => cursor = Some(next),
+                    None => break,
+                }
+            }
+            assert_eq!(&sliced, whole, "descending: {descending}");
+        }
         assert_eq!(find(&texts, "host-12 renamed", None, false), [12]);
         assert_eq!(find(&texts, "host-10 ", None, false), Vec::<i64>::new());
         // A row's end is not a space: nothing matches across two agents.
