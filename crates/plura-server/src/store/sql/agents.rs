@@ -145,7 +145,7 @@ const FIRST_CHECK: usize = 1_024;
 const LARGEST_CHECK: usize = 65_536;
 
 impl SqlStore {
-    /// The agents a search matches, found by the text index, as many as its count and page
+    /// The agents a search matches, found in the agent index, as many as its count and page
     /// need, in id order (descending when the page is sorted so); `None` while there is no
     /// index loaded.
     async fn indexed_matches(&self, filter: &ListFilter) -> Result<Option<Vec<i64>>> {

@@ -216,7 +216,7 @@ impl Store for SqlStore {
                 let index = self
                     .agent_index
                     .clone()
-                    .expect("PostgreSQL keeps a text index");
+                    .expect("PostgreSQL keeps an agent index");
                 let notices =
                     shared::listen(url, self.server_id.to_string(), &index, &self.pool).await?;
                 // Loaded once the notices it must follow are heard.
