@@ -125,27 +125,13 @@ where
 }
 
 /// How long after now the server's in-memory search index (PostgreSQL) holds all `agents`.
-async fn search_indexed(
-    http: &reqwest::Client,
-    base: &str,
-    admin: &str,
-    agents: u32,
-) -> anyhow::Result<Duration> {
+async fn search_indexed(server: &Served, admin: &str, agents: u32) -> anyhow::Result<Duration> {
     let started = Instant::now();
     loop {
-        let text = http
-            .get(format!("{base}/metrics"))
-            .bearer_auth(admin)
-            .send()
-            .await?
-            .error_for_status()?
-            .text()
-            .await?;
-        let indexed: f64 = text
-            .lines()
-            .find_map(|line| line.strip_prefix("plura_search_index_agents "))
-            .context("no plura_search_index_agents metric")?
-            .parse()?;
+        let indexed = server
+            .metric(admin, "plura_search_index_agents")
+            .await
+            .context("no plura_search_index_agents on /metrics")?;
         if indexed >= f64::from(agents) {
             return Ok(started.elapsed());
         }
@@ -192,7 +178,7 @@ pub async fn scale(db: Db, agents: u32, rounds: u32) -> anyhow::Result<String> {
     // The searches are measured once the server's own search index is loaded.
     let mut indexed_figure = String::new();
     if db == Db::Postgres {
-        let after = search_indexed(&http, &server.base, &admin, agents).await?;
+        let after = search_indexed(&server, &admin, agents).await?;
         indexed_figure = format!(" search_index_ms={}", (ready + after).as_millis());
         println!("  {}", indexed_figure.trim());
     }

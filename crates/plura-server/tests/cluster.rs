@@ -109,24 +109,9 @@ async fn list(server: &Served, admin: &str) -> Vec<Agent> {
         .items
 }
 
-/// The value of one of `server`'s metrics; `None` if it does not answer.
-async fn metric(server: &Served, admin: &str, name: &str) -> Option<f64> {
-    let response = reqwest::Client::new()
-        .get(format!("{}/metrics", server.base))
-        .bearer_auth(admin)
-        .send()
-        .await
-        .ok()?;
-    let text = response.text().await.ok()?;
-    text.lines().find_map(|line| {
-        let (metric, value) = line.split_once(' ')?;
-        (metric == name).then(|| value.parse().ok())?
-    })
-}
-
 /// Whether `server` runs the sweeps now, from its metrics.
 async fn leads(server: &Served, admin: &str) -> bool {
-    metric(server, admin, "plura_sweep_leader").await == Some(1.0)
+    server.metric(admin, "plura_sweep_leader").await == Some(1.0)
 }
 
 /// The live stream of `server`, as lines of `event: KIND` and `data: JSON`.
@@ -248,7 +233,7 @@ async fn three_servers_act_as_one_and_survive_losing_the_one_that_sweeps() {
     // Each server's search index holds the agents registered through the others.
     for server in &servers {
         eventually("each search index holds every agent", WAIT, || async {
-            let indexed = metric(server, &admin, "plura_search_index_agents").await;
+            let indexed = server.metric(&admin, "plura_search_index_agents").await;
             (indexed == Some(everyone as f64)).then_some(())
         })
         .await;

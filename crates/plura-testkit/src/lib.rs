@@ -430,11 +430,7 @@ impl TestServer {
         let response = self.request(Method::GET, "/metrics", None).await;
         assert_eq!(response.status(), StatusCode::OK);
         let text = response.text().await.expect("the metrics");
-        let value = text.lines().find_map(|line| {
-            let (metric, value) = line.split_once(' ')?;
-            (metric == name).then(|| value.parse().expect("a number"))
-        });
-        value.unwrap_or_else(|| panic!("no metric {name} in {text}"))
+        metric_value(&text, name).unwrap_or_else(|| panic!("no metric {name} in {text}"))
     }
 
     /// Polls until the agent has `status`; panics after `limit`.
@@ -529,6 +525,14 @@ pub async fn within<T, F: Future<Output = Option<T>>>(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// The value of the unlabelled metric `name` in a Prometheus text exposition.
+pub fn metric_value(exposition: &str, name: &str) -> Option<f64> {
+    exposition.lines().find_map(|line| {
+        let (metric, value) = line.split_once(' ')?;
+        (metric == name).then(|| value.parse().ok())?
+    })
 }
 
 /// Polls `check` until it answers something; panics, saying `what` did not happen, after

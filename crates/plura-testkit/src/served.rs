@@ -37,6 +37,18 @@ impl Served {
             .map(str::to_string)
     }
 
+    /// The value of the unlabelled metric `name` on `/metrics`, read with `token`; `None` if the
+    /// server does not answer (it may have been killed) or has no such metric.
+    pub async fn metric(&self, token: &str, name: &str) -> Option<f64> {
+        let response = reqwest::Client::new()
+            .get(format!("{}/metrics", self.base))
+            .bearer_auth(token)
+            .send()
+            .await
+            .ok()?;
+        crate::metric_value(&response.text().await.ok()?, name)
+    }
+
     /// GET `path` with `token`, expecting success and JSON.
     pub async fn get<T: DeserializeOwned>(&self, path: &str, token: &str) -> T {
         let response = reqwest::Client::new()

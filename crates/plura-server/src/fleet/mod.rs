@@ -224,12 +224,12 @@ impl Fleet {
         self.store.audit(limit).await
     }
 
-    /// The console's cards, from a short cache that every change made here clears.
     /// How many agents the in-memory search index holds, once one is loaded.
     pub fn search_index_agents(&self) -> Option<usize> {
         self.store.search_index_agents()
     }
 
+    /// The console's cards, from a short cache that every change made here clears.
     pub async fn summary(&self) -> store::Result<Summary> {
         self.feed.summary(self.store.summary()).await
     }
