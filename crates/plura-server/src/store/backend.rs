@@ -4,6 +4,7 @@
 use std::fmt;
 
 use sqlx::any::AnyPoolOptions;
+use sqlx::{AnyConnection, Connection, Executor};
 use sqlx::migrate::Migrator;
 
 use super::StoreError;
@@ -87,28 +88,23 @@ impl Backend {
                 .min_connections(1)
                 .idle_timeout(None)
                 .max_lifetime(None),
-            // A connection to a file cannot go stale: no ping before each use.
-            Self::Sqlite { .. } => AnyPoolOptions::new()
-                .max_connections(8)
-                .test_before_acquire(false)
-                .after_connect(|conn, _| {
-                    Box::pin(async move {
-                        // SQLite caches 2 MiB of pages per connection by default; a fleet of a
-                        // million agents has hundreds of MiB of indexes. Grown only as used.
-                        sqlx::Executor::execute(&mut *conn, "PRAGMA cache_size = -32768").await?;
-                        // Reads through a map of the file share the system's page cache: a
-                        // connection's first deep page no longer reads its own copy of the
-                        // index it skips (92 ms cold, 13 ms warm, at a million agents). Counted
-                        // in the server's RSS as the file's pages are touched: capped at 512 MiB.
-                        sqlx::Executor::execute(&mut *conn, "PRAGMA mmap_size = 536870912").await?;
-                        // Each statement of a transaction keeps a journal to undo it alone;
-                        // in a temporary file by default, a write system call per page.
-                        sqlx::Executor::execute(&mut *conn, "PRAGMA temp_store = MEMORY").await?;
-                        Ok(())
-                    })
-                }),
+            Self::Sqlite { .. } => sqlite_file_options().max_connections(8),
             Self::Postgres { .. } => AnyPoolOptions::new().max_connections(16),
         }
+    }
+
+    /// Whether its writes go one at a time, on a connection of their own (a SQLite file).
+    pub(super) fn writes_alone(&self) -> bool {
+        matches!(self, Self::Sqlite { url } if !url.contains(":memory:"))
+    }
+
+    /// A connection of its own, set up as the pool's are.
+    pub(super) async fn connect(&self) -> Result<AnyConnection, StoreError> {
+        let mut connection = AnyConnection::connect(self.url()).await?;
+        if matches!(self, Self::Sqlite { .. }) {
+            set_up_sqlite(&mut connection).await?;
+        }
+        Ok(connection)
     }
 
     /// SQLite has one writer at a time; a transaction that reads and then writes must take the
@@ -136,6 +132,30 @@ impl Backend {
             _ => &[],
         }
     }
+}
+
+/// A pool of connections to a SQLite file. A connection to a file cannot go stale: no ping
+/// before each use.
+fn sqlite_file_options() -> AnyPoolOptions {
+    AnyPoolOptions::new()
+        .test_before_acquire(false)
+        .after_connect(|connection, _| Box::pin(set_up_sqlite(connection)))
+}
+
+/// Sets up a connection to a SQLite file for a large fleet.
+async fn set_up_sqlite(connection: &mut AnyConnection) -> Result<(), sqlx::Error> {
+    // SQLite caches 2 MiB of pages per connection by default; a fleet of a million agents has
+    // hundreds of MiB of indexes. Grown only as used.
+    connection.execute("PRAGMA cache_size = -32768").await?;
+    // Reads through a map of the file share the system's page cache: a connection's first deep
+    // page no longer reads its own copy of the index it skips (92 ms cold, 13 ms warm, at a
+    // million agents). Counted in the server's RSS as the file's pages are touched: capped at
+    // 512 MiB.
+    connection.execute("PRAGMA mmap_size = 536870912").await?;
+    // Each statement of a transaction keeps a journal to undo it alone; in a temporary file by
+    // default, a write system call per page.
+    connection.execute("PRAGMA temp_store = MEMORY").await?;
+    Ok(())
 }
 
 /// Shows the URL without its password, so it can be logged.

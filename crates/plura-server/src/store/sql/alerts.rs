@@ -105,7 +105,6 @@ impl AlertStore for SqlStore {
         origin: &str,
         at: Timestamp,
     ) -> Result<StoredWebhook> {
-        let _turn = self.turn().await;
         let row = sqlx::query(&format!(
             "INSERT INTO webhooks (url, format, secret, origin, created_at) \
              VALUES ($1, $2, $3, $4, $5) ON CONFLICT (url, format) DO NOTHING \
@@ -116,7 +115,7 @@ impl AlertStore for SqlStore {
         .bind(secret.to_string())
         .bind(origin.to_string())
         .bind(at.as_millis())
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.writer.acquire().await?)
         .await?;
         match row {
             Some(row) => webhook(&row),

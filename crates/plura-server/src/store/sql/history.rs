@@ -114,8 +114,7 @@ impl HistoryStore for SqlStore {
         detail: &str,
         at: Timestamp,
     ) -> Result<()> {
-        let _turn = self.turn().await;
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.writer.acquire().await?;
         rows::insert_audit(&mut conn, actor, action, None, at, detail).await
     }
 }

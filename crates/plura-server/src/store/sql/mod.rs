@@ -18,15 +18,16 @@ mod ordered;
 mod rows;
 mod settings;
 mod shared;
+mod writer;
 use agent_index::AgentIndex;
+use writer::{WriteTransaction, Writer};
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use sqlx::any::AnyArguments;
 use sqlx::query::Query;
-use sqlx::{Any, AnyConnection, AnyPool, Transaction};
-use tokio::sync::{Mutex, OwnedMutexGuard};
+use sqlx::{Any, AnyConnection, AnyPool};
 
 use super::{Backend, Changed, Result, Store, StoreError, Told};
 
@@ -35,9 +36,7 @@ use super::{Backend, Changed, Result, Store, StoreError, Told};
 pub struct SqlStore {
     backend: Backend,
     pool: AnyPool,
-    /// Taken by every write on SQLite, whose single writer would otherwise make concurrent
-    /// transactions wait on each other's locks; PostgreSQL needs no such turn.
-    write_turn: Option<Arc<Mutex<()>>>,
+    writer: Writer,
     logins: Arc<group_commit::LoginQueue>,
     /// This server among those sharing the database, in the changes it tells them.
     server_id: Arc<str>,
@@ -47,10 +46,9 @@ pub struct SqlStore {
     agent_index: Option<Arc<AgentIndex>>,
 }
 
-/// A write transaction, holding the write turn (SQLite) until it ends.
+/// A write transaction, on the writer's connection until it ends.
 struct WriteTx {
-    tx: Transaction<'static, Any>,
-    _turn: Option<OwnedMutexGuard<()>>,
+    tx: WriteTransaction,
     /// Who tells the other servers of its changes (PostgreSQL).
     teller: Option<Arc<str>>,
     agent_index: Option<Arc<AgentIndex>>,
@@ -58,7 +56,7 @@ struct WriteTx {
 
 impl WriteTx {
     fn conn(&mut self) -> &mut AnyConnection {
-        &mut self.tx
+        self.tx.conn()
     }
 
     /// Records the history events of `changes`, tells the other servers of them, and commits:
@@ -102,12 +100,12 @@ impl SqlStore {
             sqlx::query(statement).execute(&pool).await?;
         }
         backend.migrator().run(&pool).await?;
-        let write_turn = matches!(backend, Backend::Sqlite { .. }).then(Default::default);
+        let writer = Writer::new(&backend, &pool);
         let agent_index = matches!(backend, Backend::Postgres { .. }).then(Arc::default);
         Ok(Self {
             backend,
             pool,
-            write_turn,
+            writer,
             logins: Arc::default(),
             server_id: format!("{:016x}", rand::random::<u64>()).into(),
             lease: Arc::default(),
@@ -119,31 +117,20 @@ impl SqlStore {
         &self.backend
     }
 
-    /// Waits for this process's write turn (SQLite); no wait on PostgreSQL.
-    async fn turn(&self) -> Option<OwnedMutexGuard<()>> {
-        match &self.write_turn {
-            Some(turn) => Some(turn.clone().lock_owned().await),
-            None => None,
-        }
-    }
-
     async fn begin_write(&self) -> Result<WriteTx> {
-        let turn = self.turn().await;
-        let tx = self.pool.begin_with(self.backend.begin_write()).await?;
+        let tx = self.writer.begin(self.backend.begin_write()).await?;
         let teller =
             matches!(self.backend, Backend::Postgres { .. }).then(|| self.server_id.clone());
         Ok(WriteTx {
             tx,
-            _turn: turn,
             teller,
             agent_index: self.agent_index.clone(),
         })
     }
 
-    /// Runs a single-statement write in its turn; answers how many rows it changed.
+    /// Runs a single-statement write; answers how many rows it changed.
     async fn write_counted<'q>(&self, query: Query<'q, Any, AnyArguments<'q>>) -> Result<u64> {
-        let _turn = self.turn().await;
-        Ok(query.execute(&self.pool).await?.rows_affected())
+        Ok(query.execute(&mut *self.writer.acquire().await?).await?.rows_affected())
     }
 }
 
@@ -184,6 +171,7 @@ impl Store for SqlStore {
     }
 
     async fn close(&self) {
+        self.writer.close().await;
         self.pool.close().await;
     }
 

@@ -1,0 +1,224 @@
+//! Where writes go. SQLite writes one transaction at a time whoever asks, so a file's writes share
+//! one connection of their own, held here rather than in a pool:
+//! - they take turns in this process instead of waiting on each other's locks;
+//! - its cache of pages stays valid from one write to the next, where a pooled connection finds
+//!   its cache stale after another's write and begins by dropping it;
+//! - one write follows another with nothing between, where a pool checks each connection given
+//!   back with a round trip before anyone may take it again.
+//!
+//! PostgreSQL writes in parallel: its writes take connections from the pool, as reads do.
+
+use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
+
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, AnyConnection, AnyPool, Connection, Executor};
+use tokio::sync::{Mutex, OwnedMutexGuard};
+
+use crate::store::{Backend, Result};
+
+#[derive(Clone)]
+pub(super) enum Writer {
+    Pool(AnyPool),
+    /// Connected on first use, and again after a failure left it in doubt.
+    Own {
+        backend: Backend,
+        connection: Arc<Mutex<Option<AnyConnection>>>,
+    },
+}
+
+/// A connection to write on, the writer's until dropped.
+pub(super) enum Writing {
+    Pooled(PoolConnection<Any>),
+    /// Always holds a connection.
+    Own(OwnedMutexGuard<Option<AnyConnection>>),
+}
+
+/// A transaction on a writer's connection; rolled back unless committed.
+pub(super) enum WriteTransaction {
+    Pooled(sqlx::Transaction<'static, Any>),
+    Own(OwnTransaction),
+}
+
+/// A transaction on the own connection; `None` once committed.
+pub(super) struct OwnTransaction(Option<Writing>);
+
+impl Writer {
+    /// The pool's when `backend` writes in parallel, else one connection of its own.
+    pub(super) fn new(backend: &Backend, pool: &AnyPool) -> Self {
+        if backend.writes_alone() {
+            Self::Own {
+                backend: backend.clone(),
+                connection: Arc::default(),
+            }
+        } else {
+            Self::Pool(pool.clone())
+        }
+    }
+
+    /// Waits for the writer's turn.
+    pub(super) async fn acquire(&self) -> Result<Writing> {
+        match self {
+            Self::Pool(pool) => Ok(Writing::Pooled(pool.acquire().await?)),
+            Self::Own {
+                backend,
+                connection,
+            } => {
+                let mut slot = connection.clone().lock_owned().await;
+                if slot.is_none() {
+                    *slot = Some(backend.connect().await?);
+                }
+                Ok(Writing::Own(slot))
+            }
+        }
+    }
+
+    /// Begins a transaction in the writer's turn, with the backend's statement.
+    pub(super) async fn begin(&self, statement: &'static str) -> Result<WriteTransaction> {
+        match self {
+            Self::Pool(pool) => Ok(WriteTransaction::Pooled(pool.begin_with(statement).await?)),
+            Self::Own { .. } => {
+                let mut writing = self.acquire().await?;
+                writing.execute(statement).await?;
+                Ok(WriteTransaction::Own(OwnTransaction(Some(writing))))
+            }
+        }
+    }
+
+    pub(super) async fn close(&self) {
+        match self {
+            Self::Pool(pool) => pool.close().await,
+            Self::Own { connection, .. } => {
+                if let Some(connection) = connection.lock().await.take() {
+                    let _ = connection.close().await;
+                }
+            }
+        }
+    }
+}
+
+impl Deref for Writing {
+    type Target = AnyConnection;
+
+    fn deref(&self) -> &AnyConnection {
+        match self {
+            Self::Pooled(connection) => connection,
+            Self::Own(slot) => slot.as_ref().expect("the writer holds a connection"),
+        }
+    }
+}
+
+impl DerefMut for Writing {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        match self {
+            Self::Pooled(connection) => connection,
+            Self::Own(slot) => slot.as_mut().expect("the writer holds a connection"),
+        }
+    }
+}
+
+impl WriteTransaction {
+    pub(super) fn conn(&mut self) -> &mut AnyConnection {
+        match self {
+            Self::Pooled(tx) => tx,
+            Self::Own(OwnTransaction(writing)) => {
+                writing.as_mut().expect("an open transaction has its connection")
+            }
+        }
+    }
+
+    pub(super) async fn commit(self) -> Result<()> {
+        match self {
+            Self::Pooled(tx) => tx.commit().await?,
+            Self::Own(mut own) => {
+                let mut writing = own.0.take().expect("an open transaction has its connection");
+                if let Err(e) = writing.execute("COMMIT").await {
+                    // Still open (a commit can fail and leave it so): rolled back on drop.
+                    own.0 = Some(writing);
+                    return Err(e.into());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for OwnTransaction {
+    fn drop(&mut self) {
+        let Some(Writing::Own(mut slot)) = self.0.take() else {
+            return;
+        };
+        // The next write waits for the rollback, which keeps the turn. Without a runtime to
+        // roll back on, the connection goes: closing it rolls back, and the next write
+        // connects again.
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn(async move {
+                let rolled_back = match slot.as_mut() {
+                    Some(connection) => connection.execute("ROLLBACK").await.is_ok(),
+                    None => true,
+                };
+                if !rolled_back {
+                    *slot = None;
+                }
+            })),
+            Err(_) => *slot = None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::Row;
+
+    use super::*;
+
+    async fn settings(pool: &AnyPool) -> Vec<String> {
+        sqlx::query("SELECT key FROM settings ORDER BY key")
+            .fetch_all(pool)
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.get("key"))
+            .collect()
+    }
+
+    async fn put(tx: &mut WriteTransaction, key: &str) {
+        sqlx::query("INSERT INTO settings (key, value) VALUES ($1, 'v')")
+            .bind(key.to_string())
+            .execute(tx.conn())
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_write_not_committed_is_undone_and_the_next_one_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("plura.db").display());
+        let store = crate::store::sql::SqlStore::open(Backend::from_url(&url).unwrap())
+            .await
+            .unwrap();
+        let writer = &store.writer;
+        assert!(matches!(writer, Writer::Own { .. }), "a file has a writer of its own");
+
+        let mut abandoned = writer.begin("BEGIN IMMEDIATE").await.unwrap();
+        put(&mut abandoned, "abandoned").await;
+        drop(abandoned);
+        let mut kept = writer.begin("BEGIN IMMEDIATE").await.unwrap();
+        put(&mut kept, "kept").await;
+        kept.commit().await.unwrap();
+        assert_eq!(settings(&store.pool).await, ["kept"]);
+
+        // A failed statement leaves the transaction to its owner, who drops it.
+        let mut failed = writer.begin("BEGIN IMMEDIATE").await.unwrap();
+        put(&mut failed, "half").await;
+        let duplicate = sqlx::query("INSERT INTO settings (key, value) VALUES ('kept', 'v')")
+            .execute(failed.conn())
+            .await;
+        assert!(duplicate.is_err());
+        drop(failed);
+        let mut after = writer.begin("BEGIN IMMEDIATE").await.unwrap();
+        put(&mut after, "after").await;
+        after.commit().await.unwrap();
+        assert_eq!(settings(&store.pool).await, ["after", "kept"]);
+    }
+}
