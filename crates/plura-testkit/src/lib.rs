@@ -433,6 +433,15 @@ impl TestServer {
         metric_value(&text, name).unwrap_or_else(|| panic!("no metric {name} in {text}"))
     }
 
+    /// Polls until the server's in-memory agent index holds `agents`, so searches and deep
+    /// pages are answered from it; panics after `limit`.
+    pub async fn wait_for_agent_index(&self, agents: usize, limit: Duration) {
+        eventually("the agent index is loaded", limit, || async {
+            (self.metric("plura_search_index_agents").await == agents as f64).then_some(())
+        })
+        .await;
+    }
+
     /// Polls until the agent has `status`; panics after `limit`.
     pub async fn wait_for_status(&self, id: i64, status: AgentStatus, limit: Duration) -> Agent {
         eventually(&format!("agent {id} turns {status}"), limit, || async {

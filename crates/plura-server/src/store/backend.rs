@@ -119,7 +119,7 @@ impl Backend {
     /// How the list finds free text.
     pub(super) fn text_search(&self) -> super::sql::TextSearch {
         match self {
-            Self::Sqlite { .. } => super::sql::TextSearch::Fts5Trigrams,
+            Self::Sqlite { .. } => super::sql::TextSearch::Columns,
             Self::Postgres { .. } => super::sql::TextSearch::TextTable,
         }
     }

@@ -567,7 +567,8 @@ pub trait Store: AgentStore + HistoryStore + CredentialStore + SettingStore + Al
     async fn tidy(&self) -> Result<()>;
 
     /// The changes other servers on the same database commit, as they commit them; `None`
-    /// when no other server can share it.
+    /// when no other server can share it. From then on the agent index is loaded (in the
+    /// background) and follows every change.
     async fn listen(&self) -> Result<Option<tokio::sync::mpsc::Receiver<Told>>>;
 }
 

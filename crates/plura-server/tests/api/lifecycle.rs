@@ -351,6 +351,7 @@ pub async fn prune_policy_deletes_long_stopped_agents_with_an_audit_record(db: D
     let server = TestServer::start_with(db, policy).await;
     let gone = server.login("10.5.0.1", "short-lived").await.agent_id;
     let kept = server.login("10.5.0.2", "long-lived").await.agent_id;
+    server.wait_for_agent_index(2, STOP_WITHIN).await;
     assert_eq!(server.logout(gone).await, StatusCode::NO_CONTENT);
 
     eventually("the stopped agent is pruned", STOP_WITHIN, || async {
@@ -363,6 +364,7 @@ pub async fn prune_policy_deletes_long_stopped_agents_with_an_audit_record(db: D
         kept,
         "running agents stay"
     );
+    assert_eq!(server.agents("?q=short-lived").await.total, 0, "found no more");
     let audit: AuditList = server.get("/api/v1/audit").await;
     assert_eq!(audit.items[0].action, AuditAction::Pruned);
     assert_eq!(audit.items[0].hostname.as_deref(), Some("short-lived"));

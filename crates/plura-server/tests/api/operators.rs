@@ -108,15 +108,9 @@ pub async fn a_search_counts_up_to_its_limit_and_pages_on(db: Db) {
         })
         .collect();
     store.import(&imported).await.unwrap();
-    if db == Db::Postgres {
-        // Imported by another store: the server hears of it and loads its search index again,
-        // which then answers the searches below.
-        eventually("the search index holds the import", STOP_WITHIN, || async {
-            let indexed = server.metric("plura_search_index_agents").await;
-            (indexed == f64::from(5 + bulk)).then_some(())
-        })
-        .await;
-    }
+    // The import makes the server load its agent index again, which then answers the searches
+    // below.
+    server.wait_for_agent_index(5 + bulk as usize, STOP_WITHIN).await;
 
     let all = server.agents("?q=BULK-&per_page=500").await;
     assert_eq!((all.total, all.total_exact), (SEARCH_COUNT_LIMIT, false));
@@ -426,8 +420,11 @@ pub async fn delete_keeps_an_audit_record_and_the_agent_can_return(db: Db) {
         .call(Method::PATCH, &path, Some(&server.admin), Some(&patch))
         .await;
     assert_eq!(r.status(), StatusCode::OK);
+    server.wait_for_agent_index(1, STOP_WITHIN).await;
     assert_eq!(server.delete_agent(id).await, StatusCode::NO_CONTENT);
     assert_eq!(server.agents("").await.total, 0);
+    assert_eq!(server.agents("?q=waf-8").await.total, 0, "found no more");
+    assert_eq!(server.metric("plura_search_index_agents").await, 0.0);
 
     // Who did what, newest first: the delete, the switch and the group, and the tokens the
     // test server's command line made.

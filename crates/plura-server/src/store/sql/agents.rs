@@ -149,9 +149,8 @@ impl SqlStore {
     /// need, in id order (descending when the page is sorted so); `None` while there is no
     /// index loaded.
     async fn indexed_matches(&self, filter: &ListFilter) -> Result<Option<Vec<i64>>> {
-        let (Some(index), Some(text), Some(limit)) =
-            (&self.agent_index, &filter.text, filter.limit)
-        else {
+        let index = &self.agent_index;
+        let (Some(text), Some(limit)) = (&filter.text, filter.limit) else {
             return Ok(None);
         };
         let by_id = filter.sort == SortColumn::Id;
@@ -265,7 +264,7 @@ impl SqlStore {
         (total, exact): (u64, bool),
     ) -> Result<Listed> {
         let from_where = &selected.from_where;
-        let order = selected.order_by(filter.sort, filter.descending);
+        let order = order_by(filter.sort, filter.descending);
         let list_sql = match filter.limit {
             // Deep pages skip their offset over ids alone (an index), and read only the rows
             // they show.
@@ -472,8 +471,7 @@ impl AgentStore for SqlStore {
                 events: vec![new_event(at, EventKind::Pruned, detail)],
             });
         }
-        // Gone agents keep no history: the events are for the change fan-out only.
-        tx.commit(&[]).await?;
+        tx.commit(&changes).await?;
         Ok(changes)
     }
 
@@ -627,11 +625,12 @@ impl AgentStore for SqlStore {
         let detail = format!("was {}", agent.status);
         let deleted = AuditAction::Deleted;
         rows::insert_audit(tx.conn(), actor, deleted, Some(&agent), at, &detail).await?;
-        tx.commit(&[]).await?;
-        Ok(Some(Changed {
+        let changed = Changed {
             agent,
             events: vec![new_event(at, EventKind::Deleted, format!("by {actor}"))],
-        }))
+        };
+        tx.commit(std::slice::from_ref(&changed)).await?;
+        Ok(Some(changed))
     }
 
     async fn agent(&self, id: i64) -> Result<Option<Agent>> {
@@ -667,11 +666,10 @@ impl AgentStore for SqlStore {
             }
         };
         // Deep pages of every agent in an order the index keeps are found there.
-        let in_memory = match (&self.agent_index, filter.limit) {
-            (Some(index), Some(limit))
-                if filter.offset >= DEFERRED_JOIN_OFFSET && !selected.is_conditioned() =>
-            {
+        let in_memory = match filter.limit {
+            Some(limit) if filter.offset >= DEFERRED_JOIN_OFFSET && !selected.is_conditioned() => {
                 let offset = usize::try_from(filter.offset).unwrap_or(usize::MAX);
+                let index = &self.agent_index;
                 index.page(filter.sort, filter.descending, offset, limit as usize)
             }
             _ => None,
@@ -699,7 +697,7 @@ impl AgentStore for SqlStore {
         let sql = format!(
             "SELECT {AGENT_COLUMNS} {} {}",
             selected.from_where,
-            selected.order_by(filter.sort, filter.descending)
+            order_by(filter.sort, filter.descending)
         );
         let mut rows = bind_params(sqlx::query(&sql), &selected.params).fetch(&self.pool);
         while let Some(row) = rows.try_next().await? {

@@ -27,8 +27,9 @@ pub enum Param {
 /// How free text is found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TextSearch {
-    /// SQLite's trigram index (`agents_text`, FTS5), for terms of three characters or more.
-    Fts5Trigrams,
+    /// `LIKE` on each agent's searched columns as one lower-cased text, made as it is read: a
+    /// scan (SQLite, while the agent index loads).
+    Columns,
     /// `LIKE` on each agent's searched columns as one lower-cased text (`agent_texts`), which
     /// PostgreSQL's trigram index (pg_trgm) serves.
     TextTable,
@@ -38,9 +39,6 @@ pub enum TextSearch {
 pub struct Selection {
     pub from_where: String,
     pub params: Vec<Param>,
-    /// A trigram search drives the query: its matches come out in id order (`matched_id`), so a
-    /// page in id order stops as soon as it is full instead of reading every match first.
-    search_driven: bool,
     /// Whether `from_where` has a `WHERE`.
     conditioned: bool,
 }
@@ -55,16 +53,6 @@ impl Selection {
     pub fn and(&self, condition: &str) -> String {
         let joiner = if self.conditioned { "AND" } else { "WHERE" };
         format!("{} {joiner} {condition}", self.from_where)
-    }
-
-    /// The `ORDER BY` of this selection; a search sorted by id follows the index's own order.
-    pub fn order_by(&self, column: SortColumn, descending: bool) -> String {
-        if self.search_driven && column == SortColumn::Id {
-            let direction = if descending { "DESC" } else { "ASC" };
-            format!("ORDER BY matched_id {direction}")
-        } else {
-            order_by(column, descending)
-        }
     }
 }
 
@@ -93,53 +81,36 @@ pub fn selection(filter: &ListFilter, search: TextSearch) -> Selection {
     if let Some(enabled) = filter.enabled {
         push("enabled = $?", Param::Int(enabled.into()));
     }
-    let mut from = "FROM agents".to_string();
-    let mut search_driven = false;
     if let Some(text) = &filter.text {
-        if search == TextSearch::Fts5Trigrams && text.chars().count() >= 3 {
-            // One quoted phrase: matched as a substring, case-insensitively. The index drives
-            // (CROSS JOIN keeps SQLite from scanning agents and probing it once per row, which
-            // took 65 s with a status filter at a million agents).
-            let phrase = format!("\"{}\"", text.replace('"', "\"\""));
-            params.push(Param::Text(phrase));
-            from = format!(
-                "FROM (SELECT rowid AS matched_id FROM agents_text WHERE agents_text MATCH ${}) \
-                 AS matched CROSS JOIN agents ON id = matched_id",
-                params.len()
-            );
-            search_driven = true;
-        } else {
-            let escaped = text
-                .to_lowercase()
-                .replace('\\', "\\\\")
-                .replace('%', "\\%")
-                .replace('_', "\\_");
-            let condition = match search {
-                TextSearch::TextTable => {
-                    "id IN (SELECT agent_id FROM agent_texts WHERE text LIKE $? ESCAPE '\\')"
-                }
-                // One lower-cased text per row, matched once, instead of six matches.
-                TextSearch::Fts5Trigrams => {
-                    "LOWER(ip || ' ' || hostname || ' ' || COALESCE(group_name, '') || ' ' || os \
-                     || ' ' || version || ' ' || COALESCE(machine_id, '')) LIKE $? ESCAPE '\\'"
-                }
-            };
-            push(condition, Param::Text(format!("%{escaped}%")));
-        }
+        let escaped = text
+            .to_lowercase()
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_");
+        let condition = match search {
+            TextSearch::TextTable => {
+                "id IN (SELECT agent_id FROM agent_texts WHERE text LIKE $? ESCAPE '\\')"
+            }
+            // One lower-cased text per row, matched once, instead of six matches.
+            TextSearch::Columns => {
+                "LOWER(ip || ' ' || hostname || ' ' || COALESCE(group_name, '') || ' ' || os \
+                 || ' ' || version || ' ' || COALESCE(machine_id, '')) LIKE $? ESCAPE '\\'"
+            }
+        };
+        push(condition, Param::Text(format!("%{escaped}%")));
     }
     if filter.source_differs {
         conditions.push("source_ip IS NOT NULL AND source_ip <> ip".into());
     }
     let conditioned = !conditions.is_empty();
     let from_where = if conditioned {
-        format!("{from} WHERE {}", conditions.join(" AND "))
+        format!("FROM agents WHERE {}", conditions.join(" AND "))
     } else {
-        from
+        "FROM agents".to_string()
     };
     Selection {
         from_where,
         params,
-        search_driven,
         conditioned,
     }
 }
@@ -210,47 +181,14 @@ mod tests {
              text LIKE $2 ESCAPE '\\')"
         );
         assert!(matches!(&selected.params[1], Param::Text(t) if t == "%waf\\_1\\%%"));
-        assert_eq!(
-            selected.order_by(SortColumn::Id, true),
-            "ORDER BY id DESC, id DESC"
-        );
 
-        let selected = selection(&filter, TextSearch::Fts5Trigrams);
+        let selected = selection(&filter, TextSearch::Columns);
         assert!(
-            selected.from_where.starts_with(
-                "FROM (SELECT rowid AS matched_id FROM agents_text WHERE agents_text MATCH $2)"
-            ),
+            selected.from_where.starts_with("FROM agents WHERE status = $1 AND LOWER(ip || "),
             "{}",
             selected.from_where
         );
-        assert!(selected.from_where.ends_with("WHERE status = $1"));
-        assert!(matches!(&selected.params[1], Param::Text(t) if t == "\"WAF_1%\""));
-        assert_eq!(
-            selected.order_by(SortColumn::Id, true),
-            "ORDER BY matched_id DESC"
-        );
-        assert_eq!(
-            selected.order_by(SortColumn::Ip, false),
-            "ORDER BY ip_key ASC, id ASC"
-        );
-        let quoted = ListFilter {
-            text: Some("a\"b".into()),
-            ..ListFilter::default()
-        };
-        let selected = selection(&quoted, TextSearch::Fts5Trigrams);
-        assert!(matches!(&selected.params[0], Param::Text(t) if t == "\"a\"\"b\""));
-        let short = ListFilter {
-            text: Some("ab".into()),
-            ..ListFilter::default()
-        };
-        let selected = selection(&short, TextSearch::Fts5Trigrams);
-        assert!(
-            selected.from_where.contains("LIKE"),
-            "too short for trigrams"
-        );
-        assert_eq!(
-            selected.order_by(SortColumn::Id, false),
-            "ORDER BY id ASC, id ASC"
-        );
+        assert!(selected.from_where.ends_with("LIKE $2 ESCAPE '\\'"));
+        assert!(matches!(&selected.params[1], Param::Text(t) if t == "%waf\\_1\\%%"));
     }
 }

@@ -41,9 +41,9 @@ pub struct SqlStore {
     /// This server among those sharing the database, in the changes it tells them.
     server_id: Arc<str>,
     lease: Arc<shared::Lease>,
-    /// The agents in memory for searches and deep pages (PostgreSQL), once this server listens
-    /// to the others.
-    agent_index: Option<Arc<AgentIndex>>,
+    /// The agents in memory for searches and deep pages, loaded once the server listens for
+    /// changes.
+    agent_index: Arc<AgentIndex>,
 }
 
 /// A write transaction, on the writer's connection until it ends.
@@ -51,7 +51,7 @@ struct WriteTx {
     tx: WriteTransaction,
     /// Who tells the other servers of its changes (PostgreSQL).
     teller: Option<Arc<str>>,
-    agent_index: Option<Arc<AgentIndex>>,
+    agent_index: Arc<AgentIndex>,
 }
 
 impl WriteTx {
@@ -61,17 +61,17 @@ impl WriteTx {
 
     /// Records the history events of `changes`, tells the other servers of them, and commits:
     /// the one way a change of agents ends, so none is on disk without its history, and every
-    /// server hears of it.
+    /// server (and the agent index) hears of it. A gone agent keeps no history: its change is
+    /// only told.
     async fn commit<'c>(mut self, changes: impl IntoIterator<Item = &'c Changed>) -> Result<()> {
         let changes: Vec<&Changed> = changes.into_iter().collect();
-        rows::insert_events(self.conn(), &changes).await?;
+        let kept: Vec<&Changed> = changes.iter().copied().filter(|c| !c.is_gone()).collect();
+        rows::insert_events(self.conn(), &kept).await?;
         if let Some(teller) = self.teller.clone() {
             shared::notify(self.conn(), &teller, &changes).await?;
         }
         self.tx.commit().await?;
-        if let Some(index) = &self.agent_index {
-            index.committed(&changes);
-        }
+        self.agent_index.committed(&changes);
         Ok(())
     }
 
@@ -82,8 +82,8 @@ impl WriteTx {
             shared::notify_missed(self.conn(), &teller).await?;
         }
         self.tx.commit().await?;
-        if let Some(index) = self.agent_index.filter(|index| index.followed()) {
-            tokio::spawn(index.reload(pool.clone()));
+        if self.agent_index.followed() {
+            tokio::spawn(self.agent_index.reload(pool.clone()));
         }
         Ok(())
     }
@@ -101,7 +101,6 @@ impl SqlStore {
         }
         backend.migrator().run(&pool).await?;
         let writer = Writer::new(&backend, &pool);
-        let agent_index = matches!(backend, Backend::Postgres { .. }).then(Arc::default);
         Ok(Self {
             backend,
             pool,
@@ -109,7 +108,7 @@ impl SqlStore {
             logins: Arc::default(),
             server_id: format!("{:016x}", rand::random::<u64>()).into(),
             lease: Arc::default(),
-            agent_index,
+            agent_index: Arc::default(),
         })
     }
 
@@ -180,7 +179,7 @@ impl Store for SqlStore {
     }
 
     fn search_index_agents(&self) -> Option<usize> {
-        self.agent_index.as_ref()?.agents()
+        self.agent_index.agents()
     }
 
     async fn lead(&self) -> Result<bool> {
@@ -198,20 +197,17 @@ impl Store for SqlStore {
     }
 
     async fn listen(&self) -> Result<Option<tokio::sync::mpsc::Receiver<Told>>> {
-        match &self.backend {
-            Backend::Sqlite { .. } => Ok(None),
-            Backend::Postgres { url } => {
-                let index = self
-                    .agent_index
-                    .clone()
-                    .expect("PostgreSQL keeps an agent index");
-                let notices =
-                    shared::listen(url, self.server_id.to_string(), &index, &self.pool).await?;
-                // Loaded once the notices it must follow are heard.
-                tokio::spawn(index.reload(self.pool.clone()));
-                Ok(Some(notices))
-            }
-        }
+        let notices = match &self.backend {
+            // Alone on its database: there is no one else to hear.
+            Backend::Sqlite { .. } => None,
+            Backend::Postgres { url } => Some(
+                shared::listen(url, self.server_id.to_string(), &self.agent_index, &self.pool)
+                    .await?,
+            ),
+        };
+        // Loaded once the notices it must follow are heard.
+        tokio::spawn(self.agent_index.clone().reload(self.pool.clone()));
+        Ok(notices)
     }
 }
 
