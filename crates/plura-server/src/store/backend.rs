@@ -4,8 +4,8 @@
 use std::fmt;
 
 use sqlx::any::AnyPoolOptions;
-use sqlx::{AnyConnection, Connection, Executor};
 use sqlx::migrate::Migrator;
+use sqlx::{AnyConnection, Connection, Executor};
 
 use super::StoreError;
 

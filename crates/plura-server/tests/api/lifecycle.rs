@@ -364,7 +364,11 @@ pub async fn prune_policy_deletes_long_stopped_agents_with_an_audit_record(db: D
         kept,
         "running agents stay"
     );
-    assert_eq!(server.agents("?q=short-lived").await.total, 0, "found no more");
+    assert_eq!(
+        server.agents("?q=short-lived").await.total,
+        0,
+        "found no more"
+    );
     let audit: AuditList = server.get("/api/v1/audit").await;
     assert_eq!(audit.items[0].action, AuditAction::Pruned);
     assert_eq!(audit.items[0].hostname.as_deref(), Some("short-lived"));

@@ -110,7 +110,9 @@ pub async fn a_search_counts_up_to_its_limit_and_pages_on(db: Db) {
     store.import(&imported).await.unwrap();
     // The import makes the server load its agent index again, which then answers the searches
     // below.
-    server.wait_for_agent_index(5 + bulk as usize, STOP_WITHIN).await;
+    server
+        .wait_for_agent_index(5 + bulk as usize, STOP_WITHIN)
+        .await;
 
     let all = server.agents("?q=BULK-&per_page=500").await;
     assert_eq!((all.total, all.total_exact), (SEARCH_COUNT_LIMIT, false));

@@ -184,7 +184,9 @@ mod tests {
 
         let selected = selection(&filter, TextSearch::Columns);
         assert!(
-            selected.from_where.starts_with("FROM agents WHERE status = $1 AND LOWER(ip || "),
+            selected
+                .from_where
+                .starts_with("FROM agents WHERE status = $1 AND LOWER(ip || "),
             "{}",
             selected.from_where
         );

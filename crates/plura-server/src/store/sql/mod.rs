@@ -129,7 +129,10 @@ impl SqlStore {
 
     /// Runs a single-statement write; answers how many rows it changed.
     async fn write_counted<'q>(&self, query: Query<'q, Any, AnyArguments<'q>>) -> Result<u64> {
-        Ok(query.execute(&mut *self.writer.acquire().await?).await?.rows_affected())
+        Ok(query
+            .execute(&mut *self.writer.acquire().await?)
+            .await?
+            .rows_affected())
     }
 }
 
@@ -201,8 +204,13 @@ impl Store for SqlStore {
             // Alone on its database: there is no one else to hear.
             Backend::Sqlite { .. } => None,
             Backend::Postgres { url } => Some(
-                shared::listen(url, self.server_id.to_string(), &self.agent_index, &self.pool)
-                    .await?,
+                shared::listen(
+                    url,
+                    self.server_id.to_string(),
+                    &self.agent_index,
+                    &self.pool,
+                )
+                .await?,
             ),
         };
         // Loaded once the notices it must follow are heard.

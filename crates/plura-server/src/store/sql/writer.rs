@@ -121,9 +121,9 @@ impl WriteTransaction {
     pub(super) fn conn(&mut self) -> &mut AnyConnection {
         match self {
             Self::Pooled(tx) => tx,
-            Self::Own(OwnTransaction(writing)) => {
-                writing.as_mut().expect("an open transaction has its connection")
-            }
+            Self::Own(OwnTransaction(writing)) => writing
+                .as_mut()
+                .expect("an open transaction has its connection"),
         }
     }
 
@@ -131,7 +131,10 @@ impl WriteTransaction {
         match self {
             Self::Pooled(tx) => tx.commit().await?,
             Self::Own(mut own) => {
-                let mut writing = own.0.take().expect("an open transaction has its connection");
+                let mut writing = own
+                    .0
+                    .take()
+                    .expect("an open transaction has its connection");
                 if let Err(e) = writing.execute("COMMIT").await {
                     // Still open (a commit can fail and leave it so): rolled back on drop.
                     own.0 = Some(writing);
@@ -198,7 +201,10 @@ mod tests {
             .await
             .unwrap();
         let writer = &store.writer;
-        assert!(matches!(writer, Writer::Own { .. }), "a file has a writer of its own");
+        assert!(
+            matches!(writer, Writer::Own { .. }),
+            "a file has a writer of its own"
+        );
 
         let mut abandoned = writer.begin("BEGIN IMMEDIATE").await.unwrap();
         put(&mut abandoned, "abandoned").await;
