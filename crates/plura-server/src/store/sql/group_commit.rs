@@ -61,10 +61,16 @@ pub(super) async fn login(store: &SqlStore, login: Login) -> Result<LoginOutcome
                     continue;
                 }
                 // Its own task: the batch carries other clients' logins and must finish even if
-                // this request is dropped.
+                // this request is dropped. It writes what waits until nothing does, so the next
+                // batch begins as the last one ends, not once a waiting login has been woken to
+                // take the turn.
                 let store = store.clone();
                 tokio::spawn(async move {
-                    write_batch(&store, batch).await;
+                    let mut batch = batch;
+                    while !batch.is_empty() {
+                        write_batch(&store, batch).await;
+                        batch = store.logins.take_batch();
+                    }
                     drop(turn);
                 });
             }
