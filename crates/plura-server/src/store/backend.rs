@@ -116,14 +116,6 @@ impl Backend {
         }
     }
 
-    /// How the list finds free text.
-    pub(super) fn text_search(&self) -> super::sql::TextSearch {
-        match self {
-            Self::Sqlite { .. } => super::sql::TextSearch::Columns,
-            Self::Postgres { .. } => super::sql::TextSearch::TextTable,
-        }
-    }
-
     /// Runs once per database, before the migrations.
     pub(super) fn setup_statements(&self) -> &'static [&'static str] {
         match self {

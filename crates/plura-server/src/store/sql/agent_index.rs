@@ -1,6 +1,6 @@
-//! The agents in memory, for PostgreSQL: what a search and a deep page need of each.
+//! The agents in memory: what a search and a deep page need of each.
 //!
-//! Each agent's searched text (what `agent_texts` holds) is kept in blocks of contiguous bytes in
+//! Each agent's searched text (its searched columns, lower-cased) is kept in blocks of contiguous bytes in
 //! id order and found by a SIMD substring scan: a million agents are scanned in about 5 ms, where
 //! reading pg_trgm's GIN lists of the trigrams nearly every agent has (`sca`, `le-`, `gro`) costs
 //! 30–60 ms whatever the matches. The agents are also kept in the order of the sort keys that

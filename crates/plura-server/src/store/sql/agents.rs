@@ -161,13 +161,10 @@ impl SqlStore {
             counted
         };
         let descending = by_id && filter.descending;
-        let others = selection(
-            &ListFilter {
-                text: None,
-                ..filter.clone()
-            },
-            self.backend.text_search(),
-        );
+        let others = selection(&ListFilter {
+            text: None,
+            ..filter.clone()
+        });
         let mut matched = Vec::new();
         let (mut cursor, mut chunk) = (None, FIRST_CHECK);
         loop {
@@ -212,11 +209,10 @@ impl SqlStore {
         Ok(Some(matched))
     }
 
-    /// A search reads its matches once: as many as its count and page need from the text
-    /// index, or up to the count limit from the database (on PostgreSQL each read of the
-    /// trigram index costs tens of ms at a million agents). Under the limit, the page is picked
-    /// from them; over it, the count stops there, and the page is read as any other unless it
-    /// is among the matches already read.
+    /// A search reads its matches once: as many as its count and page need from the agent
+    /// index, or up to the count limit from the database (a scan, while the index loads). Under
+    /// the limit, the page is picked from them; over it, the count stops there, and the page is
+    /// read as any other unless it is among the matches already read.
     async fn search(&self, filter: &ListFilter, selected: &Selection) -> Result<Listed> {
         let (matched, in_page_order) = match self.indexed_matches(filter).await? {
             Some(ids) => (ids, filter.sort == SortColumn::Id),
@@ -548,10 +544,9 @@ impl AgentStore for SqlStore {
 
     async fn loaded(&self) -> Result<()> {
         if let Backend::Postgres { .. } = self.backend {
-            for table in ["agents", "agent_texts"] {
-                let vacuum = format!("VACUUM ANALYZE {table}");
-                sqlx::query(&vacuum).execute(&self.pool).await?;
-            }
+            sqlx::query("VACUUM ANALYZE agents")
+                .execute(&self.pool)
+                .await?;
         }
         Ok(())
     }
@@ -639,7 +634,7 @@ impl AgentStore for SqlStore {
     }
 
     async fn list(&self, filter: &ListFilter) -> Result<Listed> {
-        let selected = selection(filter, self.backend.text_search());
+        let selected = selection(filter);
         if filter.text.is_some() {
             return self.search(filter, &selected).await;
         }
@@ -693,7 +688,7 @@ impl AgentStore for SqlStore {
         filter: &ListFilter,
         sink: &tokio::sync::mpsc::Sender<Result<Agent>>,
     ) -> Result<()> {
-        let selected = selection(filter, self.backend.text_search());
+        let selected = selection(filter);
         let sql = format!(
             "SELECT {AGENT_COLUMNS} {} {}",
             selected.from_where,

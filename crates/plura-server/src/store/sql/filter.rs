@@ -24,17 +24,6 @@ pub enum Param {
     Int(i64),
 }
 
-/// How free text is found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TextSearch {
-    /// `LIKE` on each agent's searched columns as one lower-cased text, made as it is read: a
-    /// scan (SQLite, while the agent index loads).
-    Columns,
-    /// `LIKE` on each agent's searched columns as one lower-cased text (`agent_texts`), which
-    /// PostgreSQL's trigram index (pg_trgm) serves.
-    TextTable,
-}
-
 /// The agents a list filter selects: its `FROM` and `WHERE`, with parameters numbered from `$1`.
 pub struct Selection {
     pub from_where: String,
@@ -57,7 +46,7 @@ impl Selection {
 }
 
 /// The selection of a list filter.
-pub fn selection(filter: &ListFilter, search: TextSearch) -> Selection {
+pub fn selection(filter: &ListFilter) -> Selection {
     let mut conditions = Vec::new();
     let mut params = Vec::new();
     let mut push = |sql: &str, param: Param| {
@@ -87,16 +76,11 @@ pub fn selection(filter: &ListFilter, search: TextSearch) -> Selection {
             .replace('\\', "\\\\")
             .replace('%', "\\%")
             .replace('_', "\\_");
-        let condition = match search {
-            TextSearch::TextTable => {
-                "id IN (SELECT agent_id FROM agent_texts WHERE text LIKE $? ESCAPE '\\')"
-            }
-            // One lower-cased text per row, matched once, instead of six matches.
-            TextSearch::Columns => {
-                "LOWER(ip || ' ' || hostname || ' ' || COALESCE(group_name, '') || ' ' || os \
-                 || ' ' || version || ' ' || COALESCE(machine_id, '')) LIKE $? ESCAPE '\\'"
-            }
-        };
+        // The searched columns as one lower-cased text, matched once instead of six times: a
+        // scan, for the seconds the agent index takes to load, and what it cannot answer.
+        let condition = "LOWER(ip || ' ' || hostname || ' ' || COALESCE(group_name, '') || ' ' \
+                         || os || ' ' || version || ' ' || COALESCE(machine_id, '')) \
+                         LIKE $? ESCAPE '\\'";
         push(condition, Param::Text(format!("%{escaped}%")));
     }
     if filter.source_differs {
@@ -174,15 +158,7 @@ mod tests {
             text: Some("WAF_1%".into()),
             ..ListFilter::default()
         };
-        let selected = selection(&filter, TextSearch::TextTable);
-        assert_eq!(
-            selected.from_where,
-            "FROM agents WHERE status = $1 AND id IN (SELECT agent_id FROM agent_texts WHERE \
-             text LIKE $2 ESCAPE '\\')"
-        );
-        assert!(matches!(&selected.params[1], Param::Text(t) if t == "%waf\\_1\\%%"));
-
-        let selected = selection(&filter, TextSearch::Columns);
+        let selected = selection(&filter);
         assert!(
             selected
                 .from_where

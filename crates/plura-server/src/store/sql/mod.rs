@@ -5,12 +5,11 @@
 //! once; `backend.rs` holds the few things that differ. One file per thing stored; row mapping
 //! is in `rows.rs`.
 
+mod agent_index;
 mod agents;
 mod alerts;
 mod credentials;
 mod filter;
-pub(in crate::store) use filter::TextSearch;
-mod agent_index;
 mod group_commit;
 mod history;
 mod login;
