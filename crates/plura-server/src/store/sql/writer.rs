@@ -79,7 +79,13 @@ impl Writer {
             Self::Pool(pool) => Ok(WriteTransaction::Pooled(pool.begin_with(statement).await?)),
             Self::Own { .. } => {
                 let mut writing = self.acquire().await?;
-                writing.execute(statement).await?;
+                if let Err(e) = writing.execute(statement).await {
+                    // Whatever went wrong, the next write begins on a new connection.
+                    if let Writing::Own(slot) = &mut writing {
+                        **slot = None;
+                    }
+                    return Err(e.into());
+                }
                 Ok(WriteTransaction::Own(OwnTransaction(Some(writing))))
             }
         }
