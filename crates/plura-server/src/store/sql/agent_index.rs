@@ -1,9 +1,9 @@
 //! The agents in memory: what a search and a deep page need of each.
 //!
-//! Each agent's searched text (its searched columns, lower-cased) is kept in blocks of contiguous bytes in
-//! id order and found by a SIMD substring scan: a million agents are scanned in about 5 ms, where
-//! reading pg_trgm's GIN lists of the trigrams nearly every agent has (`sca`, `le-`, `gro`) costs
-//! 30–60 ms whatever the matches. The agents are also kept in the order of the sort keys that
+//! Each agent's searched text (its searched columns, lower-cased) is kept in blocks of contiguous
+//! bytes in id order and found by a SIMD substring scan: a million agents are scanned in about
+//! 5 ms, where reading pg_trgm's GIN lists of the trigrams nearly every agent has (`sca`, `le-`,
+//! `gro`) cost 30–60 ms whatever the matches. The agents are also kept in the order of the sort keys that
 //! never change (id, address, registration time), so a page deep in the list is found without
 //! skipping its offset entry by entry.
 //!
