@@ -9,8 +9,7 @@ use sha2::{Digest, Sha256};
 fn new_secret(prefix: &str, bytes: usize) -> String {
     let mut random = vec![0u8; bytes];
     rand::rng().fill_bytes(&mut random);
-    let hex: String = random.iter().map(|b| format!("{b:02x}")).collect();
-    format!("{prefix}_{hex}")
+    format!("{prefix}_{}", hex(&random))
 }
 
 /// A role or session token: 192 random bits.

@@ -7,11 +7,15 @@
 //! never change (id, address, registration time), so a page deep in the list is found without
 //! skipping its offset entry by entry.
 //!
+//! It also knows every registered identity (address and hostname), so that a login can tell a
+//! first registration from a return without asking the database first.
+//!
 //! The index follows this server's commits and the changes every server tells. It is loaded when
 //! the server starts listening, and loaded again when news was missed; meanwhile the database
 //! answers, so nothing is answered from an index that may be stale.
 
 use std::collections::HashSet;
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
@@ -50,10 +54,19 @@ fn searched_text(parts: [&str; 6]) -> Vec<u8> {
     text
 }
 
-/// What the index keeps of an agent: its searched text, and its keys in the orders kept (they
-/// never change: an address is half an identity, and a registration happens once).
+/// An identity (address, hostname) as the index keeps it: a hash, 8 bytes an agent.
+fn identity_hash(ip: &str, hostname: &str) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    (ip, hostname).hash(&mut hasher);
+    hasher.finish()
+}
+
+/// What the index keeps of an agent: its searched text, its identity, and its keys in the
+/// orders kept (they never change: an address is half an identity, and a registration happens
+/// once).
 struct Entry {
     text: Vec<u8>,
+    identity: u64,
     ip_key: Box<str>,
     registered_at: i64,
 }
@@ -69,6 +82,7 @@ impl Entry {
                 &agent.version,
                 agent.machine_id.as_deref().unwrap_or(""),
             ]),
+            identity: identity_hash(&agent.ip, &agent.hostname),
             ip_key: ip_sort_key(&agent.ip).into(),
             registered_at: agent.registered_at.as_millis(),
         }
@@ -81,16 +95,17 @@ impl Entry {
                 .try_get::<Option<String>, _>(column)?
                 .unwrap_or_default())
         };
-        let ip = text("ip")?;
+        let (ip, hostname) = (text("ip")?, text("hostname")?);
         let entry = Self {
             text: searched_text([
                 &ip,
-                &text("hostname")?,
+                &hostname,
                 &text("group_name")?,
                 &text("os")?,
                 &text("version")?,
                 &text("machine_id")?,
             ]),
+            identity: identity_hash(&ip, &hostname),
             ip_key: ip_sort_key(&ip).into(),
             registered_at: row.try_get("registered_at")?,
         };
@@ -291,6 +306,9 @@ impl Texts {
 /// Every agent's entry, in id order and in the order of each key kept.
 struct Indexed {
     texts: Texts,
+    /// Every registered identity. A deleted agent's stays until the next load: it only makes
+    /// a login of that identity look it up first, as one of a registered identity does.
+    identities: HashSet<u64>,
     by_ip: Ordered<Box<str>>,
     by_registration: Ordered<i64>,
 }
@@ -299,6 +317,7 @@ struct Indexed {
 #[derive(Default)]
 struct Loaded {
     texts: Texts,
+    identities: HashSet<u64>,
     by_ip: Vec<(Box<str>, i64)>,
     by_registration: Vec<(i64, i64)>,
 }
@@ -306,6 +325,7 @@ struct Loaded {
 impl Loaded {
     fn push(&mut self, id: i64, entry: Entry) {
         self.texts.put(id, &entry.text);
+        self.identities.insert(entry.identity);
         self.by_ip.push((entry.ip_key, id));
         self.by_registration.push((entry.registered_at, id));
     }
@@ -313,6 +333,7 @@ impl Loaded {
     fn indexed(self) -> Indexed {
         Indexed {
             texts: self.texts,
+            identities: self.identities,
             by_ip: Ordered::new(self.by_ip),
             by_registration: Ordered::new(self.by_registration),
         }
@@ -321,6 +342,7 @@ impl Loaded {
 
 impl Indexed {
     fn put(&mut self, id: i64, entry: Entry) {
+        self.identities.insert(entry.identity);
         if self.texts.put(id, &entry.text) {
             self.by_ip.insert(entry.ip_key, id);
             self.by_registration.insert(entry.registered_at, id);
@@ -433,6 +455,18 @@ impl AgentIndex {
     ) -> Option<Vec<i64>> {
         match &*self.state.read().expect("agent index lock") {
             State::Ready(indexed) => indexed.page(column, descending, offset, limit),
+            _ => None,
+        }
+    }
+
+    /// Whether an agent holds the identity `ip`, `hostname`, as far as the index has heard;
+    /// `None` while it is not loaded. A hint to choose the first step of a login by, not an
+    /// answer: another server's registration may not have been told yet.
+    pub(super) fn registered(&self, ip: &str, hostname: &str) -> Option<bool> {
+        match &*self.state.read().expect("agent index lock") {
+            State::Ready(indexed) => {
+                Some(indexed.identities.contains(&identity_hash(ip, hostname)))
+            }
             _ => None,
         }
     }

@@ -30,9 +30,22 @@ pub(super) async fn login_together(
     let mut outcomes: Vec<Option<LoginOutcome>> = vec![None; logins.len()];
     let mut pending: Vec<usize> = (0..logins.len()).collect();
     let mut lost_inserts = 0;
+    // The first round takes the agent index's word for which identities are new, and inserts
+    // them without looking them up; one registered after all (through another server, not yet
+    // told) loses its insert and is looked up in the next round, as every login of a later
+    // round is.
+    let mut unheard_of: HashSet<usize> = pending
+        .iter()
+        .copied()
+        .filter(|&i| {
+            let (ip, hostname) = identity(logins[i]);
+            store.agent_index.registered(ip, hostname) == Some(false)
+        })
+        .collect();
     while !pending.is_empty() {
         let (round, later) = first_of_each_identity(logins, pending);
-        let lost = login_round(tx.conn(), logins, &round, &mut outcomes).await?;
+        let lost = login_round(tx.conn(), logins, &round, &unheard_of, &mut outcomes).await?;
+        unheard_of.clear();
         if !lost.is_empty() {
             lost_inserts += 1;
             if lost_inserts == LOGIN_ATTEMPTS {
@@ -98,16 +111,23 @@ fn first_of_each_identity(logins: &[&Login], pending: Vec<usize>) -> (Vec<usize>
         .partition(|&i| seen.insert(identity(logins[i])))
 }
 
-/// Logins of distinct identities: the known ones updated, the new ones inserted. Answers the
-/// logins that lost to another server's concurrent change (a first login inserted the identity,
-/// or a delete removed it): to be done again.
+/// Logins of distinct identities: the known ones updated, the new ones inserted; those in
+/// `unheard_of` are taken for new without a look-up. Answers the logins that lost to a
+/// concurrent change (a first login inserted the identity, or a delete removed it): to be done
+/// again.
 async fn login_round(
     conn: &mut AnyConnection,
     logins: &[&Login],
     round: &[usize],
+    unheard_of: &HashSet<usize>,
     outcomes: &mut [Option<LoginOutcome>],
 ) -> Result<Vec<usize>> {
-    let known = holders(conn, logins, round).await?;
+    let looked_up: Vec<usize> = round
+        .iter()
+        .copied()
+        .filter(|i| !unheard_of.contains(i))
+        .collect();
+    let known = holders(conn, logins, &looked_up).await?;
     let inserts: Vec<usize> = round
         .iter()
         .copied()
@@ -369,4 +389,86 @@ async fn login_new(
         }
     }
     Ok(outcomes)
+}
+
+#[cfg(test)]
+mod tests {
+    use plura_proto::LoginRequest;
+
+    use super::*;
+    use crate::store::{AgentStore, Store};
+
+    fn login(ip: &str, hostname: &str) -> Login {
+        let now = Timestamp::now();
+        Login {
+            request: LoginRequest {
+                ip: ip.into(),
+                hostname: hostname.into(),
+                machine_id: None,
+                version: "1".into(),
+                os: "Linux".into(),
+                kind: "waf".into(),
+                cloud: Default::default(),
+            },
+            source_ip: None,
+            key_hash: format!("hash of {ip} {hostname}"),
+            at: now,
+            heard_since: now,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_login_the_index_takes_for_new_finds_the_agent_registered_meanwhile() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/hint.db", dir.path().display());
+        let store = SqlStore::open(crate::store::Backend::from_url(&url).unwrap())
+            .await
+            .unwrap();
+        store.listen().await.unwrap();
+        while store.agent_index.agents().is_none() {
+            tokio::task::yield_now().await;
+        }
+
+        let first = store.login(login("10.0.0.1", "web-1")).await.unwrap();
+        assert!(first.created);
+        assert_eq!(
+            store.agent_index.registered("10.0.0.1", "web-1"),
+            Some(true)
+        );
+
+        // Registered behind the index's back, as another server's login not yet told is.
+        sqlx::query(
+            "INSERT INTO agents (ip, ip_key, hostname, status, enabled, kind, os, version, \
+             registered_at) VALUES ('10.0.0.2', '', 'web-2', 'stopped', 1, 'waf', 'Linux', \
+             '1', 0)",
+        )
+        .execute(&store.pool)
+        .await
+        .unwrap();
+        assert_eq!(
+            store.agent_index.registered("10.0.0.2", "web-2"),
+            Some(false)
+        );
+
+        let batch = [login("10.0.0.2", "web-2"), login("10.0.0.3", "web-3")];
+        let outcomes = login_together(&store, &batch.iter().collect::<Vec<_>>())
+            .await
+            .unwrap();
+        let [known, new] = &outcomes[..] else {
+            panic!("two outcomes: {outcomes:?}");
+        };
+        assert!(!known.created, "the registered agent logged in again");
+        assert_eq!(known.changed.agent.status, AgentStatus::Running);
+        assert_eq!(known.changed.events[0].event, EventKind::Login);
+        assert!(new.created);
+        assert_eq!(
+            store.agent_index.registered("10.0.0.2", "web-2"),
+            Some(true)
+        );
+        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM agents")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(count, 3);
+    }
 }

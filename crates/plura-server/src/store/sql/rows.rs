@@ -172,20 +172,25 @@ pub fn placeholders(conn: &AnyConnection, rows: usize, width: usize) -> String {
 }
 
 fn value_rows(rows: usize, width: usize, anonymous: bool) -> String {
-    let value = |n: usize| {
-        if anonymous {
-            "?".to_string()
-        } else {
-            format!("${n}")
+    use std::fmt::Write;
+    // Written into one string: a batch of logins builds several of these, each of hundreds of
+    // values.
+    let mut sql = String::with_capacity(rows * width * 6);
+    for row in 0..rows {
+        sql.push_str(if row == 0 { "(" } else { ", (" });
+        for column in 1..=width {
+            if column > 1 {
+                sql.push_str(", ");
+            }
+            if anonymous {
+                sql.push('?');
+            } else {
+                let _ = write!(sql, "${}", row * width + column);
+            }
         }
-    };
-    (0..rows)
-        .map(|r| {
-            let row: Vec<String> = (1..=width).map(|c| value(r * width + c)).collect();
-            format!("({})", row.join(", "))
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
+        sql.push(')');
+    }
+    sql
 }
 
 /// A history event.
@@ -205,5 +210,8 @@ mod tests {
     fn placeholders_number_rows_in_order() {
         assert_eq!(value_rows(2, 2, false), "($1, $2), ($3, $4)");
         assert_eq!(value_rows(2, 2, true), "(?, ?), (?, ?)");
+        assert_eq!(value_rows(3, 1, false), "($1), ($2), ($3)");
+        assert_eq!(value_rows(1, 3, false), "($1, $2, $3)");
+        assert_eq!(value_rows(0, 3, false), "");
     }
 }

@@ -72,13 +72,20 @@ pub(super) async fn notify(
     changes: &[&Changed],
 ) -> Result<()> {
     let told: Vec<Change> = changes.iter().flat_map(|c| c.changes()).collect();
-    for payload in payloads(server, &told) {
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(CHANNEL)
-            .bind(payload)
-            .execute(&mut *conn)
-            .await?;
+    let payloads = payloads(server, &told);
+    if payloads.is_empty() {
+        return Ok(());
     }
+    // One statement, however many payloads: one round trip in the writer's turn.
+    let calls: Vec<String> = (2..payloads.len() + 2)
+        .map(|n| format!("pg_notify($1, ${n})"))
+        .collect();
+    let sql = format!("SELECT {}", calls.join(", "));
+    let mut query = sqlx::query(&sql).bind(CHANNEL);
+    for payload in payloads {
+        query = query.bind(payload);
+    }
+    query.execute(&mut *conn).await?;
     Ok(())
 }
 
