@@ -10,6 +10,7 @@
 
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use sqlx::pool::PoolConnection;
 use sqlx::{Any, AnyConnection, AnyPool, Connection, Executor};
@@ -20,10 +21,12 @@ use crate::store::{Backend, Result};
 #[derive(Clone)]
 pub(super) enum Writer {
     Pool(AnyPool),
-    /// Connected on first use, and again after a failure left it in doubt.
+    /// Connected on first use, and again after a failure left it in doubt; never after
+    /// `close`.
     Own {
         backend: Backend,
         connection: Arc<Mutex<Option<AnyConnection>>>,
+        closed: Arc<AtomicBool>,
     },
 }
 
@@ -50,6 +53,7 @@ impl Writer {
             Self::Own {
                 backend: backend.clone(),
                 connection: Arc::default(),
+                closed: Arc::default(),
             }
         } else {
             Self::Pool(pool.clone())
@@ -63,8 +67,13 @@ impl Writer {
             Self::Own {
                 backend,
                 connection,
+                closed,
             } => {
                 let mut slot = connection.clone().lock_owned().await;
+                if closed.load(Ordering::SeqCst) {
+                    // As the pool answers once closed: a write that comes late is refused.
+                    return Err(sqlx::Error::PoolClosed.into());
+                }
                 if slot.is_none() {
                     *slot = Some(backend.connect().await?);
                 }
@@ -94,8 +103,12 @@ impl Writer {
     pub(super) async fn close(&self) {
         match self {
             Self::Pool(pool) => pool.close().await,
-            Self::Own { connection, .. } => {
-                if let Some(connection) = connection.lock().await.take() {
+            Self::Own {
+                connection, closed, ..
+            } => {
+                let mut slot = connection.lock().await;
+                closed.store(true, Ordering::SeqCst);
+                if let Some(connection) = slot.take() {
                     let _ = connection.close().await;
                 }
             }
@@ -232,5 +245,16 @@ mod tests {
         put(&mut after, "after").await;
         after.commit().await.unwrap();
         assert_eq!(settings(&store.pool).await, ["after", "kept"]);
+
+        // Closed, it connects no more.
+        writer.close().await;
+        assert!(matches!(
+            writer.begin("BEGIN IMMEDIATE").await,
+            Err(crate::store::StoreError::Database(sqlx::Error::PoolClosed))
+        ));
+        let Writer::Own { connection, .. } = writer else {
+            unreachable!()
+        };
+        assert!(connection.lock().await.is_none());
     }
 }
