@@ -77,12 +77,11 @@ impl FromRequestParts<AppState> for LoginRate {
         let Some(ConnectInfo(peer)) = parts.extensions.get::<ConnectInfo<SocketAddr>>() else {
             return Ok(Self);
         };
-        let what = format!("too many logins from {}", peer.ip());
         state
             .logins
             .take(peer.ip())
             .map(|()| Self)
-            .map_err(|wait| ApiError::too_many(wait, what))
+            .map_err(|wait| ApiError::too_many(wait, format!("too many logins from {}", peer.ip())))
     }
 }
 
