@@ -21,6 +21,8 @@ const CHANNEL: &str = "plura_changes";
 const LEASE_KEY: i64 = 0x0070_6c75_7261;
 /// PostgreSQL refuses NOTIFY payloads of 8000 bytes or more.
 const MAX_PAYLOAD: usize = 7900;
+/// NOTIFY payloads sent in one statement (each is a parameter; a statement takes 65,535).
+const NOTICES_PER_STATEMENT: usize = 1000;
 /// A payload telling that changes were made that did not fit: reload.
 const TOO_LARGE: &str = "!";
 /// How long a lease check may take before the lease is given up.
@@ -72,20 +74,19 @@ pub(super) async fn notify(
     changes: &[&Changed],
 ) -> Result<()> {
     let told: Vec<Change> = changes.iter().flat_map(|c| c.changes()).collect();
-    let payloads = payloads(server, &told);
-    if payloads.is_empty() {
-        return Ok(());
+    // Many payloads to a statement: one round trip in the writer's turn for a commit of
+    // logins, however many payloads it takes.
+    for chunk in payloads(server, &told).chunks(NOTICES_PER_STATEMENT) {
+        let calls: Vec<String> = (2..chunk.len() + 2)
+            .map(|n| format!("pg_notify($1, ${n})"))
+            .collect();
+        let sql = format!("SELECT {}", calls.join(", "));
+        let mut query = sqlx::query(&sql).bind(CHANNEL);
+        for payload in chunk {
+            query = query.bind(payload.as_str());
+        }
+        query.execute(&mut *conn).await?;
     }
-    // One statement, however many payloads: one round trip in the writer's turn.
-    let calls: Vec<String> = (2..payloads.len() + 2)
-        .map(|n| format!("pg_notify($1, ${n})"))
-        .collect();
-    let sql = format!("SELECT {}", calls.join(", "));
-    let mut query = sqlx::query(&sql).bind(CHANNEL);
-    for payload in payloads {
-        query = query.bind(payload);
-    }
-    query.execute(&mut *conn).await?;
     Ok(())
 }
 
