@@ -212,13 +212,19 @@ mod tests {
             .unwrap();
     }
 
-    #[tokio::test]
-    async fn a_write_not_committed_is_undone_and_the_next_one_goes_on() {
+    /// A store on a new SQLite file, and the folder that holds it.
+    async fn store_on_a_file() -> (tempfile::TempDir, crate::store::sql::SqlStore) {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("plura.db").display());
         let store = crate::store::sql::SqlStore::open(Backend::from_url(&url).unwrap())
             .await
             .unwrap();
+        (dir, store)
+    }
+
+    #[tokio::test]
+    async fn a_write_not_committed_is_undone_and_the_next_one_goes_on() {
+        let (_dir, store) = store_on_a_file().await;
         let writer = &store.writer;
         assert!(
             matches!(writer, Writer::Own { .. }),
@@ -256,5 +262,35 @@ mod tests {
             unreachable!()
         };
         assert!(connection.lock().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn after_a_begin_that_failed_the_next_write_connects_again() {
+        let (_dir, store) = store_on_a_file().await;
+        let writer = &store.writer;
+        let mut first = writer.begin("BEGIN IMMEDIATE").await.unwrap();
+        put(&mut first, "first").await;
+        first.commit().await.unwrap();
+
+        // Another process holds the write lock past SQLite's busy timeout (5 s).
+        let mut other = store.backend.connect().await.unwrap();
+        other.execute("BEGIN IMMEDIATE").await.unwrap();
+        let Err(locked) = writer.begin("BEGIN IMMEDIATE").await else {
+            panic!("began while another held the write lock");
+        };
+        assert!(locked.to_string().contains("locked"), "{locked}");
+        let Writer::Own { connection, .. } = writer else {
+            unreachable!("a file has a writer of its own")
+        };
+        assert!(
+            connection.lock().await.is_none(),
+            "the connection in doubt is dropped"
+        );
+
+        other.execute("ROLLBACK").await.unwrap();
+        let mut again = writer.begin("BEGIN IMMEDIATE").await.unwrap();
+        put(&mut again, "again").await;
+        again.commit().await.unwrap();
+        assert_eq!(settings(&store.pool).await, ["again", "first"]);
     }
 }
