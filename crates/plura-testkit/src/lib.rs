@@ -263,6 +263,11 @@ impl TestServer {
         self.db.data_directory().await
     }
 
+    /// The URL of this server's database, for a test to look into it.
+    pub fn database_url(&self) -> &str {
+        &self.db.url
+    }
+
     pub fn store(&self) -> &SqlStore {
         &self.store
     }

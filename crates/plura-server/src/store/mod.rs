@@ -563,7 +563,8 @@ pub trait Store: AgentStore + HistoryStore + CredentialStore + SettingStore + Al
     async fn lead(&self) -> Result<bool>;
 
     /// Folds up what the triggers accumulate (on a shared database, the deltas of the agent
-    /// counts); the server that sweeps runs it now and then.
+    /// counts) and keeps the planner's statistics up with a fast-growing fleet; the server that
+    /// sweeps runs it now and then.
     async fn tidy(&self) -> Result<()>;
 
     /// The changes other servers on the same database commit, as they commit them; `None`

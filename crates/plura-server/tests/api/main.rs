@@ -45,3 +45,9 @@ plura_testkit::on_both_backends!(
     users_sign_in_with_a_password_and_sign_out,
     old_history_is_deleted_but_the_agent_stays,
 );
+
+/// PostgreSQL's alone: SQLite's planner needs no statistics to use an index.
+#[tokio::test]
+async fn a_fleet_registering_at_once_is_analysed_again_postgres() {
+    ops::a_fleet_registering_at_once_is_analysed_again().await;
+}

@@ -111,3 +111,42 @@ pub async fn console_is_served_from_the_binary_with_a_strict_policy(db: Db) {
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
     server.finish().await;
 }
+
+/// PostgreSQL: a fleet registering at once outgrows the planner's statistics of the agents
+/// within autovacuum's minute; the sweeping server analyses them again itself.
+pub async fn a_fleet_registering_at_once_is_analysed_again() {
+    use futures::StreamExt;
+
+    let server = TestServer::start(Db::Postgres).await;
+    let logins = (0..1200).map(|n| {
+        let server = &server;
+        async move {
+            let ip = format!("10.9.{}.{}", n / 200, n % 200);
+            server.login(&ip, &format!("grow-{n}")).await
+        }
+    });
+    futures::stream::iter(logins)
+        .buffer_unordered(16)
+        .collect::<Vec<_>>()
+        .await;
+    let db = sqlx::PgPool::connect(server.database_url()).await.unwrap();
+    // Set by an ANALYZE statement only; autovacuum's own sets `last_autoanalyze`.
+    plura_testkit::eventually("the agents analysed again", super::STOP_WITHIN, || async {
+        let analysed: bool = sqlx::query_scalar(
+            "SELECT last_analyze IS NOT NULL FROM pg_stat_user_tables WHERE relname = 'agents'",
+        )
+        .fetch_one(&db)
+        .await
+        .unwrap();
+        analysed.then_some(())
+    })
+    .await;
+    let counted: f32 =
+        sqlx::query_scalar("SELECT reltuples FROM pg_class WHERE oid = 'agents'::regclass")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+    assert!(counted >= 1000.0, "the statistics count {counted} agents");
+    db.close().await;
+    server.finish().await;
+}

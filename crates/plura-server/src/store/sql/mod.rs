@@ -194,6 +194,7 @@ impl Store for SqlStore {
     async fn tidy(&self) -> Result<()> {
         if let Backend::Postgres { .. } = self.backend {
             shared::fold_counts(&self.pool).await?;
+            shared::analyze_after_growth(&self.pool).await?;
         }
         Ok(())
     }
