@@ -747,10 +747,9 @@ impl AgentStore for SqlStore {
 
 #[cfg(test)]
 mod tests {
-    use plura_proto::LoginRequest;
-
     use super::*;
     use crate::store::HistoryStore;
+    use crate::store::sql::testing::{login, store_on_a_file};
 
     async fn events_of(store: &SqlStore, id: i64) -> i64 {
         sqlx::query("SELECT COUNT(*) AS n FROM agent_events WHERE agent_id = $1")
@@ -764,33 +763,11 @@ mod tests {
 
     #[tokio::test]
     async fn history_goes_with_its_agent() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}/cascade.db", dir.path().display());
-        let store = crate::store::open(&url).await.unwrap();
-        let login = LoginRequest {
-            ip: "10.0.0.1".into(),
-            hostname: "waf-1".into(),
-            machine_id: None,
-            version: "1".into(),
-            os: "Linux".into(),
-            kind: "waf".into(),
-            cloud: Default::default(),
-        };
-        let now = Timestamp::now();
-        let id = store
-            .login(Login {
-                request: login,
-                source_ip: None,
-                key_hash: "hash".into(),
-                at: now,
-                heard_since: now,
-            })
-            .await
-            .unwrap()
-            .changed
-            .agent
-            .id;
-        store.logout(id, "hash", now).await.unwrap();
+        let (_dir, store) = store_on_a_file().await;
+        let login = login("10.0.0.1", "waf-1");
+        let (key_hash, now) = (login.key_hash.clone(), login.at);
+        let id = store.login(login).await.unwrap().changed.agent.id;
+        store.logout(id, &key_hash, now).await.unwrap();
         assert_eq!(events_of(&store, id).await, 2);
 
         store.delete(id, "test", now).await.unwrap().unwrap();

@@ -393,37 +393,13 @@ async fn login_new(
 
 #[cfg(test)]
 mod tests {
-    use plura_proto::LoginRequest;
-
     use super::*;
+    use crate::store::sql::testing::{login, store_on_a_file};
     use crate::store::{AgentStore, Store};
-
-    fn login(ip: &str, hostname: &str) -> Login {
-        let now = Timestamp::now();
-        Login {
-            request: LoginRequest {
-                ip: ip.into(),
-                hostname: hostname.into(),
-                machine_id: None,
-                version: "1".into(),
-                os: "Linux".into(),
-                kind: "waf".into(),
-                cloud: Default::default(),
-            },
-            source_ip: None,
-            key_hash: format!("hash of {ip} {hostname}"),
-            at: now,
-            heard_since: now,
-        }
-    }
 
     #[tokio::test]
     async fn a_login_the_index_takes_for_new_finds_the_agent_registered_meanwhile() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}/hint.db", dir.path().display());
-        let store = SqlStore::open(crate::store::Backend::from_url(&url).unwrap())
-            .await
-            .unwrap();
+        let (_dir, store) = store_on_a_file().await;
         store.listen().await.unwrap();
         while store.agent_index.agents().is_none() {
             tokio::task::yield_now().await;

@@ -17,6 +17,8 @@ mod ordered;
 mod rows;
 mod settings;
 mod shared;
+#[cfg(test)]
+mod testing;
 mod writer;
 use agent_index::AgentIndex;
 use writer::{WriteTransaction, Writer};

@@ -193,6 +193,7 @@ mod tests {
     use sqlx::Row;
 
     use super::*;
+    use crate::store::sql::testing::store_on_a_file;
 
     async fn settings(pool: &AnyPool) -> Vec<String> {
         sqlx::query("SELECT key FROM settings ORDER BY key")
@@ -210,16 +211,6 @@ mod tests {
             .execute(tx.conn())
             .await
             .unwrap();
-    }
-
-    /// A store on a new SQLite file, and the folder that holds it.
-    async fn store_on_a_file() -> (tempfile::TempDir, crate::store::sql::SqlStore) {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("plura.db").display());
-        let store = crate::store::sql::SqlStore::open(Backend::from_url(&url).unwrap())
-            .await
-            .unwrap();
-        (dir, store)
     }
 
     #[tokio::test]
