@@ -324,6 +324,29 @@ fn known_outcome(
     }
 }
 
+/// The agent a first login registered as `id`: the columns its insert wrote, and the defaults.
+fn registered_agent(id: i64, login: &Login) -> Agent {
+    let request = &login.request;
+    Agent {
+        id,
+        ip: request.ip.clone(),
+        hostname: request.hostname.clone(),
+        status: AgentStatus::Running,
+        enabled: true,
+        group: None,
+        kind: request.kind.clone(),
+        os: request.os.clone(),
+        version: request.version.clone(),
+        machine_id: request.machine_id.clone(),
+        source_ip: login.source_ip.clone(),
+        registered_at: login.at,
+        last_login_at: Some(login.at),
+        last_seen_at: Some(login.at),
+        last_takeover_at: None,
+        cloud: request.cloud.clone(),
+    }
+}
+
 /// First logins of identities; an outcome is `None` when a concurrent login (another server's)
 /// registered the identity first.
 async fn login_new(
@@ -341,7 +364,7 @@ async fn login_new(
              v.column6, v.column7, v.column8, v.column9, v.column9, v.column9, v.column10, \
              v.column11, v.column12, v.column13, v.column14 \
              FROM (VALUES {}) AS v WHERE true \
-             ON CONFLICT (ip, hostname) DO NOTHING RETURNING {AGENT_COLUMNS}",
+             ON CONFLICT (ip, hostname) DO NOTHING RETURNING id, ip, hostname",
             placeholders(conn, chunk.len(), 14)
         );
         let mut query = sqlx::query(&sql);
@@ -361,17 +384,22 @@ async fn login_new(
                 .bind(login.key_hash.clone());
             query = bind_cloud(query, &request.cloud);
         }
-        let mut created: HashMap<(String, String), Agent> = HashMap::new();
+        // Only the ids come back: the rest of a new agent is what its login said, and the
+        // copies of every column were a sixth of SQLite's work per registration.
+        let mut created: HashMap<(String, String), i64> = HashMap::new();
         for row in query.fetch_all(&mut *conn).await? {
-            let agent = rows::agent(&row)?;
-            created.insert((agent.ip.clone(), agent.hostname.clone()), agent);
+            created.insert(
+                (row.try_get("ip")?, row.try_get("hostname")?),
+                row.try_get("id")?,
+            );
         }
         for &i in chunk {
             let login = logins[i];
             let (ip, hostname) = identity(login);
             let outcome = created
                 .remove(&(ip.to_string(), hostname.to_string()))
-                .map(|agent| {
+                .map(|id| {
+                    let agent = registered_agent(id, login);
                     let from = login.source_ip.as_deref().unwrap_or("an unknown address");
                     let detail =
                         format!("first login from {from}, version {}", login.request.version);
@@ -396,6 +424,26 @@ mod tests {
     use super::*;
     use crate::store::sql::testing::{login, store_on_a_file};
     use crate::store::{AgentStore, Store};
+
+    #[tokio::test]
+    async fn a_registration_answers_the_agent_as_stored() {
+        let (_dir, store) = store_on_a_file().await;
+        let mut first = login("10.0.0.1", "web-1");
+        first.request.machine_id = Some("machine-1".into());
+        first.source_ip = Some("192.0.2.7".into());
+        first.request.cloud = CloudLabels {
+            instance_id: Some("i-0123".into()),
+            zone: Some("ap-northeast-2a".into()),
+            instance_type: Some("t3.micro".into()),
+            asg: Some("web".into()),
+        };
+
+        let outcome = store.login(first).await.unwrap();
+        assert!(outcome.created);
+        let answered = outcome.changed.agent;
+        let stored = store.agent(answered.id).await.unwrap().unwrap();
+        assert_eq!(answered, stored);
+    }
 
     #[tokio::test]
     async fn a_login_the_index_takes_for_new_finds_the_agent_registered_meanwhile() {
