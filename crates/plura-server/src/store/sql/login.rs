@@ -12,7 +12,7 @@ use plura_proto::{Agent, AgentStatus, AlertKind, CloudLabels, EventKind, Timesta
 use super::SqlStore;
 use super::alerts::{self, NewAlert};
 use super::filter::ip_sort_key;
-use super::rows::{self, AGENT_COLUMNS, new_event, placeholders, rows_per_statement};
+use super::rows::{self, new_event, placeholders, rows_per_statement};
 use crate::store::{Changed, Login, LoginOutcome, Result, StoreError};
 
 /// How often a login looks again when a concurrent first login of the same identity (on another
@@ -258,7 +258,8 @@ async fn login_known(
              last_takeover_at = COALESCE(v.column9, agents.last_takeover_at), lost = 0, \
              instance_id = v.column10, zone = v.column11, instance_type = v.column12, \
              asg = v.column13 \
-             FROM (VALUES {}) AS v WHERE agents.id = v.column1 RETURNING {AGENT_COLUMNS}",
+             FROM (VALUES {}) AS v WHERE agents.id = v.column1 \
+             RETURNING id, enabled, group_name, machine_id, registered_at, last_takeover_at",
             placeholders(conn, chunk.len(), 13),
         );
         let mut query = sqlx::query(&sql);
@@ -281,10 +282,20 @@ async fn login_known(
             query = bind_cloud(query, &request.cloud);
             by_id.insert(previous.id, (i, previous, differences));
         }
+        // What the update set is what the login said; only what it kept comes back, as it
+        // is now (an operator's change through another server may have come in between).
         for row in query.fetch_all(&mut *conn).await? {
-            let agent = rows::agent(&row)?;
-            let Some((i, previous, differences)) = by_id.remove(&agent.id) else {
+            let id: i64 = row.try_get("id")?;
+            let Some((i, previous, differences)) = by_id.remove(&id) else {
                 continue;
+            };
+            let agent = Agent {
+                enabled: row.try_get::<i64, _>("enabled")? != 0,
+                group: row.try_get("group_name")?,
+                machine_id: row.try_get("machine_id")?,
+                registered_at: rows::time(&row, "registered_at")?,
+                last_takeover_at: rows::optional_time(&row, "last_takeover_at")?,
+                ..logged_in_agent(id, logins[i])
             };
             outcomes.push((i, known_outcome(agent, previous, differences, logins[i])));
         }
@@ -324,8 +335,9 @@ fn known_outcome(
     }
 }
 
-/// The agent a first login registered as `id`: the columns its insert wrote, and the defaults.
-fn registered_agent(id: i64, login: &Login) -> Agent {
+/// Agent `id` as `login` left it: running, with the details it gave, at its time; and as a
+/// first login registers it (enabled, in no group, never taken over).
+fn logged_in_agent(id: i64, login: &Login) -> Agent {
     let request = &login.request;
     Agent {
         id,
@@ -399,7 +411,7 @@ async fn login_new(
             let outcome = created
                 .remove(&(ip.to_string(), hostname.to_string()))
                 .map(|id| {
-                    let agent = registered_agent(id, login);
+                    let agent = logged_in_agent(id, login);
                     let from = login.source_ip.as_deref().unwrap_or("an unknown address");
                     let detail =
                         format!("first login from {from}, version {}", login.request.version);
@@ -424,9 +436,23 @@ mod tests {
     use super::*;
     use crate::store::sql::testing::{login, store_on_a_file};
     use crate::store::{AgentStore, Store};
+    use plura_proto::PatchAgent;
+
+    /// A login answers the agent as it left it in the database, though only its id (and, for
+    /// a registered agent, what the login kept of it) is read back.
+    async fn answered_as_stored(store: &SqlStore, login: Login) -> LoginOutcome {
+        let outcome = store.login(login).await.unwrap();
+        let stored = store
+            .agent(outcome.changed.agent.id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(outcome.changed.agent, stored);
+        outcome
+    }
 
     #[tokio::test]
-    async fn a_registration_answers_the_agent_as_stored() {
+    async fn a_login_answers_the_agent_as_stored() {
         let (_dir, store) = store_on_a_file().await;
         let mut first = login("10.0.0.1", "web-1");
         first.request.machine_id = Some("machine-1".into());
@@ -437,12 +463,29 @@ mod tests {
             instance_type: Some("t3.micro".into()),
             asg: Some("web".into()),
         };
+        let registered = answered_as_stored(&store, first).await;
+        assert!(registered.created);
 
-        let outcome = store.login(first).await.unwrap();
-        assert!(outcome.created);
-        let answered = outcome.changed.agent;
-        let stored = store.agent(answered.id).await.unwrap().unwrap();
-        assert_eq!(answered, stored);
+        // What the login keeps: an operator's switch and group, the machine id it does not
+        // give, the time it was registered.
+        let id = registered.changed.agent.id;
+        let patch = PatchAgent {
+            enabled: Some(false),
+            group: Some(Some("edge".into())),
+        };
+        store
+            .patch(id, &patch, "admin", Timestamp::now())
+            .await
+            .unwrap();
+        let mut again = login("10.0.0.1", "web-1");
+        again.source_ip = Some("192.0.2.8".into());
+        let taken_over = answered_as_stored(&store, again).await;
+        assert_eq!(taken_over.changed.events[0].event, EventKind::Takeover);
+        let agent = &taken_over.changed.agent;
+        assert!(!agent.enabled);
+        assert_eq!(agent.group.as_deref(), Some("edge"));
+        assert_eq!(agent.machine_id.as_deref(), Some("machine-1"));
+        assert!(agent.last_takeover_at.is_some());
     }
 
     #[tokio::test]
