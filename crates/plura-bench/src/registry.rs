@@ -91,10 +91,8 @@ async fn login_all(
 /// disk's flush rate in the database's folder, which a login per transaction could not beat.
 pub async fn logins(db: Db, agents: u32, concurrency: usize) -> anyhow::Result<String> {
     let target = server(db).await;
-    println!("measuring the disk's flush rate beside the database");
-    let dir = target.data_directory().await;
-    let fsync_per_s = crate::disk::fsync_rate_near(dir, Duration::from_secs(2))?;
-    println!("  fsync_per_s={fsync_per_s:.0}");
+    let (fsync_per_s, fsync_measured_by) = flush_rate(&target, db).await?;
+    println!("  fsync_per_s={fsync_per_s:.0} fsync_measured_by={fsync_measured_by}");
     println!("registering {agents} agents, {concurrency} at a time");
     let cpu_before = Usage::current().cpu_s;
     let (first, registrations) = login_all(&target, agents, concurrency).await?;
@@ -112,7 +110,8 @@ pub async fn logins(db: Db, agents: u32, concurrency: usize) -> anyhow::Result<S
     target.finish().await;
     Ok(format!(
         "bench=logins db={db:?} agents={agents} concurrency={concurrency} {} {} \
-         fsync_per_s={fsync_per_s:.0} registrations_per_fsync={:.2} relogins_per_fsync={:.2} \
+         fsync_per_s={fsync_per_s:.0} fsync_measured_by={fsync_measured_by} \
+         registrations_per_fsync={:.2} relogins_per_fsync={:.2} \
          cpu_us_per_registration={cpu_us_per_registration:.0} cores={}",
         registrations.figures("registrations"),
         relogins.figures("relogins"),
@@ -120,6 +119,23 @@ pub async fn logins(db: Db, agents: u32, concurrency: usize) -> anyhow::Result<S
         relogins.per_second() / fsync_per_s,
         std::thread::available_parallelism().map_or(1, |n| n.get()),
     ))
+}
+
+/// The database's flush rate, and how it was measured: on the disk beside it when it is here,
+/// else through a PostgreSQL server on another host, by its commits one after another.
+async fn flush_rate(target: &TestServer, db: Db) -> anyhow::Result<(f64, &'static str)> {
+    let time = Duration::from_secs(2);
+    match target.data_directory().await {
+        None if db == Db::Postgres => {
+            println!("measuring the database's commits one after another (its disk is not here)");
+            let rate = crate::disk::commit_rate(target.database_url(), time).await?;
+            Ok((rate, "commits"))
+        }
+        dir => {
+            println!("measuring the disk's flush rate beside the database");
+            Ok((crate::disk::fsync_rate_near(dir, time)?, "disk"))
+        }
+    }
 }
 
 /// The console's list queries (one page, sorted, filtered, searched) over a fleet of `agents`,
@@ -321,6 +337,7 @@ mod tests {
         let figures = logins(Db::Sqlite, 40, 8).await.unwrap();
         assert!(figures.contains("registrations=40 "), "{figures}");
         assert!(figures.contains("relogins=40 "), "{figures}");
+        assert!(figures.contains(" fsync_measured_by=disk "), "{figures}");
         let figures = list(Db::Sqlite, 30, 2, 4).await.unwrap();
         assert!(figures.contains("first_page=2 "), "{figures}");
         let figures = csv(Db::Sqlite, 30, 2, 4).await.unwrap();

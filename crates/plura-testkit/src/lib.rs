@@ -94,18 +94,22 @@ impl Database {
     }
 
     /// The folder the database writes to: the SQLite file's, or PostgreSQL's data directory
-    /// (when the server says and this process may write there).
+    /// when the server runs on this machine (reached over loopback or a local socket) and says
+    /// where it is. A server elsewhere has its folder on a disk this process cannot see.
     pub async fn data_directory(&self) -> Option<std::path::PathBuf> {
         if let Some(dir) = &self._dir {
             return Some(dir.path().to_path_buf());
         }
         let (admin, _) = self.pg_admin.as_ref()?;
         let mut conn = sqlx::PgConnection::connect(admin).await.ok()?;
-        let (dir,): (String,) = sqlx::query_as("SHOW data_directory")
-            .fetch_one(&mut conn)
-            .await
-            .ok()?;
-        Some(dir.into())
+        let (dir, here): (String, bool) = sqlx::query_as(
+            "SELECT current_setting('data_directory'), \
+             COALESCE(inet_server_addr() <<= '127.0.0.0/8' OR inet_server_addr() = '::1', true)",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .ok()?;
+        here.then(|| dir.into())
     }
 
     /// Drops the PostgreSQL database (a SQLite file goes with its folder).
