@@ -156,11 +156,21 @@ async fn holders(
     round: &[usize],
 ) -> Result<HashMap<usize, Previous>> {
     let mut known = HashMap::new();
+    // On PostgreSQL other writers run beside the batch (heartbeat flushes, sweeps, other
+    // servers' batches). The batch takes its agents' rows here, in the order of their ids, as
+    // the sweep takes its own and the flush lists its own, so no two hold each a row the other
+    // waits for (PostgreSQL would break such a circle only after a second, failing one); and
+    // what it reads of them stays so until it commits. SQLite has one writer at a time.
+    let lock = if conn.backend_name() == "SQLite" {
+        ""
+    } else {
+        " FOR UPDATE OF a"
+    };
     for chunk in round.chunks(rows_per_statement(2)) {
         let sql = format!(
             "SELECT a.id, a.ip, a.hostname, a.machine_id, a.source_ip, a.kind, a.status, \
              a.last_seen_at, a.lost FROM agents a JOIN (VALUES {}) AS v \
-             ON a.ip = v.column1 AND a.hostname = v.column2",
+             ON a.ip = v.column1 AND a.hostname = v.column2 ORDER BY a.id{lock}",
             placeholders(conn, chunk.len(), 2)
         );
         let mut query = sqlx::query(&sql);
@@ -434,7 +444,9 @@ async fn login_new(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::sql::testing::{login, store_on_a_file};
+    use crate::store::sql::testing::{
+        login, store_on_a_file, store_on_postgres, waits_for_the_first_holding_no_other,
+    };
     use crate::store::{AgentStore, Store};
     use plura_proto::PatchAgent;
 
@@ -486,6 +498,36 @@ mod tests {
         assert_eq!(agent.group.as_deref(), Some("edge"));
         assert_eq!(agent.machine_id.as_deref(), Some("machine-1"));
         assert!(agent.last_takeover_at.is_some());
+    }
+
+    /// A batch takes its agents' rows in the order of their ids, whatever order they came in or
+    /// lie in, as the heartbeat flush writes them: the two, which PostgreSQL runs side by side,
+    /// never each hold a row the other waits for.
+    /// Whatever order its logins came in and its agents' rows lie in, a batch takes them in the
+    /// order of their ids.
+    #[tokio::test]
+    async fn a_login_batch_takes_its_agents_in_id_order() {
+        let (database, store) = store_on_postgres().await;
+        let logins: Vec<Login> = (1..=20)
+            .map(|n| login(&format!("10.0.0.{n}"), &format!("web-{n}")))
+            .collect();
+        let registered = login_together(&store, &logins.iter().collect::<Vec<_>>())
+            .await
+            .unwrap();
+        let first = registered.iter().map(|o| o.changed.agent.id).min().unwrap();
+        // Its row written again lies after the others in the table; the batch lists it last.
+        store.login(logins[0].clone()).await.unwrap();
+        let batch = {
+            let store = store.clone();
+            async move { login_together(&store, &logins.iter().rev().collect::<Vec<_>>()).await }
+        };
+        let outcomes = waits_for_the_first_holding_no_other(&database.url, first, batch)
+            .await
+            .unwrap();
+        assert_eq!(outcomes.len(), 20);
+        assert!(outcomes.iter().all(|o| !o.created));
+        store.close().await;
+        database.drop_database().await;
     }
 
     #[tokio::test]
