@@ -447,9 +447,10 @@ impl AgentStore for SqlStore {
     async fn prune_stopped(&self, cutoff: Timestamp, at: Timestamp) -> Result<Vec<Changed>> {
         let mut tx = self.begin_write().await?;
         // Their history goes with them (ON DELETE CASCADE); the audit log keeps a record.
+        let (with, chosen) =
+            chosen_in_id_order(tx.conn(), "status = 'stopped' AND last_seen_at < $1");
         let pruned = sqlx::query(&format!(
-            "DELETE FROM agents WHERE status = 'stopped' AND last_seen_at < $1 \
-             RETURNING {AGENT_COLUMNS}"
+            "{with}DELETE FROM agents WHERE {chosen} RETURNING {AGENT_COLUMNS}"
         ))
         .bind(cutoff.as_millis())
         .fetch_all(tx.conn())
@@ -744,23 +745,35 @@ impl AgentStore for SqlStore {
 
 /// The statement that stops the agents running but silent since before `$1`, and answers them.
 fn stop_silent_statement(conn: &AnyConnection) -> String {
-    if conn.backend_name() == "SQLite" {
+    let silent = if conn.backend_name() == "SQLite" {
         // Each half is a range of the liveness index. With `IS NULL OR <` SQLite reads the entry
         // of every running agent instead: 38 ms at 500,000, each tick, in the writer's turn.
-        format!(
-            "UPDATE agents SET status = 'stopped', lost = 1 WHERE id IN \
-             (SELECT id FROM agents WHERE status = 'running' AND last_seen_at < $1 \
-             UNION ALL SELECT id FROM agents WHERE status = 'running' AND last_seen_at IS NULL) \
-             RETURNING {AGENT_COLUMNS}"
-        )
+        "id IN (SELECT id FROM agents WHERE status = 'running' AND last_seen_at < $1 \
+         UNION ALL SELECT id FROM agents WHERE status = 'running' AND last_seen_at IS NULL)"
     } else {
-        // Taken first, in the order of their ids, as a login batch takes its agents: the two
-        // never each hold a row the other waits for.
-        format!(
-            "WITH silent AS MATERIALIZED (SELECT id FROM agents WHERE status = 'running' \
-             AND (last_seen_at IS NULL OR last_seen_at < $1) ORDER BY id FOR UPDATE) \
-             UPDATE agents SET status = 'stopped', lost = 1 WHERE id IN (SELECT id FROM silent) \
-             RETURNING {AGENT_COLUMNS}"
+        "status = 'running' AND (last_seen_at IS NULL OR last_seen_at < $1)"
+    };
+    let (with, chosen) = chosen_in_id_order(conn, silent);
+    format!(
+        "{with}UPDATE agents SET status = 'stopped', lost = 1 WHERE {chosen} \
+         RETURNING {AGENT_COLUMNS}"
+    )
+}
+
+/// The `WITH` and `WHERE` of a statement that changes the agents matching `condition`. On
+/// PostgreSQL, where writers run side by side, they are taken first, in the order of their ids,
+/// as every writer of many agents takes them, so no two hold each a row the other waits for
+/// (docs/decisions.md, Storage). SQLite has one writer at a time.
+fn chosen_in_id_order(conn: &AnyConnection, condition: &str) -> (String, String) {
+    if conn.backend_name() == "SQLite" {
+        (String::new(), condition.to_string())
+    } else {
+        (
+            format!(
+                "WITH chosen AS MATERIALIZED \
+                 (SELECT id FROM agents WHERE {condition} ORDER BY id FOR UPDATE) "
+            ),
+            "id IN (SELECT id FROM chosen)".to_string(),
         )
     }
 }
@@ -800,18 +813,16 @@ mod tests {
             "the audit log keeps it"
         );
     }
-    /// Whatever order the silent agents' rows lie in, the sweep takes them in the order of
-    /// their ids.
-    #[tokio::test]
-    async fn the_sweep_takes_the_silent_in_id_order() {
-        let (database, store) = store_on_postgres().await;
+    /// Twenty agents with `status`, last heard long ago (the first the latest), the first's row
+    /// written again after the others'; answers the first's id.
+    async fn twenty_out_of_order(store: &SqlStore, status: &str) -> i64 {
         let mut first = i64::MAX;
         for n in 1..=20 {
             let login = login(&format!("10.0.0.{n}"), &format!("web-{n}"));
             first = first.min(store.login(login).await.unwrap().changed.agent.id);
         }
-        // Silent for long, the first the latest heard, its row written again after the others.
-        sqlx::query("UPDATE agents SET last_seen_at = 1000 - id")
+        sqlx::query("UPDATE agents SET status = $1, last_seen_at = 1000 - id")
+            .bind(status.to_string())
             .execute(&store.pool)
             .await
             .unwrap();
@@ -820,21 +831,40 @@ mod tests {
             .execute(&store.pool)
             .await
             .unwrap();
-        let sweep = {
-            let store = store.clone();
-            async move {
-                store
-                    .stop_silent(Timestamp::from_millis(10_000), Timestamp::now())
-                    .await
-            }
-        };
-        let stopped = waits_for_the_first_holding_no_other(&database.url, first, sweep)
-            .await
-            .unwrap();
-        assert_eq!(stopped.len(), 20);
+        first
+    }
+
+    /// Whatever order their rows lie in, the sweep and the prune take their agents in the order
+    /// of their ids.
+    #[tokio::test]
+    async fn the_sweep_and_the_prune_take_their_agents_in_id_order() {
+        let (database, store) = store_on_postgres().await;
+        let long_ago = Timestamp::from_millis(10_000);
+        // The sweep stops the running, the prune deletes the stopped.
+        for status in ["running", "stopped"] {
+            sqlx::query("DELETE FROM agents")
+                .execute(&store.pool)
+                .await
+                .unwrap();
+            let first = twenty_out_of_order(&store, status).await;
+            let write = {
+                let store = store.clone();
+                async move {
+                    match status {
+                        "running" => store.stop_silent(long_ago, Timestamp::now()).await,
+                        _ => store.prune_stopped(long_ago, Timestamp::now()).await,
+                    }
+                }
+            };
+            let changed = waits_for_the_first_holding_no_other(&database.url, first, write)
+                .await
+                .unwrap();
+            assert_eq!(changed.len(), 20, "{status}");
+        }
         store.close().await;
         database.drop_database().await;
     }
+
     /// On SQLite the sweep reads the liveness index from its start to the cutoff, not the entry
     /// of every running agent.
     #[tokio::test]
