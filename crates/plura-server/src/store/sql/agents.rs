@@ -813,6 +813,7 @@ mod tests {
             "the audit log keeps it"
         );
     }
+
     /// Twenty agents with `status`, last heard long ago (the first the latest), the first's row
     /// written again after the others'; answers the first's id.
     async fn twenty_out_of_order(store: &SqlStore, status: &str) -> i64 {

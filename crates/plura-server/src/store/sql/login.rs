@@ -500,9 +500,6 @@ mod tests {
         assert!(agent.last_takeover_at.is_some());
     }
 
-    /// A batch takes its agents' rows in the order of their ids, whatever order they came in or
-    /// lie in, as the heartbeat flush writes them: the two, which PostgreSQL runs side by side,
-    /// never each hold a row the other waits for.
     /// Whatever order its logins came in and its agents' rows lie in, a batch takes them in the
     /// order of their ids.
     #[tokio::test]

@@ -27,9 +27,9 @@ pub async fn store_on_postgres() -> (Database, SqlStore) {
 
 /// Checks that `write`, started while another transaction holds agent `first`'s row, waits for
 /// it holding no other agent's row: the other transaction then updates every other agent,
-/// giving up after half a second. Takes rows in the order of their ids, as every writer of many
-/// agents does, and no two writers wait for each other in a circle. Answers what `write`
-/// answered once the row is let go.
+/// giving up after half a second. A write that takes rows in the order of their ids passes, with
+/// `first` the lowest; one that took another row first fails. Answers what `write` answered once
+/// the row is let go.
 pub async fn waits_for_the_first_holding_no_other<T: Send + 'static>(
     url: &str,
     first: i64,
