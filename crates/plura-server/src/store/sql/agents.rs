@@ -835,32 +835,53 @@ mod tests {
         first
     }
 
-    /// Whatever order their rows lie in, the sweep and the prune take their agents in the order
-    /// of their ids.
+    /// Whatever order their rows lie in, the sweep, the prune and the heartbeat flush take their
+    /// agents in the order of their ids.
     #[tokio::test]
-    async fn the_sweep_and_the_prune_take_their_agents_in_id_order() {
+    async fn the_sweep_the_prune_and_the_flush_take_their_agents_in_id_order() {
         let (database, store) = store_on_postgres().await;
         let long_ago = Timestamp::from_millis(10_000);
-        // The sweep stops the running, the prune deletes the stopped.
-        for status in ["running", "stopped"] {
+        for writer in ["sweep", "prune", "flush"] {
             sqlx::query("DELETE FROM agents")
                 .execute(&store.pool)
                 .await
                 .unwrap();
+            let status = if writer == "prune" {
+                "stopped"
+            } else {
+                "running"
+            };
             let first = twenty_out_of_order(&store, status).await;
+            // The flush writes every agent, in id order, as `Fleet::flush` lists them.
+            let seen: Vec<LastSeen> = sqlx::query("SELECT id, key_hash FROM agents ORDER BY id")
+                .fetch_all(&store.pool)
+                .await
+                .unwrap()
+                .iter()
+                .map(|row| LastSeen {
+                    id: row.get("id"),
+                    at: Timestamp::now(),
+                    key_hash: row.get("key_hash"),
+                })
+                .collect();
             let write = {
                 let store = store.clone();
                 async move {
-                    match status {
-                        "running" => store.stop_silent(long_ago, Timestamp::now()).await,
-                        _ => store.prune_stopped(long_ago, Timestamp::now()).await,
+                    let now = Timestamp::now();
+                    match writer {
+                        "sweep" => store.stop_silent(long_ago, now).await.map(|c| c.len()),
+                        "prune" => store.prune_stopped(long_ago, now).await.map(|c| c.len()),
+                        _ => store
+                            .flush_last_seen(&seen)
+                            .await
+                            .map(|stale| seen.len() - stale.len()),
                     }
                 }
             };
-            let changed = waits_for_the_first_holding_no_other(&database.url, first, write)
+            let written = waits_for_the_first_holding_no_other(&database.url, first, write)
                 .await
                 .unwrap();
-            assert_eq!(changed.len(), 20, "{status}");
+            assert_eq!(written, 20, "{writer}");
         }
         store.close().await;
         database.drop_database().await;

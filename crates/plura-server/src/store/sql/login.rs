@@ -158,7 +158,7 @@ async fn holders(
     let mut known = HashMap::new();
     // On PostgreSQL other writers run beside the batch (heartbeat flushes, sweeps, other
     // servers' batches). The batch takes its agents' rows here, in the order of their ids, as
-    // the sweep takes its own and the flush lists its own, so no two hold each a row the other
+    // the sweep, the prune and the flush take theirs, so no two hold each a row the other
     // waits for (PostgreSQL would break such a circle only after a second, failing one); and
     // what it reads of them stays so until it commits. SQLite has one writer at a time.
     let lock = if conn.backend_name() == "SQLite" {
