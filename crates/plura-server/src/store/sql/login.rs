@@ -292,8 +292,8 @@ async fn login_known(
             query = bind_cloud(query, &request.cloud);
             by_id.insert(previous.id, (i, previous, differences));
         }
-        // What the update set is what the login said; only what it kept comes back, as it
-        // is now (an operator's change through another server may have come in between).
+        // What the update set is what the login said; only what it kept comes back, as the
+        // update found it (the look-up does not read it).
         for row in query.fetch_all(&mut *conn).await? {
             let id: i64 = row.try_get("id")?;
             let Some((i, previous, differences)) = by_id.remove(&id) else {
