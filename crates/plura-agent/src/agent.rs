@@ -58,7 +58,7 @@ impl<'a> Agent<'a> {
     ) -> anyhow::Result<Self> {
         let config = updates.borrow_and_update().clone();
         Ok(Self {
-            client: ServerClient::new(&config.server_url, &config.enrollment_token)?,
+            client: ServerClient::new(&config)?,
             config,
             updates,
             host,
@@ -78,7 +78,7 @@ impl<'a> Agent<'a> {
             return false;
         }
         let new = self.updates.borrow().clone();
-        let client = match ServerClient::new(&new.server_url, &new.enrollment_token) {
+        let client = match ServerClient::new(&new) {
             Ok(client) => client,
             Err(e) => {
                 tracing::error!("cannot use the new configuration ({e:#}); keeping the old one");

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 
+use plura_proto::config::AgentConfig;
 use plura_proto::{ErrorBody, LoginRequest, LoginResponse};
 
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -26,6 +27,11 @@ pub enum CallError {
     /// Unreachable, timed out, or failing on its side: try again later.
     #[error("the server is unreachable or failing: {0}")]
     Unavailable(String),
+    /// The TLS handshake failed: the server's certificate is not one the agent trusts (or the
+    /// two share no TLS version). Retried, since a renewed certificate or a fixed `ca_file`
+    /// mends it.
+    #[error("no TLS connection: {0}; check ca_file and server_fingerprint in plura.conf")]
+    Tls(String),
 }
 
 pub struct ServerClient {
@@ -36,16 +42,18 @@ pub struct ServerClient {
 }
 
 impl ServerClient {
-    pub fn new(base: &str, token: &str) -> anyhow::Result<Self> {
+    /// A client for the server `config` names, trusting what it says to trust.
+    pub fn new(config: &AgentConfig) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
+            .use_preconfigured_tls(crate::trust::client_config(config)?)
             .timeout(REQUEST_TIMEOUT)
             .connect_timeout(CONNECT_TIMEOUT)
             .user_agent(concat!("plura-agent/", env!("CARGO_PKG_VERSION")))
             .build()?;
         Ok(Self {
             http,
-            base: base.trim_end_matches('/').to_string(),
-            enrollment_token: token.to_string(),
+            base: config.server_url.trim_end_matches('/').to_string(),
+            enrollment_token: config.enrollment_token.clone(),
         })
     }
 
@@ -79,10 +87,10 @@ impl ServerClient {
         if let Some(body) = body {
             request = request.json(body);
         }
-        let response = request
-            .send()
-            .await
-            .map_err(|e| CallError::Unavailable(without_url(e)))?;
+        let response = request.send().await.map_err(|e| match tls_failure(&e) {
+            Some(reason) => CallError::Tls(reason),
+            None => CallError::Unavailable(without_url(e)),
+        })?;
         let status = response.status();
         if status.is_success() {
             return Ok(response);
@@ -102,7 +110,34 @@ impl ServerClient {
     }
 }
 
-/// reqwest's errors repeat the URL; the log line around them already names the server.
+/// Why the TLS handshake failed, when that is what `e` is.
+fn tls_failure(e: &reqwest::Error) -> Option<String> {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(error) = cause {
+        if let Some(tls) = error.downcast_ref::<rustls::Error>() {
+            return Some(match tls {
+                // The agent's own reasons (a pin that does not match) say themselves.
+                rustls::Error::InvalidCertificate(rustls::CertificateError::Other(other)) => {
+                    other.0.to_string()
+                }
+                tls => tls.to_string(),
+            });
+        }
+        // An I/O error hides the error it wraps from `source()` (and the connector wraps one
+        // I/O error in another); look inside it.
+        cause = match error.downcast_ref::<std::io::Error>() {
+            Some(io) => io
+                .get_ref()
+                .map(|inner| inner as &(dyn std::error::Error + 'static)),
+            None => error.source(),
+        };
+    }
+    None
+}
+
+/// reqwest's errors repeat the URL, and their first cause is often a bare "client error
+/// (Connect)"; the log line around them already names the server, so this says what happened
+/// and the deepest cause (a refused connection, or why a certificate is not trusted).
 fn without_url(e: reqwest::Error) -> String {
     let kind = if e.is_connect() {
         "cannot connect"
@@ -111,8 +146,12 @@ fn without_url(e: reqwest::Error) -> String {
     } else {
         "request failed"
     };
-    let cause = std::error::Error::source(&e)
-        .map(|s| format!(": {s}"))
-        .unwrap_or_default();
-    format!("{kind}{cause}")
+    let mut cause: Option<&dyn std::error::Error> = std::error::Error::source(&e);
+    while let Some(deeper) = cause.and_then(std::error::Error::source) {
+        cause = Some(deeper);
+    }
+    match cause {
+        Some(cause) => format!("{kind}: {cause}"),
+        None => kind.to_string(),
+    }
 }

@@ -8,6 +8,7 @@ mod client;
 pub mod host;
 pub mod identity;
 mod reload;
+pub mod trust;
 
 use std::path::Path;
 
@@ -25,4 +26,18 @@ pub fn load_config(path: &Path) -> Result<AgentConfig, ConfigError> {
         message: format!("cannot read it: {e}"),
     })?;
     config::parse(&shown, &text)
+}
+
+/// Why the configuration file (which holds the enrollment token) should be made private, if it
+/// can be read by users other than its owner.
+pub fn readable_by_others(path: &Path) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode();
+    (mode & 0o044 != 0).then(|| {
+        format!(
+            "it is readable by other users (mode {:o}) and holds the enrollment token; \
+             chmod 600 it",
+            mode & 0o777
+        )
+    })
 }

@@ -17,7 +17,8 @@ struct Cli {
     /// The configuration file.
     #[arg(long, default_value = DEFAULT_CONFIG_PATH)]
     config: PathBuf,
-    /// Check the configuration and print the identity the agent would log in with, then exit.
+    /// Check the configuration (and the CA file it names) and print the identity the agent would
+    /// log in with, then exit; the server is not contacted.
     #[arg(long)]
     check: bool,
 }
@@ -33,6 +34,13 @@ fn main() -> ExitCode {
         }
     };
     if cli.check {
+        if let Err(e) = plura_agent::trust::client_config(&config) {
+            println!("{}: {e:#}", cli.config.display());
+            return ExitCode::from(EXIT_CONFIG);
+        }
+        if let Some(warning) = plura_agent::readable_by_others(&cli.config) {
+            println!("{}: warning: {warning}", cli.config.display());
+        }
         return match plura_agent::identity::current(&SystemHost, config.interface.as_deref()) {
             Ok(identity) => {
                 println!("{}: ok; identity now {identity}", cli.config.display());

@@ -6,7 +6,10 @@
 //! and line, and a bad value names its key and what is allowed.
 
 use std::fmt;
+use std::net::IpAddr;
 use std::time::Duration;
+
+use crate::Fingerprint;
 
 /// Where the agent looks for its configuration by default.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/plura/conf/plura.conf";
@@ -25,6 +28,9 @@ const KEYS: &[&str] = &[
     "login_hostname_check",
     "login_with_machine_id",
     "kind",
+    "ca_file",
+    "server_fingerprint",
+    "allow_plain_http",
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +53,13 @@ pub struct AgentConfig {
     pub login_with_machine_id: bool,
     /// What the agent protects, shown in the console (`waf`, `siem`, `edr`, …).
     pub kind: String,
+    /// A PEM file of CA certificates trusted besides the system's (a private CA).
+    pub ca_file: Option<String>,
+    /// The certificate (the server's own, or a CA's in its chain) the server must present.
+    pub server_fingerprint: Option<Fingerprint>,
+    /// Whether `http://` to a server off this host is accepted (the token then travels in the
+    /// clear).
+    pub allow_plain_http: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -158,6 +171,25 @@ pub fn parse(path: &str, text: &str) -> Result<AgentConfig, ConfigError> {
             server_url,
         ));
     }
+    let allow_plain_http = number("allow_plain_http", 1)? == 1;
+    let plain_host = server_url.strip_prefix("http://").map(url_host);
+    if plain_host.is_some_and(|host| !is_loopback(host)) && !allow_plain_http {
+        return Err(value_error(
+            "server_url",
+            "plain http:// would send the enrollment token and the agent's key in the clear; \
+             use https://, or set allow_plain_http=1 to accept that (loopback servers need \
+             neither)",
+            server_url,
+        ));
+    }
+    let server_fingerprint = match optional("server_fingerprint") {
+        None => None,
+        Some(value) => Some(
+            value
+                .parse::<Fingerprint>()
+                .map_err(|allowed| value_error("server_fingerprint", &allowed, value))?,
+        ),
+    };
     let enrollment_token = required("enrollment_token")?;
     if enrollment_token.contains(char::is_whitespace) {
         return Err(value_error(
@@ -175,7 +207,25 @@ pub fn parse(path: &str, text: &str) -> Result<AgentConfig, ConfigError> {
         login_hostname_check: number("login_hostname_check", 2)? as u8,
         login_with_machine_id: number("login_with_machine_id", 1)? == 1,
         kind: optional("kind").unwrap_or("siem").to_string(),
+        ca_file: optional("ca_file").map(str::to_string),
+        server_fingerprint,
+        allow_plain_http,
     })
+}
+
+/// The host of a URL's authority (`user@host:port/…`), without brackets around an IPv6 one.
+fn url_host(rest: &str) -> &str {
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
+    let host_port = authority.rsplit('@').next().unwrap_or(authority);
+    match host_port.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(v6),
+        None => host_port.split(':').next().unwrap_or(host_port),
+    }
+}
+
+fn is_loopback(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 fn valid_interface_name(name: &str) -> bool {
@@ -225,6 +275,9 @@ mod tests {
                 login_hostname_check: 1,
                 login_with_machine_id: true,
                 kind: "waf".into(),
+                ca_file: None,
+                server_fingerprint: None,
+                allow_plain_http: false,
             }
         );
     }
@@ -270,7 +323,7 @@ mod tests {
     #[test]
     fn required_keys_must_be_there() {
         assert_eq!(
-            parse_err("server_url=http://a\n"),
+            parse_err("server_url=https://a\n"),
             format!("{PATH}: missing enrollment_token=…")
         );
         assert_eq!(
@@ -324,7 +377,7 @@ mod tests {
             )),
             "{err}"
         );
-        let err = parse_err("server_url=http://x\nenrollment_token=a b\n");
+        let err = parse_err("server_url=https://x\nenrollment_token=a b\n");
         assert_eq!(
             err,
             format!("{PATH}:2: enrollment_token = \"a b\": must not contain spaces")
@@ -338,8 +391,49 @@ mod tests {
     }
 
     #[test]
+    fn plain_http_off_this_host_needs_allow_plain_http() {
+        for loopback in [
+            "http://127.0.0.1:8080",
+            "http://localhost",
+            "http://[::1]:80/",
+        ] {
+            parse_ok(&format!("server_url={loopback}\nenrollment_token=t\n"));
+        }
+        let text = "enrollment_token=t\nserver_url=http://plura.example.com:8080\n";
+        let err = parse_err(text);
+        assert!(
+            err.starts_with(&format!(
+                "{PATH}:2: server_url = \"http://plura.example.com:8080\": plain http://"
+            )) && err.contains("allow_plain_http=1"),
+            "{err}"
+        );
+        let err = parse_err("enrollment_token=t\nserver_url=http://127.0.0.1.evil.com/\n");
+        assert!(err.contains("allow_plain_http"), "{err}");
+        let allowed = parse_ok(&format!("{text}allow_plain_http=1\n"));
+        assert!(allowed.allow_plain_http);
+    }
+
+    #[test]
+    fn trust_settings_are_read_and_checked() {
+        let pin = format!("sha256:{}", "ab".repeat(32));
+        let config = parse_ok(&format!(
+            "server_url=https://plura.example.com\nenrollment_token=t\n\
+             ca_file=/etc/plura/conf/ca.pem\nserver_fingerprint={pin}\n"
+        ));
+        assert_eq!(config.ca_file.as_deref(), Some("/etc/plura/conf/ca.pem"));
+        assert_eq!(config.server_fingerprint, Some(pin.parse().unwrap()));
+        let err = parse_err(&format!("{MINIMAL}server_fingerprint=sha1:00\n"));
+        assert!(
+            err.starts_with(&format!(
+                "{PATH}:3: server_fingerprint = \"sha1:00\": must be sha256:"
+            )),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn values_may_hold_equals_signs() {
-        let config = parse_ok("server_url=http://h/?a=b\nenrollment_token=abc==\n");
+        let config = parse_ok("server_url=https://h/?a=b\nenrollment_token=abc==\n");
         assert_eq!(config.enrollment_token, "abc==");
     }
 }

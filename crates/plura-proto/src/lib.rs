@@ -6,6 +6,7 @@
 
 mod alerts;
 pub mod config;
+mod fingerprint;
 #[cfg(feature = "logging")]
 pub mod logging;
 mod rules;
@@ -14,6 +15,7 @@ mod time;
 mod wire;
 
 pub use alerts::*;
+pub use fingerprint::Fingerprint;
 pub use rules::{FieldError, MAX_HOSTNAME_LEN, MAX_TEXT_LEN, validate_filter, validate_text};
 pub use time::Timestamp;
 pub use wire::*;

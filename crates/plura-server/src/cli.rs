@@ -1,6 +1,7 @@
 //! The `plura-server` command line.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,6 +19,7 @@ use crate::fleet::{DEFAULT_EVENT_RETENTION, LivenessPolicy};
 use crate::secret;
 use crate::server;
 use crate::store::{self, redact_url};
+use crate::tls::{self, Certified, TlsFiles};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -53,6 +55,24 @@ enum Command {
     /// Make the token agents enroll with (`enrollment_token` in plura.conf) and print it, once:
     /// only its hash is kept.
     EnrollmentToken(EnrollmentArgs),
+    /// Certificates for serving HTTPS.
+    #[command(subcommand)]
+    Tls(TlsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum TlsCommand {
+    /// Make a private CA and a server certificate it signs (for a quick start; a certificate
+    /// from the company's CA or a public one is better). Touches no database.
+    Init {
+        /// A name (or IP address) agents reach the server by. Repeatable; the first is the
+        /// certificate's common name.
+        #[arg(long = "hostname", value_name = "NAME", required = true)]
+        hostnames: Vec<String>,
+        /// Where to write ca.pem, ca-key.pem, server.pem and server-key.pem.
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -83,6 +103,26 @@ struct ServeArgs {
     /// 256].
     #[arg(long)]
     max_connections: Option<usize>,
+    /// Connections one source address (an IPv6 /64) may hold at once; 0: no limit.
+    #[arg(long, default_value_t = server::DEFAULT_MAX_CONNECTIONS_PER_SOURCE)]
+    max_connections_per_source: usize,
+    /// Serve HTTPS with this certificate chain (PEM; the server's certificate first). Read again
+    /// when the file changes or on SIGHUP.
+    #[arg(
+        long,
+        env = "PLURA_TLS_CERT",
+        requires = "tls_key",
+        value_name = "FILE"
+    )]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(
+        long,
+        env = "PLURA_TLS_KEY",
+        requires = "tls_cert",
+        value_name = "FILE"
+    )]
+    tls_key: Option<PathBuf>,
     /// Logins each source address may make per second (bursts of ten seconds' worth); 0: no
     /// limit.
     #[arg(long, default_value_t = 10)]
@@ -110,6 +150,9 @@ impl Default for ServeArgs {
             prune_stopped_after: None,
             keep_events_for: DEFAULT_EVENT_RETENTION,
             max_connections: None,
+            max_connections_per_source: server::DEFAULT_MAX_CONNECTIONS_PER_SOURCE,
+            tls_cert: None,
+            tls_key: None,
             logins_per_source: 10,
             alert_webhooks: Vec::new(),
             alert_slack: Vec::new(),
@@ -149,6 +192,9 @@ enum UserCommand {
 
 impl Cli {
     pub async fn run(self) -> anyhow::Result<()> {
+        if let Some(Command::Tls(TlsCommand::Init { hostnames, out })) = &self.command {
+            return tls_init(hostnames, out);
+        }
         let store = store::open(&self.database)
             .await
             .with_context(|| format!("cannot open the database {}", redact_url(&self.database)))?;
@@ -181,8 +227,32 @@ impl Cli {
                 Ok(())
             }
             Command::EnrollmentToken(args) => enrollment_token(&store, args).await,
+            Command::Tls(_) => unreachable!("answered before the database is opened"),
         }
     }
+}
+
+fn tls_init(hostnames: &[String], out: &std::path::Path) -> anyhow::Result<()> {
+    let made = tls::quick_start::init(hostnames, out)?;
+    eprintln!(
+        "Wrote the private CA {} (its key {}) and the server certificate {} (its key {}).",
+        made.ca_cert.display(),
+        made.ca_key.display(),
+        made.cert.display(),
+        made.key.display()
+    );
+    eprintln!(
+        "Serve with: plura-server serve --tls-cert {} --tls-key {}",
+        made.cert.display(),
+        made.key.display()
+    );
+    eprintln!(
+        "Agents trust it with ca_file= (a copy of {}) or server_fingerprint= in plura.conf; the \
+         CA's fingerprint:",
+        made.ca_cert.display()
+    );
+    println!("{}", made.ca_fingerprint);
+    Ok(())
 }
 
 async fn enrollment_token(store: &store::SqlStore, args: EnrollmentArgs) -> anyhow::Result<()> {
@@ -247,6 +317,23 @@ async fn command_line_webhooks(store: &store::SqlStore, args: &ServeArgs) -> any
 }
 
 async fn serve(store: store::SqlStore, args: ServeArgs) -> anyhow::Result<()> {
+    let policy = LivenessPolicy {
+        heartbeat_interval: args.heartbeat_interval,
+        prune_stopped_after: args.prune_stopped_after,
+        keep_events_for: Some(args.keep_events_for).filter(|d| !d.is_zero()),
+        ..LivenessPolicy::default()
+    };
+    anyhow::ensure!(
+        policy.heartbeat_interval >= Duration::from_secs(1),
+        "--heartbeat-interval must be at least 1s"
+    );
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(Arc::new(Certified::load(TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+        })?)),
+        _ => None,
+    };
     tracing::info!(database = ?store.backend(), "database ready");
     if let Some(token) = auth::bootstrap(&store).await? {
         println!("First start: created an admin API token. It is shown only this once; keep it:");
@@ -262,26 +349,26 @@ async fn serve(store: store::SqlStore, args: ServeArgs) -> anyhow::Result<()> {
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    if tls.is_none() && !args.listen.ip().is_loopback() {
+        tracing::warn!(
+            "serving plain HTTP on {}: the enrollment token, agents' keys and passwords travel \
+             in the clear; give --tls-cert and --tls-key, or listen on loopback behind a TLS \
+             proxy",
+            args.listen
+        );
+    }
     // On stdout, for people and scripts (with --listen 127.0.0.1:0, the port it got).
-    println!("Listening on http://{}", listener.local_addr()?);
-    let policy = LivenessPolicy {
-        heartbeat_interval: args.heartbeat_interval,
-        prune_stopped_after: args.prune_stopped_after,
-        keep_events_for: Some(args.keep_events_for).filter(|d| !d.is_zero()),
-        ..LivenessPolicy::default()
-    };
-    anyhow::ensure!(
-        policy.heartbeat_interval >= Duration::from_secs(1),
-        "--heartbeat-interval must be at least 1s"
-    );
+    println!("Listening on {scheme}://{}", listener.local_addr()?);
     let files = server::raise_file_limit();
     tracing::info!("open-file limit: {files}");
     let limits = server::Limits {
         max_connections: args.max_connections,
+        max_connections_per_source: Some(args.max_connections_per_source).filter(|n| *n > 0),
         logins_per_source: Some(args.logins_per_source).filter(|n| *n > 0),
         ..server::Limits::default()
     };
     let shutdown = CancellationToken::new();
     tokio::spawn(server::cancel_on_signal(shutdown.clone()));
-    server::serve(listener, Arc::new(store), policy, limits, shutdown).await
+    server::serve(listener, tls, Arc::new(store), policy, limits, shutdown).await
 }

@@ -211,6 +211,7 @@ impl TestServer {
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(plura_server::server::serve(
             listener,
+            None,
             store.clone(),
             policy,
             known.limits,

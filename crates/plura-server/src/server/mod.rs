@@ -2,23 +2,18 @@
 //! stops in order: no new requests, a last flush of last-seen times, the database closed.
 //!
 //! Connections are bounded: at most `max_connections` at once (below the file limit, so the
-//! server never runs out of descriptors for its database and its agents), a request head must
-//! arrive within `header_timeout` (which also closes idle keep-alive connections and slowloris
-//! senders), and a request must be answered within `request_timeout`.
+//! server never runs out of descriptors for its database and its agents) and a share of them per
+//! source, a request head must arrive within `header_timeout` (which also closes idle
+//! connections and slowloris senders, over HTTP/1 and HTTP/2 alike), and a request must be
+//! answered within `request_timeout`.
+
+mod connections;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ConnectInfo;
-use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tower::ServiceExt;
 
 use crate::alerts::Alerter;
 use crate::api::{self, AppState, Shared};
@@ -27,9 +22,16 @@ use crate::fleet::{Fleet, LivenessPolicy};
 use crate::metrics::Metrics;
 use crate::rate::SourceRate;
 use crate::store::Store;
+use crate::tls::Certified;
+
+pub use connections::source_key;
 
 /// Descriptors kept for the database pool, logs and the like, below the file limit.
 const RESERVED_FILES: u64 = 256;
+
+/// Connections one source may hold by default: enough for a load balancer's or a load
+/// generator's keep-alive pool, far from the whole server's.
+pub const DEFAULT_MAX_CONNECTIONS_PER_SOURCE: usize = 256;
 
 /// What bounds every connection and request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +43,9 @@ pub struct Limits {
     /// Connections served at once; more are closed as they come. `None`: the file limit less
     /// what the server needs besides.
     pub max_connections: Option<usize>,
+    /// Connections one source (an IPv4 address, an IPv6 /64) may hold at once; `None`: no
+    /// limit beyond `max_connections`.
+    pub max_connections_per_source: Option<usize>,
     /// Logins each source address may make per second, in bursts of ten seconds' worth;
     /// `None`: no limit.
     pub logins_per_source: Option<u32>,
@@ -52,6 +57,7 @@ impl Default for Limits {
             header_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
             max_connections: None,
+            max_connections_per_source: Some(DEFAULT_MAX_CONNECTIONS_PER_SOURCE),
             logins_per_source: Some(10),
         }
     }
@@ -83,9 +89,10 @@ fn file_limit() -> u64 {
         .unwrap_or(1024)
 }
 
-/// Serves on `listener` until `shutdown` is cancelled.
+/// Serves on `listener` (with TLS when `tls` is given) until `shutdown` is cancelled.
 pub async fn serve(
     listener: TcpListener,
+    tls: Option<Arc<Certified>>,
     store: Arc<dyn Store>,
     policy: LivenessPolicy,
     limits: Limits,
@@ -116,89 +123,31 @@ pub async fn serve(
         address = %listener.local_addr()?,
         heartbeat_interval = ?policy.heartbeat_interval,
         max_connections,
+        tls = tls.is_some(),
         "plura-server listening"
     );
-    let router = api::router(state, limits.request_timeout);
-    accept(
-        listener,
-        router,
+    let watching = tls
+        .clone()
+        .map(|tls| tokio::spawn(tls.watch(shutdown.clone())));
+    let acceptor = connections::Acceptor {
+        router: api::router(state, limits.request_timeout),
         limits,
         max_connections,
+        tls,
         metrics,
-        &shutdown,
-    )
-    .await;
+    };
+    acceptor.run(listener, &shutdown).await;
 
     // Whatever ended serving, the liveness timer flushes what it holds before the store closes.
     shutdown.cancel();
     liveness.await?;
     alerts.await?;
+    if let Some(watching) = watching {
+        watching.await?;
+    }
     store.close().await;
     tracing::info!("plura-server stopped");
     Ok(())
-}
-
-/// Takes connections until `shutdown`, then lets those open finish their requests.
-async fn accept(
-    listener: TcpListener,
-    router: axum::Router,
-    limits: Limits,
-    max_connections: usize,
-    metrics: Arc<Metrics>,
-    shutdown: &CancellationToken,
-) {
-    let slots = Arc::new(Semaphore::new(max_connections));
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout);
-    let graceful = GracefulShutdown::new();
-    loop {
-        let (stream, peer) = tokio::select! {
-            () = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    // Out of descriptors, most likely: wait for some to close.
-                    tracing::warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            metrics.refused_connections.inc();
-            drop(stream);
-            continue;
-        };
-        let service = router
-            .clone()
-            .map_request(move |mut request: hyper::Request<Incoming>| {
-                request.extensions_mut().insert(ConnectInfo(peer));
-                request
-            });
-        let builder = builder.clone();
-        let watcher = graceful.watcher();
-        let header_timeout = limits.header_timeout;
-        tokio::spawn(async move {
-            // A connection that sends nothing is closed after the header timeout: hyper's own
-            // timer starts only with the first byte.
-            let mut first = [0u8; 1];
-            let spoke = tokio::time::timeout(header_timeout, stream.peek(&mut first)).await;
-            if matches!(spoke, Ok(Ok(n)) if n > 0) {
-                let connection = builder.serve_connection_with_upgrades(
-                    TokioIo::new(stream),
-                    TowerToHyperService::new(service),
-                );
-                // A client that hangs up or times out ends its connection; nothing to report.
-                let _ = watcher.watch(connection.into_owned()).await;
-            }
-            drop(slot);
-        });
-    }
-    drop(listener);
-    graceful.shutdown().await;
 }
 
 /// Cancels `token` on Ctrl-C or SIGTERM.
