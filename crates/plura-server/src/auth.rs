@@ -38,7 +38,12 @@ pub struct Auth {
     store: Arc<dyn Store>,
     callers: RwLock<HashMap<String, (Caller, Instant)>>,
     enrollment: EnrollmentCheck,
+    /// Password checks under way at once: one per core.
+    password_checks: tokio::sync::Semaphore,
 }
+
+/// How long a sign-in waits for a password check to be free before it is told to come back.
+const PASSWORD_CHECK_WAIT: Duration = Duration::from_secs(2);
 
 impl Auth {
     pub fn new(store: Arc<dyn Store>) -> Self {
@@ -46,7 +51,18 @@ impl Auth {
             store,
             callers: RwLock::default(),
             enrollment: EnrollmentCheck::default(),
+            password_checks: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(1, |n| n.get()),
+            ),
         }
+    }
+
+    /// A turn to check a password, held until dropped; `None` when none came free in time.
+    pub async fn password_check(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        tokio::time::timeout(PASSWORD_CHECK_WAIT, self.password_checks.acquire())
+            .await
+            .ok()?
+            .ok()
     }
 
     /// The caller a role token belongs to, if any.

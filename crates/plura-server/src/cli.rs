@@ -45,7 +45,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the server (the default).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Manage API tokens for people and scripts.
     #[command(subcommand)]
     Token(TokenCommand),
@@ -123,6 +123,21 @@ struct ServeArgs {
         value_name = "FILE"
     )]
     tls_key: Option<PathBuf>,
+    /// A proxy or load balancer (address or CIDR range) whose X-Forwarded-For is believed: the
+    /// client is its rightmost address that is not itself a trusted proxy. Repeatable; none by
+    /// default.
+    #[arg(
+        long = "trusted-proxy",
+        env = "PLURA_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        value_name = "CIDR",
+        value_parser = parse_range
+    )]
+    trusted_proxies: Vec<ipnet::IpNet>,
+    /// Trusted proxies open each connection with a PROXY protocol header (v1 or v2), as TCP
+    /// balancers (an AWS NLB, HAProxy) do, instead of sending X-Forwarded-For.
+    #[arg(long, requires = "trusted_proxies")]
+    proxy_protocol: bool,
     /// Logins each source address may make per second (bursts of ten seconds' worth); 0: no
     /// limit.
     #[arg(long, default_value_t = 10)]
@@ -153,6 +168,8 @@ impl Default for ServeArgs {
             max_connections_per_source: server::DEFAULT_MAX_CONNECTIONS_PER_SOURCE,
             tls_cert: None,
             tls_key: None,
+            trusted_proxies: Vec::new(),
+            proxy_protocol: false,
             logins_per_source: 10,
             alert_webhooks: Vec::new(),
             alert_slack: Vec::new(),
@@ -198,8 +215,11 @@ impl Cli {
         let store = store::open(&self.database)
             .await
             .with_context(|| format!("cannot open the database {}", redact_url(&self.database)))?;
-        match self.command.unwrap_or(Command::Serve(ServeArgs::default())) {
-            Command::Serve(args) => serve(store, args).await,
+        match self
+            .command
+            .unwrap_or_else(|| Command::Serve(Box::default()))
+        {
+            Command::Serve(args) => serve(store, *args).await,
             Command::Token(TokenCommand::Create { role, name }) => {
                 let token = auth::create_api_token(&store, role, &name).await?;
                 eprintln!("Created a {role} token named {name:?}. It is shown only this once:");
@@ -370,5 +390,17 @@ async fn serve(store: store::SqlStore, args: ServeArgs) -> anyhow::Result<()> {
     };
     let shutdown = CancellationToken::new();
     tokio::spawn(server::cancel_on_signal(shutdown.clone()));
-    server::serve(listener, tls, Arc::new(store), policy, limits, shutdown).await
+    let front = server::Front {
+        tls,
+        proxies: server::TrustedProxies::new(args.trusted_proxies),
+        proxy_protocol: args.proxy_protocol,
+    };
+    server::serve(listener, front, Arc::new(store), policy, limits, shutdown).await
+}
+
+/// A CIDR range, or one address (a range of one).
+fn parse_range(text: &str) -> Result<ipnet::IpNet, String> {
+    text.parse::<ipnet::IpNet>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("{text:?} is not an address or a CIDR range (10.0.0.0/8)"))
 }

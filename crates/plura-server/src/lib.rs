@@ -12,6 +12,7 @@ pub mod metrics;
 mod rate;
 pub mod secret;
 pub mod server;
+mod slots;
 pub mod store;
 mod throttle;
 pub mod tls;

@@ -26,8 +26,10 @@ impl SourceRate {
         }
     }
 
-    /// Takes one try for `source`; `Err(wait)` when it has none left.
+    /// Takes one try for `source` (an IPv6 address counts for its /64); `Err(wait)` when it
+    /// has none left.
     pub fn take(&self, source: IpAddr) -> Result<(), Duration> {
+        let source = crate::server::source_key(source);
         let Some(rate) = self.per_second.map(f64::from) else {
             return Ok(());
         };

@@ -40,6 +40,90 @@ fn client_from(source: [u8; 4]) -> reqwest::Client {
         .unwrap()
 }
 
+/// HTTP/2's connection preface and an empty SETTINGS frame: what a client sends before its
+/// first request.
+const HTTP2_PREFACE: &[u8] =
+    b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
+
+/// Whether the server closes `stream` within `limit`, whatever it sends before (HTTP/2 frames).
+async fn closed_within(stream: &mut TcpStream, limit: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut buffer = [0u8; 1024];
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buffer)).await {
+            Ok(Ok(0) | Err(_)) => return true,
+            Ok(Ok(_)) => {}
+            Err(_) => return false,
+        }
+    }
+}
+
+/// How many of `streams` the server closes within `limit`, all watched at once.
+async fn closed_count(streams: &mut [TcpStream], limit: Duration) -> usize {
+    let watched = streams.iter_mut().map(|s| closed_within(s, limit));
+    futures::future::join_all(watched)
+        .await
+        .into_iter()
+        .filter(|closed| *closed)
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_http2_connections_are_closed_and_one_source_gets_only_its_share() {
+    const SLOTS: usize = 300;
+    const SHARE: usize = 200;
+    let dir = tempfile::tempdir().unwrap();
+    let database = format!("sqlite://{}/h2.db", dir.path().display());
+    let (slots, share) = (SLOTS.to_string(), SHARE.to_string());
+    let args = [
+        "--listen",
+        "127.0.0.1:0",
+        "--database",
+        &database,
+        "--max-connections",
+        &slots,
+        "--max-connections-per-source",
+        &share,
+    ];
+    let mut server = Served::start(BIN, &args).await;
+    let addr: SocketAddr = server.base.trim_start_matches("http://").parse().unwrap();
+
+    // Every slot asked for from one address, each with the preface and then silence.
+    let mut flood = Vec::with_capacity(SLOTS);
+    for _ in 0..SLOTS {
+        let mut stream = connect_from(ATTACKER, addr).await.unwrap();
+        stream.write_all(HTTP2_PREFACE).await.unwrap();
+        flood.push(stream);
+    }
+    // Past its share, the source's connections are closed at once; the rest of the server's
+    // slots stay free for everyone else.
+    let refused = closed_count(&mut flood, Duration::from_secs(1)).await;
+    let fleet = client_from(FLEET);
+    let health = fleet.get(format!("{}/healthz", server.base)).send().await;
+    assert_eq!(
+        health.unwrap().status(),
+        StatusCode::OK,
+        "another source is served"
+    );
+
+    // The silent HTTP/2 connections are closed after the header timeout, as HTTP/1 ones are.
+    let closed_late = closed_count(&mut flood, HEADER_TIMEOUT + Duration::from_secs(5)).await;
+    eprintln!(
+        "http2 flood: {refused} of {SLOTS} refused past the share, {closed_late} closed when idle"
+    );
+    assert_eq!(
+        refused,
+        SLOTS - SHARE,
+        "one source gets its share and no more"
+    );
+    assert_eq!(
+        closed_late, SLOTS,
+        "silent HTTP/2 connections are closed too"
+    );
+    let status = server.process.signal("-TERM").await;
+    assert!(status.success(), "{status}");
+}
+
 /// Whether the server closed `stream` (it reads end of file, or the connection was reset).
 async fn closed(stream: &mut TcpStream) -> bool {
     let mut byte = [0u8; 1];
@@ -62,9 +146,19 @@ async fn idle_and_slow_connections_and_a_login_flood_do_not_hold_the_server() {
     let dir = tempfile::tempdir().unwrap();
     let database = format!("sqlite://{}/limits.db", dir.path().display());
     let enrollment = served::enrollment_token(BIN, &database).await;
-    let args = ["--listen", "127.0.0.1:0", "--database", &database];
-    let mut server =
-        Served::start(BIN, &[&args[..], &["--heartbeat-interval", "1s"]].concat()).await;
+    // No share per source here: this is about what the timeouts close (the share has its own
+    // test below).
+    let args = [
+        "--listen",
+        "127.0.0.1:0",
+        "--database",
+        &database,
+        "--heartbeat-interval",
+        "1s",
+        "--max-connections-per-source",
+        "0",
+    ];
+    let mut server = Served::start(BIN, &args).await;
     let base = server.base.clone();
     let addr: SocketAddr = base.trim_start_matches("http://").parse().unwrap();
 
@@ -235,6 +329,101 @@ async fn idle_and_slow_connections_and_a_login_flood_do_not_hold_the_server() {
         "idle kept-alive connections are closed"
     );
     assert_eq!(slow_closed, SLOWLORIS, "slowloris senders are cut off");
+    let status = server.process.signal("-TERM").await;
+    assert!(status.success(), "{status}");
+}
+
+/// The server's peak resident memory so far, in bytes (`VmHWM`).
+fn peak_memory(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib * 1024
+}
+
+async fn sign_in(client: &reqwest::Client, base: &str, user: &str, password: &str) -> StatusCode {
+    client
+        .post(format!("{base}/api/v1/session"))
+        .json(&plura_proto::SignIn {
+            username: user.to_string(),
+            password: password.to_string(),
+        })
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_ins_cannot_exhaust_memory_and_a_spray_slows_down_without_locking_the_admin_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = format!("sqlite://{}/sign-in.db", dir.path().display());
+    let mut create = tokio::process::Command::new(BIN);
+    create
+        .args(["user", "create", "--name", "boss", "--role", "admin"])
+        .args(["--password-stdin", "--database", &database])
+        .stdin(std::process::Stdio::piped());
+    let mut child = create.spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin
+        .write_all(b"the real admin's password\n")
+        .await
+        .unwrap();
+    drop(stdin);
+    assert!(child.wait().await.unwrap().success());
+    let args = ["--listen", "127.0.0.1:0", "--database", &database];
+    let mut server = Served::start(BIN, &args).await;
+    let base = server.base.clone();
+    let before = peak_memory(server.process.id());
+
+    // 120 sign-ins at once, each for a new user name (a fresh password check each), and one
+    // with a name of 60 KB.
+    let crowd = client_from(ATTACKER);
+    let tries = (0..120).map(|n| {
+        let (crowd, base) = (crowd.clone(), base.clone());
+        async move { sign_in(&crowd, &base, &format!("guess-{n}"), "password").await }
+    });
+    let statuses = futures::future::join_all(tries).await;
+    let peak = peak_memory(server.process.id());
+    let long = sign_in(&crowd, &base, &"x".repeat(60_000), "password").await;
+    assert_eq!(long, StatusCode::BAD_REQUEST, "a 60 KB user name");
+    assert!(
+        statuses
+            .iter()
+            .all(|s| [StatusCode::UNAUTHORIZED, StatusCode::TOO_MANY_REQUESTS].contains(s)),
+        "{statuses:?}"
+    );
+
+    // A spray: 50 addresses, five guesses each, for one account.
+    let mut admitted = 0;
+    for n in 0..50u8 {
+        let from = client_from([127, 0, 1, n + 1]);
+        for _ in 0..5 {
+            let status = sign_in(&from, &base, "boss", "a guess").await;
+            admitted += usize::from(status == StatusCode::UNAUTHORIZED);
+        }
+    }
+    // The real admin, from an address that has not failed, gets in after at most a short wait.
+    let admin = client_from([127, 0, 2, 1]);
+    let waited = Instant::now();
+    let got_in = plura_testkit::within(Duration::from_secs(30), || async {
+        (sign_in(&admin, &base, "boss", "the real admin's password").await == StatusCode::OK)
+            .then_some(())
+    })
+    .await;
+    eprintln!(
+        "sign-ins: peak memory {} MB before, {} MB after 120 at once; a spray of 250 guesses from \
+         50 addresses had {admitted} checked; the admin got in after {:.1?}",
+        before / 1_000_000,
+        peak / 1_000_000,
+        waited.elapsed()
+    );
+    assert!(
+        peak < before + 200_000_000,
+        "password checks at once are bounded: {before} -> {peak} bytes"
+    );
+    assert!(admitted <= 25, "{admitted} of 250 guesses were checked");
+    assert!(got_in.is_some(), "the admin is not locked out");
     let status = server.process.signal("-TERM").await;
     assert!(status.success(), "{status}");
 }

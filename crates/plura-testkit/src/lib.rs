@@ -211,7 +211,7 @@ impl TestServer {
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(plura_server::server::serve(
             listener,
-            None,
+            plura_server::server::Front::default(),
             store.clone(),
             policy,
             known.limits,

@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use plura_proto::{ErrorBody, LoginRequest, LoginResponse};
 
 use super::error::{Json, Path};
-use super::{AgentKey, ApiError, ApiResult, AppState, Enrolled, LoginRate};
+use super::{AgentKey, ApiError, ApiResult, AppState, Enrolled};
 use crate::store::KeyedCall;
 
 /// Registers an unknown (ip, hostname), or brings the known one back to running.
@@ -20,12 +20,11 @@ use crate::store::KeyedCall;
         (status = 200, description = "Logged in", body = LoginResponse),
         (status = 401, description = "Not the enrollment token", body = ErrorBody),
         (status = 422, description = "A field breaks its rule", body = ErrorBody),
-        (status = 429, description = "Too many logins from this address; see Retry-After", body = ErrorBody),
+        (status = 429, description = "Too many logins (or tries with a wrong token) from this address; see Retry-After", body = ErrorBody),
     ),
     security(("enrollment_token" = []))
 )]
 pub async fn login(
-    _: LoginRate,
     _: Enrolled,
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,

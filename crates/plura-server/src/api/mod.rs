@@ -12,6 +12,8 @@ mod roles;
 mod session;
 mod stream;
 
+pub use stream::{MAX_STREAMS, MAX_STREAMS_PER_CREDENTIAL};
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,7 +38,7 @@ use crate::rate::SourceRate;
 use crate::throttle::SignInThrottle;
 
 pub use error::{ApiError, ApiResult};
-pub use roles::{Admin, AgentKey, Enrolled, LoginRate, Monitor, Operator};
+pub use roles::{Admin, AgentKey, Enrolled, Monitor, Operator};
 
 /// Agents send a few hundred bytes; anything near this is not an agent.
 const BODY_LIMIT: usize = 64 * 1024;
@@ -71,6 +73,10 @@ pub struct Shared {
     pub sign_ins: Arc<SignInThrottle>,
     /// Logins per source address.
     pub logins: Arc<SourceRate>,
+    /// Logins with a wrong enrollment token per source address: a budget apart from `logins`.
+    pub wrong_enrollment_tokens: Arc<SourceRate>,
+    /// Live streams open, in all and per credential.
+    pub streams: Arc<crate::slots::Slots>,
     /// Cancelled when the server shuts down; ends the live streams so shutdown need not wait
     /// for browsers to hang up.
     pub shutdown: CancellationToken,

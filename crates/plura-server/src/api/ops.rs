@@ -1,8 +1,6 @@
 //! The routes for the people who run the server: health, metrics, and the API's own description.
 
-use std::net::SocketAddr;
-
-use axum::extract::{ConnectInfo, FromRequestParts, State};
+use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
@@ -10,6 +8,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::{ApiError, ApiResult, AppState, Monitor};
+use crate::server::Peer;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Health {
@@ -47,7 +46,8 @@ pub async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
     }
 }
 
-/// A scraper on this machine needs no token; one from elsewhere needs any role token.
+/// A scraper on this machine needs no token; one from elsewhere, or through a trusted proxy
+/// (which connects from this machine on behalf of anyone), needs any role token.
 pub struct MetricsReader;
 
 impl FromRequestParts<AppState> for MetricsReader {
@@ -56,8 +56,8 @@ impl FromRequestParts<AppState> for MetricsReader {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let local = parts
             .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .is_some_and(|ConnectInfo(peer)| peer.ip().is_loopback());
+            .get::<Peer>()
+            .is_some_and(|peer| peer.addr.ip().is_loopback() && !peer.trusted_proxy);
         if !local {
             Monitor::from_request_parts(parts, state).await?;
         }

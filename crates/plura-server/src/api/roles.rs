@@ -67,25 +67,11 @@ impl FromRequestParts<AppState> for AgentKey {
     }
 }
 
-/// A login within its source address's rate, checked before anything else of it is read.
-pub struct LoginRate;
-
-impl FromRequestParts<AppState> for LoginRate {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let Some(ConnectInfo(peer)) = parts.extensions.get::<ConnectInfo<SocketAddr>>() else {
-            return Ok(Self);
-        };
-        state
-            .logins
-            .take(peer.ip())
-            .map(|()| Self)
-            .map_err(|wait| ApiError::too_many(wait, format!("too many logins from {}", peer.ip())))
-    }
-}
-
-/// An agent that showed the current enrollment token.
+/// An agent that showed the current enrollment token, within its source's login rate.
+///
+/// The rate is charged after the token is checked: tries with a wrong token spend a budget of
+/// their own, so junk from an address (or from everyone behind one NAT) never uses up the logins
+/// of the real agents there.
 pub struct Enrolled;
 
 impl FromRequestParts<AppState> for Enrolled {
@@ -93,7 +79,22 @@ impl FromRequestParts<AppState> for Enrolled {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let token = bearer(&parts.headers)?;
-        if state.auth.is_enrollment(token).await? {
+        let source = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(client)| client.ip());
+        let enrolled = state.auth.is_enrollment(token).await?;
+        let (budget, what) = if enrolled {
+            (&state.logins, "logins")
+        } else {
+            (&state.wrong_enrollment_tokens, "logins with a wrong token")
+        };
+        if let Some(source) = source {
+            budget.take(source).map_err(|wait| {
+                ApiError::too_many(wait, format!("too many {what} from {source}"))
+            })?;
+        }
+        if enrolled {
             Ok(Enrolled)
         } else {
             Err(ApiError::unauthorized(

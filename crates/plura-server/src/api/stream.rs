@@ -13,22 +13,37 @@ use plura_proto::Change;
 
 use crate::fleet::Published;
 
-use super::{ApiResult, AppState, Monitor};
+use super::{ApiError, ApiResult, AppState, Monitor};
+
+/// When a caller refused a stream may try again.
+const RETRY_STREAM: Duration = Duration::from_secs(30);
+/// Live streams open at once, in all and per credential (a console tab holds one).
+pub const MAX_STREAMS: usize = 1000;
+pub const MAX_STREAMS_PER_CREDENTIAL: usize = 32;
 
 /// Each change as an event named after its kind (`login`, `stopped`, …) with a `Change` as
 /// JSON data. A reader that falls too far behind gets a `resync` event: reload the list.
 #[utoipa::path(
     get, path = "/api/v1/events/stream", tag = "fleet",
-    responses((status = 200, content_type = "text/event-stream", body = Change)),
+    responses(
+        (status = 200, content_type = "text/event-stream", body = Change),
+        (status = 429, description = "Too many live streams open, for this credential or in all", body = plura_proto::ErrorBody),
+    ),
     security(("api_token" = ["monitor"]))
 )]
 pub async fn changes(
-    _: Monitor,
+    Monitor(caller): Monitor,
     State(state): State<AppState>,
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
+    let slot = state
+        .streams
+        .take(&caller.name)
+        .map_err(|why| ApiError::too_many(RETRY_STREAM, format!("no more live streams: {why}")))?;
     let shutdown = state.shutdown.clone();
     let events = BroadcastStream::new(state.fleet.subscribe())
-        .map(|change| {
+        .map(move |change| {
+            // The slot is the stream's for as long as it is open.
+            let _held = &slot;
             Ok(match change {
                 Ok(Published::Resync) => Event::default().event("resync").data("missed"),
                 Ok(Published::Change(change)) => Event::default()

@@ -27,9 +27,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
-use super::Limits;
+use super::proxies::read_proxy_header;
+use super::{Front, Limits, Peer};
 use crate::metrics::Metrics;
-use crate::tls::Certified;
 
 /// Streams one HTTP/2 connection may have open at once.
 const MAX_STREAMS_PER_CONNECTION: u32 = 128;
@@ -44,7 +44,7 @@ pub struct Acceptor {
     pub router: axum::Router,
     pub limits: Limits,
     pub max_connections: usize,
-    pub tls: Option<Arc<Certified>>,
+    pub front: Front,
     pub metrics: Arc<Metrics>,
 }
 
@@ -72,15 +72,10 @@ impl Acceptor {
                 this.metrics.refused_connections.inc();
                 continue;
             };
-            let Some(source_slot) = sources.admit(peer.ip()) else {
-                this.metrics.refused_connections.inc();
-                continue;
-            };
-            let this = this.clone();
-            let shutdown = shutdown.clone();
+            let (this, sources, shutdown) = (this.clone(), sources.clone(), shutdown.clone());
             tasks.spawn(async move {
-                this.serve(stream, peer, &shutdown).await;
-                drop((slot, source_slot));
+                this.serve(stream, peer, &sources, &shutdown).await;
+                drop(slot);
             });
         }
         drop(listener);
@@ -88,7 +83,13 @@ impl Acceptor {
         tasks.wait().await;
     }
 
-    async fn serve(&self, stream: TcpStream, peer: SocketAddr, shutdown: &CancellationToken) {
+    async fn serve(
+        &self,
+        mut stream: TcpStream,
+        peer: SocketAddr,
+        sources: &Arc<Sources>,
+        shutdown: &CancellationToken,
+    ) {
         let header_timeout = self.limits.header_timeout;
         // A connection that sends nothing is closed after the header timeout: hyper's own timer
         // starts only with the first byte.
@@ -97,28 +98,66 @@ impl Acceptor {
         if !matches!(spoke, Ok(Ok(n)) if n > 0) {
             return;
         }
-        match &self.tls {
+        let from_proxy = self.front.proxies.trusts(peer.ip());
+        let stated = if from_proxy && self.front.proxy_protocol {
+            match tokio::time::timeout(header_timeout, read_proxy_header(&mut stream)).await {
+                Ok(Ok(stated)) => stated,
+                Ok(Err(e)) => return tracing::warn!(%peer, "{e}"),
+                Err(_) => return tracing::debug!(%peer, "no PROXY protocol header in time"),
+            }
+        } else {
+            None
+        };
+        // A trusted proxy's own connections carry many clients and are not held to one
+        // source's share; the clients it states in the PROXY protocol are.
+        let counted_as = match stated {
+            Some(client) => Some(client.ip()),
+            None if from_proxy => None,
+            None => Some(peer.ip()),
+        };
+        let _source_slot = match counted_as.map(|source| sources.admit(source)) {
+            Some(None) => {
+                self.metrics.refused_connections.inc();
+                return;
+            }
+            Some(Some(slot)) => Some(slot),
+            None => None,
+        };
+        let peer = Peer {
+            addr: peer,
+            trusted_proxy: from_proxy,
+            stated_client: stated,
+        };
+        match &self.front.tls {
             None => self.serve_http(stream, peer, shutdown).await,
             Some(tls) => {
                 let handshake = tokio::time::timeout(header_timeout, tls.acceptor().accept(stream));
                 match handshake.await {
                     Ok(Ok(stream)) => self.serve_http(stream, peer, shutdown).await,
-                    Ok(Err(e)) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
-                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    Ok(Err(e)) => tracing::debug!(peer = %peer.addr, "TLS handshake failed: {e}"),
+                    Err(_) => tracing::debug!(peer = %peer.addr, "TLS handshake timed out"),
                 }
             }
         }
     }
 
-    async fn serve_http<I>(&self, io: I, peer: SocketAddr, shutdown: &CancellationToken)
+    async fn serve_http<I>(&self, io: I, peer: Peer, shutdown: &CancellationToken)
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let open = Arc::new(OpenRequests::default());
         let router = self.router.clone();
         let counted = open.clone();
+        let proxies = self.front.proxies.clone();
         let service = tower::service_fn(move |mut request: hyper::Request<Incoming>| {
-            request.extensions_mut().insert(ConnectInfo(peer));
+            // Everything per address (rates, throttles, the source shown, the audit, the logs)
+            // reads the client from ConnectInfo.
+            let client = peer.stated_client.unwrap_or_else(|| {
+                let ip = proxies.client(peer.addr.ip(), request.headers());
+                SocketAddr::new(ip, peer.addr.port())
+            });
+            request.extensions_mut().insert(ConnectInfo(client));
+            request.extensions_mut().insert(peer);
             let guard = counted.begin();
             let answer = router.clone().oneshot(request.map(Body::new));
             async move {

@@ -8,6 +8,7 @@
 //! answered within `request_timeout`.
 
 mod connections;
+mod proxies;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +26,32 @@ use crate::store::Store;
 use crate::tls::Certified;
 
 pub use connections::source_key;
+pub use proxies::TrustedProxies;
+
+/// What stands between the clients and the server: its own TLS, and the proxies whose word on
+/// the client's address is believed.
+#[derive(Default)]
+pub struct Front {
+    pub tls: Option<Arc<Certified>>,
+    pub proxies: TrustedProxies,
+    /// Trusted proxies open each connection with a PROXY protocol header (v1 or v2).
+    pub proxy_protocol: bool,
+}
+
+/// The connection a request came on, beside the client it is from (`ConnectInfo`).
+#[derive(Debug, Clone, Copy)]
+pub struct Peer {
+    /// Who opened the TCP connection.
+    pub addr: std::net::SocketAddr,
+    /// Whether that is a trusted proxy.
+    pub trusted_proxy: bool,
+    /// The client the PROXY protocol header stated.
+    pub stated_client: Option<std::net::SocketAddr>,
+}
+
+/// Tries with a wrong enrollment token each source may make per second (in bursts of ten
+/// seconds' worth): an agent with a stale token retries far less often.
+const WRONG_ENROLLMENT_TOKENS_PER_SOURCE: u32 = 1;
 
 /// Descriptors kept for the database pool, logs and the like, below the file limit.
 const RESERVED_FILES: u64 = 256;
@@ -89,10 +116,10 @@ fn file_limit() -> u64 {
         .unwrap_or(1024)
 }
 
-/// Serves on `listener` (with TLS when `tls` is given) until `shutdown` is cancelled.
+/// Serves on `listener`, behind `front`, until `shutdown` is cancelled.
 pub async fn serve(
     listener: TcpListener,
-    tls: Option<Arc<Certified>>,
+    front: Front,
     store: Arc<dyn Store>,
     policy: LivenessPolicy,
     limits: Limits,
@@ -112,6 +139,13 @@ pub async fn serve(
         metrics: metrics.clone(),
         sign_ins: Arc::default(),
         logins: Arc::new(SourceRate::new(limits.logins_per_source)),
+        wrong_enrollment_tokens: Arc::new(SourceRate::new(Some(
+            WRONG_ENROLLMENT_TOKENS_PER_SOURCE,
+        ))),
+        streams: Arc::new(crate::slots::Slots::new(
+            api::MAX_STREAMS,
+            api::MAX_STREAMS_PER_CREDENTIAL,
+        )),
         shutdown: shutdown.clone(),
     });
     let liveness = tokio::spawn(fleet.run(shutdown.clone()));
@@ -123,17 +157,20 @@ pub async fn serve(
         address = %listener.local_addr()?,
         heartbeat_interval = ?policy.heartbeat_interval,
         max_connections,
-        tls = tls.is_some(),
+        tls = front.tls.is_some(),
         "plura-server listening"
     );
-    let watching = tls
-        .clone()
-        .map(|tls| tokio::spawn(tls.watch(shutdown.clone())));
+    // SIGHUP reads the TLS files again; without TLS it must still not end the server (its
+    // default action), since the package's unit sends it on `systemctl reload`.
+    let watching = match front.tls.clone() {
+        Some(tls) => tokio::spawn(tls.watch(shutdown.clone())),
+        None => tokio::spawn(crate::tls::ignore_hangups(shutdown.clone())),
+    };
     let acceptor = connections::Acceptor {
         router: api::router(state, limits.request_timeout),
         limits,
         max_connections,
-        tls,
+        front,
         metrics,
     };
     acceptor.run(listener, &shutdown).await;
@@ -142,9 +179,7 @@ pub async fn serve(
     shutdown.cancel();
     liveness.await?;
     alerts.await?;
-    if let Some(watching) = watching {
-        watching.await?;
-    }
+    watching.await?;
     store.close().await;
     tracing::info!("plura-server stopped");
     Ok(())

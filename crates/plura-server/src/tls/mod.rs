@@ -156,3 +156,17 @@ fn server_config(files: &TlsFiles) -> anyhow::Result<ServerConfig> {
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
 }
+
+/// Answers SIGHUP with a log line until `shutdown`, when there are no TLS files to read again.
+pub async fn ignore_hangups(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+        return;
+    };
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = hangup.recv() => tracing::info!("SIGHUP: no TLS files to read again"),
+        }
+    }
+}

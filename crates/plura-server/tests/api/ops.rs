@@ -150,3 +150,44 @@ pub async fn a_fleet_registering_at_once_is_analysed_again() {
     db.close().await;
     server.finish().await;
 }
+
+/// Live streams are held to a number per credential: one token cannot open them without end.
+#[tokio::test]
+async fn live_streams_are_capped_per_credential() {
+    let server = TestServer::start(Db::Sqlite).await;
+    let cap = plura_server::api::MAX_STREAMS_PER_CREDENTIAL;
+    let mut open = Vec::new();
+    for _ in 0..cap {
+        let stream = server
+            .request(Method::GET, "/api/v1/events/stream", Some(&server.admin))
+            .await;
+        assert_eq!(stream.status(), StatusCode::OK);
+        open.push(stream);
+    }
+    let refused = server
+        .request(Method::GET, "/api/v1/events/stream", Some(&server.admin))
+        .await;
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(refused.headers().contains_key("retry-after"));
+    let monitor = server.token(plura_proto::Role::Monitor).await;
+    let other = server
+        .request(Method::GET, "/api/v1/events/stream", Some(&monitor))
+        .await;
+    assert_eq!(
+        other.status(),
+        StatusCode::OK,
+        "another credential has its own"
+    );
+    open.pop();
+    plura_testkit::eventually(
+        "a closed stream gives its slot back",
+        crate::STOP_WITHIN,
+        || async {
+            let again = server
+                .request(Method::GET, "/api/v1/events/stream", Some(&server.admin))
+                .await;
+            (again.status() == StatusCode::OK).then_some(again)
+        },
+    )
+    .await;
+}

@@ -1,0 +1,279 @@
+//! The real binary behind a real nginx (Debian's) with `--trusted-proxy`, and behind a TCP
+//! balancer's PROXY protocol: each client counts as itself (its logins, the agent's source,
+//! `/metrics`), a client that is not a trusted proxy cannot claim another address, and logins
+//! with a wrong token never use up the real agents' logins.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::process::Command;
+
+use plura_proto::{Agent, LoginResponse};
+use plura_testkit::process::Process;
+use plura_testkit::served::{self, Served};
+use plura_testkit::{eventually, login};
+
+const BIN: &str = env!("CARGO_BIN_EXE_plura-server");
+const NGINX: &str = "/usr/sbin/nginx";
+
+/// nginx as one process on a loopback port, proxying to `upstream` as the shipped sample does.
+struct Nginx {
+    _process: Process,
+    base: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Nginx {
+    async fn start(upstream: &str) -> Self {
+        assert!(
+            Path::new(NGINX).exists(),
+            "nginx is missing: scripts/ensure-tools installs it"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let port = served::free_port();
+        let root = dir.path().display();
+        let conf = format!(
+            "master_process off;\n\
+             error_log stderr warn;\n\
+             pid {root}/nginx.pid;\n\
+             events {{ worker_connections 256; }}\n\
+             http {{\n\
+               access_log off;\n\
+               client_body_temp_path {root}/body;\n\
+               proxy_temp_path {root}/proxy;\n\
+               fastcgi_temp_path {root}/fastcgi;\n\
+               uwsgi_temp_path {root}/uwsgi;\n\
+               scgi_temp_path {root}/scgi;\n\
+               server {{\n\
+                 listen 127.0.0.1:{port};\n\
+                 location / {{\n\
+                   proxy_pass http://{upstream};\n\
+                   proxy_http_version 1.1;\n\
+                   proxy_set_header Connection \"\";\n\
+                   proxy_set_header Host $host;\n\
+                   proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n\
+                 }}\n\
+               }}\n\
+             }}\n"
+        );
+        let path = dir.path().join("nginx.conf");
+        std::fs::write(&path, conf).unwrap();
+        let mut command = Command::new(NGINX);
+        command
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-c")
+            .arg(&path)
+            .args(["-g", "daemon off;"]);
+        let process = Process::spawn(command);
+        let address = format!("127.0.0.1:{port}");
+        eventually("nginx listens", Duration::from_secs(10), || async {
+            TcpStream::connect(&address).await.ok().map(drop)
+        })
+        .await;
+        Self {
+            _process: process,
+            base: format!("http://{address}"),
+            _dir: dir,
+        }
+    }
+}
+
+fn client_from(source: [u8; 4]) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(IpAddr::from(source))
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap()
+}
+
+async fn log_in(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    n: usize,
+    extra: Option<(&str, &str)>,
+) -> reqwest::Response {
+    let mut request = client
+        .post(format!("{base}/api/v1/agents/login"))
+        .bearer_auth(token)
+        .json(&login(&format!("10.70.0.{n}"), &format!("proxied-{n}")));
+    if let Some((name, value)) = extra {
+        request = request.header(name, value);
+    }
+    request.send().await.unwrap()
+}
+
+/// The server with `args` beside its database; answers it with the admin and enrollment tokens.
+async fn serve(dir: &Path, args: &[&str]) -> (Served, String, String) {
+    let database = format!("sqlite://{}/proxies.db", dir.display());
+    let enrollment = served::enrollment_token(BIN, &database).await;
+    let common = ["--listen", "127.0.0.1:0", "--database", &database];
+    let server = Served::start(BIN, &[&common[..], args].concat()).await;
+    let admin = server.first_start_token().unwrap();
+    (server, admin, enrollment)
+}
+
+async fn source_of(server: &Served, admin: &str, response: reqwest::Response) -> Option<String> {
+    assert_eq!(response.status(), StatusCode::OK);
+    let id = response.json::<LoginResponse>().await.unwrap().agent_id;
+    let agent: Agent = server.get(&format!("/api/v1/agents/{id}"), admin).await;
+    agent.source_ip
+}
+
+#[tokio::test]
+async fn behind_nginx_each_client_counts_as_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "--trusted-proxy",
+        "127.0.0.1/32",
+        "--logins-per-source",
+        "1",
+    ];
+    let (server, admin, enrollment) = serve(dir.path(), &args).await;
+    let nginx = Nginx::start(server.base.trim_start_matches("http://")).await;
+
+    // One client spends its logins (a burst of ten); another behind the same proxy still logs in.
+    let (busy, other) = (client_from([127, 0, 0, 2]), client_from([127, 0, 0, 3]));
+    let mut statuses = Vec::new();
+    for n in 0..12 {
+        statuses.push(
+            log_in(&busy, &nginx.base, &enrollment, n, None)
+                .await
+                .status(),
+        );
+    }
+    assert_eq!(statuses[..10], [StatusCode::OK; 10]);
+    assert_eq!(statuses[11], StatusCode::TOO_MANY_REQUESTS);
+    let response = log_in(&other, &nginx.base, &enrollment, 20, None).await;
+    assert_eq!(
+        source_of(&server, &admin, response).await.as_deref(),
+        Some("127.0.0.3"),
+        "the agent's source is the client, not the proxy"
+    );
+
+    // A client's own X-Forwarded-For is not believed (nginx appends the real address to it).
+    let forged = Some(("x-forwarded-for", "198.51.100.9"));
+    let response = log_in(&other, &nginx.base, &enrollment, 21, forged).await;
+    assert_eq!(
+        source_of(&server, &admin, response).await.as_deref(),
+        Some("127.0.0.3")
+    );
+    // Nor from a client that is not a trusted proxy, straight to the server.
+    let direct = client_from([127, 0, 0, 5]);
+    let response = log_in(&direct, &server.base, &enrollment, 22, forged).await;
+    assert_eq!(
+        source_of(&server, &admin, response).await.as_deref(),
+        Some("127.0.0.5")
+    );
+
+    // /metrics: open to a scraper on this machine, not to whoever comes through the proxy.
+    let through = other
+        .get(format!("{}/metrics", nginx.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(through.status(), StatusCode::UNAUTHORIZED);
+    let local = direct
+        .get(format!("{}/metrics", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(local.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn junk_logins_with_a_wrong_token_do_not_spend_the_agents_logins() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, _, enrollment) = serve(dir.path(), &["--logins-per-source", "1"]).await;
+    let host = client_from([127, 0, 0, 9]);
+    let mut refused = 0;
+    for n in 0..50 {
+        let status = log_in(&host, &server.base, "plura_enroll_wrong", n, None)
+            .await
+            .status();
+        assert!(
+            [StatusCode::UNAUTHORIZED, StatusCode::TOO_MANY_REQUESTS].contains(&status),
+            "{status}"
+        );
+        refused += usize::from(status == StatusCode::TOO_MANY_REQUESTS);
+    }
+    assert!(
+        refused >= 30,
+        "wrong tokens have a budget: {refused} of 50 got 429"
+    );
+    for n in 0..10 {
+        let status = log_in(&host, &server.base, &enrollment, n, None)
+            .await
+            .status();
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "real login {n} from the same address"
+        );
+    }
+}
+
+async fn connect_from(source: [u8; 4], server: SocketAddr) -> TcpStream {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket
+        .bind(SocketAddr::new(IpAddr::from(source), 0))
+        .unwrap();
+    socket.connect(server).await.unwrap()
+}
+
+/// Sends `preamble`, then a login over HTTP/1.1; answers the status line (empty if the server
+/// closed the connection).
+async fn raw_login(stream: &mut TcpStream, preamble: &[u8], token: &str, n: usize) -> String {
+    let body = serde_json::to_string(&login(&format!("10.80.0.{n}"), &format!("nlb-{n}"))).unwrap();
+    let request = format!(
+        "POST /api/v1/agents/login HTTP/1.1\r\nhost: plura\r\nauthorization: Bearer {token}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream
+        .write_all(&[preamble, request.as_bytes()].concat())
+        .await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
+    String::from_utf8_lossy(&answer)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[tokio::test]
+async fn the_proxy_protocol_states_the_client_for_trusted_balancers_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["--trusted-proxy", "127.0.0.1", "--proxy-protocol"];
+    let (server, admin, enrollment) = serve(dir.path(), &args).await;
+    let addr: SocketAddr = server.base.trim_start_matches("http://").parse().unwrap();
+
+    let v1 = b"PROXY TCP4 203.0.113.7 10.0.0.1 51000 443\r\n";
+    let mut balancer = connect_from([127, 0, 0, 1], addr).await;
+    let status = raw_login(&mut balancer, v1, &enrollment, 1).await;
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    // The operator reads the list from an address that is not the balancer's.
+    let operator = client_from([127, 0, 0, 4]);
+    let response = operator
+        .get(format!("{}/api/v1/agents?q=nlb-1", server.base))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    let agents: plura_proto::AgentList = plura_testkit::json_ok(response).await;
+    assert_eq!(agents.items[0].source_ip.as_deref(), Some("203.0.113.7"));
+
+    // A balancer's connection without the header is refused; a header from anyone else is
+    // not a header (it is a malformed request).
+    let mut bare = connect_from([127, 0, 0, 1], addr).await;
+    assert_eq!(raw_login(&mut bare, b"", &enrollment, 2).await, "");
+    let mut stranger = connect_from([127, 0, 0, 6], addr).await;
+    let status = raw_login(&mut stranger, v1, &enrollment, 3).await;
+    assert!(status.starts_with("HTTP/1.1 400"), "{status}");
+}
