@@ -39,7 +39,8 @@ enum Bench {
     Csv {
         #[arg(long, default_value_t = 50_000)]
         agents: u32,
-        #[arg(long, default_value_t = 8)]
+        /// Exports at once, each with a token of its own (at most the server's limit).
+        #[arg(long, default_value_t = plura_server::api::MAX_EXPORTS)]
         parallel: usize,
         #[arg(long, default_value_t = 32)]
         concurrency: usize,

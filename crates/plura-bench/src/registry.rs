@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
 
-use plura_proto::{LoginRequest, LoginResponse};
+use plura_proto::{LoginRequest, LoginResponse, Role};
 
 use plura_server::fleet::LivenessPolicy;
 use plura_testkit::{Db, TestServer};
@@ -204,10 +204,23 @@ pub async fn csv(
     println!(
         "{parallel} CSV exports at once (resident {before} MiB, peak so far {peak_before} MiB)"
     );
+    ensure!(
+        parallel <= plura_server::api::MAX_EXPORTS,
+        "the server runs at most {} exports at once",
+        plura_server::api::MAX_EXPORTS
+    );
+    // A token each: a credential may run only a few exports at once.
+    let mut tokens = Vec::new();
+    for n in 0..parallel {
+        let name = format!("bench-export-{n}");
+        tokens.push(
+            plura_server::auth::create_api_token(target.store(), Role::Monitor, &name).await?,
+        );
+    }
     let url = format!("{}/api/v1/agents.csv", target.base);
     let started = Instant::now();
-    let exports = (0..parallel).map(|_| {
-        let request = http.get(&url).bearer_auth(&target.admin);
+    let exports = tokens.iter().map(|token| {
+        let request = http.get(&url).bearer_auth(token);
         async move {
             let mut response = request.send().await?.error_for_status()?;
             let (mut bytes, mut lines) = (0usize, 0usize);

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use axum::Extension;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
@@ -17,10 +18,20 @@ use plura_proto::{
 
 use super::error::{Json, Path, Query};
 use super::{Admin, ApiError, ApiResult, AppState, Monitor, Operator};
+use crate::fleet::StreamBounds;
+use crate::server::ConnectionAbort;
 use crate::store::{ListFilter, SortColumn};
 
-/// How long a CSV export may take in all, however slowly it is read.
-const CSV_DEADLINE: Duration = Duration::from_secs(600);
+/// An export may run ten minutes, and its reader may take nothing for ten seconds.
+const EXPORT_BOUNDS: StreamBounds = StreamBounds {
+    deadline: Duration::from_secs(600),
+    stall: Duration::from_secs(10),
+};
+/// When a caller refused an export may try again.
+const RETRY_EXPORT: Duration = Duration::from_secs(10);
+/// Exports running at once, in all and per credential.
+pub const MAX_EXPORTS: usize = 4;
+pub const MAX_EXPORTS_PER_CREDENTIAL: usize = 2;
 const DEFAULT_PER_PAGE: u32 = 50;
 const MAX_PER_PAGE: u32 = 1000;
 const MAX_RECORDS: u32 = 1000;
@@ -153,18 +164,29 @@ pub async fn list(
 /// The filtered list (every page) as CSV, streamed as it is read.
 #[utoipa::path(
     get, path = "/api/v1/agents.csv", tag = "fleet", params(ListParams),
-    responses((status = 200, content_type = "text/csv", body = String)),
+    responses(
+        (status = 200, content_type = "text/csv", body = String),
+        (status = 429, description = "Too many exports running, for this credential or in all; see Retry-After", body = ErrorBody),
+    ),
     security(("api_token" = ["monitor"]))
 )]
 pub async fn csv(
-    _: Monitor,
+    Monitor(caller): Monitor,
     State(state): State<AppState>,
+    abort: Option<Extension<ConnectionAbort>>,
     Query(params): Query<ListParams>,
 ) -> ApiResult<impl IntoResponse> {
+    let filter = params.filter()?;
+    let slot = state.exports.take(&caller.name).map_err(|why| {
+        ApiError::too_many(RETRY_EXPORT, format!("no more exports at once: {why}"))
+    })?;
+    // A reader that stops reading is dropped with its connection: hyper never polls an answer
+    // nobody reads, so only the reading side can tell.
+    let stalled = abort.map(|Extension(abort)| abort.0).unwrap_or_default();
     let mut agents = Box::pin(
         state
             .fleet
-            .stream(params.filter()?, CSV_DEADLINE)
+            .stream(filter, EXPORT_BOUNDS, stalled)
             .peekable(),
     );
     // A query that fails at once gets an error answer; only a later failure cuts the file short.
@@ -173,13 +195,17 @@ pub async fn csv(
             return Err(e.into());
         }
     }
-    let rows = agents.map(|agent| match agent {
-        Ok(agent) => Ok(crate::csv::row(&agent)),
-        Err(e) => {
-            tracing::error!("the CSV export stopped: {e}");
-            Err(std::io::Error::other(
-                "the export stopped; see the server's log",
-            ))
+    let rows = agents.map(move |agent| {
+        // The export's place is taken for as long as its answer is being sent.
+        let _held = &slot;
+        match agent {
+            Ok(agent) => Ok(crate::csv::row(&agent)),
+            Err(e) => {
+                tracing::error!("the CSV export stopped: {e}");
+                Err(std::io::Error::other(
+                    "the export stopped; see the server's log",
+                ))
+            }
         }
     });
     let lines = futures::stream::once(async { Ok(crate::csv::header()) }).chain(rows);

@@ -12,6 +12,7 @@ mod roles;
 mod session;
 mod stream;
 
+pub use manage::{MAX_EXPORTS, MAX_EXPORTS_PER_CREDENTIAL};
 pub use stream::{MAX_STREAMS, MAX_STREAMS_PER_CREDENTIAL};
 
 use std::sync::Arc;
@@ -77,6 +78,8 @@ pub struct Shared {
     pub wrong_enrollment_tokens: Arc<SourceRate>,
     /// Live streams open, in all and per credential.
     pub streams: Arc<crate::slots::Slots>,
+    /// CSV exports running, in all and per credential.
+    pub exports: Arc<crate::slots::Slots>,
     /// Cancelled when the server shuts down; ends the live streams so shutdown need not wait
     /// for browsers to hang up.
     pub shutdown: CancellationToken,

@@ -14,6 +14,7 @@ use futures::{Stream, StreamExt};
 use tokio::sync::{Notify, broadcast, mpsc};
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
 
 use plura_proto::{
     Agent, AgentStatus, AuditRecord, Event, EventKind, FleetHistory, LoginRequest, PatchAgent,
@@ -31,6 +32,30 @@ pub use liveness::{DEFAULT_EVENT_RETENTION, LivenessPolicy};
 
 /// Agents read ahead of a slow reader of a stream.
 const STREAM_BUFFER: usize = 256;
+
+/// How long a list export may run, and how long its reader may take nothing.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamBounds {
+    pub deadline: Duration,
+    pub stall: Duration,
+}
+
+/// Returns once `sink` has stayed full (its receiver taking nothing) for `limit`.
+async fn full_for<T>(sink: &mpsc::Sender<T>, limit: Duration) {
+    const LOOK_EVERY: Duration = Duration::from_millis(250);
+    let mut full_since: Option<tokio::time::Instant> = None;
+    loop {
+        tokio::time::sleep(LOOK_EVERY).await;
+        if sink.capacity() > 0 {
+            full_since = None;
+            continue;
+        }
+        let since = *full_since.get_or_insert_with(tokio::time::Instant::now);
+        if since.elapsed() >= limit {
+            return;
+        }
+    }
+}
 
 pub struct Fleet {
     store: Arc<dyn Store>,
@@ -186,23 +211,40 @@ impl Fleet {
         Ok(listed)
     }
 
-    /// Every agent `filter` matches, in its order, as they are read: memory stays the same
-    /// however large the fleet. A reader slower than `deadline` in all is cut off.
+    /// Every agent `filter` matches, read while the receiver takes them, for at most
+    /// `bounds.deadline`. A receiver that takes nothing for `bounds.stall` (a client that
+    /// stopped reading) ends the reading and cancels `stalled`, so whoever serves the reader can
+    /// drop it: the reading holds no database connection while it waits, but a reader should not
+    /// hold a place for ever either.
     pub fn stream(
         self: &Arc<Self>,
         filter: ListFilter,
-        deadline: Duration,
+        bounds: StreamBounds,
+        stalled: CancellationToken,
     ) -> impl Stream<Item = store::Result<Agent>> + Send + 'static {
         let (sink, agents) = mpsc::channel(STREAM_BUFFER);
         let fleet = self.clone();
         tokio::spawn(async move {
-            let listed = tokio::time::timeout(deadline, fleet.store.list_each(&filter, &sink));
-            match listed.await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    let _ = sink.send(Err(e)).await;
+            let listed =
+                tokio::time::timeout(bounds.deadline, fleet.store.list_each(&filter, &sink));
+            tokio::select! {
+                listed = listed => match listed {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        let _ = sink.send(Err(e)).await;
+                    }
+                    Err(_) => tracing::warn!(
+                        "a list export took longer than {:?}; cut off",
+                        bounds.deadline
+                    ),
+                },
+                () = full_for(&sink, bounds.stall) => {
+                    tracing::warn!(
+                        "a list export's reader took nothing for {:?}; dropped",
+                        bounds.stall
+                    );
+                    stalled.cancel();
                 }
-                Err(_) => tracing::warn!("a list export took longer than {deadline:?}; cut off"),
             }
         });
         let fleet = self.clone();

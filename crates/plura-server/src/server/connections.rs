@@ -28,7 +28,7 @@ use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
 use super::proxies::read_proxy_header;
-use super::{Front, Limits, Peer};
+use super::{ConnectionAbort, Front, Limits, Peer};
 use crate::metrics::Metrics;
 
 /// Streams one HTTP/2 connection may have open at once.
@@ -146,6 +146,8 @@ impl Acceptor {
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let open = Arc::new(OpenRequests::default());
+        let abort = ConnectionAbort::default();
+        let aborted = abort.0.clone();
         let router = self.router.clone();
         let counted = open.clone();
         let proxies = self.front.proxies.clone();
@@ -158,6 +160,7 @@ impl Acceptor {
             });
             request.extensions_mut().insert(ConnectInfo(client));
             request.extensions_mut().insert(peer);
+            request.extensions_mut().insert(abort.clone());
             let guard = counted.begin();
             let answer = router.clone().oneshot(request.map(Body::new));
             async move {
@@ -185,6 +188,7 @@ impl Acceptor {
             tokio::select! {
                 // A client that hangs up or times out ends its connection; nothing to report.
                 _ = connection.as_mut() => return,
+                () = aborted.cancelled() => return,
                 () = shutdown.cancelled(), if !closing => {}
                 () = open.idle_for(self.limits.header_timeout), if !closing => {}
                 () = open.idle_for(CLOSING_GRACE), if closing => return,

@@ -38,6 +38,11 @@ pub struct Front {
     pub proxy_protocol: bool,
 }
 
+/// Cancelled to drop the connection a request came on at once (a reader that stopped reading,
+/// whose answer hyper will never poll again).
+#[derive(Debug, Clone, Default)]
+pub struct ConnectionAbort(pub CancellationToken);
+
 /// The connection a request came on, beside the client it is from (`ConnectInfo`).
 #[derive(Debug, Clone, Copy)]
 pub struct Peer {
@@ -145,6 +150,10 @@ pub async fn serve(
         streams: Arc::new(crate::slots::Slots::new(
             api::MAX_STREAMS,
             api::MAX_STREAMS_PER_CREDENTIAL,
+        )),
+        exports: Arc::new(crate::slots::Slots::new(
+            api::MAX_EXPORTS,
+            api::MAX_EXPORTS_PER_CREDENTIAL,
         )),
         shutdown: shutdown.clone(),
     });

@@ -341,8 +341,9 @@ pub trait AgentStore: Send + Sync {
     /// The matching agents of one page, and how many match in all.
     async fn list(&self, filter: &ListFilter) -> Result<Listed>;
 
-    /// Sends every matching agent to `sink` as it is read (one query, so one consistent set),
-    /// waiting while the sink is full; stops early when the receiver is gone.
+    /// Sends every matching agent to `sink` (the set that matched when it began, each row as it
+    /// is when its chunk is read), waiting while the sink is full without holding a database
+    /// connection; stops early when the receiver is gone.
     async fn list_each(
         &self,
         filter: &ListFilter,

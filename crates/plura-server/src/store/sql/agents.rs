@@ -1,8 +1,9 @@
 //! The agents: login, heartbeat and logout, the liveness sweeps, the operators' changes, and the
 //! list. Each change ends in `WriteTx::commit`, which records its history.
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
-use futures::TryStreamExt;
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, AnyPool, Row};
 
@@ -21,6 +22,9 @@ use crate::store::{
     AgentStore, Changed, Imported, KeyedCall, LastSeen, ListFilter, Listed, Login, LoginOutcome,
     Result, SEARCH_COUNT_LIMIT, SortColumn, StoreError,
 };
+
+/// Rows an export reads with one query.
+const EXPORT_CHUNK: usize = 500;
 
 /// From this offset on, a page is read by a deferred join.
 const DEFERRED_JOIN_OFFSET: u64 = 1000;
@@ -686,16 +690,36 @@ impl AgentStore for SqlStore {
         filter: &ListFilter,
         sink: &tokio::sync::mpsc::Sender<Result<Agent>>,
     ) -> Result<()> {
+        // The matching ids in their order, in one short query; then their rows a chunk at a
+        // time, each chunk its own short query: a reader that is slow (or stops) holds no
+        // database connection between chunks.
         let selected = selection(filter);
         let sql = format!(
-            "SELECT {AGENT_COLUMNS} {} {}",
+            "SELECT id {} {}",
             selected.from_where,
             order_by(filter.sort, filter.descending)
         );
-        let mut rows = bind_params(sqlx::query(&sql), &selected.params).fetch(&self.pool);
-        while let Some(row) = rows.try_next().await? {
-            if sink.send(rows::agent(&row)).await.is_err() {
-                break;
+        let ids: Vec<i64> = bind_params(sqlx::query(&sql), &selected.params)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|row| row.try_get("id"))
+            .collect::<std::result::Result<_, _>>()?;
+        let unpaged = ListFilter {
+            limit: None,
+            offset: 0,
+            ..filter.clone()
+        };
+        for chunk in ids.chunks(EXPORT_CHUNK) {
+            let mut agents = page_of(&self.pool, chunk, &unpaged).await?;
+            // In the order the ids were listed: a sorted column may have changed since.
+            let position: HashMap<i64, usize> =
+                chunk.iter().enumerate().map(|(at, id)| (*id, at)).collect();
+            agents.sort_by_key(|agent| position.get(&agent.id).copied());
+            for agent in agents {
+                if sink.send(Ok(agent)).await.is_err() {
+                    return Ok(());
+                }
             }
         }
         Ok(())
