@@ -14,6 +14,7 @@ use plura_proto::{Agent, AgentStatus, Role, Summary, Timestamp};
 use plura_server::store::{self, AgentStore, ListFilter, Store};
 use plura_server::{auth, secret};
 use plura_testkit::served::Served;
+use plura_testkit::tls::TestCa;
 use plura_testkit::{Database, Db};
 
 use crate::report::Timings;
@@ -75,13 +76,40 @@ async fn pace(
     }
 }
 
-pub async fn fleet(
-    db: Db,
-    agents: u32,
-    interval: Duration,
-    seconds: u64,
-    connections: usize,
-) -> anyhow::Result<String> {
+/// How large a fleet, how often it beats, for how long, over how many connections.
+#[derive(Debug, Clone, Copy)]
+pub struct Shape {
+    pub agents: u32,
+    pub interval: Duration,
+    pub seconds: u64,
+    pub connections: usize,
+}
+
+/// The paced fleet in plain HTTP; with `tls`, then again over HTTPS, its figures beside the
+/// plain ones as `tls_*`.
+pub async fn fleet(db: Db, shape: Shape, tls: bool) -> anyhow::Result<String> {
+    let plain = paced_fleet(db, shape, None).await?;
+    if !tls {
+        return Ok(plain);
+    }
+    println!("  {plain}");
+    println!("the same fleet over TLS");
+    let over_tls = paced_fleet(db, shape, Some(&TestCa::new())).await?;
+    let prefixed: Vec<String> = over_tls
+        .split_whitespace()
+        .filter(|kv| !kv.starts_with("bench=") && !kv.starts_with("db="))
+        .map(|kv| format!("tls_{kv}"))
+        .collect();
+    Ok(format!("{plain} {}", prefixed.join(" ")))
+}
+
+async fn paced_fleet(db: Db, shape: Shape, tls: Option<&TestCa>) -> anyhow::Result<String> {
+    let Shape {
+        agents,
+        interval,
+        seconds,
+        connections,
+    } = shape;
     let bin = crate::scale::server_bin()?;
     let database = Database::fresh(db).await;
     // The fleet is loaded with keys through the storage layer, as if each agent had logged in
@@ -108,15 +136,25 @@ pub async fn fleet(
     store.close().await;
     let ids: HashMap<String, i64> = listed.into_iter().map(|a| (a.hostname, a.id)).collect();
 
-    let args = [
+    let interval_arg = format!("{}ms", interval.as_millis());
+    let mut args = vec![
         "--listen",
         "127.0.0.1:0",
         "--database",
         &database.url,
         "--heartbeat-interval",
-        &format!("{}ms", interval.as_millis()),
+        &interval_arg,
     ];
+    if let Some(ca) = tls {
+        args.extend([
+            "--tls-cert",
+            path(&ca.files.cert)?,
+            "--tls-key",
+            path(&ca.files.key)?,
+        ]);
+    }
     let server = Served::start(&bin.to_string_lossy(), &args).await;
+    let client_tls = tls.map(TestCa::client_config);
 
     // Agent i beats at i/N of the interval; each connection takes every k-th agent.
     let mut shares: Vec<Vec<(i64, String, Duration)>> = vec![Vec::new(); connections];
@@ -134,7 +172,7 @@ pub async fn fleet(
     let tasks: Vec<_> = shares
         .into_iter()
         .map(|share| {
-            let connection = Connection::new(&server.base);
+            let connection = Connection::new(&server.base, client_tls.clone());
             tokio::spawn(pace(connection, share, interval, start, end))
         })
         .collect();
@@ -148,7 +186,15 @@ pub async fn fleet(
     }
     let elapsed = start.elapsed();
     let after = Usage::of(server.process.id());
-    let summary: Summary = server.get("/api/v1/summary", &admin).await;
+    let http = tls.map_or_else(reqwest::Client::new, TestCa::http);
+    let summary: Summary = http
+        .get(format!("{}/api/v1/summary", server.base))
+        .bearer_auth(&admin)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
     let timings = Timings::new(all.latencies, elapsed);
     let cpu = (after.cpu_s - before.cpu_s) / elapsed.as_secs_f64();
     drop(server);
@@ -174,4 +220,9 @@ pub async fn fleet(
         summary.stopped,
         after.rss_mib,
     ))
+}
+
+fn path(path: &std::path::Path) -> anyhow::Result<&str> {
+    path.to_str()
+        .ok_or_else(|| anyhow::anyhow!("{} is not UTF-8", path.display()))
 }

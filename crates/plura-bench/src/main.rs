@@ -13,6 +13,10 @@ struct Cli {
     /// PLURA_TEST_PG_URL names (default postgres://postgres:postgres@127.0.0.1:5432/postgres).
     #[arg(long, global = true, value_enum, default_value_t = Backend::Sqlite)]
     backend: Backend,
+    /// heartbeats and fleet: run over HTTPS too (a private CA made for the run), after the same
+    /// run in plain HTTP; the figures of both are on the last line, the TLS ones as tls_*.
+    #[arg(long, global = true)]
+    tls: bool,
     #[command(subcommand)]
     bench: Bench,
 }
@@ -100,7 +104,15 @@ async fn main() -> anyhow::Result<()> {
             interval,
             seconds,
             connections,
-        } => plura_bench::fleet::fleet(database, agents, interval, seconds, connections).await?,
+        } => {
+            let shape = plura_bench::fleet::Shape {
+                agents,
+                interval,
+                seconds,
+                connections,
+            };
+            plura_bench::fleet::fleet(database, shape, cli.tls).await?
+        }
         Bench::Scale { agents, rounds } => {
             plura_bench::scale::scale(database, agents, rounds).await?
         }
@@ -118,7 +130,10 @@ async fn main() -> anyhow::Result<()> {
             agents,
             seconds,
             concurrency,
-        } => plura_bench::registry::heartbeats(database, agents, seconds, concurrency).await?,
+        } => {
+            plura_bench::registry::heartbeats(database, agents, seconds, concurrency, cli.tls)
+                .await?
+        }
     };
     println!("{figures}");
     Ok(())

@@ -14,6 +14,7 @@ use plura_testkit::{Db, TestServer};
 use crate::report::Timings;
 use crate::usage::Usage;
 use crate::wire::Connection;
+use tokio_rustls::rustls::ClientConfig;
 
 /// A real server on loopback over a fresh database, with production liveness settings.
 async fn server(db: Db) -> TestServer {
@@ -29,16 +30,21 @@ fn agent(n: u32) -> LoginRequest {
     }
 }
 
-/// Runs `concurrency` workers, each with a connection of its own to `base`, until each says it
-/// is done; answers what they gave, in no particular order.
-async fn workers<T, W, F>(base: &str, concurrency: usize, work: W) -> anyhow::Result<Vec<T>>
+/// Runs `concurrency` workers, each with a connection of its own to `base` (over TLS with
+/// `tls`), until each says it is done; answers what they gave, in no particular order.
+async fn workers<T, W, F>(
+    base: &str,
+    tls: Option<Arc<ClientConfig>>,
+    concurrency: usize,
+    work: W,
+) -> anyhow::Result<Vec<T>>
 where
     T: Send + 'static,
     W: Fn(Connection) -> F,
     F: Future<Output = anyhow::Result<Vec<T>>> + Send + 'static,
 {
     let tasks: Vec<_> = (0..concurrency)
-        .map(|_| tokio::spawn(work(Connection::new(base))))
+        .map(|_| tokio::spawn(work(Connection::new(base, tls.clone()))))
         .collect();
     let mut all = Vec::new();
     for task in tasks {
@@ -56,30 +62,35 @@ async fn login_all(
     let next = Arc::new(AtomicU32::new(0));
     let enrollment: Arc<str> = target.enrollment.clone().into();
     let started = Instant::now();
-    let results = workers(&target.base, concurrency, |mut connection| {
-        let (next, enrollment) = (next.clone(), enrollment.clone());
-        async move {
-            let mut done = Vec::new();
-            loop {
-                let n = next.fetch_add(1, Ordering::Relaxed);
-                if n >= agents {
-                    return Ok(done);
+    let results = workers(
+        &target.base,
+        target.client_tls(),
+        concurrency,
+        |mut connection| {
+            let (next, enrollment) = (next.clone(), enrollment.clone());
+            async move {
+                let mut done = Vec::new();
+                loop {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    if n >= agents {
+                        return Ok(done);
+                    }
+                    let body = serde_json::to_vec(&agent(n))?;
+                    let sent = Instant::now();
+                    let status = connection
+                        .post("/api/v1/agents/login", &enrollment, Some(&body))
+                        .await?;
+                    ensure!(
+                        (200..300).contains(&status),
+                        "a login: {status} {}",
+                        String::from_utf8_lossy(connection.body())
+                    );
+                    let login: LoginResponse = serde_json::from_slice(connection.body())?;
+                    done.push((login, sent.elapsed()));
                 }
-                let body = serde_json::to_vec(&agent(n))?;
-                let sent = Instant::now();
-                let status = connection
-                    .post("/api/v1/agents/login", &enrollment, Some(&body))
-                    .await?;
-                ensure!(
-                    (200..300).contains(&status),
-                    "a login: {status} {}",
-                    String::from_utf8_lossy(connection.body())
-                );
-                let login: LoginResponse = serde_json::from_slice(connection.body())?;
-                done.push((login, sent.elapsed()));
             }
-        }
-    })
+        },
+    )
     .await
     .context("a login failed")?;
     let elapsed = started.elapsed();
@@ -259,6 +270,7 @@ pub async fn csv(
 /// `seconds`.
 async fn flood(
     base: &str,
+    tls: Option<Arc<ClientConfig>>,
     calls: Vec<(String, String)>,
     seconds: u64,
     concurrency: usize,
@@ -267,7 +279,7 @@ async fn flood(
     let next = Arc::new(AtomicU32::new(0));
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let started = Instant::now();
-    let latencies = workers(base, concurrency, |mut connection| {
+    let latencies = workers(base, tls, concurrency, |mut connection| {
         let (calls, next) = (calls.clone(), next.clone());
         async move {
             let mut latencies = Vec::new();
@@ -301,20 +313,55 @@ async fn trivial_handler(agents: u32, seconds: u64, concurrency: usize) -> anyho
     let calls: Vec<(String, String)> = (1..=agents)
         .map(|id| (format!("/api/v1/agents/{id}/heartbeat"), "key".into()))
         .collect();
-    let timings = flood(&base, calls, seconds, concurrency).await;
+    let timings = flood(&base, None, calls, seconds, concurrency).await;
     served.abort();
     timings
 }
 
 /// `agents` logged-in agents send heartbeats as fast as `concurrency` allows, for `seconds`;
-/// then a trivial handler the same way, for the ceiling.
+/// then a trivial handler the same way, for the ceiling; with `tls`, then the heartbeats again
+/// over HTTPS, beside the plain ones.
 pub async fn heartbeats(
     db: Db,
     agents: u32,
     seconds: u64,
     concurrency: usize,
+    tls: bool,
 ) -> anyhow::Result<String> {
-    let target = server(db).await;
+    let plain = heartbeats_to(server(db).await, agents, seconds, concurrency).await?;
+    println!("  {}", plain.figures("heartbeats"));
+    println!("a handler that does nothing, the same way");
+    let trivial = trivial_handler(agents, seconds, concurrency).await?;
+    println!("  {}", trivial.figures("trivial"));
+    let mut figures = format!(
+        "bench=heartbeats db={db:?} agents={agents} seconds={seconds} concurrency={concurrency} \
+         {} {} of_trivial={:.2}",
+        plain.figures("heartbeats"),
+        trivial.figures("trivial"),
+        plain.per_second() / trivial.per_second()
+    );
+    if tls {
+        println!("the same heartbeats over TLS");
+        let ca = Arc::new(plura_testkit::tls::TestCa::new());
+        let target = TestServer::start_tls(db, LivenessPolicy::default(), ca).await;
+        let over_tls = heartbeats_to(target, agents, seconds, concurrency).await?;
+        println!("  {}", over_tls.figures("tls_heartbeats"));
+        figures += &format!(
+            " {} tls_of_plain={:.2}",
+            over_tls.figures("tls_heartbeats"),
+            over_tls.per_second() / plain.per_second()
+        );
+    }
+    Ok(figures)
+}
+
+/// Logs `agents` in to `target`, then floods it with their heartbeats; finishes it.
+async fn heartbeats_to(
+    target: TestServer,
+    agents: u32,
+    seconds: u64,
+    concurrency: usize,
+) -> anyhow::Result<Timings> {
     let (logins, _) = login_all(&target, agents, concurrency).await?;
     let calls: Vec<(String, String)> = logins
         .into_iter()
@@ -325,20 +372,20 @@ pub async fn heartbeats(
             )
         })
         .collect();
-    println!("{agents} agents sending heartbeats for {seconds}s, {concurrency} at a time");
-    let heartbeats = flood(&target.base, calls, seconds, concurrency).await?;
-    println!("  {}", heartbeats.figures("heartbeats"));
+    println!(
+        "{agents} agents sending heartbeats to {} for {seconds}s, {concurrency} at a time",
+        target.base
+    );
+    let timings = flood(
+        &target.base,
+        target.client_tls(),
+        calls,
+        seconds,
+        concurrency,
+    )
+    .await?;
     target.finish().await;
-    println!("a handler that does nothing, the same way");
-    let trivial = trivial_handler(agents, seconds, concurrency).await?;
-    println!("  {}", trivial.figures("trivial"));
-    Ok(format!(
-        "bench=heartbeats db={db:?} agents={agents} seconds={seconds} concurrency={concurrency} \
-         {} {} of_trivial={:.2}",
-        heartbeats.figures("heartbeats"),
-        trivial.figures("trivial"),
-        heartbeats.per_second() / trivial.per_second()
-    ))
+    Ok(timings)
 }
 
 #[cfg(test)]
@@ -355,7 +402,8 @@ mod tests {
         assert!(figures.contains("first_page=2 "), "{figures}");
         let figures = csv(Db::Sqlite, 30, 2, 4).await.unwrap();
         assert!(figures.contains(" agents=30 parallel=2 "), "{figures}");
-        let figures = heartbeats(Db::Sqlite, 10, 1, 4).await.unwrap();
+        let figures = heartbeats(Db::Sqlite, 10, 1, 4, true).await.unwrap();
+        assert!(figures.contains(" tls_heartbeats_per_s="), "{figures}");
         assert!(figures.contains(" agents=10 "), "{figures}");
         let count: u64 = figures
             .split_whitespace()
@@ -371,10 +419,16 @@ mod tests {
         let figures = crate::scale::scale(Db::Sqlite, 2000, 2).await.unwrap();
         assert!(figures.contains(" agents=2000 "), "{figures}");
         assert!(figures.contains(" search_p99_ms="), "{figures}");
-        let figures = crate::fleet::fleet(Db::Sqlite, 300, Duration::from_secs(1), 3, 4)
-            .await
-            .unwrap();
+        let shape = crate::fleet::Shape {
+            agents: 300,
+            interval: Duration::from_secs(1),
+            seconds: 3,
+            connections: 4,
+        };
+        let figures = crate::fleet::fleet(Db::Sqlite, shape, true).await.unwrap();
         assert!(figures.contains(" false_stops=0 "), "{figures}");
         assert!(figures.contains(" failed=0 "), "{figures}");
+        assert!(figures.contains(" tls_false_stops=0 "), "{figures}");
+        assert!(figures.contains(" tls_failed=0 "), "{figures}");
     }
 }

@@ -2,12 +2,21 @@
 //! time, the request written whole and the answer read to its end. The server and its load share
 //! the same two cores, so every microsecond the client spends is one the server cannot; a general
 //! client (reqwest) took nearly as much CPU per request as the server (wrk is lean for the same
-//! reason).
+//! reason). Over TLS (`https://`), the same with rustls between.
 
 use std::io::{self, Write};
+use std::sync::Arc;
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::rustls::ClientConfig;
+use tokio_rustls::rustls::pki_types::ServerName;
+
+/// A plain or TLS stream.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 /// The longest head of an answer read; the server's are a few hundred bytes.
 const MAX_HEAD: usize = 16 * 1024;
@@ -16,18 +25,29 @@ const MAX_BODY: usize = 1024 * 1024;
 
 pub struct Connection {
     address: String,
-    stream: Option<BufReader<TcpStream>>,
+    tls: Option<(TlsConnector, ServerName<'static>)>,
+    stream: Option<BufReader<Box<dyn Io>>>,
     request: Vec<u8>,
     line: String,
     body: Vec<u8>,
 }
 
 impl Connection {
-    /// A connection to the server at `base` (`http://host:port`), opened on first use and
-    /// again after the server closes it.
-    pub fn new(base: &str) -> Self {
+    /// A connection to the server at `base` (`http://host:port`, or `https://host:port` with
+    /// `tls`), opened on first use and again after the server closes it.
+    pub fn new(base: &str, tls: Option<Arc<ClientConfig>>) -> Self {
+        let address = base
+            .trim_start_matches("http://")
+            .trim_start_matches("https://")
+            .to_owned();
+        let tls = tls.map(|config| {
+            let host = address.rsplit_once(':').map_or(&*address, |(host, _)| host);
+            let name = ServerName::try_from(host.to_owned()).expect("a server name or address");
+            (TlsConnector::from(config), name)
+        });
         Self {
-            address: base.trim_start_matches("http://").to_owned(),
+            address,
+            tls,
             stream: None,
             request: Vec::with_capacity(512),
             line: String::with_capacity(128),
@@ -77,6 +97,10 @@ impl Connection {
         if self.stream.is_none() {
             let stream = TcpStream::connect(&self.address).await?;
             stream.set_nodelay(true)?;
+            let stream: Box<dyn Io> = match &self.tls {
+                Some((connector, name)) => Box::new(connector.connect(name.clone(), stream).await?),
+                None => Box::new(stream),
+            };
             self.stream = Some(BufReader::new(stream));
         }
         let stream = self.stream.as_mut().expect("connected above");
@@ -118,7 +142,7 @@ impl Connection {
 
 /// Reads one line of the head, without its line end.
 async fn read_line<'a>(
-    stream: &mut BufReader<TcpStream>,
+    stream: &mut BufReader<Box<dyn Io>>,
     line: &'a mut String,
 ) -> io::Result<&'a str> {
     line.clear();
@@ -167,7 +191,7 @@ mod tests {
         let address = listener.local_addr().unwrap().to_string();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
 
-        let mut connection = Connection::new(&format!("http://{address}"));
+        let mut connection = Connection::new(&format!("http://{address}"), None);
         for _ in 0..3 {
             assert_eq!(connection.post_empty("/ok", "k").await.unwrap(), 204);
             assert_eq!(connection.post_empty("/no", "k").await.unwrap(), 401);

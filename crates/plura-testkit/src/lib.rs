@@ -7,6 +7,7 @@ pub mod imds;
 pub mod process;
 pub mod receiver;
 pub mod served;
+pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -146,6 +147,7 @@ pub struct TestServer {
     db: Arc<Database>,
     policy: LivenessPolicy,
     limits: Limits,
+    tls: Option<Arc<tls::TestCa>>,
     shutdown: CancellationToken,
     task: JoinHandle<anyhow::Result<()>>,
 }
@@ -169,6 +171,16 @@ impl TestServer {
         Self::start_on(db, policy, loopback().await, known).await
     }
 
+    /// A server that serves HTTPS with `ca`'s certificate; its `http` client trusts that CA.
+    pub async fn start_tls(db: Db, policy: LivenessPolicy, ca: Arc<tls::TestCa>) -> Self {
+        let db = Arc::new(Database::fresh(db).await);
+        let known = Known {
+            tls: Some(ca),
+            ..Known::default()
+        };
+        Self::start_on(db, policy, loopback().await, known).await
+    }
+
     /// A server listening on `listener` (e.g. one made inside a network namespace).
     pub async fn start_listening(db: Db, listener: std::net::TcpListener) -> Self {
         listener
@@ -185,6 +197,7 @@ impl TestServer {
             enrollment: Some(self.enrollment.clone()),
             keys: Default::default(),
             limits: self.limits,
+            tls: self.tls.clone(),
         };
         Self::start_on(self.db.clone(), self.policy, loopback().await, known).await
     }
@@ -207,11 +220,18 @@ impl TestServer {
             },
         };
         let addr = listener.local_addr().unwrap();
-        let base = format!("http://{addr}");
+        let (base, http) = match &known.tls {
+            Some(ca) => (format!("https://{addr}"), ca.http()),
+            None => (format!("http://{addr}"), reqwest::Client::new()),
+        };
+        let front = plura_server::server::Front {
+            tls: known.tls.as_ref().map(|ca| ca.certified()),
+            ..Default::default()
+        };
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(plura_server::server::serve(
             listener,
-            plura_server::server::Front::default(),
+            front,
             store.clone(),
             policy,
             known.limits,
@@ -222,12 +242,13 @@ impl TestServer {
             addr,
             admin,
             enrollment,
-            http: reqwest::Client::new(),
+            http,
             keys: std::sync::Mutex::new(known.keys),
             store,
             db,
             policy,
             limits: known.limits,
+            tls: known.tls,
             shutdown,
             task,
         }
@@ -248,6 +269,7 @@ impl TestServer {
                 enrollment: Some(self.enrollment),
                 keys: self.keys.into_inner().unwrap(),
                 limits: self.limits,
+                tls: self.tls,
             },
         }
     }
@@ -271,6 +293,11 @@ impl TestServer {
     /// The URL of this server's database, for a test to look into it.
     pub fn database_url(&self) -> &str {
         &self.db.url
+    }
+
+    /// rustls settings trusting this server's certificate, when it serves HTTPS.
+    pub fn client_tls(&self) -> Option<Arc<rustls::ClientConfig>> {
+        self.tls.as_ref().map(|ca| ca.client_config())
     }
 
     pub fn store(&self) -> &SqlStore {
@@ -485,6 +512,8 @@ struct Known {
     enrollment: Option<String>,
     keys: std::collections::HashMap<i64, String>,
     limits: Limits,
+    /// Serve HTTPS with this CA's certificate.
+    tls: Option<Arc<tls::TestCa>>,
 }
 
 impl Default for Known {
@@ -493,6 +522,7 @@ impl Default for Known {
             enrollment: None,
             keys: Default::default(),
             limits: test_limits(),
+            tls: None,
         }
     }
 }
