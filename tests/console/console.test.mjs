@@ -194,8 +194,8 @@ test('filters and search narrow the list; the CSV holds the filtered rows', asyn
   const [download] = await Promise.all([page.waitForEvent('download'), page.click('[data-testid=csv]')]);
   const csv = readFileSync(await download.path(), 'utf8').trim().split('\r\n');
   assert.equal(csv.length, 3, csv.join('\n'));
-  assert.ok(csv[0].startsWith('id,ip,hostname,status'));
-  assert.ok(csv.slice(1).every((line) => line.includes(',edr,')), csv.join('\n'));
+  assert.ok(csv[0].startsWith('"id","ip","hostname","status"'), csv[0]);
+  assert.ok(csv.slice(1).every((line) => line.includes(',"edr",')), csv.join('\n'));
 
   await page.selectOption('[data-testid=filter-kind]', '');
   await page.fill('[data-testid=search]', 'GATEWAY');

@@ -32,27 +32,13 @@ fn long_login(n: usize) -> LoginRequest {
 }
 
 async fn token(database: &str, name: &str) -> String {
-    let output = Command::new(BIN)
-        .args([
-            "token",
-            "create",
-            "--role",
-            "monitor",
-            "--name",
-            name,
-            "--database",
-            database,
-        ])
-        .output()
-        .await
-        .unwrap();
-    assert!(output.status.success());
-    String::from_utf8(output.stdout)
-        .unwrap()
-        .lines()
-        .last()
-        .unwrap()
-        .to_string()
+    let create = ["token", "create", "--role", "monitor", "--name", name];
+    served::last_line(
+        Command::new(BIN)
+            .args(create)
+            .args(["--database", database]),
+    )
+    .await
 }
 
 /// Asks for the export on a connection whose receive buffer is small, reads its status line,

@@ -3,18 +3,18 @@
 //! agents keep heartbeating from another (127.0.0.2). No agent may be taken for silent, and
 //! `/healthz` must keep answering. Figures are printed, not asserted beyond generous bounds.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 
 use plura_proto::{EventKind, EventList, LoginResponse};
 use plura_testkit::login;
-use plura_testkit::served::{self, Served};
+use plura_testkit::served::{self, Served, client_from, connect_from};
 
 const BIN: &str = env!("CARGO_BIN_EXE_plura-server");
 const ATTACKER: [u8; 4] = [127, 0, 0, 9];
@@ -25,20 +25,6 @@ const IDLE: usize = 10_000;
 const SLOWLORIS: usize = 50;
 /// The server's default header timeout, and some time to act on it.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
-
-async fn connect_from(source: [u8; 4], server: SocketAddr) -> std::io::Result<TcpStream> {
-    let socket = TcpSocket::new_v4()?;
-    socket.bind(SocketAddr::new(IpAddr::from(source), 0))?;
-    socket.connect(server).await
-}
-
-fn client_from(source: [u8; 4]) -> reqwest::Client {
-    reqwest::Client::builder()
-        .local_address(IpAddr::from(source))
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap()
-}
 
 /// HTTP/2's connection preface and an empty SETTINGS frame: what a client sends before its
 /// first request.

@@ -3,18 +3,18 @@
 //! `/metrics`), a client that is not a trusted proxy cannot claim another address, and logins
 //! with a wrong token never use up the real agents' logins.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
 use reqwest::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 use tokio::process::Command;
 
 use plura_proto::{Agent, LoginResponse};
 use plura_testkit::process::Process;
-use plura_testkit::served::{self, Served};
+use plura_testkit::served::{self, Served, client_from, connect_from};
 use plura_testkit::{eventually, login};
 
 const BIN: &str = env!("CARGO_BIN_EXE_plura-server");
@@ -81,14 +81,6 @@ impl Nginx {
             _dir: dir,
         }
     }
-}
-
-fn client_from(source: [u8; 4]) -> reqwest::Client {
-    reqwest::Client::builder()
-        .local_address(IpAddr::from(source))
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap()
 }
 
 async fn log_in(
@@ -218,14 +210,6 @@ async fn junk_logins_with_a_wrong_token_do_not_spend_the_agents_logins() {
     }
 }
 
-async fn connect_from(source: [u8; 4], server: SocketAddr) -> TcpStream {
-    let socket = TcpSocket::new_v4().unwrap();
-    socket
-        .bind(SocketAddr::new(IpAddr::from(source), 0))
-        .unwrap();
-    socket.connect(server).await.unwrap()
-}
-
 /// Sends `preamble`, then a login over HTTP/1.1; answers the status line (empty if the server
 /// closed the connection).
 async fn raw_login(stream: &mut TcpStream, preamble: &[u8], token: &str, n: usize) -> String {
@@ -255,7 +239,7 @@ async fn the_proxy_protocol_states_the_client_for_trusted_balancers_only() {
     let addr: SocketAddr = server.base.trim_start_matches("http://").parse().unwrap();
 
     let v1 = b"PROXY TCP4 203.0.113.7 10.0.0.1 51000 443\r\n";
-    let mut balancer = connect_from([127, 0, 0, 1], addr).await;
+    let mut balancer = connect_from([127, 0, 0, 1], addr).await.unwrap();
     let status = raw_login(&mut balancer, v1, &enrollment, 1).await;
     assert!(status.starts_with("HTTP/1.1 200"), "{status}");
     // The operator reads the list from an address that is not the balancer's.
@@ -271,9 +255,9 @@ async fn the_proxy_protocol_states_the_client_for_trusted_balancers_only() {
 
     // A balancer's connection without the header is refused; a header from anyone else is
     // not a header (it is a malformed request).
-    let mut bare = connect_from([127, 0, 0, 1], addr).await;
+    let mut bare = connect_from([127, 0, 0, 1], addr).await.unwrap();
     assert_eq!(raw_login(&mut bare, b"", &enrollment, 2).await, "");
-    let mut stranger = connect_from([127, 0, 0, 6], addr).await;
+    let mut stranger = connect_from([127, 0, 0, 6], addr).await.unwrap();
     let status = raw_login(&mut stranger, v1, &enrollment, 3).await;
     assert!(status.starts_with("HTTP/1.1 400"), "{status}");
 }

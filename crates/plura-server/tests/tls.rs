@@ -38,31 +38,18 @@ impl Made {
 }
 
 async fn tls_init(dir: &Path) -> Made {
-    let output = Command::new(BIN)
-        .args([
-            "tls",
-            "init",
-            "--hostname",
-            "localhost",
-            "--hostname",
-            "127.0.0.1",
-            "--out",
-        ])
-        .arg(dir)
-        // Run where a default SQLite database would be made, to see that none is.
-        .current_dir(dir.parent().unwrap())
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let stdout = String::from_utf8(output.stdout).unwrap();
+    let printed = served::last_line(
+        Command::new(BIN)
+            .args(["tls", "init", "--hostname", "localhost"])
+            .args(["--hostname", "127.0.0.1", "--out"])
+            .arg(dir)
+            // Run where a default SQLite database would be made, to see that none is.
+            .current_dir(dir.parent().unwrap()),
+    )
+    .await;
     Made {
         dir: dir.to_path_buf(),
-        printed: stdout.lines().last().unwrap_or_default().to_string(),
+        printed,
     }
 }
 

@@ -94,17 +94,39 @@ pub fn beside(bin: &str, name: &str) -> std::path::PathBuf {
     path
 }
 
-/// Makes the enrollment token of `database` with `bin` and answers it.
-pub async fn enrollment_token(bin: &str, database: &str) -> String {
-    let output = Command::new(bin)
-        .args(["enrollment-token", "--database", database])
-        .output()
-        .await
-        .unwrap();
+/// Runs `command` to its end, expecting success; answers the last line it printed (where the
+/// server's subcommands print a token or a fingerprint).
+pub async fn last_line(command: &mut Command) -> String {
+    let output = command.output().await.expect("the command runs");
     assert!(
         output.status.success(),
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    String::from_utf8(output.stdout).unwrap().trim().to_string()
+    let stdout = String::from_utf8(output.stdout).expect("UTF-8 output");
+    stdout.lines().last().unwrap_or_default().trim().to_string()
+}
+
+/// Makes the enrollment token of `database` with `bin` and answers it.
+pub async fn enrollment_token(bin: &str, database: &str) -> String {
+    last_line(Command::new(bin).args(["enrollment-token", "--database", database])).await
+}
+
+/// A client whose connections come from `source`, a loopback address of its own.
+pub fn client_from(source: [u8; 4]) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from(source))
+        .timeout(std::time::Duration::from_secs(5))
+        .build()
+        .expect("a client")
+}
+
+/// A TCP connection to `server` from `source`, a loopback address of its own.
+pub async fn connect_from(
+    source: [u8; 4],
+    server: std::net::SocketAddr,
+) -> std::io::Result<tokio::net::TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(std::net::SocketAddr::new(std::net::IpAddr::from(source), 0))?;
+    socket.connect(server).await
 }

@@ -104,6 +104,14 @@ fn names(alerts: &[&Alert]) -> String {
     names.join(", ")
 }
 
+/// Text for Slack's markup, where `<…>` is a link or a mention (`<!channel>`) and `&` starts an
+/// entity: what agents and operators wrote is shown as written, never as markup.
+fn slack_escaped(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
 /// The body a webhook of `format` receives.
 pub fn body(message: &AlertMessage, format: WebhookFormat) -> String {
     let body = match format {
@@ -115,7 +123,7 @@ pub fn body(message: &AlertMessage, format: WebhookFormat) -> String {
                 AlertKind::AgentBack => ":large_green_circle:",
             };
             serde_json::to_string(&serde_json::json!({
-                "text": format!("{icon} PLURA Fleet: {}", message.text),
+                "text": format!("{icon} PLURA Fleet: {}", slack_escaped(&message.text)),
             }))
         }
     };
@@ -182,6 +190,21 @@ mod tests {
         assert_eq!(takeover.count, 1);
         assert!(takeover.text.contains("while its holder was still running"));
         assert_eq!(takeover.agents[0].holder_was_running, Some(true));
+    }
+
+    #[test]
+    fn slack_text_cannot_ping_or_link() {
+        let mut hostile = alert(1, AlertKind::AgentStopped);
+        hostile.agent.hostname = "<!channel> <https://evil.example/sso|re-login> &amp;".into();
+        let message = &messages(&[hostile])[0];
+        let slack: serde_json::Value =
+            serde_json::from_str(&body(message, WebhookFormat::Slack)).unwrap();
+        let text = slack["text"].as_str().unwrap();
+        assert!(
+            text.contains("&lt;!channel&gt; &lt;https://evil.example/sso|re-login&gt; &amp;amp;"),
+            "{text}"
+        );
+        assert!(!text.contains('<') && !text.contains('>'), "{text}");
     }
 
     #[test]

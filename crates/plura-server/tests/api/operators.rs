@@ -204,10 +204,13 @@ pub async fn csv_holds_the_filtered_rows(db: Db) {
     assert_content_type(&response, "text/csv");
     let text = response.text().await.unwrap();
     let lines: Vec<&str> = text.lines().collect();
-    assert!(lines[0].starts_with("id,ip,hostname,status,enabled,group"));
+    assert!(lines[0].starts_with(r#""id","ip","hostname","status","enabled","group""#));
     assert_eq!(lines.len(), 1 + 4, "{text}");
-    assert!(lines[1].contains(",10.0.0.9,waf-9,running,on,"));
-    assert!(lines[4].contains(",'=cmd|'/C+calc'!A0,unknown,"), "{text}");
+    assert!(lines[1].contains(r#","10.0.0.9","waf-9","running","on","#));
+    assert!(
+        lines[4].contains(r#","'=cmd|'/C+calc'!A0","unknown","#),
+        "{text}"
+    );
     assert!(!text.contains("edr-"));
     server.finish().await;
 }
@@ -263,11 +266,11 @@ pub async fn cloud_labels_are_kept_filtered_and_exported(db: Db) {
         .unwrap();
     let lines: Vec<&str> = csv.lines().collect();
     assert!(
-        lines[0].ends_with(",instance_id,zone,instance_type,asg"),
+        lines[0].ends_with(r#","instance_id","zone","instance_type","asg""#),
         "{csv}"
     );
     assert!(
-        lines[1].ends_with(",i-10101,ap-northeast-2a,c6i.large,waf-asg"),
+        lines[1].ends_with(r#","i-10101","ap-northeast-2a","c6i.large","waf-asg""#),
         "{csv}"
     );
     assert_eq!(lines.len(), 3, "{csv}");
