@@ -49,14 +49,14 @@ pub async fn login(
     }))
 }
 
-/// Keeps the agent running. 404 means it was deleted: the agent logs in again.
+/// Keeps the agent running. 401 means the key is not the agent's current one (a newer login,
+/// a logout, a delete): the agent logs in again.
 #[utoipa::path(
     post, path = "/api/v1/agents/{id}/heartbeat", tag = "agent",
     params(("id" = i64, Path, description = "The agent id login answered")),
     responses(
         (status = 204, description = "Noted"),
-        (status = 401, description = "Not this agent's current key: log in again", body = ErrorBody),
-        (status = 404, description = "No such agent: log in again", body = ErrorBody),
+        (status = 401, description = "Not this agent's current key, or no such agent: log in again", body = ErrorBody),
     ),
     security(("agent_key" = []))
 )]
@@ -69,14 +69,13 @@ pub async fn heartbeat(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Graceful shutdown of the agent: it is stopped at once.
+/// Graceful shutdown of the agent: it is stopped at once, and its key revoked.
 #[utoipa::path(
     post, path = "/api/v1/agents/{id}/logout", tag = "agent",
     params(("id" = i64, Path, description = "The agent id login answered")),
     responses(
-        (status = 204, description = "Stopped"),
-        (status = 401, description = "Not this agent's current key", body = ErrorBody),
-        (status = 404, description = "No such agent", body = ErrorBody),
+        (status = 204, description = "Stopped; the key is revoked"),
+        (status = 401, description = "Not this agent's current key, or no such agent", body = ErrorBody),
     ),
     security(("agent_key" = []))
 )]
@@ -90,12 +89,13 @@ pub async fn logout(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// The result of a call made with an agent key, or the refusal to answer.
+/// The result of a call made with an agent key, or the refusal to answer: the same 401 for an
+/// agent that does not exist (deleted) as for a key that is not its current one, so ids cannot be
+/// counted without a key. Either way the agent logs in again, which registers a deleted one anew.
 fn answer<T>(id: i64, call: KeyedCall<T>) -> ApiResult<T> {
     match call {
         KeyedCall::Done(done) => Ok(done),
-        KeyedCall::NoAgent => Err(ApiError::no_agent(id)),
-        KeyedCall::WrongKey => Err(ApiError::unauthorized(format!(
+        KeyedCall::NoAgent | KeyedCall::WrongKey => Err(ApiError::unauthorized(format!(
             "not the current key of agent {id}: log in again for a new one"
         ))),
     }

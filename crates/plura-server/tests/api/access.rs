@@ -302,9 +302,10 @@ pub async fn bad_input_gets_a_clear_4xx(db: Db) {
         .unwrap();
     expect_error(r, StatusCode::UNSUPPORTED_MEDIA_TYPE, "bad_json").await;
 
-    // Unknown and malformed agent ids.
-    assert_eq!(server.heartbeat(999_999).await, StatusCode::NOT_FOUND);
-    assert_eq!(server.logout(999_999).await, StatusCode::NOT_FOUND);
+    // Unknown and malformed agent ids: an agent key of no agent is as wrong as another agent's,
+    // so ids cannot be counted without a key.
+    assert_eq!(server.heartbeat(999_999).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(server.logout(999_999).await, StatusCode::UNAUTHORIZED);
     let admin = Some(server.admin.as_str());
     let r = server
         .request(Method::GET, "/api/v1/agents/999999", admin)

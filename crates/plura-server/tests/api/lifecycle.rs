@@ -183,6 +183,11 @@ pub async fn logout_stops_at_once_without_deleting(db: Db) {
     assert_eq!(agent.status, AgentStatus::Stopped);
     assert_eq!(server.events(id).await[0].event, EventKind::Logout);
 
+    // The goodbye revoked the key: it no longer brings the agent back.
+    assert_eq!(server.heartbeat(id).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(server.logout(id).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(server.agent(id).await.status, AgentStatus::Stopped);
+
     // The next boot of the same host is the same entry, running again.
     let again = server.login("10.0.0.2", "siem-1").await;
     assert_eq!((again.agent_id, again.created), (id, false));
@@ -336,7 +341,7 @@ pub async fn servers_sharing_a_database_agree(db: Db) {
     // Deleted through A: B stops taking its heartbeats once it has flushed.
     assert_eq!(a.delete_agent(id).await, StatusCode::NO_CONTENT);
     eventually("B learns of the delete", STOP_WITHIN, || async {
-        (b.heartbeat(id).await == StatusCode::NOT_FOUND).then_some(())
+        (b.heartbeat(id).await == StatusCode::UNAUTHORIZED).then_some(())
     })
     .await;
     b.stop().await;

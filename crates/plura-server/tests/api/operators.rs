@@ -460,8 +460,9 @@ pub async fn delete_keeps_an_audit_record_and_the_agent_can_return(db: Db) {
     );
     assert_eq!(audit.items[4].agent_id, None);
 
-    // The deleted agent's heartbeat is refused, so it logs in and is registered anew.
-    assert_eq!(server.heartbeat(id).await, StatusCode::NOT_FOUND);
+    // The deleted agent's heartbeat is refused (as any key of no agent is), so it logs in and is
+    // registered anew.
+    assert_eq!(server.heartbeat(id).await, StatusCode::UNAUTHORIZED);
     let back = server.login("10.0.0.8", "waf-8").await;
     assert!(back.created);
     assert_ne!(back.agent_id, id);

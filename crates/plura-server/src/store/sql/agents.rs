@@ -347,6 +347,12 @@ impl AgentStore for SqlStore {
         let Some(agent) = set_status(tx.conn(), id, AgentStatus::Stopped, at).await? else {
             return Ok(KeyedCall::NoAgent);
         };
+        // The key ends with the goodbye: whoever holds it now (the agent's next start, or
+        // someone who copied it) must log in again.
+        sqlx::query("UPDATE agents SET key_hash = NULL WHERE id = $1")
+            .bind(id)
+            .execute(tx.conn())
+            .await?;
         let changed = Changed {
             agent,
             events: vec![new_event(at, EventKind::Logout, "graceful shutdown")],
