@@ -74,16 +74,18 @@ async fn silent_http2_connections_are_closed_and_one_source_gets_only_its_share(
     let mut server = Served::start(BIN, &args).await;
     let addr: SocketAddr = server.base.trim_start_matches("http://").parse().unwrap();
 
-    // Every slot asked for from one address, each with the preface and then silence.
+    // Every slot asked for from one address, silently: past its share, the source's
+    // connections are closed as they come, before they say anything; the rest of the server's
+    // slots stay free for everyone else.
     let mut flood = Vec::with_capacity(SLOTS);
     for _ in 0..SLOTS {
-        let mut stream = connect_from(ATTACKER, addr).await.unwrap();
-        stream.write_all(HTTP2_PREFACE).await.unwrap();
-        flood.push(stream);
+        flood.push(connect_from(ATTACKER, addr).await.unwrap());
     }
-    // Past its share, the source's connections are closed at once; the rest of the server's
-    // slots stay free for everyone else.
     let refused = closed_count(&mut flood, Duration::from_secs(1)).await;
+    // Those let in send HTTP/2's preface and then nothing.
+    for stream in &mut flood {
+        let _ = stream.write_all(HTTP2_PREFACE).await;
+    }
     let fleet = client_from(FLEET);
     let health = fleet.get(format!("{}/healthz", server.base)).send().await;
     assert_eq!(

@@ -68,14 +68,31 @@ impl Acceptor {
                     }
                 },
             };
+            // A source's share is taken as the connection comes, before it has to say anything,
+            // so silent connections from one host cannot hold every slot either. A trusted
+            // proxy's own connections carry many clients and are not held to one share; the
+            // clients it states in the PROXY protocol are, once their header is read.
+            let from_proxy = this.front.proxies.trusts(peer.ip());
+            let source_slot = if from_proxy {
+                None
+            } else {
+                match sources.admit(peer.ip()) {
+                    Some(slot) => Some(slot),
+                    None => {
+                        this.metrics.refused_connections.inc();
+                        continue;
+                    }
+                }
+            };
             let Ok(slot) = slots.clone().try_acquire_owned() else {
                 this.metrics.refused_connections.inc();
                 continue;
             };
             let (this, sources, shutdown) = (this.clone(), sources.clone(), shutdown.clone());
             tasks.spawn(async move {
-                this.serve(stream, peer, &sources, &shutdown).await;
-                drop(slot);
+                this.serve(stream, peer, from_proxy, &sources, &shutdown)
+                    .await;
+                drop((slot, source_slot));
             });
         }
         drop(listener);
@@ -87,6 +104,7 @@ impl Acceptor {
         &self,
         mut stream: TcpStream,
         peer: SocketAddr,
+        from_proxy: bool,
         sources: &Arc<Sources>,
         shutdown: &CancellationToken,
     ) {
@@ -98,7 +116,6 @@ impl Acceptor {
         if !matches!(spoke, Ok(Ok(n)) if n > 0) {
             return;
         }
-        let from_proxy = self.front.proxies.trusts(peer.ip());
         let stated = if from_proxy && self.front.proxy_protocol {
             match tokio::time::timeout(header_timeout, read_proxy_header(&mut stream)).await {
                 Ok(Ok(stated)) => stated,
@@ -108,14 +125,7 @@ impl Acceptor {
         } else {
             None
         };
-        // A trusted proxy's own connections carry many clients and are not held to one
-        // source's share; the clients it states in the PROXY protocol are.
-        let counted_as = match stated {
-            Some(client) => Some(client.ip()),
-            None if from_proxy => None,
-            None => Some(peer.ip()),
-        };
-        let _source_slot = match counted_as.map(|source| sources.admit(source)) {
+        let _stated_slot = match stated.map(|client| sources.admit(client.ip())) {
             Some(None) => {
                 self.metrics.refused_connections.inc();
                 return;
