@@ -205,11 +205,12 @@ test('filters and search narrow the list; the CSV holds the filtered rows', asyn
 });
 
 test('agent-supplied text is shown as text, never run as HTML', async () => {
-  await loginAgent('10.0.6.6', XSS);
+  // A hostname cannot hold markup (it is a DNS name); the OS, free text, can.
+  await loginAgent('10.0.6.6', 'xss-probe', { os: XSS });
   const page = await signIn('admin');
   await page.fill('[data-testid=search]', '10.0.6.6');
   await page.waitForFunction(() => document.querySelectorAll('tr[data-agent-id]').length === 1);
-  assert.equal(await page.locator('[data-testid=hostname]').textContent(), XSS);
+  assert.ok((await page.locator('tr[data-agent-id]').textContent()).includes(XSS));
   assert.equal(await page.locator('[data-testid=agents] img').count(), 0);
   await page.locator('[data-testid=hostname]').click();
   await page.waitForSelector('[data-testid=detail]');

@@ -42,10 +42,22 @@ fn main() -> ExitCode {
             println!("{}: warning: {warning}", cli.config.display());
         }
         return match plura_agent::identity::current(&SystemHost, config.interface.as_deref()) {
-            Ok(identity) => {
-                println!("{}: ok; identity now {identity}", cli.config.display());
-                ExitCode::SUCCESS
-            }
+            Ok(identity) => match plura_proto::validate_hostname(&plura_proto::normal_hostname(
+                &identity.hostname,
+            )) {
+                Ok(()) => {
+                    println!("{}: ok; identity now {identity}", cli.config.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    println!(
+                        "{}: ok; but the server will refuse this host's name {:?}: {e}",
+                        cli.config.display(),
+                        identity.hostname
+                    );
+                    ExitCode::FAILURE
+                }
+            },
             Err(reason) => {
                 println!("{}: ok; no identity yet: {reason}", cli.config.display());
                 ExitCode::FAILURE

@@ -19,8 +19,9 @@ use plura_testkit::{Db, TestServer, eventually};
 const BIN: &str = env!("CARGO_BIN_EXE_plura-agent");
 const WAIT: Duration = Duration::from_secs(20);
 
+/// This host's name as the server keeps it (its normal form).
 fn hostname() -> String {
-    nix::unistd::gethostname().unwrap().into_string().unwrap()
+    plura_proto::normal_hostname(&nix::unistd::gethostname().unwrap().into_string().unwrap())
 }
 
 /// Writes a plura.conf for `server` with the extra lines given.

@@ -16,6 +16,9 @@ mod wire;
 
 pub use alerts::*;
 pub use fingerprint::Fingerprint;
-pub use rules::{FieldError, MAX_HOSTNAME_LEN, MAX_TEXT_LEN, validate_filter, validate_text};
+pub use rules::{
+    FieldError, MAX_HOSTNAME_LEN, MAX_TEXT_LEN, normal_hostname, validate_filter,
+    validate_hostname, validate_text,
+};
 pub use time::Timestamp;
 pub use wire::*;

@@ -7,8 +7,10 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer};
 
-/// Longest hostname DNS allows; the server keeps whatever the host calls itself up to that.
+/// Longest hostname DNS allows.
 pub const MAX_HOSTNAME_LEN: usize = 253;
+/// Longest label of a hostname (between dots).
+const MAX_LABEL_LEN: usize = 63;
 /// Longest version, OS, kind, machine id, group or user name.
 pub const MAX_TEXT_LEN: usize = 128;
 
@@ -44,6 +46,22 @@ pub fn host_address<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error>
     })
 }
 
+/// Deserializes a hostname in its normal form: lower case (DNS compares names without regard to
+/// case, RFC 4343) and without the trailing dot of a fully qualified spelling, so `WAF-1.` and
+/// `waf-1` are one host. Whether it is a hostname at all is for the rules.
+pub fn hostname_form<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Ok(normal_hostname(&String::deserialize(d)?))
+}
+
+/// `hostname` lower-cased (ASCII letters only: nothing else is allowed in one) and without one
+/// trailing dot.
+pub fn normal_hostname(hostname: &str) -> String {
+    hostname
+        .strip_suffix('.')
+        .unwrap_or(hostname)
+        .to_ascii_lowercase()
+}
+
 /// The (ip, hostname) pair: an address an agent can really have, and a name a host can carry.
 pub fn validate_identity(ip: &str, hostname: &str) -> Result<(), FieldError> {
     let addr = IpAddr::from_str(ip)
@@ -61,16 +79,41 @@ pub fn validate_identity(ip: &str, hostname: &str) -> Result<(), FieldError> {
             format!("write {ip:?} in its canonical form {addr}"),
         ));
     }
+    validate_hostname(hostname)
+}
+
+/// A hostname as DNS and the kernel allow one: dot-separated labels of ASCII letters, digits,
+/// hyphens and underscores, each 1 to 63 bytes, 253 in all. Nothing else, so that no two names
+/// that look alike (`ｗａｆ-1`, a Cyrillic `а`, an invisible filler) can be two agents.
+pub fn validate_hostname(hostname: &str) -> Result<(), FieldError> {
+    let rule = "a hostname is dot-separated labels of ASCII letters, digits, '-' and '_', each \
+                1 to 63 bytes, 253 in all";
+    let wrong = |problem: String| field_error("hostname", format!("{problem}; {rule}"));
     if hostname.is_empty() {
-        return Err(field_error("hostname", "must not be empty"));
+        return Err(wrong("must not be empty".into()));
     }
-    if hostname.chars().any(char::is_whitespace) {
-        return Err(field_error(
-            "hostname",
-            "must not contain spaces or line breaks",
-        ));
+    if hostname.len() > MAX_HOSTNAME_LEN {
+        return Err(wrong(format!("is {} bytes long", hostname.len())));
     }
-    check_chars("hostname", hostname, MAX_HOSTNAME_LEN)
+    if let Some(c) = hostname
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+    {
+        return Err(wrong(format!(
+            "{c:?} (U+{:04X}) is not allowed",
+            u32::from(c)
+        )));
+    }
+    if let Some(label) = hostname
+        .split('.')
+        .find(|label| label.is_empty() || label.len() > MAX_LABEL_LEN)
+    {
+        return Err(wrong(format!(
+            "the label {label:?} is {} bytes long",
+            label.len()
+        )));
+    }
+    Ok(())
 }
 
 /// Free text (an OS name, a group): empty, or visible characters and plain spaces, not only
@@ -110,16 +153,38 @@ fn check_chars(field: &'static str, value: &str, max: usize) -> Result<(), Field
     if value.chars().any(char::is_control) {
         return Err(field_error(field, "must not contain control characters"));
     }
-    if let Some(c) = value.chars().find(|c| is_format(*c)) {
+    if let Some(c) = value
+        .chars()
+        .find(|c| is_format(*c) || is_blank_lookalike(*c))
+    {
         return Err(field_error(
             field,
             format!(
-                "must not contain invisible or direction-changing characters (U+{:04X})",
+                "must not contain invisible, blank or direction-changing characters (U+{:04X})",
                 u32::from(c)
             ),
         ));
     }
     Ok(())
+}
+
+/// Characters that show as nothing (or as a blank) without being format characters: the
+/// default-ignorable fillers and selectors, and the blank braille pattern. A text with one can
+/// pass for another that lacks it.
+fn is_blank_lookalike(c: char) -> bool {
+    matches!(
+        c,
+        '\u{034F}'
+            | '\u{115F}'..='\u{1160}'
+            | '\u{17B4}'..='\u{17B5}'
+            | '\u{180B}'..='\u{180F}'
+            | '\u{2800}'
+            | '\u{3164}'
+            | '\u{FE00}'..='\u{FE0F}'
+            | '\u{FFA0}'
+            | '\u{FFF0}'..='\u{FFF8}'
+            | '\u{E0000}'..='\u{E0FFF}'
+    )
 }
 
 /// Unicode's format characters (category Cf): invisible, and some reorder the text around them
@@ -149,4 +214,72 @@ fn is_format(c: char) -> bool {
             | '\u{E0001}'
             | '\u{E0020}'..='\u{E007F}'
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostnames_compare_as_dns_does() {
+        assert_eq!(normal_hostname("WAF-1."), "waf-1");
+        assert_eq!(normal_hostname("Web-01.Example.COM"), "web-01.example.com");
+        for good in [
+            "waf-1",
+            "ip-10-0-0-1.ec2.internal",
+            "host_name",
+            &"a".repeat(63),
+        ] {
+            assert_eq!(validate_hostname(good), Ok(()), "{good}");
+        }
+    }
+
+    #[test]
+    fn look_alike_hostnames_are_refused_naming_the_rule() {
+        let too_long = format!("{}.{}", "a".repeat(63), "b".repeat(64));
+        let emoji = "😀".repeat(63);
+        for bad in [
+            "ｗａｆ-1",
+            "wаf-1",
+            "waf\u{3164}1",
+            "waf\u{115F}",
+            "waf\u{FFA0}",
+            "waf\u{034F}1",
+            "waf\u{E0100}",
+            "waf\u{2800}",
+            "wafe\u{301}",
+            "waf\u{2011}1",
+            "waf 1",
+            "",
+            "a..b",
+            ".waf",
+            &too_long,
+            &emoji,
+        ] {
+            let err = validate_hostname(bad).unwrap_err();
+            assert!(
+                err.problem.contains("dot-separated labels of ASCII"),
+                "{bad:?}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn texts_refuse_fillers_and_blank_lookalikes() {
+        for bad in [
+            "Ubuntu\u{3164}",
+            "\u{115F}",
+            "x\u{FE0F}",
+            "\u{2800}",
+            "x\u{E0100}",
+        ] {
+            assert!(validate_text("os", bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(validate_text("os", "Ubuntu 24.04 LTS"), Ok(()));
+        assert_eq!(
+            validate_text("group", "웹 서버"),
+            Ok(()),
+            "other scripts are fine in text"
+        );
+    }
 }

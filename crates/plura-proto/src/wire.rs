@@ -9,7 +9,8 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::Timestamp;
 use crate::rules::{
-    FieldError, host_address, validate_identity, validate_optional_text, validate_text,
+    FieldError, host_address, hostname_form, validate_identity, validate_optional_text,
+    validate_text,
 };
 use crate::text_enum::text_enum;
 
@@ -24,7 +25,9 @@ pub struct LoginRequest {
     /// IPv4-mapped IPv6 address (`::ffff:10.0.0.1`) is taken as the IPv4 address it maps.
     #[serde(deserialize_with = "host_address")]
     pub ip: String,
-    /// The host's name: the other half of its identity.
+    /// The host's name: the other half of its identity, compared in lower case and without a
+    /// trailing dot (`WAF-1.` is `waf-1`).
+    #[serde(deserialize_with = "hostname_form")]
     pub hostname: String,
     /// The instance's unique id, sent when `login_with_machine_id=1`; stored, not identity.
     #[serde(default)]
@@ -97,6 +100,7 @@ pub struct LoginResponse {
 pub struct RegisterAgent {
     #[serde(deserialize_with = "host_address")]
     pub ip: String,
+    #[serde(deserialize_with = "hostname_form")]
     pub hostname: String,
     #[serde(default)]
     pub kind: String,
@@ -471,16 +475,12 @@ mod tests {
     }
 
     #[test]
-    fn hostname_is_visible_text_without_blanks_up_to_253_characters() {
-        let odd = LoginRequest {
-            hostname: "<img/src=x/onerror=alert(1)>".into(),
-            ..login()
-        };
-        assert_eq!(
-            odd.validate(),
-            Ok(()),
-            "shown escaped by the console, not refused"
-        );
+    fn hostnames_are_dns_names_in_their_normal_form() {
+        let mut body = serde_json::to_value(login()).unwrap();
+        body["hostname"] = "WAF-1.".into();
+        let parsed: LoginRequest = serde_json::from_value(body).unwrap();
+        assert_eq!(parsed.hostname, "waf-1", "lower case, no trailing dot");
+        assert_eq!(parsed.validate(), Ok(()));
         for bad in [
             String::new(),
             "a".repeat(254),
@@ -490,6 +490,7 @@ mod tests {
             "x\u{202e}gnp.exe".into(),
             "zw\u{200b}sp".into(),
             "nb\u{a0}sp".into(),
+            "<img/src=x/onerror=alert(1)>".into(),
         ] {
             let err = LoginRequest {
                 hostname: bad,

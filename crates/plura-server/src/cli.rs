@@ -355,6 +355,16 @@ async fn serve(store: store::SqlStore, args: ServeArgs) -> anyhow::Result<()> {
         _ => None,
     };
     tracing::info!(database = ?store.backend(), "database ready");
+    for (id, ip, hostname) in store.hostnames_not_in_normal_form(100).await? {
+        tracing::warn!(
+            agent = id,
+            %ip,
+            %hostname,
+            "this agent's hostname is not in its normal form (lower case, no trailing dot) \
+             because another agent of the same address has that form: they are one host; delete \
+             the one that is not in use"
+        );
+    }
     if let Some(token) = auth::bootstrap(&store).await? {
         println!("First start: created an admin API token. It is shown only this once; keep it:");
         println!("  {token}");

@@ -24,7 +24,12 @@ const MONITORS: usize = 4;
 fn long_login(n: usize) -> LoginRequest {
     let mut login = plura_testkit::login(
         &format!("10.{}.{}.{}", n / 65536, n / 256 % 256, n % 256),
-        &format!("{n}-{}", "h".repeat(200)),
+        &format!(
+            "{n}-{}.{}.{}",
+            "h".repeat(56),
+            "h".repeat(56),
+            "h".repeat(56)
+        ),
     );
     login.os = "o".repeat(plura_proto::MAX_TEXT_LEN);
     login.version = "v".repeat(plura_proto::MAX_TEXT_LEN);

@@ -223,7 +223,7 @@ async fn the_agent_trusts_its_ca_file_or_pin_and_says_why_it_refuses_another() {
 }
 
 #[tokio::test]
-async fn the_agents_check_refuses_plain_http_off_this_host_and_warns_of_a_readable_config() {
+async fn the_agents_check_refuses_plain_http_and_bad_hostnames_and_warns_of_a_readable_config() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("plura.conf");
     let check = |text: &str, mode: u32| {
@@ -263,6 +263,27 @@ async fn the_agents_check_refuses_plain_http_off_this_host_and_warns_of_a_readab
     );
     assert_eq!(code, Some(78), "{said}");
     assert!(said.contains("ca_file /nonexistent.pem"), "{said}");
+
+    // A host whose name the server would refuse (a Cyrillic letter), in a UTS namespace.
+    std::fs::write(
+        &path,
+        "server_url=https://plura.example.com\nenrollment_token=t\ninterface=lo\n",
+    )
+    .unwrap();
+    let output = std::process::Command::new("unshare")
+        .args(["--uts", "sh", "-c"])
+        .arg(r#"printf %s "$0" > /proc/sys/kernel/hostname && exec "$1" --config "$2" --check"#)
+        .arg("w\u{0430}f-1")
+        .arg(served::beside(BIN, "plura-agent"))
+        .arg(&path)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("the server will refuse this host's name") && said.contains("ASCII"),
+        "{said}"
+    );
 }
 
 /// A new TLS connection to `addr`, whatever certificate it presents.

@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use reqwest::{Method, StatusCode};
+use sqlx::Connection;
 
 use plura_proto::{AgentStatus, AuditAction, AuditList, EventKind};
 use plura_server::fleet::LivenessPolicy;
@@ -463,5 +464,68 @@ pub async fn each_agent_acts_only_on_itself_with_its_own_key(db: Db) {
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     other.stop().await;
+    server.finish().await;
+}
+
+/// Hostnames compare as DNS compares them (RFC 4343): `WAF-1.` is `waf-1`; look-alikes are
+/// refused, naming the rule; and rows from before are brought to that form by the migration,
+/// except where that would make two agents one, which the server reports.
+pub async fn hostnames_compare_as_dns_does(db: Db) {
+    let server = TestServer::start(db).await;
+    let first = server.login("10.9.0.1", "waf-1").await;
+    let again = server.login("10.9.0.1", "WAF-1.").await;
+    assert_eq!((again.agent_id, again.created), (first.agent_id, false));
+    assert_eq!(server.agent(first.agent_id).await.hostname, "waf-1");
+    for look_alike in [
+        "ｗａｆ-1",
+        "wаf-1",
+        "waf\u{3164}1",
+        "waf-1\u{2800}",
+        "wafe\u{301}",
+    ] {
+        let refused = server.login_as(&login("10.9.0.1", look_alike)).await;
+        let body =
+            plura_testkit::expect_error(refused, StatusCode::UNPROCESSABLE_ENTITY, "invalid_field")
+                .await;
+        assert!(
+            body.message.contains("dot-separated labels of ASCII"),
+            "{look_alike}: {}",
+            body.message
+        );
+    }
+
+    // Rows as an older server stored them: one alone, two that are one host.
+    let alone = server.login("10.9.0.2", "mixed-case").await.agent_id;
+    server.login("10.9.0.3", "dup").await;
+    let twin = server.login("10.9.0.3", "dup-twin").await.agent_id;
+    let mut sql = sqlx::AnyConnection::connect(server.database_url())
+        .await
+        .unwrap();
+    for (id, stored) in [(alone, "Mixed-CASE."), (twin, "DUP.")] {
+        sqlx::query("UPDATE agents SET hostname = $1 WHERE id = $2")
+            .bind(stored)
+            .bind(id)
+            .execute(&mut sql)
+            .await
+            .unwrap();
+    }
+    let migration = match db {
+        Db::Sqlite => include_str!("../../migrations/sqlite/0017_normal_hostnames.sql"),
+        Db::Postgres => include_str!("../../migrations/postgres/0017_normal_hostnames.sql"),
+    };
+    sqlx::raw_sql(migration).execute(&mut sql).await.unwrap();
+    let store = server.store();
+    let hostname = |id| async move { store.agent(id).await.unwrap().unwrap().hostname };
+    assert_eq!(hostname(alone).await, "mixed-case");
+    assert_eq!(hostname(twin).await, "DUP.", "not merged into its twin");
+    let reported = server
+        .store()
+        .hostnames_not_in_normal_form(10)
+        .await
+        .unwrap();
+    assert_eq!(
+        reported,
+        [(twin, "10.9.0.3".to_string(), "DUP.".to_string())]
+    );
     server.finish().await;
 }

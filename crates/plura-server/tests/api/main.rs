@@ -44,6 +44,7 @@ plura_testkit::on_both_backends!(
     console_is_served_from_the_binary_with_a_strict_policy,
     users_sign_in_with_a_password_and_sign_out,
     old_history_is_deleted_but_the_agent_stays,
+    hostnames_compare_as_dns_does,
 );
 
 /// PostgreSQL's alone: SQLite's planner needs no statistics to use an index.

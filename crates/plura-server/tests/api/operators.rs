@@ -188,7 +188,7 @@ pub async fn csv_holds_the_filtered_rows(db: Db) {
                 Method::POST,
                 "/api/v1/agents",
                 Some(&server.admin),
-                Some(&json!({"ip": "10.0.3.1", "hostname": "=cmd|'/C+calc'!A0", "kind": "waf"})),
+                Some(&json!({"ip": "10.0.3.1", "hostname": "formula", "os": "=cmd|'/C+calc'!A0", "kind": "waf"})),
             )
             .await,
     )
@@ -207,10 +207,8 @@ pub async fn csv_holds_the_filtered_rows(db: Db) {
     assert!(lines[0].starts_with(r#""id","ip","hostname","status","enabled","group""#));
     assert_eq!(lines.len(), 1 + 4, "{text}");
     assert!(lines[1].contains(r#","10.0.0.9","waf-9","running","on","#));
-    assert!(
-        lines[4].contains(r#","'=cmd|'/C+calc'!A0","unknown","#),
-        "{text}"
-    );
+    assert!(lines[4].contains(r#","formula","unknown","#), "{text}");
+    assert!(lines[4].contains(r#","'=cmd|'/C+calc'!A0","#), "{text}");
     assert!(!text.contains("edr-"));
     server.finish().await;
 }

@@ -28,7 +28,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use sqlx::any::AnyArguments;
 use sqlx::query::Query;
-use sqlx::{Any, AnyConnection, AnyPool};
+use sqlx::{Any, AnyConnection, AnyPool, Row};
 
 use super::{Backend, Changed, Result, Store, StoreError, Told};
 
@@ -111,6 +111,31 @@ impl SqlStore {
             lease: Arc::default(),
             agent_index: Arc::default(),
         })
+    }
+
+    /// Agents whose hostname is not in its normal form (lower case, no trailing dot): rows the
+    /// migration to that form left as they were because another row of the same address has
+    /// that form. At most `limit`, by id.
+    pub async fn hostnames_not_in_normal_form(
+        &self,
+        limit: u32,
+    ) -> Result<Vec<(i64, String, String)>> {
+        let rows = sqlx::query(
+            "SELECT id, ip, hostname FROM agents \
+             WHERE hostname <> lower(rtrim(hostname, '.')) ORDER BY id LIMIT $1",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    row.try_get("id")?,
+                    row.try_get("ip")?,
+                    row.try_get("hostname")?,
+                ))
+            })
+            .collect()
     }
 
     pub fn backend(&self) -> &Backend {
