@@ -85,8 +85,20 @@ pub async fn new_machine_id_on_a_known_identity_is_a_takeover(db: Db) {
         EventKind::Login
     );
 
+    // The same source leaving the machine id out (a host behind the same NAT or proxy): a
+    // takeover all the same, and counted, since the holder was still running.
+    let r = server.login_as(&login("172.31.80.4", "waf-2")).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let event = &server.events(first.agent_id).await[0];
+    assert_eq!(event.event, EventKind::Takeover);
+    assert!(
+        event.detail.contains("machine id i-0bbb -> none")
+            && event.detail.contains("still running"),
+        "{event:?}"
+    );
+
     // Another host (here 127.0.0.2) claiming the identity without a machine id: seen all the
-    // same, by its source address, and counted since the holder was still running.
+    // same, and counted since the holder was still running.
     let elsewhere = reqwest::Client::builder()
         .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
         .build()
@@ -109,7 +121,7 @@ pub async fn new_machine_id_on_a_known_identity_is_a_takeover(db: Db) {
     let metrics = server.request(Method::GET, "/metrics", None).await;
     let text = metrics.text().await.unwrap();
     assert!(
-        text.contains("plura_takeovers_of_running_agents_total 2"),
+        text.contains("plura_takeovers_of_running_agents_total 3"),
         "{text}"
     );
     server.finish().await;

@@ -237,8 +237,10 @@ impl Previous {
             self.source_ip.as_deref(),
             login.source_ip.as_deref(),
         );
-        let machine_id = login.request.machine_id.as_deref();
-        compare("machine id", self.machine_id.as_deref(), machine_id);
+        // A login that leaves out the machine id this identity has is no less another machine:
+        // otherwise whoever has the enrollment token could take over a running agent unseen.
+        let sent = login.request.machine_id.as_deref().unwrap_or("none");
+        compare("machine id", self.machine_id.as_deref(), Some(sent));
         compare("kind", Some(&self.kind), Some(&login.request.kind));
         changed
     }
