@@ -38,14 +38,9 @@ pub fn init(hostnames: &[String], out: &Path) -> anyhow::Result<QuickStart> {
         !hostnames.is_empty(),
         "give the names agents reach the server by: --hostname plura.example.com"
     );
-    let files = QuickStart {
-        ca_cert: out.join("ca.pem"),
-        ca_key: out.join("ca-key.pem"),
-        cert: out.join("server.pem"),
-        key: out.join("server-key.pem"),
-        ca_fingerprint: Fingerprint::of(&[]),
-    };
-    for path in [&files.ca_cert, &files.ca_key, &files.cert, &files.key] {
+    let [ca_cert, ca_key_file, cert, key_file] =
+        ["ca.pem", "ca-key.pem", "server.pem", "server-key.pem"].map(|name| out.join(name));
+    for path in [&ca_cert, &ca_key_file, &cert, &key_file] {
         anyhow::ensure!(
             !path.exists(),
             "{} exists; tls init never overwrites a certificate or key (move it away first)",
@@ -85,13 +80,16 @@ pub fn init(hostnames: &[String], out: &Path) -> anyhow::Result<QuickStart> {
     server.not_after = now + time::Duration::days(SERVER_DAYS);
     let server = server.signed_by(&key, &ca, &ca_key)?;
 
-    write(&files.ca_cert, &ca.pem(), 0o644)?;
-    write(&files.ca_key, &ca_key.serialize_pem(), 0o600)?;
-    write(&files.cert, &format!("{}{}", server.pem(), ca.pem()), 0o644)?;
-    write(&files.key, &key.serialize_pem(), 0o600)?;
+    write(&ca_cert, &ca.pem(), 0o644)?;
+    write(&ca_key_file, &ca_key.serialize_pem(), 0o600)?;
+    write(&cert, &format!("{}{}", server.pem(), ca.pem()), 0o644)?;
+    write(&key_file, &key.serialize_pem(), 0o600)?;
     Ok(QuickStart {
+        ca_cert,
+        ca_key: ca_key_file,
+        cert,
+        key: key_file,
         ca_fingerprint: Fingerprint::of(ca.der()),
-        ..files
     })
 }
 
