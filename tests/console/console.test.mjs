@@ -44,8 +44,11 @@ async function startServer() {
     });
     server.on('exit', (code) => reject(new Error(`plura-server exited (${code}): ${stderr}`)));
   });
-  tokens.admin = stdout.split('\n').map((l) => l.trim()).find((l) => l.startsWith('plura_'));
-  assert.ok(tokens.admin, `first start prints an admin token: ${stdout}`);
+  // The first start writes the admin token to an owner-only file and says where.
+  const file = stdout.match(/^First start: the admin API token is in (.+)$/m);
+  assert.ok(file, `first start names the admin token's file: ${stdout}`);
+  tokens.admin = readFileSync(file[1], 'utf8').trim();
+  assert.ok(tokens.admin.startsWith('plura_'), 'the file holds the token');
 }
 
 async function loginAgent(ip, hostname, { kind = 'waf', os = 'Ubuntu 24.04', heartbeat = true, machineId, cloud } = {}) {
@@ -379,6 +382,52 @@ test('the audit log says who did what; only admins see it', async () => {
   assert.match(text, /token created/);
   assert.match(text, /"noc", monitor/);
   await page.screenshot({ path: join(screenshots, 'audit.png'), fullPage: true });
+  await page.context().close();
+});
+
+test('an admin makes, lists and revokes tokens, and manages users; others see no such page', async () => {
+  const operator = await signIn('operator');
+  assert.equal(await operator.locator('[data-testid=view-people]').count(), 0);
+  await operator.context().close();
+
+  const page = await signIn('admin');
+  await page.click('[data-testid=view-people]');
+  await page.waitForSelector('[data-testid=tokens] tr[data-token=noc]');
+  // The CLI's tokens are listed, never with their secrets.
+  const listed = await page.textContent('[data-testid=tokens]');
+  assert.ok(!listed.includes(tokens.monitor), 'no secret on the page');
+
+  await page.fill('[data-testid=token-name]', 'grafana');
+  await page.selectOption('#token-role', 'monitor');
+  await page.selectOption('#token-expires', '90d');
+  await page.click('[data-testid=token-create]');
+  const made = (await page.locator('[data-testid=secret-once] code').textContent({ timeout: 5000 })).trim();
+  assert.match(made, /^plura_/);
+  const me = await fetch(`${base}/api/v1/me`, { headers: { Authorization: `Bearer ${made}` } });
+  assert.equal(me.status, 200);
+  await page.waitForSelector('[data-testid=tokens] tr[data-token=grafana]');
+  page.once('dialog', (dialog) => dialog.accept());
+  await page.locator('[data-testid=tokens] tr[data-token=grafana] [data-testid=token-revoke]').click();
+  await page.waitForSelector('[data-testid=tokens] tr[data-token=grafana]', { state: 'detached' });
+  const revoked = await fetch(`${base}/api/v1/me`, { headers: { Authorization: `Bearer ${made}` } });
+  assert.equal(revoked.status, 401, 'a revoked token stops working');
+
+  await page.fill('[data-testid=user-name]', 'dana');
+  await page.selectOption('#user-role', 'operator');
+  await page.click('[data-testid=user-create]');
+  const password = (await page.locator('[data-testid=secret-once] code').textContent({ timeout: 5000 })).trim();
+  assert.ok(password.length >= 12);
+  const session = await (await fetch(`${base}/api/v1/session`, {
+    method: 'POST', headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({ username: 'dana', password }),
+  })).json();
+  await page.waitForSelector('[data-testid=users] tr[data-user=dana]');
+  page.once('dialog', (dialog) => dialog.accept());
+  await page.locator('[data-testid=users] tr[data-user=dana] [data-testid=user-disable]').click();
+  await page.waitForSelector('[data-testid=users] tr[data-user=dana][data-disabled=true]');
+  const ended = await fetch(`${base}/api/v1/me`, { headers: { Authorization: `Bearer ${session.token}` } });
+  assert.equal(ended.status, 401, "a disabled user's sign-in ends");
+  await page.screenshot({ path: join(screenshots, 'people.png'), fullPage: true });
   await page.context().close();
 });
 

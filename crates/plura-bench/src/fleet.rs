@@ -12,7 +12,7 @@ use tokio::time::sleep_until;
 
 use plura_proto::{Agent, AgentStatus, Role, Summary, Timestamp};
 use plura_server::store::{self, AgentStore, ListFilter, Store};
-use plura_server::{auth, secret};
+use plura_server::{credentials, secret};
 use plura_testkit::served::Served;
 use plura_testkit::tls::TestCa;
 use plura_testkit::{Database, Db};
@@ -132,7 +132,7 @@ async fn paced_fleet(db: Db, shape: Shape, tls: Option<&TestCa>) -> anyhow::Resu
     .await?;
     println!("  load_s={:.1}", took.as_secs_f64());
     let listed = store.list(&ListFilter::default()).await?.agents;
-    let admin = auth::create_api_token(&store, Role::Admin, "bench").await?;
+    let admin = credentials::create_lasting_token(&store, "bench", Role::Admin).await?;
     store.close().await;
     let ids: HashMap<String, i64> = listed.into_iter().map(|a| (a.hostname, a.id)).collect();
 

@@ -225,7 +225,8 @@ pub async fn csv(
     for n in 0..parallel {
         let name = format!("bench-export-{n}");
         tokens.push(
-            plura_server::auth::create_api_token(target.store(), Role::Monitor, &name).await?,
+            plura_server::credentials::create_lasting_token(target.store(), &name, Role::Monitor)
+                .await?,
         );
     }
     let url = format!("{}/api/v1/agents.csv", target.base);

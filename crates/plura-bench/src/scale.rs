@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 
 use plura_proto::{Agent, AgentStatus, CloudLabels, Role, Timestamp};
-use plura_server::auth;
+use plura_server::credentials;
 use plura_server::store::{self, AgentStore, Imported, Store};
 use plura_testkit::served::Served;
 use plura_testkit::{Database, Db};
@@ -153,7 +153,7 @@ pub async fn scale(db: Db, agents: u32, rounds: u32) -> anyhow::Result<String> {
     // As the running server's sweeper would, before anyone asks.
     store.tidy().await?;
     println!("  load_s={:.1}", load.as_secs_f64());
-    let admin = auth::create_api_token(&store, Role::Admin, "bench").await?;
+    let admin = credentials::create_lasting_token(&store, "bench", Role::Admin).await?;
     let summary_uncached = timed(rounds, || async {
         store.summary().await?;
         Ok(())

@@ -6,6 +6,7 @@
 
 mod alerts;
 pub mod config;
+mod credentials;
 mod fingerprint;
 #[cfg(feature = "logging")]
 pub mod logging;
@@ -15,6 +16,7 @@ mod time;
 mod wire;
 
 pub use alerts::*;
+pub use credentials::*;
 pub use fingerprint::Fingerprint;
 pub use rules::{
     FieldError, MAX_HOSTNAME_LEN, MAX_TEXT_LEN, normal_hostname, validate_filter,

@@ -277,9 +277,14 @@ pub enum AuditAction {
     Deleted,
     /// Deleted by the prune policy after a long stop.
     Pruned,
-    /// An API token made on the command line.
+    /// An API token made (on the command line or through the API).
     TokenCreated,
+    TokenRevoked,
     UserCreated,
+    UserDisabled,
+    UserEnabled,
+    UserDeleted,
+    PasswordChanged,
     /// The agents' enrollment token made or replaced.
     EnrollmentTokenRotated,
     WebhookAdded,
@@ -407,7 +412,12 @@ text_enum!(AuditAction {
     Deleted => "deleted",
     Pruned => "pruned",
     TokenCreated => "token_created",
+    TokenRevoked => "token_revoked",
     UserCreated => "user_created",
+    UserDisabled => "user_disabled",
+    UserEnabled => "user_enabled",
+    UserDeleted => "user_deleted",
+    PasswordChanged => "password_changed",
     EnrollmentTokenRotated => "enrollment_token_rotated",
     WebhookAdded => "webhook_added",
     WebhookDeleted => "webhook_deleted",

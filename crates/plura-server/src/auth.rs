@@ -1,32 +1,34 @@
-//! Tokens: the agents' enrollment token, the people's role tokens, and the cache in front of
-//! the database that answers both.
+//! Who is calling: the agents' enrollment token, the people's role tokens and console sign-ins,
+//! and the short-lived cache in front of the database that answers them.
 //!
-//! Tokens live in the database, not in the server's memory, so `plura-server token create` and
-//! `enrollment-token --rotate` take effect on a running server, and several servers sharing one
-//! PostgreSQL agree. A cache answers hits; a miss (a new or rotated token) asks the database.
+//! Credentials live in the database, not in the server's memory, so `plura-server token create`
+//! or `token revoke` take effect on a running server, and several servers sharing one PostgreSQL
+//! agree. The cache believes an answer for at most a second: a revoked token, or a disabled
+//! user's sign-in, stops working within that on every server, whoever made the change.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use plura_proto::{AuditAction, Role, Session, Timestamp};
+use plura_proto::{Role, Session, Timestamp};
+use tokio_util::sync::CancellationToken;
 
+use crate::credentials;
 use crate::enrollment::EnrollmentCheck;
 use crate::secret::{hash_token, new_token};
-use crate::store::{self, Store};
+use crate::store::{self, Credential, Holder, Store};
 
 const BOOTSTRAPPED_KEY: &str = "bootstrapped_at";
 
-/// How long a role token is believed without asking the database again, which bounds how long
-/// a deleted token keeps working.
-const CALLER_TTL: Duration = Duration::from_secs(60);
+/// How long an answer about a role token or sign-in is believed without asking the database
+/// again: what bounds how long a revoked credential keeps working.
+pub const CALLER_TTL: Duration = Duration::from_secs(1);
+/// How often the times credentials were last used are written: in batches, not on every call.
+pub const USE_WRITTEN_EVERY: Duration = Duration::from_secs(5);
 
-/// Who is calling, as their API token says.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Caller {
-    pub name: String,
-    pub role: Role,
-}
+/// Who is calling, as their token or sign-in says.
+pub type Caller = Holder;
 
 impl Caller {
     pub fn may(&self, needed: Role) -> bool {
@@ -37,6 +39,8 @@ impl Caller {
 pub struct Auth {
     store: Arc<dyn Store>,
     callers: RwLock<HashMap<String, (Caller, Instant)>>,
+    /// Credentials used since the last write of their last-used times.
+    used: Mutex<HashMap<Credential, Timestamp>>,
     enrollment: EnrollmentCheck,
     /// Password checks under way at once: one per core.
     password_checks: tokio::sync::Semaphore,
@@ -50,11 +54,17 @@ impl Auth {
         Self {
             store,
             callers: RwLock::default(),
+            used: Mutex::default(),
             enrollment: EnrollmentCheck::default(),
             password_checks: tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(1, |n| n.get()),
             ),
         }
+    }
+
+    /// The database the credentials are in.
+    pub fn store(&self) -> &dyn Store {
+        self.store.as_ref()
     }
 
     /// A turn to check a password, held until dropped; `None` when none came free in time.
@@ -65,29 +75,76 @@ impl Auth {
             .ok()
     }
 
-    /// The caller a role token belongs to, if any.
+    /// Who a role token or sign-in token belongs to, if anyone.
     pub async fn caller(&self, token: &str) -> store::Result<Option<Caller>> {
         let hash = hash_token(token);
-        if let Some((caller, at)) = self.callers.read().unwrap().get(&hash)
-            && at.elapsed() < CALLER_TTL
-        {
-            return Ok(Some(caller.clone()));
-        }
-        let caller = self
-            .store
-            .api_token(&hash, Timestamp::now())
-            .await?
-            .map(|(name, role)| Caller { name, role });
-        let mut cache = self.callers.write().unwrap();
-        match &caller {
-            Some(caller) => cache.insert(hash, (caller.clone(), Instant::now())),
-            None => cache.remove(&hash),
+        let cached = self
+            .callers
+            .read()
+            .unwrap()
+            .get(&hash)
+            .filter(|(_, at)| at.elapsed() < CALLER_TTL)
+            .map(|(caller, _)| caller.clone());
+        let caller = match cached {
+            Some(caller) => Some(caller),
+            None => {
+                let caller = self.store.holder(&hash, Timestamp::now()).await?;
+                let mut cache = self.callers.write().unwrap();
+                match &caller {
+                    Some(caller) => cache.insert(hash, (caller.clone(), Instant::now())),
+                    None => cache.remove(&hash),
+                };
+                caller
+            }
         };
+        if let Some(caller) = &caller {
+            self.used
+                .lock()
+                .unwrap()
+                .insert(caller.credential, Timestamp::now());
+        }
         Ok(caller)
     }
 
-    /// Ends a console session (sign-out) here and in the database; `false` if `token` is not
-    /// a session's (an API token made by the CLI stays valid).
+    /// Forgets every cached answer: after a change made here, the next call asks the database.
+    pub fn forget_callers(&self) {
+        self.callers.write().unwrap().clear();
+    }
+
+    /// Writes the last-used times gathered since the last write, and forgets cached answers too
+    /// old to be believed.
+    pub async fn write_use(&self) -> store::Result<()> {
+        self.callers
+            .write()
+            .unwrap()
+            .retain(|_, (_, at)| at.elapsed() < CALLER_TTL);
+        let used: Vec<_> = self.used.lock().unwrap().drain().collect();
+        if used.is_empty() {
+            return Ok(());
+        }
+        self.store.record_use(&used).await
+    }
+
+    /// Writes last-used times every few seconds until `shutdown`, and once more then.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut every = tokio::time::interval(USE_WRITTEN_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let ending = tokio::select! {
+                _ = every.tick() => false,
+                () = shutdown.cancelled() => true,
+            };
+            if let Err(e) = self.write_use().await {
+                tracing::warn!("cannot record when credentials were last used: {e}");
+            }
+            if ending {
+                return;
+            }
+        }
+    }
+
+    /// Ends a console sign-in here and in the database; `false` if `token` is not a sign-in's
+    /// (a role token stays valid).
     pub async fn sign_out(&self, token: &str) -> store::Result<bool> {
         let hash = hash_token(token);
         let ended = self.store.remove_session(&hash).await?;
@@ -97,16 +154,16 @@ impl Auth {
         Ok(ended)
     }
 
-    /// Checks a user's password and mints a role token that expires; `None` for an unknown
-    /// user or a wrong password alike (and in the same time, so neither can be told from the
-    /// other).
+    /// Checks a user's password and starts a sign-in that expires; `None` for an unknown or
+    /// disabled user and a wrong password alike (and in the same time, so none can be told from
+    /// the others).
     pub async fn sign_in(&self, name: &str, password: &str) -> anyhow::Result<Option<Session>> {
-        let user = self.store.user(name).await?;
+        let user = self.store.user(name).await?.filter(|user| !user.disabled);
         let (hash, role) = match &user {
-            Some((hash, role)) => (hash.clone(), Some(*role)),
+            Some(user) => (user.password_hash.clone(), Some(user.role)),
             None => (DECOY_HASH.clone(), None),
         };
-        let valid = verify_password(password.to_string(), hash).await?;
+        let valid = credentials::verify_password(password.to_string(), hash).await?;
         let (Some(role), true) = (role, valid) else {
             return Ok(None);
         };
@@ -114,9 +171,14 @@ impl Auth {
         let now = Timestamp::now();
         let expires_at =
             Timestamp::from_millis(now.as_millis() + SESSION_LIFETIME.as_millis() as i64);
-        self.store
-            .add_api_token(name, role, &hash_token(&token), now, Some(expires_at))
-            .await?;
+        // A user disabled since its password was checked gets no sign-in.
+        if !self
+            .store
+            .add_session(name, &hash_token(&token), now, expires_at)
+            .await?
+        {
+            return Ok(None);
+        }
         Ok(Some(Session {
             token,
             name: name.to_string(),
@@ -131,53 +193,8 @@ impl Auth {
     }
 }
 
-/// Who makes tokens and users: the server's own command line.
-pub use crate::alerts::COMMAND_LINE;
-
-/// Makes a role token and answers it; only its hash is stored.
-pub async fn create_api_token(store: &dyn Store, role: Role, name: &str) -> store::Result<String> {
-    let token = new_token("plura");
-    let now = Timestamp::now();
-    store
-        .add_api_token(name, role, &hash_token(&token), now, None)
-        .await?;
-    let detail = format!("{name:?}, {role}");
-    store
-        .record_audit(COMMAND_LINE, AuditAction::TokenCreated, &detail, now)
-        .await?;
-    Ok(token)
-}
-
 /// How long a console sign-in lasts.
 pub const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 3600);
-/// Shortest password `user create` accepts.
-pub const MIN_PASSWORD_LEN: usize = 12;
-
-/// Makes a console user; answers the password (`password`, or a generated one).
-pub async fn create_user(
-    store: &dyn Store,
-    name: &str,
-    role: Role,
-    password: Option<String>,
-) -> anyhow::Result<String> {
-    anyhow::ensure!(
-        !name.is_empty() && !name.chars().any(char::is_control),
-        "a user name must be printable text"
-    );
-    let password = password.unwrap_or_else(|| new_token("pw")[3..27].to_string());
-    anyhow::ensure!(
-        password.chars().count() >= MIN_PASSWORD_LEN,
-        "a password needs at least {MIN_PASSWORD_LEN} characters"
-    );
-    let hash = hash_password(password.clone()).await?;
-    let now = Timestamp::now();
-    store.add_user(name, role, &hash, now).await?;
-    let detail = format!("{name:?}, {role}");
-    store
-        .record_audit(COMMAND_LINE, AuditAction::UserCreated, &detail, now)
-        .await?;
-    Ok(password)
-}
 
 /// A hash no password matches, checked for unknown users so they take as long as known ones.
 static DECOY_HASH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
@@ -189,39 +206,25 @@ static DECOY_HASH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
         .to_string()
 });
 
-/// Argon2id, off the async threads: it is slow on purpose.
-async fn hash_password(password: String) -> anyhow::Result<String> {
-    tokio::task::spawn_blocking(move || {
-        use argon2::password_hash::{PasswordHasher, SaltString, rand_core::OsRng};
-        let salt = SaltString::generate(&mut OsRng);
-        argon2::Argon2::default()
-            .hash_password(password.as_bytes(), &salt)
-            .map(|h| h.to_string())
-            .map_err(|e| anyhow::anyhow!("cannot hash the password: {e}"))
-    })
-    .await?
-}
+/// The file the first admin token is written to, in the server's state directory.
+pub const ADMIN_TOKEN_FILE: &str = "admin-token";
 
-async fn verify_password(password: String, hash: String) -> anyhow::Result<bool> {
-    tokio::task::spawn_blocking(move || {
-        use argon2::password_hash::{PasswordHash, PasswordVerifier};
-        let parsed = PasswordHash::new(&hash)
-            .map_err(|e| anyhow::anyhow!("a stored password hash is unreadable: {e}"))?;
-        Ok(argon2::Argon2::default()
-            .verify_password(password.as_bytes(), &parsed)
-            .is_ok())
-    })
-    .await?
-}
-
-/// On the very first start of a database, makes the first admin token and answers it, once.
-/// Servers starting together on a new PostgreSQL agree on one of them doing it.
-pub async fn bootstrap(store: &dyn Store) -> store::Result<Option<String>> {
+/// On the very first start of a database, makes the first admin token and writes it to an
+/// owner-only file in `state_dir`; answers the file, once. Servers starting together on a new
+/// PostgreSQL agree on one of them doing it.
+pub async fn bootstrap(store: &dyn Store, state_dir: &Path) -> anyhow::Result<Option<PathBuf>> {
     let mine = format!("{} {}", Timestamp::now(), new_token("boot"));
     if store.init_setting(BOOTSTRAPPED_KEY, &mine).await? != mine {
         return Ok(None);
     }
-    create_api_token(store, Role::Admin, "admin")
-        .await
-        .map(Some)
+    let token = credentials::create_lasting_token(store, "admin", Role::Admin).await?;
+    let file = state_dir.join(ADMIN_TOKEN_FILE);
+    credentials::write_secret_file(&file, &format!("{token}\n")).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot write the first admin token to {}: {e}; make another with 'plura-server \
+             token create --role admin --name NAME'",
+            file.display()
+        )
+    })?;
+    Ok(Some(file))
 }

@@ -10,15 +10,16 @@ use clap::{Args, Parser, Subcommand};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use plura_proto::{Role, redact_webhook_url};
+use plura_proto::{Role, Timestamp, redact_webhook_url};
 
 use crate::alerts;
 use crate::auth;
+use crate::credentials;
 use crate::enrollment::{self, Issued};
 use crate::fleet::{DEFAULT_EVENT_RETENTION, LivenessPolicy};
 use crate::secret;
 use crate::server;
-use crate::store::{self, redact_url};
+use crate::store::{self, Actor, CredentialStore, UserChange, redact_url};
 use crate::tls::{self, Certified, TlsFiles};
 
 #[derive(Debug, Parser)]
@@ -185,9 +186,23 @@ enum TokenCommand {
         /// admin, operator or monitor.
         #[arg(long)]
         role: Role,
-        /// Who or what it is for; shown in the audit log.
-        #[arg(long, default_value = "api")]
+        /// Who or what it is for, unique; shown in the list and the audit log.
+        #[arg(long)]
         name: String,
+        /// How long it works (e.g. 90d, 12h); without it, until it is revoked.
+        #[arg(long, value_name = "DURATION")]
+        expires_in: Option<String>,
+    },
+    /// List API tokens (never their secrets).
+    List {
+        /// As JSON, for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke an API token by its name or id; it stops working within a second, on every server.
+    Revoke {
+        #[arg(value_name = "NAME|ID")]
+        token: String,
     },
 }
 
@@ -201,6 +216,26 @@ enum UserCommand {
         /// admin, operator or monitor.
         #[arg(long)]
         role: Role,
+        /// Read the password (at least 12 characters) from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List users and their open sign-ins.
+    List {
+        /// As JSON, for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop a user from signing in, and end its sign-ins.
+    Disable { name: String },
+    /// Let a disabled user sign in again.
+    Enable { name: String },
+    /// Delete a user and end its sign-ins.
+    Delete { name: String },
+    /// Set a user's password, which ends its sign-ins; without --password-stdin one is
+    /// generated and printed once.
+    SetPassword {
+        name: String,
         /// Read the password (at least 12 characters) from the first line of standard input.
         #[arg(long)]
         password_stdin: bool,
@@ -220,35 +255,193 @@ impl Cli {
             .unwrap_or_else(|| Command::Serve(Box::default()))
         {
             Command::Serve(args) => serve(store, *args).await,
-            Command::Token(TokenCommand::Create { role, name }) => {
-                let token = auth::create_api_token(&store, role, &name).await?;
-                eprintln!("Created a {role} token named {name:?}. It is shown only this once:");
-                println!("{token}");
-                Ok(())
-            }
-            Command::User(UserCommand::Create {
-                name,
-                role,
-                password_stdin,
-            }) => {
-                let given = if password_stdin {
-                    let mut line = String::new();
-                    std::io::stdin().read_line(&mut line)?;
-                    Some(line.trim_end_matches(['\r', '\n']).to_string())
-                } else {
-                    None
-                };
-                let password = auth::create_user(&store, &name, role, given).await?;
-                eprintln!("Created the {role} user {name:?}.");
-                if !password_stdin {
-                    eprintln!("Its password is shown only this once:");
-                    println!("{password}");
-                }
-                Ok(())
-            }
+            Command::Token(command) => token_command(&store, command).await,
+            Command::User(command) => user_command(&store, command).await,
             Command::EnrollmentToken(args) => enrollment_token(&store, args).await,
             Command::Tls(_) => unreachable!("answered before the database is opened"),
         }
+    }
+}
+
+/// Who the command line acts as in the audit log, now.
+fn command_line() -> Actor<'static> {
+    Actor {
+        name: credentials::COMMAND_LINE,
+        at: Timestamp::now(),
+    }
+}
+
+async fn token_command(store: &store::SqlStore, command: TokenCommand) -> anyhow::Result<()> {
+    match command {
+        TokenCommand::Create {
+            role,
+            name,
+            expires_in,
+        } => {
+            let (token, info) = credentials::create_token(
+                store,
+                &name,
+                role,
+                expires_in.as_deref(),
+                command_line(),
+            )
+            .await?;
+            match info.expires_at {
+                Some(at) => eprintln!("Created a {role} token named {name:?}, until {at}."),
+                None => eprintln!("Created a {role} token named {name:?}."),
+            }
+            eprintln!("It is shown only this once:");
+            println!("{token}");
+        }
+        TokenCommand::List { json } => {
+            let tokens = store.tokens().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&tokens)?);
+            } else {
+                let now = Timestamp::now();
+                print_table(
+                    ["ID", "NAME", "ROLE", "CREATED", "LAST USED", "EXPIRES"],
+                    tokens.iter().map(|t| {
+                        [
+                            t.id.to_string(),
+                            t.name.clone(),
+                            t.role.to_string(),
+                            t.created_at.to_string(),
+                            shown(t.last_used_at, "never"),
+                            match t.expires_at {
+                                Some(at) if at <= now => format!("{at} (expired)"),
+                                at => shown(at, "never"),
+                            },
+                        ]
+                    }),
+                );
+            }
+        }
+        TokenCommand::Revoke { token } => {
+            match credentials::revoke_token(store, &token, command_line()).await? {
+                Some(revoked) => eprintln!(
+                    "Revoked the {} token {:?} (id {}).",
+                    revoked.role, revoked.name, revoked.id
+                ),
+                None => anyhow::bail!("no API token is named {token:?} or has that id"),
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn user_command(store: &store::SqlStore, command: UserCommand) -> anyhow::Result<()> {
+    let change = match command {
+        UserCommand::Create {
+            name,
+            role,
+            password_stdin,
+        } => {
+            let given = password_stdin.then(read_password).transpose()?;
+            let (_, made) =
+                credentials::create_user(store, &name, role, given, command_line()).await?;
+            eprintln!("Created the {role} user {name:?}.");
+            if let Some(password) = made {
+                eprintln!("Its password is shown only this once:");
+                println!("{password}");
+            }
+            return Ok(());
+        }
+        UserCommand::List { json } => {
+            let users = store.users(Timestamp::now()).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&users)?);
+            } else {
+                print_table(
+                    [
+                        "NAME",
+                        "ROLE",
+                        "CREATED",
+                        "DISABLED",
+                        "LAST SIGN-IN",
+                        "SIGN-INS",
+                    ],
+                    users.iter().map(|u| {
+                        [
+                            u.name.clone(),
+                            u.role.to_string(),
+                            u.created_at.to_string(),
+                            shown(u.disabled_at, "-"),
+                            shown(u.last_sign_in_at, "-"),
+                            u.sessions.to_string(),
+                        ]
+                    }),
+                );
+            }
+            return Ok(());
+        }
+        UserCommand::SetPassword {
+            name,
+            password_stdin,
+        } => {
+            let (password, made) = if password_stdin {
+                (read_password()?, false)
+            } else {
+                (secret::new_token("pw")[3..27].to_string(), true)
+            };
+            let changed =
+                credentials::set_password(store, &name, password.clone(), command_line()).await?;
+            let user = changed.with_context(|| format!("no user is named {name:?}"))?;
+            eprintln!(
+                "Set the password of {name:?}; its {} sign-in(s) ended.",
+                user.sessions
+            );
+            if made {
+                eprintln!("The new password is shown only this once:");
+                println!("{password}");
+            }
+            return Ok(());
+        }
+        UserCommand::Disable { name } => (name, UserChange::Disable, "Disabled"),
+        UserCommand::Enable { name } => (name, UserChange::Enable, "Enabled"),
+        UserCommand::Delete { name } => (name, UserChange::Delete, "Deleted"),
+    };
+    let (name, change, done) = change;
+    match store.change_user(&name, change, command_line()).await? {
+        Some(user) => eprintln!("{done} the {} user {name:?}.", user.role),
+        None => anyhow::bail!("no user is named {name:?}"),
+    }
+    Ok(())
+}
+
+/// The first line of standard input, without its line end.
+fn read_password() -> anyhow::Result<String> {
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("cannot read the password from standard input")?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_string())
+}
+
+fn shown(at: Option<Timestamp>, otherwise: &str) -> String {
+    at.map_or_else(|| otherwise.to_string(), |at| at.to_string())
+}
+
+/// Prints rows under a header, each column as wide as its widest cell.
+fn print_table<const N: usize>(header: [&str; N], rows: impl Iterator<Item = [String; N]>) {
+    let rows: Vec<[String; N]> = std::iter::once(header.map(String::from))
+        .chain(rows)
+        .collect();
+    let widths: Vec<usize> = (0..N)
+        .map(|column| {
+            rows.iter()
+                .map(|row| row[column].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    for row in &rows {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        println!("{}", cells.join("  ").trim_end());
     }
 }
 
@@ -365,13 +558,17 @@ async fn serve(store: store::SqlStore, args: ServeArgs) -> anyhow::Result<()> {
              the one that is not in use"
         );
     }
-    if let Some(token) = auth::bootstrap(&store).await? {
-        println!("First start: created an admin API token. It is shown only this once; keep it:");
-        println!("  {token}");
+    if let Some(file) = auth::bootstrap(&store, &state_directory(&store)).await? {
+        tracing::info!(
+            file = %file.display(),
+            "first start: wrote an admin API token to this file, readable by its owner only; \
+             read it, keep it safe, then delete the file"
+        );
+        println!("First start: the admin API token is in {}", file.display());
         println!("Make the token agents enroll with: plura-server enrollment-token");
         println!(
             "Make more tokens, and users for the console: plura-server token create --role \
-             admin|operator|monitor; plura-server user create --name NAME --role ROLE \
+             admin|operator|monitor --name NAME; plura-server user create --name NAME --role ROLE \
              (with the same --database or PLURA_DATABASE_URL)"
         );
     }
@@ -406,6 +603,23 @@ async fn serve(store: store::SqlStore, args: ServeArgs) -> anyhow::Result<()> {
         proxy_protocol: args.proxy_protocol,
     };
     server::serve(listener, front, Arc::new(store), policy, limits, shutdown).await
+}
+
+/// Where the server keeps files of its own: systemd's `$STATE_DIRECTORY`, else the SQLite
+/// database's directory, else the working directory.
+fn state_directory(store: &store::SqlStore) -> PathBuf {
+    if let Some(dirs) = std::env::var_os("STATE_DIRECTORY") {
+        // systemd lists several, separated by colons, when the unit names several.
+        if let Some(first) = std::env::split_paths(&dirs).next() {
+            return first;
+        }
+    }
+    store
+        .backend()
+        .sqlite_file()
+        .and_then(|file| file.parent().map(PathBuf::from))
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .unwrap_or_else(|| PathBuf::from("."))
 }
 
 /// A CIDR range, or one address (a range of one).

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use plura_proto::{AuditAction, Timestamp};
 
-use crate::auth::COMMAND_LINE;
+use crate::credentials::COMMAND_LINE;
 use crate::secret::{constant_time_eq, hash_token, new_token};
 use crate::store::{self, Store};
 

@@ -5,6 +5,7 @@ pub mod alerts;
 pub mod api;
 pub mod auth;
 pub mod cli;
+pub mod credentials;
 mod csv;
 pub mod enrollment;
 pub mod fleet;

@@ -1,9 +1,12 @@
 //! The `plura-server` binary as an operator runs it: first start, token subcommands beside a
 //! running server, SIGTERM, and a bad database URL.
 
+use std::os::unix::fs::PermissionsExt;
+
 use tokio::process::Command;
 
 use plura_proto::{Role, WhoAmI};
+use plura_testkit::process::PROCESS_WAIT;
 use plura_testkit::served::Served;
 use plura_testkit::{eventually, login};
 use reqwest::StatusCode;
@@ -22,18 +25,18 @@ async fn terminate(mut server: Served) -> Vec<String> {
     server.process.stderr()
 }
 
-/// Runs a subcommand to its end and answers its stdout's last line.
-async fn run(args: &[&str]) -> String {
+/// Runs a subcommand to its end and answers its stdout.
+async fn run_all(args: &[&str]) -> String {
     let output = Command::new(BIN).args(args).output().await.unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{args:?} failed: {stderr}");
-    let stdout = String::from_utf8(output.stdout).unwrap();
-    stdout
-        .lines()
-        .last()
-        .expect("a last line")
-        .trim()
-        .to_string()
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// Runs a subcommand to its end and answers its stdout's last line.
+async fn run(args: &[&str]) -> String {
+    let stdout = run_all(args).await;
+    stdout.lines().last().unwrap_or_default().trim().to_string()
 }
 
 /// Runs a subcommand that must fail; answers its stderr.
@@ -69,10 +72,17 @@ async fn first_start_token_subcommands_and_sigterm() {
     let database = format!("sqlite://{}/fleet.db", dir.path().display());
     let server = start(&database).await;
 
-    // The first start prints one admin token.
-    let admin = server
-        .first_start_token()
-        .unwrap_or_else(|| panic!("no admin token in {:?}", server.process.stdout()));
+    // The first start writes one admin token to an owner-only file in its state directory,
+    // and shows it nowhere else.
+    let file = server
+        .first_start_token_file()
+        .unwrap_or_else(|| panic!("no admin token file in {:?}", server.process.stdout()));
+    assert_eq!(file.parent(), Some(server.state.path()));
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let admin = server.first_start_token().unwrap();
+    let output = [server.process.stdout(), server.process.stderr()].concat();
+    assert!(output.iter().all(|l| !l.contains(&admin)), "{output:?}");
     let me: WhoAmI = whoami(&server.base, &admin).await.json().await.unwrap();
     assert_eq!(me.role, Role::Admin);
 
@@ -86,6 +96,29 @@ async fn first_start_token_subcommands_and_sigterm() {
     .await;
     let me: WhoAmI = whoami(&server.base, &monitor).await.json().await.unwrap();
     assert_eq!((me.name.as_str(), me.role), ("ci", Role::Monitor));
+    // Listed without secrets; revoked by name, refused by the running server within a second.
+    let listed = run_all(&[&["token", "list"][..], &db].concat()).await;
+    assert!(
+        listed.contains("ci") && listed.contains("monitor"),
+        "{listed}"
+    );
+    assert!(
+        !listed.contains(&monitor) && !listed.contains(&admin),
+        "{listed}"
+    );
+    run(&[&["token", "revoke", "ci"][..], &db].concat()).await;
+    eventually(
+        "a token revoked on the command line is refused",
+        PROCESS_WAIT,
+        || async {
+            (whoami(&server.base, &monitor).await.status() == StatusCode::UNAUTHORIZED)
+                .then_some(())
+        },
+    )
+    .await;
+    let stderr =
+        run_failing(Command::new(BIN).args([&["token", "revoke", "ci"][..], &db].concat())).await;
+    assert!(stderr.contains("no API token is named \"ci\""), "{stderr}");
     let enroll = run(&[&["enrollment-token"][..], &db].concat()).await;
     assert_eq!(log_in(&server.base, &enroll).await, StatusCode::OK);
     // Only its hash is kept: it is shown once.
@@ -108,10 +141,9 @@ async fn first_start_token_subcommands_and_sigterm() {
     let args = ["enrollment-token", "--rotate", "--grace", "0s"];
     let last = run(&[&args[..], &db].concat()).await;
     assert_eq!(log_in(&server.base, &last).await, StatusCode::OK);
-    let limit = plura_testkit::process::PROCESS_WAIT;
     eventually(
         "the rotated-out enrollment token is refused",
-        limit,
+        PROCESS_WAIT,
         || async {
             (log_in(&server.base, &rotated).await == StatusCode::UNAUTHORIZED).then_some(())
         },
@@ -141,6 +173,8 @@ async fn a_bad_database_url_is_a_clear_error_without_its_password() {
         "create",
         "--role",
         "admin",
+        "--name",
+        "x",
         "--database",
         "mysql://root:hunter2@db/x",
     ]))
@@ -148,7 +182,9 @@ async fn a_bad_database_url_is_a_clear_error_without_its_password() {
     assert!(stderr.contains("unsupported database URL"), "{stderr}");
     assert!(!stderr.contains("hunter2"), "{stderr}");
 
-    let stderr = run_failing(Command::new(BIN).args(["token", "create", "--role", "root"])).await;
+    let stderr =
+        run_failing(Command::new(BIN).args(["token", "create", "--role", "root", "--name", "x"]))
+            .await;
     assert!(stderr.contains("monitor, operator, admin"), "{stderr}");
 }
 
@@ -163,6 +199,25 @@ async fn user_create_prints_a_generated_password_once_and_refuses_duplicates() {
 
     let stderr = run_failing(Command::new(BIN).args([&create[..], &db].concat())).await;
     assert!(stderr.contains("\"alice\" exists already"), "{stderr}");
+
+    // Listed, disabled, enabled, given a new password, deleted: each by name.
+    let listed = run_all(&[&["user", "list"][..], &db].concat()).await;
+    assert!(
+        listed.contains("alice") && listed.contains("operator"),
+        "{listed}"
+    );
+    run(&[&["user", "disable", "alice"][..], &db].concat()).await;
+    let listed: serde_json::Value =
+        serde_json::from_str(&run_all(&[&["user", "list", "--json"][..], &db].concat()).await)
+            .unwrap();
+    assert!(listed[0]["disabled_at"].is_string(), "{listed}");
+    run(&[&["user", "enable", "alice"][..], &db].concat()).await;
+    let new_password = run(&[&["user", "set-password", "alice"][..], &db].concat()).await;
+    assert!(new_password.len() >= 12 && new_password != password);
+    run(&[&["user", "delete", "alice"][..], &db].concat()).await;
+    let stderr =
+        run_failing(Command::new(BIN).args([&["user", "enable", "alice"][..], &db].concat())).await;
+    assert!(stderr.contains("no user is named \"alice\""), "{stderr}");
 
     let mut short = Command::new(BIN)
         .args([
@@ -205,6 +260,7 @@ async fn a_server_whose_log_reader_is_gone_still_serves_and_stops() {
     let mut server = Command::new(BIN)
         .args(["serve", "--listen", "127.0.0.1:0", "--database", &database])
         .env("PLURA_LOG", "debug")
+        .env_remove("STATE_DIRECTORY")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -235,6 +291,9 @@ async fn a_server_whose_log_reader_is_gone_still_serves_and_stops() {
     let stopped = tokio::time::timeout(std::time::Duration::from_secs(30), server.wait()).await;
     let status = stopped.expect("it stops on SIGTERM").unwrap();
     assert!(status.success(), "exit status {status}");
+    // Without systemd's $STATE_DIRECTORY, the first admin token is beside the database.
+    let token = std::fs::read_to_string(dir.path().join("admin-token")).unwrap();
+    assert!(token.starts_with("plura_"), "{token}");
 }
 
 /// A server that fails while nobody reads its stderr still says so with its own exit code (1),

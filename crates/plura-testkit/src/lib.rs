@@ -24,13 +24,13 @@ use tokio_util::sync::CancellationToken;
 
 use plura_proto::{
     Agent, AgentList, AgentStatus, CreatedWebhook, Delivery, DeliveryList, ErrorBody, Event,
-    EventList, LoginRequest, LoginResponse, NewWebhook, Role, WebhookFormat,
+    EventList, LoginRequest, LoginResponse, NewWebhook, Role, Timestamp, WebhookFormat,
 };
-use plura_server::auth;
+use plura_server::credentials;
 use plura_server::enrollment::{self, Issued};
 use plura_server::fleet::LivenessPolicy;
 use plura_server::server::Limits;
-use plura_server::store::{self, SqlStore};
+use plura_server::store::{self, Actor, SqlStore};
 
 pub const DEFAULT_PG_URL: &str = "postgres://postgres:postgres@127.0.0.1:5432/postgres";
 
@@ -195,6 +195,7 @@ impl TestServer {
     pub async fn another(&self) -> Self {
         let known = Known {
             enrollment: Some(self.enrollment.clone()),
+            admin: Some(self.admin.clone()),
             keys: Default::default(),
             limits: self.limits,
             tls: self.tls.clone(),
@@ -209,9 +210,12 @@ impl TestServer {
         known: Known,
     ) -> Self {
         let store = Arc::new(store::open(&db.url).await.expect("open the test database"));
-        let admin = auth::create_api_token(store.as_ref(), Role::Admin, "test-admin")
-            .await
-            .unwrap();
+        let admin = match known.admin {
+            Some(token) => token,
+            None => credentials::create_lasting_token(store.as_ref(), "test-admin", Role::Admin)
+                .await
+                .unwrap(),
+        };
         let enrollment = match known.enrollment {
             Some(token) => token,
             None => match enrollment::issue(store.as_ref()).await.unwrap() {
@@ -267,6 +271,7 @@ impl TestServer {
             addr: self.addr,
             known: Known {
                 enrollment: Some(self.enrollment),
+                admin: Some(self.admin),
                 keys: self.keys.into_inner().unwrap(),
                 limits: self.limits,
                 tls: self.tls,
@@ -305,18 +310,26 @@ impl TestServer {
     }
 
     pub async fn token(&self, role: Role) -> String {
-        auth::create_api_token(self.store.as_ref(), role, &format!("test-{role}"))
+        let name = unique_name(&format!("test-{role}"));
+        credentials::create_lasting_token(self.store.as_ref(), &name, role)
             .await
             .unwrap()
     }
 
     /// A console user with this role; answers its name and password.
     pub async fn user(&self, role: Role) -> (String, String) {
-        let name = format!("{role}-user");
-        let password = auth::create_user(self.store.as_ref(), &name, role, None)
+        let name = unique_name(&format!("{role}-user"));
+        let by = Actor {
+            name: credentials::COMMAND_LINE,
+            at: Timestamp::now(),
+        };
+        let (_, password) = credentials::create_user(self.store.as_ref(), &name, role, None, by)
             .await
             .unwrap();
-        (name, password)
+        (
+            name,
+            password.expect("a password is made when none is given"),
+        )
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -510,6 +523,8 @@ impl TestServer {
 /// enrollment token (shown once) and each agent's key.
 struct Known {
     enrollment: Option<String>,
+    /// The admin token of the servers before on this database.
+    admin: Option<String>,
     keys: std::collections::HashMap<i64, String>,
     limits: Limits,
     /// Serve HTTPS with this CA's certificate.
@@ -520,6 +535,7 @@ impl Default for Known {
     fn default() -> Self {
         Self {
             enrollment: None,
+            admin: None,
             keys: Default::default(),
             limits: test_limits(),
             tls: None,
@@ -665,4 +681,11 @@ macro_rules! on_both_backends {
             })+
         }
     };
+}
+
+/// `prefix` and a number no other call in this process gets: credential names are unique.
+pub fn unique_name(prefix: &str) -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{prefix}-{n}")
 }

@@ -10,13 +10,20 @@ pub struct Served {
     pub process: Process,
     /// `http://127.0.0.1:PORT`.
     pub base: String,
+    /// Its `$STATE_DIRECTORY` (where a first start writes the admin token), gone with it.
+    pub state: tempfile::TempDir,
 }
 
 impl Served {
     /// Runs `bin serve` with `args` (at least `--listen` and `--database`) until it listens.
     pub async fn start(bin: &str, args: &[&str]) -> Self {
+        let state = tempfile::tempdir().expect("a state directory");
         let mut command = Command::new(bin);
-        command.arg("serve").args(args).env("PLURA_LOG", "info");
+        command
+            .arg("serve")
+            .args(args)
+            .env("PLURA_LOG", "info")
+            .env("STATE_DIRECTORY", state.path());
         let process = Process::spawn(command);
         let listening = process
             .wait_for_output("plura-server says where it listens", |l| {
@@ -24,17 +31,30 @@ impl Served {
             })
             .await;
         let base = listening.trim_start_matches("Listening on ").to_string();
-        Self { process, base }
+        Self {
+            process,
+            base,
+            state,
+        }
     }
 
-    /// The admin token a first start prints.
-    pub fn first_start_token(&self) -> Option<String> {
+    /// The file a first start says it wrote the admin token to.
+    pub fn first_start_token_file(&self) -> Option<std::path::PathBuf> {
         self.process
             .stdout()
             .iter()
-            .map(|l| l.trim())
-            .find(|l| l.starts_with("plura_"))
-            .map(str::to_string)
+            .find_map(|l| {
+                l.trim()
+                    .strip_prefix("First start: the admin API token is in ")
+            })
+            .map(std::path::PathBuf::from)
+    }
+
+    /// The admin token a first start wrote.
+    pub fn first_start_token(&self) -> Option<String> {
+        let file = self.first_start_token_file()?;
+        let token = std::fs::read_to_string(&file).expect("the admin token file is readable");
+        Some(token.trim().to_string())
     }
 
     /// The value of the unlabelled metric `name` on `/metrics`, read with `token`; `None` if the

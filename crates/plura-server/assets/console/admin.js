@@ -1,7 +1,7 @@
 // The admins' and operators' pages beside the agent list: alerts (webhooks and their
 // deliveries) and the audit log.
-import { lang, t } from './i18n.js';
-import { el, time } from './dom.js';
+import { t } from './i18n.js';
+import { el, keptForm, time } from './dom.js';
 
 /**
  * Webhooks (for admins: add, delete, the new secret shown once) and recent deliveries. `api`
@@ -45,37 +45,31 @@ export function alertsView({ webhooks, deliveries, newSecret, isAdmin, api, chan
   return parts;
 }
 
-// The form to add a webhook is made once per language and kept: the page is drawn again every few
-// seconds and at each change in the fleet, and a new form would drop what the admin is typing.
-let keptForm = null;
-let keptLang = null;
-
 function webhookForm({ api, changed, secretMade, toast }) {
-  if (keptForm && keptLang === lang()) return keptForm;
-  const form = el('form', {
-    className: 'toolbar', 'data-testid': 'webhook-form',
-    onsubmit: async (e) => {
-      e.preventDefault();
-      const data = Object.fromEntries(new FormData(form).entries());
-      const body = { url: data.url.trim(), format: data.format };
-      if (data.secret) body.secret = data.secret;
-      try {
-        const created = await (await api('/api/v1/webhooks', { method: 'POST', body })).json();
-        secretMade(created.secret);
-        form.reset();
-        changed();
-      } catch (err) { toast(err.message); }
+  return keptForm('webhook', () => {
+    const form = el('form', {
+      className: 'toolbar', 'data-testid': 'webhook-form',
+      onsubmit: async (e) => {
+        e.preventDefault();
+        const data = Object.fromEntries(new FormData(form).entries());
+        const body = { url: data.url.trim(), format: data.format };
+        if (data.secret) body.secret = data.secret;
+        try {
+          const created = await (await api('/api/v1/webhooks', { method: 'POST', body })).json();
+          secretMade(created.secret);
+          form.reset();
+          changed();
+        } catch (err) { toast(err.message); }
+      },
     },
-  },
-  // Ids, so the focus comes back to the field after each drawing.
-  el('input', { id: 'webhook-url', name: 'url', type: 'url', required: true, placeholder: 'https://…', 'data-testid': 'webhook-url', className: 'wide' }),
-  el('select', { id: 'webhook-format', name: 'format', 'data-testid': 'webhook-format' },
-    el('option', { value: 'json' }, 'JSON'), el('option', { value: 'slack' }, 'Slack')),
-  el('input', { id: 'webhook-secret-input', name: 'secret', type: 'password', placeholder: t('secretOptional'), autocomplete: 'off' }),
-  el('button', { type: 'submit', 'data-testid': 'webhook-add' }, t('addWebhook')));
-  keptForm = form;
-  keptLang = lang();
-  return form;
+    // Ids, so the focus comes back to the field after each drawing.
+    el('input', { id: 'webhook-url', name: 'url', type: 'url', required: true, placeholder: 'https://…', 'data-testid': 'webhook-url', className: 'wide', 'aria-label': t('url') }),
+    el('select', { id: 'webhook-format', name: 'format', 'data-testid': 'webhook-format', 'aria-label': t('format') },
+      el('option', { value: 'json' }, 'JSON'), el('option', { value: 'slack' }, 'Slack')),
+    el('input', { id: 'webhook-secret-input', name: 'secret', type: 'password', placeholder: t('secretOptional'), autocomplete: 'off', 'aria-label': t('secretOptional') }),
+    el('button', { type: 'submit', 'data-testid': 'webhook-add' }, t('addWebhook')));
+    return form;
+  });
 }
 
 /** Who did what, newest first (admins). */

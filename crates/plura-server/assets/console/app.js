@@ -4,6 +4,7 @@ import { t, lang, toggleLang } from './i18n.js';
 import { el, time } from './dom.js';
 import { fleetChart } from './chart.js';
 import { alertsView, auditView } from './admin.js';
+import { credentialsView } from './people.js';
 
 const app = document.getElementById('app');
 document.documentElement.lang = lang();
@@ -17,12 +18,14 @@ const state = {
   },
   list: { total: 0, items: [] },
   summary: null,
-  view: 'agents', // agents | alerts | audit
+  view: 'agents', // agents | alerts | audit | people
   history: null, // the fleet over time, for the chart
   range: '24h',
   historyAt: 0,
   alerts: { webhooks: [], deliveries: [] },
   audit: [],
+  people: { tokens: [], users: [] },
+  shownSecret: null, // a new token or password, shown once: { what, value }
   newSecret: null, // a webhook's signing secret, shown once
   selected: new Set(),
   detail: null, // { agent, events, tab }
@@ -187,6 +190,12 @@ async function refresh() {
           render();
           continue;
         }
+        if (state.view === 'people') {
+          const [tokens, users] = await Promise.all([getJson('/api/v1/tokens'), getJson('/api/v1/users')]);
+          state.people = { tokens: tokens.items, users: users.items };
+          render();
+          continue;
+        }
         if (state.view === 'audit') {
           state.audit = (await getJson('/api/v1/audit?limit=200')).items;
           render();
@@ -299,6 +308,15 @@ function render() {
       toast,
     }),
     audit: () => auditView(state.audit),
+    people: () => credentialsView({
+      ...state.people,
+      shown: state.shownSecret,
+      me: state.me,
+      api,
+      changed: refresh,
+      made: (secret) => { state.shownSecret = secret; },
+      toast,
+    }),
   };
   const parts = [header(), el('main', {}, views[state.view]())];
   if (state.detail && state.view === 'agents') parts.push(detailPanel());
@@ -308,6 +326,7 @@ function render() {
 
 function show(view) {
   state.view = view;
+  state.shownSecret = null;
   state.detail = null;
   render();
   refresh();
@@ -321,7 +340,8 @@ function header() {
   return el('header', {},
     el('h1', {}, t('product'), el('span', {}, ` · ${t('title')}`)),
     el('nav', { className: 'tabs views', role: 'tablist' },
-      tab('agents', t('agents')), tab('alerts', t('alerts')), may('admin') ? tab('audit', t('audit')) : null),
+      tab('agents', t('agents')), tab('alerts', t('alerts')),
+      may('admin') ? [tab('audit', t('audit')), tab('people', t('people'))] : null),
     el('div', { className: 'who' },
       el('span', { className: state.live ? 'live on' : 'live', 'data-testid': 'live' },
         state.live ? t('live') : t('offline')),

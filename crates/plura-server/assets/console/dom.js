@@ -33,3 +33,14 @@ export function svg(tag, attrs = {}, ...children) {
 export function time(value) {
   return value ? new Date(value).toLocaleString(lang() === 'ko' ? 'ko-KR' : 'en-GB') : '-';
 }
+
+// Forms are made once per language and kept: the page is drawn again every few seconds and at
+// each change in the fleet, and a new form would drop what the admin is typing.
+const keptForms = new Map();
+
+/** The form `key` in the current language, made by `make` the first time. */
+export function keptForm(key, make) {
+  const id = `${key}:${lang()}`;
+  if (!keptForms.has(id)) keptForms.set(id, make());
+  return keptForms.get(id);
+}

@@ -31,6 +31,7 @@ const FILES: &[(&str, &str, &str)] = &[
     asset!("dom.js", JS),
     asset!("chart.js", JS),
     asset!("admin.js", JS),
+    asset!("people.js", JS),
     asset!("app.css", "text/css; charset=utf-8"),
 ];
 

@@ -14,6 +14,7 @@ use utoipa::{Modify, OpenApi as DeriveOpenApi};
         (name = "agent", description = "Called by agents: login with the enrollment token, the rest with the agent's own key"),
         (name = "fleet", description = "Called by people and scripts, with a role token"),
         (name = "alerts", description = "Webhooks that alerts go to, and their deliveries"),
+        (name = "credentials", description = "API tokens and console users (admins)"),
         (name = "ops", description = "Health and metrics"),
     )
 )]

@@ -110,6 +110,7 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::AlreadyRegistered { .. }
             | StoreError::UserExists(_)
+            | StoreError::TokenExists(_)
             | StoreError::WebhookExists { .. } => {
                 Self::new(StatusCode::CONFLICT, "conflict", e.to_string())
             }

@@ -4,6 +4,7 @@
 mod agent;
 mod alerts;
 mod console;
+mod credentials;
 mod doc;
 mod error;
 mod manage;
@@ -102,6 +103,10 @@ fn documented() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(alerts::webhooks, alerts::add_webhook))
         .routes(routes!(alerts::delete_webhook))
         .routes(routes!(alerts::deliveries))
+        .routes(routes!(credentials::tokens, credentials::create_token))
+        .routes(routes!(credentials::revoke_token))
+        .routes(routes!(credentials::users, credentials::create_user))
+        .routes(routes!(credentials::patch_user, credentials::delete_user))
         .routes(routes!(session::sign_in, session::sign_out))
         .routes(routes!(stream::changes))
         .routes(routes!(ops::healthz))

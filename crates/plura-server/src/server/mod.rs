@@ -137,8 +137,9 @@ pub async fn serve(
         metrics.clone(),
         fleet.alerts_due(),
     ));
+    let auth = Arc::new(Auth::new(store.clone()));
     let state = AppState::new(Shared {
-        auth: Arc::new(Auth::new(store.clone())),
+        auth: auth.clone(),
         fleet: fleet.clone(),
         alerter: alerter.clone(),
         metrics: metrics.clone(),
@@ -159,6 +160,7 @@ pub async fn serve(
     });
     let liveness = tokio::spawn(fleet.run(shutdown.clone()));
     let alerts = tokio::spawn(alerter.clone().run(shutdown.clone()));
+    let credentials_used = tokio::spawn(auth.run(shutdown.clone()));
     let max_connections = limits.max_connections.unwrap_or_else(|| {
         usize::try_from(file_limit().saturating_sub(RESERVED_FILES).max(64)).unwrap_or(usize::MAX)
     });
@@ -188,6 +190,7 @@ pub async fn serve(
     shutdown.cancel();
     liveness.await?;
     alerts.await?;
+    credentials_used.await?;
     watching.await?;
     store.close().await;
     tracing::info!("plura-server stopped");

@@ -2,6 +2,7 @@
 //! every scenario runs once on each, against a real server on a random port.
 
 mod access;
+mod credentials;
 mod lifecycle;
 mod operators;
 mod ops;
@@ -9,6 +10,7 @@ mod ops;
 use std::time::Duration;
 
 use access::*;
+use credentials::*;
 use lifecycle::*;
 use operators::*;
 use ops::*;
@@ -45,6 +47,8 @@ plura_testkit::on_both_backends!(
     users_sign_in_with_a_password_and_sign_out,
     old_history_is_deleted_but_the_agent_stays,
     hostnames_compare_as_dns_does,
+    tokens_are_listed_revoked_and_expire,
+    users_are_disabled_enabled_deleted_and_their_sign_ins_end,
 );
 
 /// PostgreSQL's alone: SQLite's planner needs no statistics to use an index.
