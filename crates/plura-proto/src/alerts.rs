@@ -28,12 +28,16 @@ pub enum AlertKind {
     AgentTakenOver,
     /// An agent that had stopped without a goodbye is back.
     AgentBack,
+    /// A new identity was refused: the fleet holds the agents `--max-agents` allows. Alerted
+    /// once each time the fleet reaches its limit.
+    RegistrationRefused,
 }
 
 text_enum!(AlertKind {
     AgentStopped => "agent_stopped",
     AgentTakenOver => "agent_taken_over",
     AgentBack => "agent_back",
+    RegistrationRefused => "registration_refused",
 });
 
 /// How a webhook's body is written.

@@ -143,6 +143,10 @@ struct ServeArgs {
     /// limit.
     #[arg(long, default_value_t = 10)]
     logins_per_source: u32,
+    /// How many agents may be registered: a new identity past it is refused (403 agent_limit)
+    /// and alerted, while known agents still log in. No bound unless given.
+    #[arg(long, env = "PLURA_MAX_AGENTS", value_name = "N")]
+    max_agents: Option<u64>,
     /// Post alerts (agents stopped without a goodbye, identities taken over, lost agents back)
     /// as JSON to this URL, signed with --alert-secret. Repeatable; admins add more through the
     /// API and the console.
@@ -172,6 +176,7 @@ impl Default for ServeArgs {
             trusted_proxies: Vec::new(),
             proxy_protocol: false,
             logins_per_source: 10,
+            max_agents: None,
             alert_webhooks: Vec::new(),
             alert_slack: Vec::new(),
             alert_secret: None,
@@ -593,6 +598,7 @@ async fn serve(store: store::SqlStore, args: ServeArgs) -> anyhow::Result<()> {
         max_connections: args.max_connections,
         max_connections_per_source: Some(args.max_connections_per_source).filter(|n| *n > 0),
         logins_per_source: Some(args.logins_per_source).filter(|n| *n > 0),
+        max_agents: args.max_agents,
         ..server::Limits::default()
     };
     let shutdown = CancellationToken::new();

@@ -37,6 +37,10 @@ pub struct Metrics {
     pub heartbeats: Counter,
     /// Logins that took over an identity whose holder was still running: two hosts claim it.
     pub takeovers_of_running: Counter,
+    /// New identities registered (by a first login or by hand).
+    pub registrations: Counter,
+    /// New identities refused at `--max-agents`.
+    pub registrations_refused: Counter,
     /// Last-seen rows written by the batched flush.
     pub flushed_rows: Counter,
     /// Agents whose last-seen is held in this server's memory.
@@ -73,6 +77,18 @@ impl Default for Metrics {
             "takeovers_of_running_agents",
             "Logins from another source, machine or kind while the identity's holder was running",
             takeovers_of_running.clone(),
+        );
+        let registrations = Counter::default();
+        registry.register(
+            "registrations",
+            "New agent identities registered, by a first login or by hand",
+            registrations.clone(),
+        );
+        let registrations_refused = Counter::default();
+        registry.register(
+            "registrations_refused",
+            "New agent identities refused because the fleet holds --max-agents",
+            registrations_refused.clone(),
         );
         let flushed_rows = Counter::default();
         registry.register(
@@ -133,6 +149,8 @@ impl Default for Metrics {
             agent_events,
             heartbeats,
             takeovers_of_running,
+            registrations,
+            registrations_refused,
             flushed_rows,
             tracked_agents,
             search_index_agents,

@@ -72,6 +72,9 @@ fn text(kind: AlertKind, alerts: &[&Alert]) -> String {
             AlertKind::AgentBack => {
                 format!("Agent {name} is back after stopping without a goodbye")
             }
+            AlertKind::RegistrationRefused => {
+                format!("A new agent, {name}, was refused: {}", alert.detail)
+            }
         };
     }
     let what = match kind {
@@ -92,6 +95,7 @@ fn text(kind: AlertKind, alerts: &[&Alert]) -> String {
             "agents were taken over"
         }
         AlertKind::AgentBack => "agents are back after stopping without a goodbye",
+        AlertKind::RegistrationRefused => "new agents were refused at the fleet's limit",
     };
     format!("{} {what}: {}", alerts.len(), names(alerts))
 }
@@ -121,6 +125,7 @@ pub fn body(message: &AlertMessage, format: WebhookFormat) -> String {
                 AlertKind::AgentStopped => ":red_circle:",
                 AlertKind::AgentTakenOver => ":warning:",
                 AlertKind::AgentBack => ":large_green_circle:",
+                AlertKind::RegistrationRefused => ":no_entry:",
             };
             serde_json::to_string(&serde_json::json!({
                 "text": format!("{icon} PLURA Fleet: {}", slack_escaped(&message.text)),

@@ -19,6 +19,7 @@ use crate::store::KeyedCall;
     responses(
         (status = 200, description = "Logged in", body = LoginResponse),
         (status = 401, description = "Not the enrollment token", body = ErrorBody),
+        (status = 403, description = "A new identity, and the fleet holds the agents --max-agents allows (agent_limit): known agents still log in", body = ErrorBody),
         (status = 422, description = "A field breaks its rule", body = ErrorBody),
         (status = 429, description = "Too many logins (or tries with a wrong token) from this address; see Retry-After", body = ErrorBody),
     ),
@@ -32,7 +33,7 @@ pub async fn login(
 ) -> ApiResult<Json<LoginResponse>> {
     login.validate()?;
     let source = peer.ip().to_string();
-    let outcome = state.fleet.login(&login, Some(&source)).await?;
+    let outcome = state.fleet.login(&login, Some(&source)).await??;
     let agent = &outcome.agent;
     tracing::info!(
         agent = agent.id,

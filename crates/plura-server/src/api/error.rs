@@ -95,6 +95,12 @@ impl IntoResponse for ApiError {
     }
 }
 
+impl From<crate::fleet::AgentLimit> for ApiError {
+    fn from(limit: crate::fleet::AgentLimit) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "agent_limit", limit.to_string())
+    }
+}
+
 impl From<FieldError> for ApiError {
     fn from(e: FieldError) -> Self {
         Self::new(

@@ -335,7 +335,7 @@ pub async fn delete(
     post, path = "/api/v1/agents", tag = "fleet", request_body = RegisterAgent,
     responses(
         (status = 201, body = Agent),
-        (status = 403, body = ErrorBody),
+        (status = 403, description = "Not an admin, or the fleet holds the agents --max-agents allows (agent_limit)", body = ErrorBody),
         (status = 409, description = "That (ip, hostname) exists", body = ErrorBody),
         (status = 422, body = ErrorBody),
     ),
@@ -347,7 +347,7 @@ pub async fn register(
     Json(agent): Json<RegisterAgent>,
 ) -> ApiResult<(StatusCode, Json<Agent>)> {
     agent.validate()?;
-    let agent = state.fleet.register(&agent, &caller.name).await?;
+    let agent = state.fleet.register(&agent, &caller.name).await??;
     Ok((StatusCode::CREATED, Json(agent)))
 }
 

@@ -5,6 +5,7 @@
 
 mod changes;
 mod liveness;
+mod registrations;
 mod sweeps;
 
 use std::sync::Arc;
@@ -29,6 +30,8 @@ pub use changes::Published;
 use liveness::{Heard, Heartbeat};
 
 pub use liveness::{DEFAULT_EVENT_RETENTION, LivenessPolicy};
+pub use registrations::AgentLimit;
+use registrations::Registrations;
 
 /// Agents read ahead of a slow reader of a stream.
 const STREAM_BUFFER: usize = 256;
@@ -68,6 +71,7 @@ pub struct Fleet {
     alerts_due: Arc<Notify>,
     /// When this server last sampled the fleet's counts.
     sampled: std::sync::Mutex<Option<Instant>>,
+    registrations: Registrations,
 }
 
 /// What a login did, for the agent's answer.
@@ -80,8 +84,15 @@ pub struct Admission {
 }
 
 impl Fleet {
-    pub fn new(store: Arc<dyn Store>, metrics: Arc<Metrics>, policy: LivenessPolicy) -> Self {
+    /// `max_agents` bounds how many identities may be registered (`None`: no bound).
+    pub fn new(
+        store: Arc<dyn Store>,
+        metrics: Arc<Metrics>,
+        policy: LivenessPolicy,
+        max_agents: Option<u64>,
+    ) -> Self {
         Self {
+            registrations: Registrations::new(max_agents),
             store,
             feed: ChangeFeed::new(metrics.clone()),
             metrics,
@@ -112,7 +123,23 @@ impl Fleet {
         &self,
         login: &LoginRequest,
         source_ip: Option<&str>,
-    ) -> store::Result<Admission> {
+    ) -> store::Result<Result<Admission, AgentLimit>> {
+        let identity = (login.ip.as_str(), login.hostname.as_str());
+        let claimed = || Agent {
+            version: login.version.clone(),
+            machine_id: login.machine_id.clone(),
+            source_ip: source_ip.map(str::to_string),
+            cloud: login.cloud.clone(),
+            ..registrations::claimed(identity, &login.kind, &login.os)
+        };
+        let _reserved = match self
+            .registrations
+            .admit(self.store.as_ref(), &self.metrics, identity, claimed)
+            .await?
+        {
+            Ok(reserved) => reserved,
+            Err(limit) => return Ok(Err(limit)),
+        };
         let now = Timestamp::now();
         let key = secret::new_agent_key();
         let digest = secret::digest(&key);
@@ -139,12 +166,15 @@ impl Fleet {
                 "identity taken over while its holder was still running"
             );
         }
+        if created {
+            self.metrics.registrations.inc();
+        }
         self.heard.remember(changed.agent.id, digest, now, true);
-        Ok(Admission {
+        Ok(Ok(Admission {
             agent: self.publish(changed),
             created,
             key,
-        })
+        }))
     }
 
     /// A heartbeat with the agent's key.
@@ -174,9 +204,27 @@ impl Fleet {
     }
 
     /// An operator registers a system by hand; it is `unknown` until its agent logs in.
-    pub async fn register(&self, agent: &RegisterAgent, actor: &str) -> store::Result<Agent> {
+    pub async fn register(
+        &self,
+        agent: &RegisterAgent,
+        actor: &str,
+    ) -> store::Result<Result<Agent, AgentLimit>> {
+        let identity = (agent.ip.as_str(), agent.hostname.as_str());
+        let claimed = || Agent {
+            group: agent.group.clone(),
+            ..registrations::claimed(identity, &agent.kind, &agent.os)
+        };
+        let _reserved = match self
+            .registrations
+            .admit(self.store.as_ref(), &self.metrics, identity, claimed)
+            .await?
+        {
+            Ok(reserved) => reserved,
+            Err(limit) => return Ok(Err(limit)),
+        };
         let changed = self.store.register(agent, actor, Timestamp::now()).await?;
-        Ok(self.publish(changed))
+        self.metrics.registrations.inc();
+        Ok(Ok(self.publish(changed)))
     }
 
     /// ON/OFF and group, by an operator.

@@ -81,6 +81,8 @@ pub struct Limits {
     /// Logins each source address may make per second, in bursts of ten seconds' worth;
     /// `None`: no limit.
     pub logins_per_source: Option<u32>,
+    /// How many agents may be registered; a new identity past it is refused. `None`: no bound.
+    pub max_agents: Option<u64>,
 }
 
 impl Default for Limits {
@@ -91,6 +93,7 @@ impl Default for Limits {
             max_connections: None,
             max_connections_per_source: Some(DEFAULT_MAX_CONNECTIONS_PER_SOURCE),
             logins_per_source: Some(10),
+            max_agents: None,
         }
     }
 }
@@ -131,7 +134,12 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
-    let fleet = Arc::new(Fleet::new(store.clone(), metrics.clone(), policy));
+    let fleet = Arc::new(Fleet::new(
+        store.clone(),
+        metrics.clone(),
+        policy,
+        limits.max_agents,
+    ));
     let alerter = Arc::new(Alerter::new(
         store.clone(),
         metrics.clone(),

@@ -280,6 +280,12 @@ pub trait AgentStore: Send + Sync {
     /// takeover, and says whether the previous holder was still running.
     async fn login(&self, login: Login) -> Result<LoginOutcome>;
 
+    /// Whether (ip, hostname) is registered.
+    async fn is_registered(&self, ip: &str, hostname: &str) -> Result<bool>;
+
+    /// How many agents are registered.
+    async fn agent_count(&self) -> Result<u64>;
+
     /// The hash of the agent's current key: `None` if there is no such agent, `Some(None)` if
     /// it never logged in.
     async fn key_hash(&self, id: i64) -> Result<Option<Option<String>>>;
@@ -587,6 +593,16 @@ pub enum Attempt {
 /// Webhooks, and the alerts and deliveries on their way to them.
 #[async_trait]
 pub trait AlertStore: Send + Sync {
+    /// Records an alert no change of an agent carries (a refused registration): `agent` is
+    /// the identity it concerns.
+    async fn record_alert(
+        &self,
+        kind: AlertKind,
+        agent: &Agent,
+        detail: &str,
+        at: Timestamp,
+    ) -> Result<()>;
+
     async fn webhooks(&self) -> Result<Vec<StoredWebhook>>;
 
     async fn add_webhook(

@@ -6,6 +6,7 @@ mod credentials;
 mod lifecycle;
 mod operators;
 mod ops;
+mod registrations;
 
 use std::time::Duration;
 
@@ -14,6 +15,7 @@ use credentials::*;
 use lifecycle::*;
 use operators::*;
 use ops::*;
+use registrations::*;
 
 /// How long a test waits for something the liveness timer does (3 s silence limit, and ticks).
 const STOP_WITHIN: Duration = Duration::from_secs(15);
@@ -49,6 +51,7 @@ plura_testkit::on_both_backends!(
     hostnames_compare_as_dns_does,
     tokens_are_listed_revoked_and_expire,
     users_are_disabled_enabled_deleted_and_their_sign_ins_end,
+    registrations_past_the_bound_are_refused_alerted_once_and_counted,
 );
 
 /// PostgreSQL's alone: SQLite's planner needs no statistics to use an index.

@@ -297,6 +297,28 @@ impl AgentStore for SqlStore {
         super::group_commit::login(self, login).await
     }
 
+    async fn is_registered(&self, ip: &str, hostname: &str) -> Result<bool> {
+        if let Some(known) = self.agent_index.registered(ip, hostname) {
+            return Ok(known);
+        }
+        let row = sqlx::query("SELECT 1 AS found FROM agents WHERE ip = $1 AND hostname = $2")
+            .bind(ip.to_string())
+            .bind(hostname.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.is_some())
+    }
+
+    async fn agent_count(&self) -> Result<u64> {
+        if let Some(agents) = self.agent_index.agents() {
+            return Ok(agents as u64);
+        }
+        let row = sqlx::query("SELECT count(*) AS agents FROM agents")
+            .fetch_one(&self.pool)
+            .await?;
+        rows::count(&row, "agents")
+    }
+
     async fn heartbeat(
         &self,
         id: i64,

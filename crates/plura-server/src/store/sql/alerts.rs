@@ -97,6 +97,24 @@ impl AlertStore for SqlStore {
         rows.iter().map(webhook).collect()
     }
 
+    async fn record_alert(
+        &self,
+        kind: AlertKind,
+        agent: &plura_proto::Agent,
+        detail: &str,
+        at: Timestamp,
+    ) -> Result<()> {
+        let event = rows::new_event(at, plura_proto::EventKind::Registered, detail);
+        let alert = NewAlert {
+            kind,
+            agent,
+            event: &event,
+            holder_running: None,
+        };
+        let mut conn = self.writer.acquire().await?;
+        record(&mut conn, &[alert]).await
+    }
+
     async fn add_webhook(
         &self,
         url: &str,
