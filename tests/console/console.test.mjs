@@ -31,7 +31,7 @@ function cli(...args) {
 
 async function startServer() {
   server = spawn(serverBin, ['serve', '--listen', '127.0.0.1:0', '--database', database,
-    '--heartbeat-interval', '1s'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    '--heartbeat-interval', '1s', '--allow-loopback-webhooks'], { stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';
   server.stderr.on('data', (chunk) => { stderr += chunk; });

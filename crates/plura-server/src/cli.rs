@@ -147,14 +147,29 @@ struct ServeArgs {
     /// and alerted, while known agents still log in. No bound unless given.
     #[arg(long, env = "PLURA_MAX_AGENTS", value_name = "N")]
     max_agents: Option<u64>,
+    /// Let admins add webhooks that point at loopback (127.0.0.0/8, ::1, localhost): a receiver
+    /// on the server's own host. Link-local addresses and cloud metadata stay refused.
+    #[arg(long)]
+    allow_loopback_webhooks: bool,
     /// Post alerts (agents stopped without a goodbye, identities taken over, lost agents back)
     /// as JSON to this URL, signed with --alert-secret. Repeatable; admins add more through the
     /// API and the console.
     #[arg(long = "alert-webhook", value_name = "URL")]
     alert_webhooks: Vec<String>,
-    /// Post alerts in Slack's incoming-webhook format to this URL. Repeatable.
-    #[arg(long = "alert-slack", value_name = "URL")]
+    /// Post alerts in Slack's incoming-webhook format to this URL. Repeatable. The URL is a
+    /// secret: better from the environment (comma-separated) or --alert-slack-file than on a
+    /// command line that `ps` shows.
+    #[arg(
+        long = "alert-slack",
+        value_name = "URL",
+        env = "PLURA_ALERT_SLACK_URL",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
     alert_slack: Vec<String>,
+    /// Read Slack webhook URLs from this file, one a line (`#` starts a comment).
+    #[arg(long, env = "PLURA_ALERT_SLACK_URL_FILE", value_name = "FILE")]
+    alert_slack_file: Option<PathBuf>,
     /// The HMAC-SHA256 key that signs deliveries to the webhooks above (header
     /// X-Plura-Signature-256); at least 16 characters. Better from the environment than on a
     /// command line that `ps` shows.
@@ -177,8 +192,10 @@ impl Default for ServeArgs {
             proxy_protocol: false,
             logins_per_source: 10,
             max_agents: None,
+            allow_loopback_webhooks: false,
             alert_webhooks: Vec::new(),
             alert_slack: Vec::new(),
+            alert_slack_file: None,
             alert_secret: None,
         }
     }
@@ -503,9 +520,25 @@ async fn enrollment_token(store: &store::SqlStore, args: EnrollmentArgs) -> anyh
     }
 }
 
+/// Slack webhook URLs from `file`, one a line; blank lines and `#` comments are skipped.
+fn slack_urls_from(file: &std::path::Path) -> anyhow::Result<Vec<String>> {
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("cannot read --alert-slack-file {}", file.display()))?;
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .map(String::from)
+        .collect())
+}
+
 /// Makes the command line's webhooks the ones it names now (none when it names none).
 async fn command_line_webhooks(store: &store::SqlStore, args: &ServeArgs) -> anyhow::Result<()> {
-    for url in args.alert_webhooks.iter().chain(&args.alert_slack) {
+    let mut slack = args.alert_slack.clone();
+    if let Some(file) = &args.alert_slack_file {
+        slack.extend(slack_urls_from(file)?);
+    }
+    for url in args.alert_webhooks.iter().chain(&slack) {
         plura_proto::validate_webhook_url(url).with_context(|| {
             format!("--alert-webhook/--alert-slack {}", redact_webhook_url(url))
         })?;
@@ -524,10 +557,10 @@ async fn command_line_webhooks(store: &store::SqlStore, args: &ServeArgs) -> any
              characters) and check the X-Plura-Signature-256 header with it"
         ),
     };
-    alerts::set_command_line_webhooks(store, &args.alert_webhooks, &args.alert_slack, &secret)
+    alerts::set_command_line_webhooks(store, &args.alert_webhooks, &slack, &secret)
         .await
         .context("cannot record the alert webhooks")?;
-    let count = args.alert_webhooks.len() + args.alert_slack.len();
+    let count = args.alert_webhooks.len() + slack.len();
     if count > 0 {
         tracing::info!("alerts go to {count} webhook(s) from the command line");
     }
@@ -599,6 +632,7 @@ async fn serve(store: store::SqlStore, args: ServeArgs) -> anyhow::Result<()> {
         max_connections_per_source: Some(args.max_connections_per_source).filter(|n| *n > 0),
         logins_per_source: Some(args.logins_per_source).filter(|n| *n > 0),
         max_agents: args.max_agents,
+        webhooks_to_loopback: args.allow_loopback_webhooks,
         ..server::Limits::default()
     };
     let shutdown = CancellationToken::new();

@@ -11,8 +11,9 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 
 use plura_proto::{AuditAction, AuditList, DeliveryState, WebhookFormat, WebhookList};
+use plura_server::server::Limits;
 use plura_testkit::receiver::{Received, Receiver};
-use plura_testkit::{Db, TestServer, eventually, expect_error, login};
+use plura_testkit::{Db, TestServer, eventually, expect_error, fast_policy, login, test_limits};
 
 /// Long enough for the silence limit (3 s), a tick and a restart, on a busy machine.
 const WAIT: Duration = Duration::from_secs(20);
@@ -309,8 +310,178 @@ async fn bad_webhooks_are_refused(db: Db) {
     server.finish().await;
 }
 
+/// Webhooks added through the API cannot reach the server's own host, link-local addresses or
+/// cloud metadata, in any spelling, when added or (for one added while it was allowed) when
+/// delivered; the command line's webhooks are the operator's own; why a delivery failed is for
+/// admins.
+async fn webhooks_stay_away_from_the_servers_own_host_and_metadata(db: Db) {
+    let strict = Limits {
+        webhooks_to_loopback: false,
+        ..test_limits()
+    };
+    let server = TestServer::start_limited(db, fast_policy(), strict).await;
+    let add = |url: &str| {
+        let body = json!({ "url": url });
+        let server = &server;
+        async move {
+            server
+                .call(
+                    Method::POST,
+                    "/api/v1/webhooks",
+                    Some(&server.admin),
+                    Some(&body),
+                )
+                .await
+        }
+    };
+    for (url, why) in [
+        ("http://127.0.0.1:9/hook", "loopback"),
+        ("http://[::1]:9/hook", "loopback"),
+        ("http://0x7f000001:9/hook", "loopback"),
+        ("http://2130706433:9/hook", "loopback"),
+        ("http://[::ffff:127.0.0.1]:9/hook", "loopback"),
+        ("http://localhost:9/hook", "loopback"),
+        ("http://169.254.169.254/latest/meta-data/", "metadata"),
+        ("http://[fd00:ec2::254]/latest/meta-data/", "metadata"),
+        (
+            "http://metadata.google.internal/computeMetadata/v1/",
+            "metadata",
+        ),
+        ("http://169.254.1.1/", "link-local"),
+        ("http://[fe80::1]/", "link-local"),
+    ] {
+        let error = expect_error(
+            add(url).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+        )
+        .await;
+        assert!(error.message.contains(why), "{url}: {}", error.message);
+    }
+    // Private ranges are where alerting lives.
+    let private = add("http://10.255.0.1:9/hook").await;
+    assert_eq!(private.status(), StatusCode::CREATED);
+    let hooks: WebhookList = server.get("/api/v1/webhooks").await;
+    for hook in hooks.items {
+        server
+            .request(
+                Method::DELETE,
+                &format!("/api/v1/webhooks/{}", hook.id),
+                Some(&server.admin),
+            )
+            .await;
+    }
+
+    // Added while loopback was allowed, then the server restarted without: not delivered, by
+    // address or by name; the command line's webhook to the same receiver is.
+    let server = server.stop().await.with_limits(test_limits()).start().await;
+    let receiver = Receiver::start().await;
+    let port = receiver.url.trim_start_matches("http://127.0.0.1:");
+    server
+        .add_webhook(
+            &format!("http://localhost:{port}"),
+            WebhookFormat::Json,
+            None,
+        )
+        .await;
+    server
+        .add_webhook(&receiver.url, WebhookFormat::Json, None)
+        .await;
+    plura_server::alerts::set_command_line_webhooks(
+        server.store(),
+        &[format!("{}?from=cli", receiver.url)],
+        &[],
+        SECRET,
+    )
+    .await
+    .unwrap();
+    let server = server.stop().await.with_limits(strict).start().await;
+    let mut taken = login("10.70.0.1", "rebound");
+    taken.machine_id = Some("i-first".into());
+    server.login_with(&taken).await;
+    taken.machine_id = Some("i-second".into());
+    server.login_with(&taken).await;
+    let delivered = receiver
+        .wait_for(WAIT, |r| r.header("x-plura-event") == "agent_taken_over")
+        .await
+        .expect("the command line's webhook is delivered");
+    assert!(signed_by(&delivered, SECRET));
+    let refused = eventually("both API webhooks are refused", WAIT, || async {
+        let deliveries = server.deliveries().await;
+        let refused: Vec<String> = deliveries
+            .iter()
+            .filter_map(|d| d.last_error.clone())
+            .filter(|e| e.contains("loopback"))
+            .collect();
+        (refused.len() == 2).then_some(refused)
+    })
+    .await;
+    assert!(
+        refused.iter().any(|e| e.contains("localhost")),
+        "{refused:?}"
+    );
+    assert_eq!(
+        receiver.received().len(),
+        1,
+        "only the command line's webhook was reached"
+    );
+
+    // Monitors see that a delivery failed, not why.
+    let monitor = server.token(plura_proto::Role::Monitor).await;
+    let r = server
+        .request(Method::GET, "/api/v1/alerts/deliveries", Some(&monitor))
+        .await;
+    let seen: plura_proto::DeliveryList = plura_testkit::json_ok(r).await;
+    let errors: Vec<&str> = seen
+        .items
+        .iter()
+        .filter_map(|d| d.last_error.as_deref())
+        .collect();
+    assert_eq!(errors, ["not delivered (admins see why)"; 2], "{errors:?}");
+    server.finish().await;
+}
+
 plura_testkit::on_both_backends!(
     stops_takeovers_and_returns_are_alerted_once_and_signed,
     a_failing_receiver_gets_the_alert_on_the_third_try_across_a_restart,
     bad_webhooks_are_refused,
+    webhooks_stay_away_from_the_servers_own_host_and_metadata,
 );
+
+/// A deleted webhook's URL and secret leave the SQLite file and its write-ahead log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_webhook_leaves_no_secret_in_the_sqlite_file() {
+    let server = TestServer::start(Db::Sqlite).await;
+    let secret = "erase-me-0123456789-abcdefghij";
+    let path = "T00000000/B00000000/XXXXerasemeXXXXXXXXXXXX";
+    let url = format!("http://10.255.0.2/services/{path}");
+    let created = server
+        .add_webhook(&url, WebhookFormat::Slack, Some(secret))
+        .await;
+    let file = server
+        .database_url()
+        .trim_start_matches("sqlite://")
+        .split('?')
+        .next()
+        .unwrap()
+        .to_string();
+    let holds = |needle: &str| {
+        ["", "-wal"].iter().any(|suffix| {
+            std::fs::read(format!("{file}{suffix}"))
+                .map(|bytes| bytes.windows(needle.len()).any(|w| w == needle.as_bytes()))
+                .unwrap_or(false)
+        })
+    };
+    assert!(holds(secret), "the secret is stored until then");
+    let r = server
+        .request(
+            Method::DELETE,
+            &format!("/api/v1/webhooks/{}", created.webhook.id),
+            Some(&server.admin),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert!(!holds(secret), "the secret is erased");
+    assert!(!holds(path), "the URL's path is erased");
+    server.finish().await;
+}

@@ -312,3 +312,42 @@ async fn a_failure_with_its_reader_gone_exits_with_its_own_code() {
         .unwrap();
     assert_eq!(status.code(), Some(1), "{status}");
 }
+
+/// Slack's URL is a secret: it can come from the environment or a file, not only the command
+/// line that `ps` shows.
+#[tokio::test]
+async fn slack_urls_come_from_the_environment_or_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = format!("sqlite://{}/slack.db", dir.path().display());
+    let file = dir.path().join("slack-urls");
+    std::fs::write(
+        &file,
+        "# the ops channel\nhttp://10.255.0.3/services/T1/B1/fromfile\n\n",
+    )
+    .unwrap();
+    let server = Served::start_with_env(
+        BIN,
+        &["--listen", "127.0.0.1:0", "--database", &database],
+        &[
+            (
+                "PLURA_ALERT_SLACK_URL",
+                "http://10.255.0.3/services/T1/B1/fromenv",
+            ),
+            ("PLURA_ALERT_SLACK_URL_FILE", file.to_str().unwrap()),
+        ],
+    )
+    .await;
+    let admin = server.first_start_token().unwrap();
+    let hooks: serde_json::Value = server.get("/api/v1/webhooks", &admin).await;
+    let hooks = hooks["items"].as_array().unwrap();
+    assert_eq!(hooks.len(), 2, "{hooks:?}");
+    assert!(
+        hooks
+            .iter()
+            .all(|h| h["origin"] == "command line" && h["format"] == "slack")
+    );
+    let command_line = std::fs::read_to_string(format!("/proc/{}/cmdline", server.process.id()))
+        .unwrap_or_default();
+    assert!(!command_line.contains("services"), "{command_line}");
+    terminate(server).await;
+}

@@ -548,6 +548,8 @@ impl Default for Known {
 pub fn test_limits() -> Limits {
     Limits {
         logins_per_source: None,
+        // Tests' webhook receivers listen on loopback, as tests must.
+        webhooks_to_loopback: true,
         ..Limits::default()
     }
 }
@@ -561,6 +563,12 @@ pub struct StoppedServer {
 }
 
 impl StoppedServer {
+    /// To start again with other limits.
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.known.limits = limits;
+        self
+    }
+
     pub async fn start(self) -> TestServer {
         let listener = TcpListener::bind(self.addr)
             .await

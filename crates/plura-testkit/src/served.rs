@@ -17,13 +17,19 @@ pub struct Served {
 impl Served {
     /// Runs `bin serve` with `args` (at least `--listen` and `--database`) until it listens.
     pub async fn start(bin: &str, args: &[&str]) -> Self {
+        Self::start_with_env(bin, args, &[]).await
+    }
+
+    /// `start`, with these variables in its environment.
+    pub async fn start_with_env(bin: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
         let state = tempfile::tempdir().expect("a state directory");
         let mut command = Command::new(bin);
         command
             .arg("serve")
             .args(args)
             .env("PLURA_LOG", "info")
-            .env("STATE_DIRECTORY", state.path());
+            .env("STATE_DIRECTORY", state.path())
+            .envs(env.iter().copied());
         let process = Process::spawn(command);
         let listening = process
             .wait_for_output("plura-server says where it listens", |l| {

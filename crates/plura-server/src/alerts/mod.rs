@@ -6,6 +6,7 @@
 //! loses none; a delivery may arrive twice (a leader that dies mid-send), and carries its id for
 //! that.
 
+pub mod destinations;
 pub mod message;
 pub mod send;
 
@@ -23,6 +24,7 @@ use plura_proto::{
 use crate::metrics::{Metrics, OutcomeLabel};
 use crate::secret;
 use crate::store::{self, Attempt, NewDelivery, Store, StoredWebhook};
+pub use destinations::Destinations;
 
 /// Alerts made into messages at a time.
 const ALERTS_PER_ROUND: u32 = 10_000;
@@ -35,19 +37,29 @@ pub const COMMAND_LINE: &str = "command line";
 pub struct Alerter {
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
-    client: reqwest::Client,
+    clients: send::Clients,
     /// Notified by the fleet's tick while this server leads.
     due: Arc<Notify>,
 }
 
 impl Alerter {
-    pub fn new(store: Arc<dyn Store>, metrics: Arc<Metrics>, due: Arc<Notify>) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        metrics: Arc<Metrics>,
+        due: Arc<Notify>,
+        destinations: Destinations,
+    ) -> Self {
         Self {
             store,
             metrics,
-            client: send::client(),
+            clients: send::Clients::new(destinations),
             due,
         }
+    }
+
+    /// Where webhooks added through the API may point.
+    pub fn destinations(&self) -> Destinations {
+        self.clients.destinations()
     }
 
     /// A round each time the fleet's tick says so, until `shutdown`. A delivery cut off by the
@@ -100,7 +112,7 @@ impl Alerter {
             .await?;
         let mut tries = futures::stream::iter(due)
             .map(|delivery| async move {
-                let attempt = send::send(&self.client, &delivery, Timestamp::now()).await;
+                let attempt = send::send(&self.clients, &delivery, Timestamp::now()).await;
                 (delivery, attempt)
             })
             .buffer_unordered(SENDS_AT_ONCE);

@@ -8,6 +8,7 @@ use sha2::Sha256;
 
 use plura_proto::Timestamp;
 
+use super::destinations::{Destinations, filtering};
 use crate::secret::hex;
 use crate::store::{Attempt, DueDelivery};
 
@@ -24,16 +25,36 @@ const LONGEST_WAIT: Duration = Duration::from_secs(600);
 /// A delivery not taken within this is given up.
 const GIVE_UP_AFTER: Duration = Duration::from_secs(24 * 3600);
 
-/// The client deliveries go out with: no redirects (a webhook is where the admin said), bounded
-/// connect and total time.
-pub fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(SEND_TIMEOUT)
-        .user_agent(concat!("plura-server/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .expect("a client with rustls")
+/// The clients deliveries go out with: no redirects (a webhook is where it was set), bounded
+/// connect and total time. Webhooks added through the API go only where `destinations` allow;
+/// the command line's are the operator's own.
+pub struct Clients {
+    destinations: Destinations,
+    checked: reqwest::Client,
+    own: reqwest::Client,
+}
+
+impl Clients {
+    pub fn new(destinations: Destinations) -> Self {
+        let builder = || {
+            reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .connect_timeout(Duration::from_secs(5))
+                .timeout(SEND_TIMEOUT)
+                .user_agent(concat!("plura-server/", env!("CARGO_PKG_VERSION")))
+        };
+        Self {
+            destinations,
+            checked: filtering(builder(), destinations)
+                .build()
+                .expect("a client with rustls"),
+            own: builder().build().expect("a client with rustls"),
+        }
+    }
+
+    pub fn destinations(&self) -> Destinations {
+        self.destinations
+    }
 }
 
 /// `sha256=<hex>` of `body` under `secret`.
@@ -44,7 +65,14 @@ pub fn signature(secret: &str, body: &str) -> String {
 }
 
 /// Sends `delivery` once; answers what became of it.
-pub async fn send(client: &reqwest::Client, delivery: &DueDelivery, now: Timestamp) -> Attempt {
+pub async fn send(clients: &Clients, delivery: &DueDelivery, now: Timestamp) -> Attempt {
+    let client = if delivery.from_command_line {
+        &clients.own
+    } else if let Err(refused) = clients.destinations.check_literal(&delivery.url) {
+        return after_failure(delivery, now, format!("not sent: {refused}"));
+    } else {
+        &clients.checked
+    };
     let sent = client
         .post(&delivery.url)
         .header(reqwest::header::CONTENT_TYPE, "application/json")
@@ -106,6 +134,7 @@ mod tests {
             created_at: created,
             url: String::new(),
             secret: String::new(),
+            from_command_line: false,
         };
         let waits: Vec<i64> = [0, 1, 2, 12]
             .into_iter()

@@ -3,7 +3,9 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 
-use plura_proto::{CreatedWebhook, DeliveryList, ErrorBody, NewWebhook, WebhookList};
+use plura_proto::{
+    CreatedWebhook, DeliveryList, ErrorBody, FieldError, NewWebhook, Role, WebhookList,
+};
 
 use super::error::{Json, Path, Query};
 use super::manage::LimitParams;
@@ -38,6 +40,15 @@ pub async fn add_webhook(
     Json(new): Json<NewWebhook>,
 ) -> ApiResult<(StatusCode, Json<CreatedWebhook>)> {
     new.validate()?;
+    state
+        .alerter
+        .destinations()
+        .check(&new.url)
+        .await
+        .map_err(|refused| FieldError {
+            field: "url",
+            problem: refused.to_string(),
+        })?;
     let created = state.alerter.add_webhook(&new, &caller.name).await?;
     Ok((StatusCode::CREATED, Json(created)))
 }
@@ -65,18 +76,25 @@ pub async fn delete_webhook(
     }
 }
 
-/// Recent deliveries of alerts, newest first, with their failures.
+/// Recent deliveries of alerts, newest first, with their failures: why one failed is for admins
+/// (an error can tell which ports of a host are open).
 #[utoipa::path(
     get, path = "/api/v1/alerts/deliveries", tag = "alerts", params(LimitParams),
     responses((status = 200, body = DeliveryList)),
     security(("api_token" = ["monitor"]))
 )]
 pub async fn deliveries(
-    _: Monitor,
+    Monitor(caller): Monitor,
     State(state): State<AppState>,
     Query(params): Query<LimitParams>,
 ) -> ApiResult<Json<DeliveryList>> {
-    Ok(Json(DeliveryList {
-        items: state.alerter.deliveries(params.limit()?).await?,
-    }))
+    let mut items = state.alerter.deliveries(params.limit()?).await?;
+    if !caller.may(Role::Admin) {
+        for delivery in &mut items {
+            if delivery.last_error.is_some() {
+                delivery.last_error = Some("not delivered (admins see why)".into());
+            }
+        }
+    }
+    Ok(Json(DeliveryList { items }))
 }

@@ -16,7 +16,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::alerts::Alerter;
+use crate::alerts::{Alerter, Destinations};
 use crate::api::{self, AppState, Shared};
 use crate::auth::Auth;
 use crate::fleet::{Fleet, LivenessPolicy};
@@ -83,6 +83,8 @@ pub struct Limits {
     pub logins_per_source: Option<u32>,
     /// How many agents may be registered; a new identity past it is refused. `None`: no bound.
     pub max_agents: Option<u64>,
+    /// Webhooks added through the API may point at loopback (a receiver on the server's host).
+    pub webhooks_to_loopback: bool,
 }
 
 impl Default for Limits {
@@ -94,6 +96,7 @@ impl Default for Limits {
             max_connections_per_source: Some(DEFAULT_MAX_CONNECTIONS_PER_SOURCE),
             logins_per_source: Some(10),
             max_agents: None,
+            webhooks_to_loopback: false,
         }
     }
 }
@@ -144,6 +147,9 @@ pub async fn serve(
         store.clone(),
         metrics.clone(),
         fleet.alerts_due(),
+        Destinations {
+            loopback_allowed: limits.webhooks_to_loopback,
+        },
     ));
     let auth = Arc::new(Auth::new(store.clone()));
     let state = AppState::new(Shared {

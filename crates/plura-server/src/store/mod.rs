@@ -573,6 +573,8 @@ pub struct DueDelivery {
     pub created_at: Timestamp,
     pub url: String,
     pub secret: String,
+    /// Its webhook was set on the command line: the operator's own, not checked.
+    pub from_command_line: bool,
 }
 
 /// How a try of a delivery went.

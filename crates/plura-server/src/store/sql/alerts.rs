@@ -9,6 +9,7 @@ use plura_proto::{AlertKind, Delivery, DeliveryState, Event, Timestamp, WebhookF
 
 use super::SqlStore;
 use super::rows::{self, placeholders, rows_per_statement};
+use crate::alerts::COMMAND_LINE;
 use crate::store::{
     Alert, AlertStore, Attempt, Changed, DueDelivery, NewDelivery, Result, StoreError,
     StoredWebhook,
@@ -142,8 +143,9 @@ impl AlertStore for SqlStore {
     }
 
     async fn delete_webhook(&self, id: i64) -> Result<bool> {
+        // Its URL (Slack's path is a credential) and signing secret go for good.
         let query = sqlx::query("DELETE FROM webhooks WHERE id = $1").bind(id);
-        Ok(self.write_counted(query).await? > 0)
+        Ok(self.erase(query).await? > 0)
     }
 
     async fn set_webhooks_of(
@@ -235,7 +237,7 @@ impl AlertStore for SqlStore {
 
     async fn due_deliveries(&self, now: Timestamp, limit: u32) -> Result<Vec<DueDelivery>> {
         let rows = sqlx::query(
-            "SELECT d.id, d.event, d.body, d.attempts, d.created_at, w.url, w.secret \
+            "SELECT d.id, d.event, d.body, d.attempts, d.created_at, w.url, w.secret, w.origin \
              FROM deliveries d JOIN webhooks w ON w.id = d.webhook_id \
              WHERE d.state = 'pending' AND d.next_attempt_at <= $1 \
              ORDER BY d.next_attempt_at, d.id LIMIT $2",
@@ -254,6 +256,7 @@ impl AlertStore for SqlStore {
                     created_at: rows::time(row, "created_at")?,
                     url: row.try_get("url")?,
                     secret: row.try_get("secret")?,
+                    from_command_line: row.try_get::<String, _>("origin")? == COMMAND_LINE,
                 })
             })
             .collect()

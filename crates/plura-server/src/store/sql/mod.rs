@@ -153,6 +153,34 @@ impl SqlStore {
         })
     }
 
+    /// Runs a delete of secrets so they leave no trace in the file; answers how many rows went.
+    /// On SQLite, secure delete is on for it (pages it frees are zeroed too), and a checkpoint
+    /// after it empties the write-ahead log, which still holds the pages as they were.
+    /// PostgreSQL keeps dead rows until VACUUM reuses their space (see the docs).
+    async fn erase<'q>(&self, query: Query<'q, Any, AnyArguments<'q>>) -> Result<u64> {
+        use sqlx::Executor;
+        if !matches!(self.backend, Backend::Sqlite { .. }) {
+            return self.write_counted(query).await;
+        }
+        let mut conn = self.writer.acquire().await?;
+        conn.execute("PRAGMA secure_delete = ON").await?;
+        let deleted = query.execute(&mut *conn).await;
+        conn.execute("PRAGMA secure_delete = FAST").await?;
+        let deleted = deleted?.rows_affected();
+        if deleted > 0 {
+            let row = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .fetch_one(&mut *conn)
+                .await?;
+            if row.try_get::<i64, _>(0)? != 0 {
+                tracing::warn!(
+                    "a checkpoint after erasing a secret was held up by readers; the \
+                     write-ahead log keeps the old pages until the next checkpoint"
+                );
+            }
+        }
+        Ok(deleted)
+    }
+
     /// Runs a single-statement write; answers how many rows it changed.
     async fn write_counted<'q>(&self, query: Query<'q, Any, AnyArguments<'q>>) -> Result<u64> {
         Ok(query
