@@ -132,14 +132,33 @@ impl Fleet {
             cloud: login.cloud.clone(),
             ..registrations::claimed(identity, &login.kind, &login.os)
         };
-        let _reserved = match self
+        self.within_bound(identity, claimed, self.log_in(login, source_ip))
+            .await
+    }
+
+    /// Runs `register` (of `identity`) if the identity is known or the fleet has room for it.
+    async fn within_bound<T>(
+        &self,
+        identity: (&str, &str),
+        claimed: impl FnOnce() -> Agent,
+        register: impl Future<Output = store::Result<T>>,
+    ) -> store::Result<Result<T, AgentLimit>> {
+        let admitted = self
             .registrations
             .admit(self.store.as_ref(), &self.metrics, identity, claimed)
-            .await?
-        {
-            Ok(reserved) => reserved,
-            Err(limit) => return Ok(Err(limit)),
-        };
+            .await?;
+        match admitted {
+            // Held until the registration is written.
+            Ok(_reserved) => register.await.map(Ok),
+            Err(limit) => Ok(Err(limit)),
+        }
+    }
+
+    async fn log_in(
+        &self,
+        login: &LoginRequest,
+        source_ip: Option<&str>,
+    ) -> store::Result<Admission> {
         let now = Timestamp::now();
         let key = secret::new_agent_key();
         let digest = secret::digest(&key);
@@ -170,11 +189,11 @@ impl Fleet {
             self.metrics.registrations.inc();
         }
         self.heard.remember(changed.agent.id, digest, now, true);
-        Ok(Ok(Admission {
+        Ok(Admission {
             agent: self.publish(changed),
             created,
             key,
-        }))
+        })
     }
 
     /// A heartbeat with the agent's key.
@@ -214,17 +233,12 @@ impl Fleet {
             group: agent.group.clone(),
             ..registrations::claimed(identity, &agent.kind, &agent.os)
         };
-        let _reserved = match self
-            .registrations
-            .admit(self.store.as_ref(), &self.metrics, identity, claimed)
-            .await?
-        {
-            Ok(reserved) => reserved,
-            Err(limit) => return Ok(Err(limit)),
+        let register = async {
+            let changed = self.store.register(agent, actor, Timestamp::now()).await?;
+            self.metrics.registrations.inc();
+            Ok(self.publish(changed))
         };
-        let changed = self.store.register(agent, actor, Timestamp::now()).await?;
-        self.metrics.registrations.inc();
-        Ok(Ok(self.publish(changed)))
+        self.within_bound(identity, claimed, register).await
     }
 
     /// ON/OFF and group, by an operator.
