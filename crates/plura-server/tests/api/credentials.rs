@@ -131,6 +131,12 @@ pub async fn tokens_are_listed_revoked_and_expire(db: Db) {
     .await;
     assert!(used >= created.info.created_at);
 
+    // A live stream opened with it ends with it.
+    let mut stream = server
+        .request(Method::GET, "/api/v1/events/stream", Some(&created.token))
+        .await;
+    assert_eq!(stream.status(), StatusCode::OK);
+
     // Revoked through the API: refused at once here.
     let r = server
         .request(Method::DELETE, "/api/v1/tokens/ci deploy", admin)
@@ -144,6 +150,11 @@ pub async fn tokens_are_listed_revoked_and_expire(db: Db) {
         .request(Method::DELETE, "/api/v1/tokens/ci deploy", admin)
         .await;
     expect_error(r, StatusCode::NOT_FOUND, "not_found").await;
+    let ended = tokio::time::timeout(REVOKED_WITHIN, async {
+        while stream.chunk().await.ok().flatten().is_some() {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the live stream of a revoked token ends");
 
     // Revoked by id from the command line (another process, no cache to clear): refused on the
     // running servers within the cached second, and on one started beside it.
