@@ -214,7 +214,7 @@ pub const ADMIN_TOKEN_FILE: &str = "admin-token";
 /// PostgreSQL agree on one of them doing it.
 pub async fn bootstrap(store: &dyn Store, state_dir: &Path) -> anyhow::Result<Option<PathBuf>> {
     let mine = format!("{} {}", Timestamp::now(), new_token("boot"));
-    if store.init_setting(BOOTSTRAPPED_KEY, &mine).await? != mine {
+    if store.init_setting(BOOTSTRAPPED_KEY, &mine, None).await? != mine {
         return Ok(None);
     }
     let token = credentials::create_lasting_token(store, "admin", Role::Admin).await?;

@@ -14,6 +14,8 @@ use crate::store::{Actor, CredentialStore, StoreError, TokenRef, UserChange};
 
 /// Who makes changes from the server's own command line, in the audit log.
 pub use crate::alerts::COMMAND_LINE;
+/// Who makes the changes the server's own policies make, in the audit log.
+pub const SYSTEM: &str = "system";
 
 #[derive(Debug, thiserror::Error)]
 pub enum CredentialError {

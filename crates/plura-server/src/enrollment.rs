@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use plura_proto::{AuditAction, Timestamp};
 
-use crate::credentials::COMMAND_LINE;
+use crate::credentials::{COMMAND_LINE, SYSTEM};
 use crate::secret::{constant_time_eq, hash_token, new_token};
-use crate::store::{self, Store};
+use crate::store::{self, Actor, Audit, Store};
 
 /// The current token's SHA-256 (hex).
 const CURRENT: &str = "enrollment_token_sha256";
@@ -45,8 +45,16 @@ impl Accepted {
             && let Some(clear) = store.setting(LEGACY_CLEAR).await?
         {
             let hash = hash_token(&clear);
-            store.put_setting(CURRENT, &hash).await?;
-            store.delete_setting(LEGACY_CLEAR).await?;
+            let audit = Audit {
+                by: Actor {
+                    name: SYSTEM,
+                    at: Timestamp::now(),
+                },
+                action: AuditAction::EnrollmentTokenRotated,
+                detail: "kept; now stored as a hash only".into(),
+            };
+            let changes = [(CURRENT, Some(hash.as_str())), (LEGACY_CLEAR, None)];
+            store.change_settings(&changes, audit).await?;
             tracing::info!("the enrollment token is now stored as a hash only");
             current = Some(hash);
         }
@@ -108,12 +116,16 @@ pub async fn issue(store: &dyn Store) -> store::Result<Issued> {
     }
     let token = new_enrollment_token();
     let hash = hash_token(&token);
+    let audit = Audit {
+        by: Actor {
+            name: COMMAND_LINE,
+            at: Timestamp::now(),
+        },
+        action: AuditAction::EnrollmentTokenRotated,
+        detail: "made".into(),
+    };
     // Two issuing at once: the one whose hash is stored made it.
-    if store.init_setting(CURRENT, &hash).await? == hash {
-        let made = AuditAction::EnrollmentTokenRotated;
-        store
-            .record_audit(COMMAND_LINE, made, "made", Timestamp::now())
-            .await?;
+    if store.init_setting(CURRENT, &hash, Some(audit)).await? == hash {
         Ok(Issued::Created(token))
     } else {
         Ok(Issued::Exists)
@@ -131,22 +143,28 @@ pub async fn rotate(
     let until = (!grace.is_zero())
         .then(|| Timestamp::from_millis(now.as_millis() + grace.as_millis() as i64));
     let old = Accepted::read(store).await?.current;
-    match (old, until) {
-        (Some(old), Some(until)) => {
-            let value = format!("{old} {}", until.as_millis());
-            store.put_setting(PREVIOUS, &value).await?;
-        }
-        _ => store.delete_setting(PREVIOUS).await?,
-    }
-    store.put_setting(CURRENT, &hash_token(&token)).await?;
+    let previous = match (old, until) {
+        (Some(old), Some(until)) => Some(format!("{old} {}", until.as_millis())),
+        _ => None,
+    };
+    let current = hash_token(&token);
     let detail = match until {
         Some(until) => format!("replaced; the old one works until {until}"),
         None => "replaced; the old one no longer works".into(),
     };
-    let rotated = AuditAction::EnrollmentTokenRotated;
-    store
-        .record_audit(COMMAND_LINE, rotated, &detail, now)
-        .await?;
+    let audit = Audit {
+        by: Actor {
+            name: COMMAND_LINE,
+            at: now,
+        },
+        action: AuditAction::EnrollmentTokenRotated,
+        detail,
+    };
+    let changes = [
+        (PREVIOUS, previous.as_deref()),
+        (CURRENT, Some(current.as_str())),
+    ];
+    store.change_settings(&changes, audit).await?;
     Ok((token, until))
 }
 
@@ -192,7 +210,7 @@ mod tests {
         let url = format!("sqlite://{}/legacy.db", dir.path().display());
         let store = crate::store::open(&url).await.unwrap();
         store
-            .put_setting(LEGACY_CLEAR, "plura_enroll_old")
+            .init_setting(LEGACY_CLEAR, "plura_enroll_old", None)
             .await
             .unwrap();
         let check = EnrollmentCheck::default();

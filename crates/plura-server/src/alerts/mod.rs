@@ -17,13 +17,12 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use plura_proto::{
-    AuditAction, CreatedWebhook, Delivery, NewWebhook, Timestamp, Webhook, WebhookFormat,
-    redact_webhook_url,
+    CreatedWebhook, Delivery, NewWebhook, Timestamp, Webhook, WebhookFormat, redact_webhook_url,
 };
 
 use crate::metrics::{Metrics, OutcomeLabel};
 use crate::secret;
-use crate::store::{self, Attempt, NewDelivery, Store, StoredWebhook};
+use crate::store::{self, Actor, Attempt, NewDelivery, Store, StoredWebhook};
 pub use destinations::Destinations;
 
 /// Alerts made into messages at a time.
@@ -154,16 +153,17 @@ impl Alerter {
             .secret
             .clone()
             .unwrap_or_else(|| secret::new_token("plura_whsec"));
+        let by = Actor {
+            name: actor,
+            at: Timestamp::now(),
+        };
+        let detail = format!("{} ({})", redact_webhook_url(&new.url), new.format);
         let stored = self
             .store
-            .add_webhook(&new.url, new.format, &secret, actor, Timestamp::now())
+            .add_webhook(&new.url, new.format, &secret, by, &detail)
             .await?;
         let shown = shown(&stored);
         tracing::info!(webhook = stored.id, url = %shown.url, "{actor} added a webhook");
-        let detail = format!("{} ({})", shown.url, shown.format);
-        self.store
-            .record_audit(actor, AuditAction::WebhookAdded, &detail, stored.created_at)
-            .await?;
         Ok(CreatedWebhook {
             webhook: shown,
             secret,
@@ -171,18 +171,13 @@ impl Alerter {
     }
 
     pub async fn delete_webhook(&self, id: i64, actor: &str) -> store::Result<bool> {
-        let deleted = self.store.delete_webhook(id).await?;
+        let by = Actor {
+            name: actor,
+            at: Timestamp::now(),
+        };
+        let deleted = self.store.delete_webhook(id, by).await?;
         if deleted {
             tracing::info!(webhook = id, "{actor} deleted a webhook");
-            let detail = format!("webhook {id}");
-            self.store
-                .record_audit(
-                    actor,
-                    AuditAction::WebhookDeleted,
-                    &detail,
-                    Timestamp::now(),
-                )
-                .await?;
         }
         Ok(deleted)
     }

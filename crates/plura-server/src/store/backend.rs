@@ -66,6 +66,14 @@ impl Backend {
         Some(std::path::PathBuf::from(path))
     }
 
+    /// The SQL it speaks where the two differ.
+    pub(super) fn dialect(&self) -> Dialect {
+        match self {
+            Self::Sqlite { .. } => Dialect::Sqlite,
+            Self::Postgres { .. } => Dialect::Postgres,
+        }
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             Self::Sqlite { .. } => "sqlite",
@@ -151,6 +159,14 @@ async fn set_up_sqlite(connection: &mut AnyConnection) -> Result<(), sqlx::Error
     // rows do not linger in the file. Deletes of secrets go further (`SqlStore::erase`).
     connection.execute("PRAGMA secure_delete = FAST").await?;
     Ok(())
+}
+
+/// Where the SQL of the two backends differs: told apart by type, as the store chose the backend,
+/// never by a driver's name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Dialect {
+    Sqlite,
+    Postgres,
 }
 
 /// Shows the URL without its password, so it can be logged.

@@ -19,6 +19,7 @@ use plura_proto::{
     UserInfo, WebhookFormat,
 };
 
+use backend::Dialect;
 pub use backend::{Backend, redact_url};
 pub use sql::SqlStore;
 
@@ -42,6 +43,9 @@ pub enum StoreError {
     UnsupportedUrl(String),
     #[error("the database holds a value this server does not understand: {0}")]
     Corrupt(String),
+    /// Something the server holds true was not; what was under way is given up whole.
+    #[error("an invariant did not hold: {0}")]
+    Invariant(String),
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
     #[error("database migration: {0}")]
@@ -384,15 +388,6 @@ pub trait HistoryStore: Send + Sync {
         from: Timestamp,
         step: std::time::Duration,
     ) -> Result<Vec<FleetPoint>>;
-
-    /// Records a change that concerns no agent (tokens, users, webhooks) in the audit log.
-    async fn record_audit(
-        &self,
-        actor: &str,
-        action: AuditAction,
-        detail: &str,
-        at: Timestamp,
-    ) -> Result<()>;
 }
 
 /// Which credential a caller showed, by its id.
@@ -452,6 +447,14 @@ pub enum UserChange {
 pub struct Actor<'a> {
     pub name: &'a str,
     pub at: Timestamp,
+}
+
+/// A change's record in the audit log, written in the change's own transaction.
+#[derive(Debug, Clone)]
+pub struct Audit<'a> {
+    pub by: Actor<'a>,
+    pub action: AuditAction,
+    pub detail: String,
 }
 
 /// Who may call: role tokens (stored as hashes), console users (Argon2 hashes of their
@@ -523,10 +526,22 @@ pub trait CredentialStore: Send + Sync {
 #[async_trait]
 pub trait SettingStore: Send + Sync {
     async fn setting(&self, key: &str) -> Result<Option<String>>;
-    /// Sets `key` only if it has no value yet; answers the value it has afterwards.
-    async fn init_setting(&self, key: &str, value: &str) -> Result<String>;
-    async fn put_setting(&self, key: &str, value: &str) -> Result<()>;
-    async fn delete_setting(&self, key: &str) -> Result<()>;
+
+    /// Sets `key` only if it has no value yet; answers the value it has afterwards. `audit` is
+    /// recorded, in the same transaction, only when this call set it.
+    async fn init_setting(
+        &self,
+        key: &str,
+        value: &str,
+        audit: Option<Audit<'_>>,
+    ) -> Result<String>;
+
+    /// Sets (`Some`) or removes (`None`) each key, and records `audit`, in one transaction.
+    async fn change_settings(
+        &self,
+        changes: &[(&str, Option<&str>)],
+        audit: Audit<'_>,
+    ) -> Result<()>;
 }
 
 /// An alert as a change recorded it, waiting to be sent.
@@ -607,17 +622,19 @@ pub trait AlertStore: Send + Sync {
 
     async fn webhooks(&self) -> Result<Vec<StoredWebhook>>;
 
+    /// Adds a webhook an admin (`by`) set; `audit_detail` is what the audit log says of it.
     async fn add_webhook(
         &self,
         url: &str,
         format: WebhookFormat,
         secret: &str,
-        origin: &str,
-        at: Timestamp,
+        by: Actor<'_>,
+        audit_detail: &str,
     ) -> Result<StoredWebhook>;
 
-    /// Answers whether there was one.
-    async fn delete_webhook(&self, id: i64) -> Result<bool>;
+    /// Deletes a webhook for good (its URL and secret erased), with its audit record; answers
+    /// whether there was one.
+    async fn delete_webhook(&self, id: i64, by: Actor<'_>) -> Result<bool>;
 
     /// Makes the webhooks of `origin` exactly `hooks` (url, format), each signed with `secret`:
     /// the command line's, set again at every start.

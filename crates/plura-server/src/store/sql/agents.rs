@@ -17,10 +17,11 @@ use super::filter::{Selection, bind_params, ip_sort_key, order_by, selection};
 use super::login::bind_cloud;
 use super::rows::{self, AGENT_COLUMNS, new_event, rows_per_statement};
 use super::{Backend, SqlStore};
+use crate::credentials::SYSTEM;
 use crate::secret::constant_time_eq;
 use crate::store::{
-    AgentStore, Changed, Imported, KeyedCall, LastSeen, ListFilter, Listed, Login, LoginOutcome,
-    Result, SEARCH_COUNT_LIMIT, SortColumn, StoreError,
+    AgentStore, Changed, Dialect, Imported, KeyedCall, LastSeen, ListFilter, Listed, Login,
+    LoginOutcome, Result, SEARCH_COUNT_LIMIT, SortColumn, StoreError,
 };
 
 /// Rows an export reads with one query.
@@ -355,7 +356,8 @@ impl AgentStore for SqlStore {
         };
         if was_lost {
             let back = NewAlert::of(AlertKind::AgentBack, &changed);
-            alerts::record(tx.conn(), &[back]).await?;
+            let dialect = tx.dialect();
+            alerts::record(tx.conn(), dialect, &[back]).await?;
         }
         tx.commit(std::slice::from_ref(&changed)).await?;
         Ok(KeyedCall::Done(Some(changed)))
@@ -423,7 +425,7 @@ impl AgentStore for SqlStore {
         // thread to the server's, and nearly all are written.
         let mut tx = self.begin_write().await?;
         for chunk in seen.chunks(rows_per_statement(3)) {
-            let values = rows::placeholders(tx.conn(), chunk.len(), 3);
+            let values = rows::placeholders(tx.dialect(), chunk.len(), 3);
             let bind = |sql| {
                 chunk.iter().fold(sqlx::query(sql), |query, s| {
                     query.bind(s.id).bind(s.at.as_millis()).bind(&s.key_hash)
@@ -453,7 +455,7 @@ impl AgentStore for SqlStore {
 
     async fn stop_silent(&self, cutoff: Timestamp, at: Timestamp) -> Result<Vec<Changed>> {
         let mut tx = self.begin_write().await?;
-        let stopped = sqlx::query(&stop_silent_statement(tx.conn()))
+        let stopped = sqlx::query(&stop_silent_statement(tx.dialect()))
             .bind(cutoff.as_millis())
             .fetch_all(tx.conn())
             .await?;
@@ -471,7 +473,8 @@ impl AgentStore for SqlStore {
             .iter()
             .map(|c| NewAlert::of(AlertKind::AgentStopped, c))
             .collect();
-        alerts::record(tx.conn(), &stops).await?;
+        let dialect = tx.dialect();
+        alerts::record(tx.conn(), dialect, &stops).await?;
         tx.commit(&changes).await?;
         Ok(changes)
     }
@@ -480,7 +483,7 @@ impl AgentStore for SqlStore {
         let mut tx = self.begin_write().await?;
         // Their history goes with them (ON DELETE CASCADE); the audit log keeps a record.
         let (with, chosen) =
-            chosen_in_id_order(tx.conn(), "status = 'stopped' AND last_seen_at < $1");
+            chosen_in_id_order(tx.dialect(), "status = 'stopped' AND last_seen_at < $1");
         let pruned = sqlx::query(&format!(
             "{with}DELETE FROM agents WHERE {chosen} RETURNING {AGENT_COLUMNS}"
         ))
@@ -491,7 +494,7 @@ impl AgentStore for SqlStore {
         for agent in rows::agents(&pruned)? {
             let detail = format!("stopped since {}", since(&agent));
             let pruned = AuditAction::Pruned;
-            rows::insert_audit(tx.conn(), "system", pruned, Some(&agent), at, &detail).await?;
+            rows::insert_audit(tx.conn(), SYSTEM, pruned, Some(&agent), at, &detail).await?;
             changes.push(Changed {
                 agent,
                 events: vec![new_event(at, EventKind::Pruned, detail)],
@@ -544,7 +547,7 @@ impl AgentStore for SqlStore {
                  version, machine_id, source_ip, registered_at, last_login_at, last_seen_at, \
                  key_hash, instance_id, zone, instance_type, asg) VALUES {} \
                  ON CONFLICT (ip, hostname) DO NOTHING",
-                rows::placeholders(tx.conn(), chunk.len(), 19)
+                rows::placeholders(tx.dialect(), chunk.len(), 19)
             );
             let mut query = sqlx::query(&sql);
             for Imported { agent, key_hash } in chunk {
@@ -796,8 +799,8 @@ impl AgentStore for SqlStore {
 }
 
 /// The statement that stops the agents running but silent since before `$1`, and answers them.
-fn stop_silent_statement(conn: &AnyConnection) -> String {
-    let silent = if conn.backend_name() == "SQLite" {
+fn stop_silent_statement(dialect: Dialect) -> String {
+    let silent = if dialect == Dialect::Sqlite {
         // Each half is a range of the liveness index. With `IS NULL OR <` SQLite reads the entry
         // of every running agent instead: 38 ms at 500,000, each tick, in the writer's turn.
         "id IN (SELECT id FROM agents WHERE status = 'running' AND last_seen_at < $1 \
@@ -805,7 +808,7 @@ fn stop_silent_statement(conn: &AnyConnection) -> String {
     } else {
         "status = 'running' AND (last_seen_at IS NULL OR last_seen_at < $1)"
     };
-    let (with, chosen) = chosen_in_id_order(conn, silent);
+    let (with, chosen) = chosen_in_id_order(dialect, silent);
     format!(
         "{with}UPDATE agents SET status = 'stopped', lost = 1 WHERE {chosen} \
          RETURNING {AGENT_COLUMNS}"
@@ -816,8 +819,8 @@ fn stop_silent_statement(conn: &AnyConnection) -> String {
 /// PostgreSQL, where writers run side by side, they are taken first, in the order of their ids,
 /// as every writer of many agents takes them, so no two hold each a row the other waits for
 /// (docs/decisions.md, Storage). SQLite has one writer at a time.
-fn chosen_in_id_order(conn: &AnyConnection, condition: &str) -> (String, String) {
-    if conn.backend_name() == "SQLite" {
+fn chosen_in_id_order(dialect: Dialect, condition: &str) -> (String, String) {
+    if dialect == Dialect::Sqlite {
         (String::new(), condition.to_string())
     } else {
         (
@@ -947,7 +950,7 @@ mod tests {
         let mut conn = store.pool.acquire().await.unwrap();
         let plan = sqlx::query(&format!(
             "EXPLAIN QUERY PLAN {}",
-            stop_silent_statement(&conn)
+            stop_silent_statement(Dialect::Sqlite)
         ))
         .bind(0i64)
         .fetch_all(&mut *conn)

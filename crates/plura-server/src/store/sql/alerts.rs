@@ -5,14 +5,16 @@ use async_trait::async_trait;
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
-use plura_proto::{AlertKind, Delivery, DeliveryState, Event, Timestamp, WebhookFormat};
+use plura_proto::{
+    AlertKind, AuditAction, Delivery, DeliveryState, Event, Timestamp, WebhookFormat,
+};
 
 use super::SqlStore;
 use super::rows::{self, placeholders, rows_per_statement};
 use crate::alerts::COMMAND_LINE;
 use crate::store::{
-    Alert, AlertStore, Attempt, Changed, DueDelivery, NewDelivery, Result, StoreError,
-    StoredWebhook,
+    Actor, Alert, AlertStore, Attempt, Audit, Changed, Dialect, DueDelivery, NewDelivery, Result,
+    StoreError, StoredWebhook,
 };
 
 /// An alert a change is about to commit.
@@ -37,11 +39,15 @@ impl<'a> NewAlert<'a> {
 }
 
 /// Records `alerts` in the transaction on `conn`.
-pub async fn record(conn: &mut AnyConnection, alerts: &[NewAlert<'_>]) -> Result<()> {
+pub async fn record(
+    conn: &mut AnyConnection,
+    dialect: Dialect,
+    alerts: &[NewAlert<'_>],
+) -> Result<()> {
     for chunk in alerts.chunks(rows_per_statement(5)) {
         let sql = format!(
             "INSERT INTO alerts (at, kind, agent, detail, holder_running) VALUES {}",
-            placeholders(conn, chunk.len(), 5)
+            placeholders(dialect, chunk.len(), 5)
         );
         let mut query = sqlx::query(&sql);
         for alert in chunk {
@@ -113,7 +119,7 @@ impl AlertStore for SqlStore {
             holder_running: None,
         };
         let mut conn = self.writer.acquire().await?;
-        record(&mut conn, &[alert]).await
+        record(&mut conn, self.backend.dialect(), &[alert]).await
     }
 
     async fn add_webhook(
@@ -121,9 +127,10 @@ impl AlertStore for SqlStore {
         url: &str,
         format: WebhookFormat,
         secret: &str,
-        origin: &str,
-        at: Timestamp,
+        by: Actor<'_>,
+        audit_detail: &str,
     ) -> Result<StoredWebhook> {
+        let mut tx = self.writer.begin(self.backend.begin_write()).await?;
         let row = sqlx::query(&format!(
             "INSERT INTO webhooks (url, format, secret, origin, created_at) \
              VALUES ($1, $2, $3, $4, $5) ON CONFLICT (url, format) DO NOTHING \
@@ -132,20 +139,42 @@ impl AlertStore for SqlStore {
         .bind(url.to_string())
         .bind(format.as_str())
         .bind(secret.to_string())
-        .bind(origin.to_string())
-        .bind(at.as_millis())
-        .fetch_optional(&mut *self.writer.acquire().await?)
+        .bind(by.name.to_string())
+        .bind(by.at.as_millis())
+        .fetch_optional(tx.conn())
         .await?;
-        match row {
-            Some(row) => webhook(&row),
-            None => Err(StoreError::WebhookExists { format }),
-        }
+        let Some(row) = row else {
+            return Err(StoreError::WebhookExists { format });
+        };
+        let added = webhook(&row)?;
+        let audit = Audit {
+            by,
+            action: AuditAction::WebhookAdded,
+            detail: audit_detail.to_string(),
+        };
+        rows::record(tx.conn(), &audit).await?;
+        tx.commit().await?;
+        Ok(added)
     }
 
-    async fn delete_webhook(&self, id: i64) -> Result<bool> {
+    async fn delete_webhook(&self, id: i64, by: Actor<'_>) -> Result<bool> {
+        let mut tx = self.writer.begin(self.backend.begin_write()).await?;
         // Its URL (Slack's path is a credential) and signing secret go for good.
-        let query = sqlx::query("DELETE FROM webhooks WHERE id = $1").bind(id);
-        Ok(self.erase(query).await? > 0)
+        let delete = sqlx::query("DELETE FROM webhooks WHERE id = $1").bind(id);
+        let deleted = self.erase(&mut tx, delete).await? > 0;
+        if deleted {
+            let audit = Audit {
+                by,
+                action: AuditAction::WebhookDeleted,
+                detail: format!("webhook {id}"),
+            };
+            rows::record(tx.conn(), &audit).await?;
+        }
+        tx.commit().await?;
+        if deleted {
+            self.checkpoint_erased().await?;
+        }
+        Ok(deleted)
     }
 
     async fn set_webhooks_of(
@@ -213,7 +242,7 @@ impl AlertStore for SqlStore {
                  SELECT v.column1, v.column2, v.column3, v.column4, v.column5, 'pending', \
                  v.column6, v.column7 FROM (VALUES {}) AS v \
                  WHERE v.column1 IN (SELECT id FROM webhooks)",
-                placeholders(tx.conn(), chunk.len(), 7)
+                placeholders(tx.dialect(), chunk.len(), 7)
             );
             let mut query = sqlx::query(&sql);
             for delivery in chunk {
@@ -328,5 +357,45 @@ impl AlertStore for SqlStore {
                 .rows_affected();
         tx.commit(&[]).await?;
         Ok(alerts + deliveries)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::sql::testing::store_on_a_file;
+
+    /// A change and its audit record are one transaction: when the record cannot be written,
+    /// the change is not made either (and a one-time secret is not lost to a half-made change).
+    #[tokio::test]
+    async fn a_webhook_is_not_added_without_its_audit_record() {
+        let (_dir, store) = store_on_a_file().await;
+        let by = Actor {
+            name: "admin",
+            at: Timestamp::now(),
+        };
+        sqlx::query("ALTER TABLE audit_log RENAME TO audit_log_gone")
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        let url = "http://10.0.0.9/hook";
+        let added = store
+            .add_webhook(url, WebhookFormat::Json, "s3cret-s3cret-s3cret", by, url)
+            .await;
+        assert!(added.is_err(), "{added:?}");
+        assert!(store.webhooks().await.unwrap().is_empty());
+
+        sqlx::query("ALTER TABLE audit_log_gone RENAME TO audit_log")
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        let added = store
+            .add_webhook(url, WebhookFormat::Json, "s3cret-s3cret-s3cret", by, url)
+            .await
+            .unwrap();
+        assert_eq!(
+            added.url, url,
+            "the same webhook, added once its record can be"
+        );
     }
 }

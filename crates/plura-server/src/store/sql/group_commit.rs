@@ -82,6 +82,8 @@ pub(super) async fn login(store: &SqlStore, login: Login) -> Result<LoginOutcome
 async fn write_batch(store: &SqlStore, batch: Vec<Waiting>) {
     let logins: Vec<&Login> = batch.iter().map(|w| &w.login).collect();
     match login_together(store, &logins).await {
+        // One outcome per login, in the batch's order: `login_together` fails the batch
+        // rather than leave one out.
         Ok(outcomes) => {
             for (waiting, outcome) in batch.into_iter().zip(outcomes) {
                 let _ = waiting.answer.send(Ok(outcome));

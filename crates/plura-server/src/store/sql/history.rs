@@ -4,7 +4,7 @@ use async_trait::async_trait;
 
 use std::time::Duration;
 
-use plura_proto::{AuditAction, AuditRecord, Event, FleetPoint, Summary, Timestamp};
+use plura_proto::{AuditRecord, Event, FleetPoint, Summary, Timestamp};
 
 use super::{SqlStore, rows};
 use crate::store::{HistoryStore, Result};
@@ -105,16 +105,5 @@ impl HistoryStore for SqlStore {
                 })
             })
             .collect()
-    }
-
-    async fn record_audit(
-        &self,
-        actor: &str,
-        action: AuditAction,
-        detail: &str,
-        at: Timestamp,
-    ) -> Result<()> {
-        let mut conn = self.writer.acquire().await?;
-        rows::insert_audit(&mut conn, actor, action, None, at, detail).await
     }
 }

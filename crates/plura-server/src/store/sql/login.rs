@@ -13,7 +13,7 @@ use super::SqlStore;
 use super::alerts::{self, NewAlert};
 use super::filter::ip_sort_key;
 use super::rows::{self, new_event, placeholders, rows_per_statement};
-use crate::store::{Changed, Login, LoginOutcome, Result, StoreError};
+use crate::store::{Changed, Dialect, Login, LoginOutcome, Result, StoreError};
 
 /// How often a login looks again when a concurrent first login of the same identity (on another
 /// server) took the insert it tried.
@@ -44,7 +44,16 @@ pub(super) async fn login_together(
         .collect();
     while !pending.is_empty() {
         let (round, later) = first_of_each_identity(logins, pending);
-        let lost = login_round(tx.conn(), logins, &round, &unheard_of, &mut outcomes).await?;
+        let dialect = tx.dialect();
+        let lost = login_round(
+            tx.conn(),
+            dialect,
+            logins,
+            &round,
+            &unheard_of,
+            &mut outcomes,
+        )
+        .await?;
         unheard_of.clear();
         if !lost.is_empty() {
             lost_inserts += 1;
@@ -59,11 +68,23 @@ pub(super) async fn login_together(
         pending = lost.into_iter().chain(later).collect();
         pending.sort_unstable();
     }
-    // Every login is done once nothing is pending.
-    let outcomes: Vec<LoginOutcome> = outcomes.into_iter().flatten().collect();
-    debug_assert_eq!(outcomes.len(), logins.len());
+    // Every login is done once nothing is pending; were one not, the batch fails (and its
+    // logins are tried each alone) rather than answer anyone with another's outcome.
+    let outcomes = outcomes
+        .into_iter()
+        .zip(logins)
+        .map(|(outcome, login)| {
+            outcome.ok_or_else(|| {
+                StoreError::Invariant(format!(
+                    "the login of {} / {} got no outcome in its batch",
+                    login.request.ip, login.request.hostname
+                ))
+            })
+        })
+        .collect::<Result<Vec<LoginOutcome>>>()?;
     let alerts: Vec<NewAlert> = outcomes.iter().filter_map(login_alert).collect();
-    alerts::record(tx.conn(), &alerts).await?;
+    let dialect = tx.dialect();
+    alerts::record(tx.conn(), dialect, &alerts).await?;
     tx.commit(outcomes.iter().map(|o| &o.changed)).await?;
     Ok(outcomes)
 }
@@ -117,6 +138,7 @@ fn first_of_each_identity(logins: &[&Login], pending: Vec<usize>) -> (Vec<usize>
 /// again.
 async fn login_round(
     conn: &mut AnyConnection,
+    dialect: Dialect,
     logins: &[&Login],
     round: &[usize],
     unheard_of: &HashSet<usize>,
@@ -127,7 +149,7 @@ async fn login_round(
         .copied()
         .filter(|i| !unheard_of.contains(i))
         .collect();
-    let known = holders(conn, logins, &looked_up).await?;
+    let known = holders(conn, dialect, logins, &looked_up).await?;
     let inserts: Vec<usize> = round
         .iter()
         .copied()
@@ -135,12 +157,12 @@ async fn login_round(
         .collect();
     let updates: Vec<(usize, &Previous)> = known.iter().map(|(&i, p)| (i, p)).collect();
     let mut lost: Vec<usize> = known.keys().copied().collect();
-    for (i, outcome) in login_known(conn, logins, &updates).await? {
+    for (i, outcome) in login_known(conn, dialect, logins, &updates).await? {
         outcomes[i] = Some(outcome);
     }
     // An update that found no row: deleted meanwhile (through another server); to insert again.
     lost.retain(|&i| outcomes[i].is_none());
-    for (i, outcome) in login_new(conn, logins, &inserts).await? {
+    for (i, outcome) in login_new(conn, dialect, logins, &inserts).await? {
         match outcome {
             Some(outcome) => outcomes[i] = Some(outcome),
             None => lost.push(i),
@@ -152,6 +174,7 @@ async fn login_round(
 /// The current holders of the identities of `round`, by the index of their login.
 async fn holders(
     conn: &mut AnyConnection,
+    dialect: Dialect,
     logins: &[&Login],
     round: &[usize],
 ) -> Result<HashMap<usize, Previous>> {
@@ -161,7 +184,7 @@ async fn holders(
     // the sweep, the prune and the flush take theirs, so no two hold each a row the other
     // waits for (PostgreSQL would break such a circle only after a second, failing one); and
     // what it reads of them stays so until it commits. SQLite has one writer at a time.
-    let lock = if conn.backend_name() == "SQLite" {
+    let lock = if dialect == Dialect::Sqlite {
         ""
     } else {
         " FOR UPDATE OF a"
@@ -171,7 +194,7 @@ async fn holders(
             "SELECT a.id, a.ip, a.hostname, a.machine_id, a.source_ip, a.kind, a.status, \
              a.last_seen_at, a.lost FROM agents a JOIN (VALUES {}) AS v \
              ON a.ip = v.column1 AND a.hostname = v.column2 ORDER BY a.id{lock}",
-            placeholders(conn, chunk.len(), 2)
+            placeholders(dialect, chunk.len(), 2)
         );
         let mut query = sqlx::query(&sql);
         let mut index: HashMap<Identity, usize> = HashMap::with_capacity(chunk.len());
@@ -257,6 +280,7 @@ impl Previous {
 /// Logins of identities already registered: back to running with the agents' new details.
 async fn login_known(
     conn: &mut AnyConnection,
+    dialect: Dialect,
     logins: &[&Login],
     updates: &[(usize, &Previous)],
 ) -> Result<Vec<(usize, LoginOutcome)>> {
@@ -272,7 +296,7 @@ async fn login_known(
              asg = v.column13 \
              FROM (VALUES {}) AS v WHERE agents.id = v.column1 \
              RETURNING id, enabled, group_name, machine_id, registered_at, last_takeover_at",
-            placeholders(conn, chunk.len(), 13),
+            placeholders(dialect, chunk.len(), 13),
         );
         let mut query = sqlx::query(&sql);
         let mut by_id = HashMap::new();
@@ -375,6 +399,7 @@ fn logged_in_agent(id: i64, login: &Login) -> Agent {
 /// registered the identity first.
 async fn login_new(
     conn: &mut AnyConnection,
+    dialect: Dialect,
     logins: &[&Login],
     inserts: &[usize],
 ) -> Result<Vec<(usize, Option<LoginOutcome>)>> {
@@ -389,7 +414,7 @@ async fn login_new(
              v.column11, v.column12, v.column13, v.column14 \
              FROM (VALUES {}) AS v WHERE true \
              ON CONFLICT (ip, hostname) DO NOTHING RETURNING id, ip, hostname",
-            placeholders(conn, chunk.len(), 14)
+            placeholders(dialect, chunk.len(), 14)
         );
         let mut query = sqlx::query(&sql);
         for &i in chunk {

@@ -30,7 +30,7 @@ use sqlx::any::AnyArguments;
 use sqlx::query::Query;
 use sqlx::{Any, AnyConnection, AnyPool, Row};
 
-use super::{Backend, Changed, Result, Store, StoreError, Told};
+use super::{Backend, Changed, Dialect, Result, Store, StoreError, Told};
 
 /// Cheap to clone: every part is shared.
 #[derive(Clone)]
@@ -52,12 +52,17 @@ struct WriteTx {
     tx: WriteTransaction,
     /// Who tells the other servers of its changes (PostgreSQL).
     teller: Option<Arc<str>>,
+    dialect: Dialect,
     agent_index: Arc<AgentIndex>,
 }
 
 impl WriteTx {
     fn conn(&mut self) -> &mut AnyConnection {
         self.tx.conn()
+    }
+
+    fn dialect(&self) -> Dialect {
+        self.dialect
     }
 
     /// Records the history events of `changes`, tells the other servers of them, and commits:
@@ -67,7 +72,8 @@ impl WriteTx {
     async fn commit<'c>(mut self, changes: impl IntoIterator<Item = &'c Changed>) -> Result<()> {
         let changes: Vec<&Changed> = changes.into_iter().collect();
         let kept: Vec<&Changed> = changes.iter().copied().filter(|c| !c.is_gone()).collect();
-        rows::insert_events(self.conn(), &kept).await?;
+        let dialect = self.dialect;
+        rows::insert_events(self.conn(), dialect, &kept).await?;
         if let Some(teller) = self.teller.clone() {
             shared::notify(self.conn(), &teller, &changes).await?;
         }
@@ -149,36 +155,48 @@ impl SqlStore {
         Ok(WriteTx {
             tx,
             teller,
+            dialect: self.backend.dialect(),
             agent_index: self.agent_index.clone(),
         })
     }
 
-    /// Runs a delete of secrets so they leave no trace in the file; answers how many rows went.
-    /// On SQLite, secure delete is on for it (pages it frees are zeroed too), and a checkpoint
-    /// after it empties the write-ahead log, which still holds the pages as they were.
-    /// PostgreSQL keeps dead rows until VACUUM reuses their space (see the docs).
-    async fn erase<'q>(&self, query: Query<'q, Any, AnyArguments<'q>>) -> Result<u64> {
+    /// Runs `delete` of secrets in `tx` so they leave no trace in the file; answers how many
+    /// rows went. On SQLite, secure delete is fully on for it: the pages it frees are zeroed
+    /// too. After the commit, `checkpoint_erased` empties the write-ahead log, which still holds
+    /// the pages as they were. PostgreSQL keeps dead rows until VACUUM reuses their space (see
+    /// the docs).
+    async fn erase<'q>(
+        &self,
+        tx: &mut WriteTransaction,
+        delete: Query<'q, Any, AnyArguments<'q>>,
+    ) -> Result<u64> {
         use sqlx::Executor;
-        if !matches!(self.backend, Backend::Sqlite { .. }) {
-            return self.write_counted(query).await;
+        let sqlite = matches!(self.backend, Backend::Sqlite { .. });
+        if sqlite {
+            tx.conn().execute("PRAGMA secure_delete = ON").await?;
         }
-        let mut conn = self.writer.acquire().await?;
-        conn.execute("PRAGMA secure_delete = ON").await?;
-        let deleted = query.execute(&mut *conn).await;
-        conn.execute("PRAGMA secure_delete = FAST").await?;
-        let deleted = deleted?.rows_affected();
-        if deleted > 0 {
-            let row = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-                .fetch_one(&mut *conn)
-                .await?;
-            if row.try_get::<i64, _>(0)? != 0 {
-                tracing::warn!(
-                    "a checkpoint after erasing a secret was held up by readers; the \
-                     write-ahead log keeps the old pages until the next checkpoint"
-                );
-            }
+        let deleted = delete.execute(tx.conn()).await?.rows_affected();
+        if sqlite {
+            tx.conn().execute("PRAGMA secure_delete = FAST").await?;
         }
         Ok(deleted)
+    }
+
+    /// After a commit that erased secrets (SQLite): a checkpoint that empties the write-ahead log.
+    async fn checkpoint_erased(&self) -> Result<()> {
+        if !matches!(self.backend, Backend::Sqlite { .. }) {
+            return Ok(());
+        }
+        let row = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .fetch_one(&mut *self.writer.acquire().await?)
+            .await?;
+        if row.try_get::<i64, _>(0)? != 0 {
+            tracing::warn!(
+                "a checkpoint after erasing a secret was held up by readers; the write-ahead log \
+                 keeps the old pages until the next checkpoint"
+            );
+        }
+        Ok(())
     }
 
     /// Runs a single-statement write; answers how many rows it changed.

@@ -8,7 +8,7 @@ use sqlx::{AnyConnection, Row};
 
 use plura_proto::{Agent, AuditAction, AuditRecord, CloudLabels, Event, EventKind, Timestamp};
 
-use crate::store::{Changed, Result, StoreError};
+use crate::store::{Changed, Dialect, Result, StoreError};
 
 pub const AGENT_COLUMNS: &str = "id, ip, hostname, status, enabled, group_name, kind, os, \
      version, machine_id, source_ip, registered_at, last_login_at, last_seen_at, last_takeover_at, \
@@ -118,13 +118,17 @@ pub async fn select_agent(conn: &mut AnyConnection, id: i64) -> Result<Option<Ag
 }
 
 /// Records the events of many changes in a few statements.
-pub async fn insert_events(conn: &mut AnyConnection, changes: &[&Changed]) -> Result<()> {
+pub async fn insert_events(
+    conn: &mut AnyConnection,
+    dialect: Dialect,
+    changes: &[&Changed],
+) -> Result<()> {
     let rows: Vec<(i64, &Event)> = changes
         .iter()
         .flat_map(|c| c.events.iter().map(move |e| (c.agent.id, e)))
         .collect();
     for chunk in rows.chunks(rows_per_statement(4)) {
-        let values = placeholders(conn, chunk.len(), 4);
+        let values = placeholders(dialect, chunk.len(), 4);
         let sql = format!("INSERT INTO agent_events (agent_id, at, event, detail) VALUES {values}");
         let mut query = sqlx::query(&sql);
         for (agent_id, e) in chunk {
@@ -164,11 +168,25 @@ pub async fn insert_audit(
     Ok(())
 }
 
+/// Records a change that concerns no agent (credentials, settings, webhooks) in the audit log,
+/// on the change's own transaction.
+pub async fn record(conn: &mut AnyConnection, audit: &crate::store::Audit<'_>) -> Result<()> {
+    insert_audit(
+        conn,
+        audit.by.name,
+        audit.action,
+        None,
+        audit.by.at,
+        &audit.detail,
+    )
+    .await
+}
+
 /// `($1, $2), ($3, $4), …` for `rows` rows of `width` values; on SQLite `(?, ?), (?, ?), …`,
 /// since SQLite finds each numbered parameter by walking a list of them (binding costs the square
 /// of their number) and an anonymous one at once. For statements of these values alone.
-pub fn placeholders(conn: &AnyConnection, rows: usize, width: usize) -> String {
-    value_rows(rows, width, conn.backend_name() == "SQLite")
+pub fn placeholders(dialect: Dialect, rows: usize, width: usize) -> String {
+    value_rows(rows, width, dialect == Dialect::Sqlite)
 }
 
 fn value_rows(rows: usize, width: usize, anonymous: bool) -> String {

@@ -3,8 +3,8 @@
 use async_trait::async_trait;
 use sqlx::Row;
 
-use super::SqlStore;
-use crate::store::{Result, SettingStore, StoreError};
+use super::{SqlStore, rows};
+use crate::store::{Audit, Result, SettingStore, StoreError};
 
 #[async_trait]
 impl SettingStore for SqlStore {
@@ -16,32 +16,53 @@ impl SettingStore for SqlStore {
         Ok(row.map(|r| r.try_get("value")).transpose()?)
     }
 
-    async fn init_setting(&self, key: &str, value: &str) -> Result<String> {
-        let query = sqlx::query(
+    async fn init_setting(
+        &self,
+        key: &str,
+        value: &str,
+        audit: Option<Audit<'_>>,
+    ) -> Result<String> {
+        let mut tx = self.writer.begin(self.backend.begin_write()).await?;
+        let set = sqlx::query(
             "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
         )
         .bind(key.to_string())
-        .bind(value.to_string());
-        self.write_counted(query).await?;
-        self.setting(key)
-            .await?
-            .ok_or_else(|| StoreError::Corrupt(format!("setting {key} vanished")))
+        .bind(value.to_string())
+        .execute(tx.conn())
+        .await?
+        .rows_affected()
+            > 0;
+        if let (true, Some(audit)) = (set, audit) {
+            rows::record(tx.conn(), &audit).await?;
+        }
+        let row = sqlx::query("SELECT value FROM settings WHERE key = $1")
+            .bind(key.to_string())
+            .fetch_optional(tx.conn())
+            .await?;
+        tx.commit().await?;
+        let row = row.ok_or_else(|| StoreError::Corrupt(format!("setting {key} vanished")))?;
+        Ok(row.try_get("value")?)
     }
 
-    async fn put_setting(&self, key: &str, value: &str) -> Result<()> {
-        let query = sqlx::query(
-            "INSERT INTO settings (key, value) VALUES ($1, $2) \
-             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-        )
-        .bind(key.to_string())
-        .bind(value.to_string());
-        self.write_counted(query).await?;
-        Ok(())
-    }
-
-    async fn delete_setting(&self, key: &str) -> Result<()> {
-        let query = sqlx::query("DELETE FROM settings WHERE key = $1").bind(key.to_string());
-        self.write_counted(query).await?;
-        Ok(())
+    async fn change_settings(
+        &self,
+        changes: &[(&str, Option<&str>)],
+        audit: Audit<'_>,
+    ) -> Result<()> {
+        let mut tx = self.writer.begin(self.backend.begin_write()).await?;
+        for (key, value) in changes {
+            let query = match value {
+                Some(value) => sqlx::query(
+                    "INSERT INTO settings (key, value) VALUES ($1, $2) \
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                )
+                .bind(key.to_string())
+                .bind(value.to_string()),
+                None => sqlx::query("DELETE FROM settings WHERE key = $1").bind(key.to_string()),
+            };
+            query.execute(tx.conn()).await?;
+        }
+        rows::record(tx.conn(), &audit).await?;
+        tx.commit().await
     }
 }
