@@ -26,6 +26,9 @@ pub struct LivenessPolicy {
 /// The fleet's counts are sampled once a minute: 10,080 rows a week.
 pub const DEFAULT_SAMPLE_EVERY: Duration = Duration::from_secs(60);
 
+/// How often agents heartbeat unless told otherwise.
+pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(10);
+
 /// How long agents' history is kept by default: a quarter, long enough for an incident review,
 /// short enough that Auto Scaling churn (several events per instance) cannot grow it forever.
 pub const DEFAULT_EVENT_RETENTION: Duration = Duration::from_secs(90 * 24 * 3600);
@@ -33,7 +36,7 @@ pub const DEFAULT_EVENT_RETENTION: Duration = Duration::from_secs(90 * 24 * 3600
 impl Default for LivenessPolicy {
     fn default() -> Self {
         Self {
-            heartbeat_interval: Duration::from_secs(10),
+            heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
             prune_stopped_after: None,
             keep_events_for: Some(DEFAULT_EVENT_RETENTION),
             sample_every: DEFAULT_SAMPLE_EVERY,

@@ -29,7 +29,7 @@ use changes::ChangeFeed;
 pub use changes::Published;
 use liveness::{Heard, Heartbeat};
 
-pub use liveness::{DEFAULT_EVENT_RETENTION, LivenessPolicy};
+pub use liveness::{DEFAULT_EVENT_RETENTION, DEFAULT_HEARTBEAT_INTERVAL, LivenessPolicy};
 pub use registrations::AgentLimit;
 use registrations::Registrations;
 

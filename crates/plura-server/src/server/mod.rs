@@ -64,6 +64,8 @@ const RESERVED_FILES: u64 = 256;
 /// Connections one source may hold by default: enough for a load balancer's or a load
 /// generator's keep-alive pool, far from the whole server's.
 pub const DEFAULT_MAX_CONNECTIONS_PER_SOURCE: usize = 256;
+/// Logins each source address may make per second, in bursts of ten seconds' worth.
+pub const DEFAULT_LOGINS_PER_SOURCE: u32 = 10;
 
 /// What bounds every connection and request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,7 +96,7 @@ impl Default for Limits {
             request_timeout: Duration::from_secs(30),
             max_connections: None,
             max_connections_per_source: Some(DEFAULT_MAX_CONNECTIONS_PER_SOURCE),
-            logins_per_source: Some(10),
+            logins_per_source: Some(DEFAULT_LOGINS_PER_SOURCE),
             max_agents: None,
             webhooks_to_loopback: false,
         }
