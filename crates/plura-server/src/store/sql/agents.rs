@@ -1,11 +1,9 @@
-//! The agents: login, heartbeat and logout, the liveness sweeps, the operators' changes, and the
-//! list. Each change ends in `WriteTx::commit`, which records its history.
-
-use std::collections::HashMap;
+//! The agents: login, heartbeat and logout, the liveness sweeps and the operators' changes (the
+//! list is in `listing.rs`). Each change ends in `WriteTx::commit`, which records its history.
 
 use async_trait::async_trait;
 use sqlx::any::AnyRow;
-use sqlx::{AnyConnection, AnyPool, Row};
+use sqlx::{AnyConnection, Row};
 
 use plura_proto::{
     Agent, AgentStatus, AlertKind, AuditAction, EventKind, PatchAgent, RegisterAgent, Summary,
@@ -13,41 +11,15 @@ use plura_proto::{
 };
 
 use super::alerts::{self, NewAlert};
-use super::filter::{Selection, bind_params, ip_sort_key, order_by, selection};
+use super::filter::ip_sort_key;
 use super::login::bind_cloud;
-use super::rows::{self, AGENT_COLUMNS, new_event, rows_per_statement};
+use super::rows::{self, AGENT_COLUMNS, new_event};
 use super::{Backend, SqlStore};
-use crate::credentials::SYSTEM;
 use crate::secret::constant_time_eq;
 use crate::store::{
-    AgentStore, Changed, Dialect, Imported, KeyedCall, LastSeen, ListFilter, Listed, Login,
-    LoginOutcome, Result, SEARCH_COUNT_LIMIT, SortColumn, StoreError,
+    AgentStore, Changed, Imported, KeyedCall, LastSeen, ListFilter, Listed, Login, LoginOutcome,
+    Result, StoreError,
 };
-
-/// Rows an export reads with one query.
-const EXPORT_CHUNK: usize = 500;
-
-/// From this offset on, a page is read by a deferred join.
-const DEFERRED_JOIN_OFFSET: u64 = 1000;
-
-/// The page `filter` asks for, of the agents `ids` (each an integer the database gave, so written
-/// into the statement as it is).
-async fn page_of(pool: &AnyPool, ids: &[i64], filter: &ListFilter) -> Result<Vec<Agent>> {
-    if ids.is_empty() {
-        return Ok(Vec::new());
-    }
-    let ids: Vec<String> = ids.iter().map(i64::to_string).collect();
-    let page = match filter.limit {
-        Some(limit) => format!("LIMIT {limit} OFFSET {}", filter.offset),
-        None => String::new(),
-    };
-    let sql = format!(
-        "SELECT {AGENT_COLUMNS} FROM agents WHERE id IN ({}) {} {page}",
-        ids.join(","),
-        order_by(filter.sort, filter.descending)
-    );
-    rows::agents(&sqlx::query(&sql).fetch_all(pool).await?)
-}
 
 /// Sets `status` (and last-seen) of one agent; `None` when there is no such agent.
 async fn set_status(
@@ -100,197 +72,6 @@ fn keyed(row: Option<AnyRow>, key_hash: &str) -> Result<KeyedCall<AnyRow>> {
 
 /// Rows per statement of a bulk import: 19 parameters each, under SQLite's limit of 32,766.
 const IMPORT_ROWS_PER_STATEMENT: usize = 1_000;
-
-/// The (dimension, value) of `agent_counts` whose sum is how many agents `filter` matches: every
-/// status (`None` value) for no filter, or the one counted column it filters on.
-fn counted_total(filter: &ListFilter) -> Option<(&'static str, Option<String>)> {
-    let ListFilter {
-        status,
-        group,
-        kind,
-        os,
-        enabled,
-        zone: None,
-        asg: None,
-        source_differs: false,
-        text: None,
-        ..
-    } = filter
-    else {
-        return None;
-    };
-    // '' counts the agents with no group, which `group_name = ''` does not match.
-    if group.as_deref() == Some("") {
-        return None;
-    }
-    let mut counted = [
-        status.map(|s| ("status", s.as_str().to_string())),
-        group.clone().map(|g| ("group", g)),
-        kind.clone().map(|k| ("kind", k)),
-        os.clone().map(|o| ("os", o)),
-        enabled.map(|e| ("enabled", if e { "1" } else { "0" }.to_string())),
-    ]
-    .into_iter()
-    .flatten();
-    match (counted.next(), counted.next()) {
-        (None, _) => Some(("status", None)),
-        (Some((dimension, value)), None) => Some((dimension, Some(value))),
-        (Some(_), Some(_)) => None,
-    }
-}
-
-fn since(agent: &Agent) -> String {
-    agent
-        .last_seen_at
-        .map_or_else(|| "never".into(), |t| t.to_string())
-}
-
-/// Matches of a search checked against its other conditions at once, at first; more each time.
-const FIRST_CHECK: usize = 1_024;
-const LARGEST_CHECK: usize = 65_536;
-
-impl SqlStore {
-    /// The agents a search matches, found in the agent index, as many as its count and page
-    /// need, in id order (descending when the page is sorted so); `None` while there is no
-    /// index loaded.
-    async fn indexed_matches(&self, filter: &ListFilter) -> Result<Option<Vec<i64>>> {
-        let index = &self.agent_index;
-        let (Some(text), Some(limit)) = (&filter.text, filter.limit) else {
-            return Ok(None);
-        };
-        let by_id = filter.sort == SortColumn::Id;
-        let counted = SEARCH_COUNT_LIMIT as usize + 1;
-        let wanted = if by_id {
-            counted.max((filter.offset as usize).saturating_add(limit as usize))
-        } else {
-            counted
-        };
-        let descending = by_id && filter.descending;
-        let others = selection(&ListFilter {
-            text: None,
-            ..filter.clone()
-        });
-        let mut matched = Vec::new();
-        let (mut cursor, mut chunk) = (None, FIRST_CHECK);
-        loop {
-            let asked = if others.is_conditioned() {
-                chunk
-            } else {
-                wanted - matched.len()
-            };
-            // A scan of a million agents takes milliseconds: off the request threads. One that
-            // fails leaves the search to the database.
-            let scan = {
-                let (index, text) = (index.clone(), text.clone());
-                tokio::task::spawn_blocking(move || {
-                    index.matching(&text, cursor, descending, asked)
-                })
-            };
-            let Some(found) = scan.await.ok().flatten() else {
-                return Ok(None);
-            };
-            let exhausted = found.len() < asked;
-            cursor = found.last().copied().or(cursor);
-            if others.is_conditioned() && !found.is_empty() {
-                let ids: Vec<String> = found.iter().map(i64::to_string).collect();
-                let sql = format!(
-                    "SELECT id {} {}",
-                    others.and(&format!("id IN ({})", ids.join(","))),
-                    order_by(SortColumn::Id, descending)
-                );
-                let rows = bind_params(sqlx::query(&sql), &others.params)
-                    .fetch_all(&self.pool)
-                    .await?;
-                matched.extend(rows::ids(&rows)?);
-            } else {
-                matched.extend(found);
-            }
-            if matched.len() >= wanted || exhausted {
-                break;
-            }
-            chunk = (chunk * 4).min(LARGEST_CHECK);
-        }
-        matched.truncate(wanted);
-        Ok(Some(matched))
-    }
-
-    /// A search reads its matches once: as many as its count and page need from the agent
-    /// index, or up to the count limit from the database (a scan, while the index loads). Under
-    /// the limit, the page is picked from them; over it, the count stops there, and the page is
-    /// read as any other unless it is among the matches already read.
-    async fn search(&self, filter: &ListFilter, selected: &Selection) -> Result<Listed> {
-        let (matched, in_page_order) = match self.indexed_matches(filter).await? {
-            Some(ids) => (ids, filter.sort == SortColumn::Id),
-            None => {
-                let capped = format!(
-                    "SELECT id {} LIMIT {}",
-                    selected.from_where,
-                    SEARCH_COUNT_LIMIT + 1
-                );
-                let rows = bind_params(sqlx::query(&capped), &selected.params)
-                    .fetch_all(&self.pool)
-                    .await?;
-                (rows::ids(&rows)?, false)
-            }
-        };
-        if matched.len() as u64 <= SEARCH_COUNT_LIMIT {
-            return Ok(Listed {
-                total: matched.len() as u64,
-                exact: true,
-                agents: page_of(&self.pool, &matched, filter).await?,
-            });
-        }
-        let over_the_limit = (SEARCH_COUNT_LIMIT, false);
-        let (true, Some(limit)) = (in_page_order, filter.limit) else {
-            return self.page(filter, selected, over_the_limit).await;
-        };
-        let start = (filter.offset as usize).min(matched.len());
-        let end = (start + limit as usize).min(matched.len());
-        let page = ListFilter {
-            offset: 0,
-            ..filter.clone()
-        };
-        Ok(Listed {
-            total: SEARCH_COUNT_LIMIT,
-            exact: false,
-            agents: page_of(&self.pool, &matched[start..end], &page).await?,
-        })
-    }
-
-    /// The page `filter` asks for of the agents `selected`, with their count.
-    async fn page(
-        &self,
-        filter: &ListFilter,
-        selected: &Selection,
-        (total, exact): (u64, bool),
-    ) -> Result<Listed> {
-        let from_where = &selected.from_where;
-        let order = order_by(filter.sort, filter.descending);
-        let list_sql = match filter.limit {
-            // Deep pages skip their offset over ids alone (an index), and read only the rows
-            // they show.
-            Some(limit) if filter.offset >= DEFERRED_JOIN_OFFSET => format!(
-                "SELECT {AGENT_COLUMNS} FROM agents WHERE id IN (SELECT id {from_where} {order} \
-                 LIMIT {limit} OFFSET {}) {}",
-                filter.offset,
-                order_by(filter.sort, filter.descending),
-            ),
-            Some(limit) => format!(
-                "SELECT {AGENT_COLUMNS} {from_where} {order} LIMIT {limit} OFFSET {}",
-                filter.offset
-            ),
-            None => format!("SELECT {AGENT_COLUMNS} {from_where} {order}"),
-        };
-        let listed = bind_params(sqlx::query(&list_sql), &selected.params)
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(Listed {
-            total,
-            exact,
-            agents: rows::agents(&listed)?,
-        })
-    }
-}
 
 #[async_trait]
 impl AgentStore for SqlStore {
@@ -419,89 +200,15 @@ impl AgentStore for SqlStore {
     }
 
     async fn flush_last_seen(&self, seen: &[LastSeen]) -> Result<Vec<i64>> {
-        let mut stale = Vec::new();
-        // One transaction, so a flush of many agents pays one disk flush, not one per statement.
-        // Only the rows not written come back: each row returned crosses from the database's
-        // thread to the server's, and nearly all are written.
-        let mut tx = self.begin_write().await?;
-        for chunk in seen.chunks(rows_per_statement(3)) {
-            let values = rows::placeholders(tx.dialect(), chunk.len(), 3);
-            let bind = |sql| {
-                chunk.iter().fold(sqlx::query(sql), |query, s| {
-                    query.bind(s.id).bind(s.at.as_millis()).bind(&s.key_hash)
-                })
-            };
-            let update = format!(
-                "UPDATE agents SET last_seen_at = v.column2 FROM (VALUES {values}) AS v \
-                 WHERE agents.id = v.column1 AND agents.status = 'running' \
-                 AND agents.key_hash = v.column3"
-            );
-            let written = bind(&update).execute(tx.conn()).await?.rows_affected();
-            if written == chunk.len() as u64 {
-                continue;
-            }
-            let not_written = format!(
-                "SELECT v.column1 AS id FROM (VALUES {values}) AS v WHERE NOT EXISTS \
-                 (SELECT 1 FROM agents WHERE agents.id = v.column1 \
-                 AND agents.status = 'running' AND agents.key_hash = v.column3)"
-            );
-            for row in bind(&not_written).fetch_all(tx.conn()).await? {
-                stale.push(row.try_get("id")?);
-            }
-        }
-        tx.commit(&[]).await?;
-        Ok(stale)
+        self.write_last_seen(seen).await
     }
 
     async fn stop_silent(&self, cutoff: Timestamp, at: Timestamp) -> Result<Vec<Changed>> {
-        let mut tx = self.begin_write().await?;
-        let stopped = sqlx::query(&stop_silent_statement(tx.dialect()))
-            .bind(cutoff.as_millis())
-            .fetch_all(tx.conn())
-            .await?;
-        let changes: Vec<Changed> = rows::agents(&stopped)?
-            .into_iter()
-            .map(|agent| {
-                let detail = format!("no heartbeat since {}", since(&agent));
-                Changed {
-                    agent,
-                    events: vec![new_event(at, EventKind::Stopped, detail)],
-                }
-            })
-            .collect();
-        let stops: Vec<NewAlert> = changes
-            .iter()
-            .map(|c| NewAlert::of(AlertKind::AgentStopped, c))
-            .collect();
-        let dialect = tx.dialect();
-        alerts::record(tx.conn(), dialect, &stops).await?;
-        tx.commit(&changes).await?;
-        Ok(changes)
+        self.stop_silent_agents(cutoff, at).await
     }
 
     async fn prune_stopped(&self, cutoff: Timestamp, at: Timestamp) -> Result<Vec<Changed>> {
-        let mut tx = self.begin_write().await?;
-        // Their history goes with them (ON DELETE CASCADE); the audit log keeps a record.
-        let (with, chosen) =
-            chosen_in_id_order(tx.dialect(), "status = 'stopped' AND last_seen_at < $1");
-        let pruned = sqlx::query(&format!(
-            "{with}DELETE FROM agents WHERE {chosen} RETURNING {AGENT_COLUMNS}"
-        ))
-        .bind(cutoff.as_millis())
-        .fetch_all(tx.conn())
-        .await?;
-        let mut changes = Vec::with_capacity(pruned.len());
-        for agent in rows::agents(&pruned)? {
-            let detail = format!("stopped since {}", since(&agent));
-            let pruned = AuditAction::Pruned;
-            rows::insert_audit(tx.conn(), SYSTEM, pruned, Some(&agent), at, &detail).await?;
-            changes.push(Changed {
-                agent,
-                events: vec![new_event(at, EventKind::Pruned, detail)],
-            });
-        }
-        tx.commit(&changes).await?;
-        Ok(changes)
+        self.prune_stopped_agents(cutoff, at).await
     }
 
     async fn register(&self, agent: &RegisterAgent, actor: &str, at: Timestamp) -> Result<Changed> {
@@ -667,53 +374,7 @@ impl AgentStore for SqlStore {
     }
 
     async fn list(&self, filter: &ListFilter) -> Result<Listed> {
-        let selected = selection(filter);
-        if filter.text.is_some() {
-            return self.search(filter, &selected).await;
-        }
-        let (from_where, params) = (&selected.from_where, &selected.params);
-        let total = match counted_total(filter) {
-            // A count the summary's counts already hold (no filter, or one on a counted column).
-            Some((dimension, value)) => {
-                let row = sqlx::query(
-                    "SELECT CAST(COALESCE(SUM(n), 0) AS BIGINT) AS n FROM agent_counts \
-                     WHERE dimension = $1 AND ($2 IS NULL OR value = $2)",
-                )
-                .bind(dimension)
-                .bind(value)
-                .fetch_one(&self.pool)
-                .await?;
-                rows::count(&row, "n")?
-            }
-            None => {
-                let count_sql = format!("SELECT COUNT(*) AS n {from_where}");
-                let row = bind_params(sqlx::query(&count_sql), params)
-                    .fetch_one(&self.pool)
-                    .await?;
-                rows::count(&row, "n")?
-            }
-        };
-        // Deep pages of every agent in an order the index keeps are found there.
-        let in_memory = match filter.limit {
-            Some(limit) if filter.offset >= DEFERRED_JOIN_OFFSET && !selected.is_conditioned() => {
-                let offset = usize::try_from(filter.offset).unwrap_or(usize::MAX);
-                let index = &self.agent_index;
-                index.page(filter.sort, filter.descending, offset, limit as usize)
-            }
-            _ => None,
-        };
-        if let Some(ids) = in_memory {
-            let page = ListFilter {
-                offset: 0,
-                ..filter.clone()
-            };
-            return Ok(Listed {
-                total,
-                exact: true,
-                agents: page_of(&self.pool, &ids, &page).await?,
-            });
-        }
-        self.page(filter, &selected, (total, true)).await
+        self.listed(filter).await
     }
 
     async fn list_each(
@@ -721,125 +382,19 @@ impl AgentStore for SqlStore {
         filter: &ListFilter,
         sink: &tokio::sync::mpsc::Sender<Result<Agent>>,
     ) -> Result<()> {
-        // The matching ids in their order, in one short query; then their rows a chunk at a
-        // time, each chunk its own short query: a reader that is slow (or stops) holds no
-        // database connection between chunks.
-        let selected = selection(filter);
-        let sql = format!(
-            "SELECT id {} {}",
-            selected.from_where,
-            order_by(filter.sort, filter.descending)
-        );
-        let ids: Vec<i64> = bind_params(sqlx::query(&sql), &selected.params)
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(|row| row.try_get("id"))
-            .collect::<std::result::Result<_, _>>()?;
-        let unpaged = ListFilter {
-            limit: None,
-            offset: 0,
-            ..filter.clone()
-        };
-        for chunk in ids.chunks(EXPORT_CHUNK) {
-            let mut agents = page_of(&self.pool, chunk, &unpaged).await?;
-            // In the order the ids were listed: a sorted column may have changed since.
-            let position: HashMap<i64, usize> =
-                chunk.iter().enumerate().map(|(at, id)| (*id, at)).collect();
-            agents.sort_by_key(|agent| position.get(&agent.id).copied());
-            for agent in agents {
-                if sink.send(Ok(agent)).await.is_err() {
-                    return Ok(());
-                }
-            }
-        }
-        Ok(())
+        self.each_listed(filter, sink).await
     }
 
     async fn summary(&self) -> Result<Summary> {
-        let mut summary = Summary::default();
-        let counts = sqlx::query(
-            "SELECT dimension, value, CAST(SUM(n) AS BIGINT) AS n FROM agent_counts \
-             GROUP BY dimension, value",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        for row in counts {
-            let n = rows::count(&row, "n")?;
-            let value: String = row.try_get("value")?;
-            if n == 0 {
-                continue;
-            }
-            match row.try_get::<String, _>("dimension")?.as_str() {
-                "status" => {
-                    summary.registered += n;
-                    match rows::parsed(&row, "value")? {
-                        AgentStatus::Running => summary.running += n,
-                        AgentStatus::Stopped => summary.stopped += n,
-                        AgentStatus::Unknown => summary.unknown += n,
-                    }
-                }
-                "enabled" if value == "0" => summary.disabled += n,
-                "enabled" => summary.enabled += n,
-                "kind" => {
-                    summary.by_kind.insert(value, n);
-                }
-                "os" => {
-                    summary.by_os.insert(value, n);
-                }
-                // '' stands for no group.
-                "group" if !value.is_empty() => {
-                    summary.by_group.insert(value, n);
-                }
-                _ => {}
-            }
-        }
-        Ok(summary)
-    }
-}
-
-/// The statement that stops the agents running but silent since before `$1`, and answers them.
-fn stop_silent_statement(dialect: Dialect) -> String {
-    let silent = if dialect == Dialect::Sqlite {
-        // Each half is a range of the liveness index. With `IS NULL OR <` SQLite reads the entry
-        // of every running agent instead: 38 ms at 500,000, each tick, in the writer's turn.
-        "id IN (SELECT id FROM agents WHERE status = 'running' AND last_seen_at < $1 \
-         UNION ALL SELECT id FROM agents WHERE status = 'running' AND last_seen_at IS NULL)"
-    } else {
-        "status = 'running' AND (last_seen_at IS NULL OR last_seen_at < $1)"
-    };
-    let (with, chosen) = chosen_in_id_order(dialect, silent);
-    format!(
-        "{with}UPDATE agents SET status = 'stopped', lost = 1 WHERE {chosen} \
-         RETURNING {AGENT_COLUMNS}"
-    )
-}
-
-/// The `WITH` and `WHERE` of a statement that changes the agents matching `condition`. On
-/// PostgreSQL, where writers run side by side, they are taken first, in the order of their ids,
-/// as every writer of many agents takes them, so no two hold each a row the other waits for
-/// (docs/decisions.md, Storage). SQLite has one writer at a time.
-fn chosen_in_id_order(dialect: Dialect, condition: &str) -> (String, String) {
-    if dialect == Dialect::Sqlite {
-        (String::new(), condition.to_string())
-    } else {
-        (
-            format!(
-                "WITH chosen AS MATERIALIZED \
-                 (SELECT id FROM agents WHERE {condition} ORDER BY id FOR UPDATE) "
-            ),
-            "id IN (SELECT id FROM chosen)".to_string(),
-        )
+        self.counted_summary().await
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::sql::testing::{
-        login, store_on_a_file, store_on_postgres, waits_for_the_first_holding_no_other,
-    };
-    use crate::store::{HistoryStore, Store};
+    use crate::store::HistoryStore;
+    use crate::store::sql::testing::{login, store_on_a_file};
 
     async fn events_of(store: &SqlStore, id: i64) -> i64 {
         sqlx::query("SELECT COUNT(*) AS n FROM agent_events WHERE agent_id = $1")
@@ -866,105 +421,6 @@ mod tests {
             store.audit(10).await.unwrap().len(),
             1,
             "the audit log keeps it"
-        );
-    }
-
-    /// Twenty agents with `status`, last heard long ago (the first the latest), the first's row
-    /// written again after the others'; answers the first's id.
-    async fn twenty_out_of_order(store: &SqlStore, status: &str) -> i64 {
-        let mut first = i64::MAX;
-        for n in 1..=20 {
-            let login = login(&format!("10.0.0.{n}"), &format!("web-{n}"));
-            first = first.min(store.login(login).await.unwrap().changed.agent.id);
-        }
-        sqlx::query("UPDATE agents SET status = $1, last_seen_at = 1000 - id")
-            .bind(status.to_string())
-            .execute(&store.pool)
-            .await
-            .unwrap();
-        sqlx::query("UPDATE agents SET last_seen_at = 2000 WHERE id = $1")
-            .bind(first)
-            .execute(&store.pool)
-            .await
-            .unwrap();
-        first
-    }
-
-    /// Whatever order their rows lie in, the sweep, the prune and the heartbeat flush take their
-    /// agents in the order of their ids.
-    #[tokio::test]
-    async fn the_sweep_the_prune_and_the_flush_take_their_agents_in_id_order() {
-        let (database, store) = store_on_postgres().await;
-        let long_ago = Timestamp::from_millis(10_000);
-        for writer in ["sweep", "prune", "flush"] {
-            sqlx::query("DELETE FROM agents")
-                .execute(&store.pool)
-                .await
-                .unwrap();
-            let status = if writer == "prune" {
-                "stopped"
-            } else {
-                "running"
-            };
-            let first = twenty_out_of_order(&store, status).await;
-            // The flush writes every agent, in id order, as `Fleet::flush` lists them.
-            let seen: Vec<LastSeen> = sqlx::query("SELECT id, key_hash FROM agents ORDER BY id")
-                .fetch_all(&store.pool)
-                .await
-                .unwrap()
-                .iter()
-                .map(|row| LastSeen {
-                    id: row.get("id"),
-                    at: Timestamp::now(),
-                    key_hash: row.get("key_hash"),
-                })
-                .collect();
-            let write = {
-                let store = store.clone();
-                async move {
-                    let now = Timestamp::now();
-                    match writer {
-                        "sweep" => store.stop_silent(long_ago, now).await.map(|c| c.len()),
-                        "prune" => store.prune_stopped(long_ago, now).await.map(|c| c.len()),
-                        _ => store
-                            .flush_last_seen(&seen)
-                            .await
-                            .map(|stale| seen.len() - stale.len()),
-                    }
-                }
-            };
-            let written = waits_for_the_first_holding_no_other(&database.url, first, write)
-                .await
-                .unwrap();
-            assert_eq!(written, 20, "{writer}");
-        }
-        store.close().await;
-        database.drop_database().await;
-    }
-
-    /// On SQLite the sweep reads the liveness index from its start to the cutoff, not the entry
-    /// of every running agent.
-    #[tokio::test]
-    async fn the_sweep_reads_only_the_silent_on_sqlite() {
-        let (_dir, store) = store_on_a_file().await;
-        let mut conn = store.pool.acquire().await.unwrap();
-        let plan = sqlx::query(&format!(
-            "EXPLAIN QUERY PLAN {}",
-            stop_silent_statement(Dialect::Sqlite)
-        ))
-        .bind(0i64)
-        .fetch_all(&mut *conn)
-        .await
-        .unwrap();
-        let steps: Vec<String> = plan.iter().map(|row| row.get("detail")).collect();
-        let liveness: Vec<&String> = steps
-            .iter()
-            .filter(|s| s.contains("agents_liveness"))
-            .collect();
-        assert_eq!(liveness.len(), 2, "{steps:#?}");
-        assert!(
-            liveness.iter().all(|s| s.contains("last_seen_at")),
-            "{steps:#?}"
         );
     }
 }

@@ -12,11 +12,13 @@ mod credentials;
 mod filter;
 mod group_commit;
 mod history;
+mod listing;
 mod login;
 mod ordered;
 mod rows;
 mod settings;
 mod shared;
+mod sweeps;
 #[cfg(test)]
 mod testing;
 mod writer;
