@@ -144,13 +144,12 @@ fn sqlite_file_options() -> AnyPoolOptions {
 
 /// Sets up a connection to a SQLite file for a large fleet.
 async fn set_up_sqlite(connection: &mut AnyConnection) -> Result<(), sqlx::Error> {
-    // SQLite caches 2 MiB of pages per connection by default; a fleet of a million agents has
-    // hundreds of MiB of indexes. Grown only as used.
+    // SQLite's default cache of pages per connection is small beside the indexes of a fleet of a
+    // million agents. Grown only as used.
     connection.execute("PRAGMA cache_size = -32768").await?;
     // Reads through a map of the file share the system's page cache: a connection's first deep
-    // page no longer reads its own copy of the index it skips (92 ms cold, 13 ms warm, at a
-    // million agents). Counted in the server's RSS as the file's pages are touched: capped at
-    // 512 MiB.
+    // page no longer reads its own copy of the index it skips. Counted in the server's RSS as
+    // the file's pages are touched, so capped.
     connection.execute("PRAGMA mmap_size = 536870912").await?;
     // Each statement of a transaction keeps a journal to undo it alone; in a temporary file by
     // default, a write system call per page.

@@ -1,7 +1,6 @@
 //! Agents in the order of one sort key, ties broken by id (as the list's `ORDER BY column, id`),
 //! kept in memory in blocks: a page at any offset is found by walking the blocks' lengths, where
-//! the database skips the offset one index entry at a time (60 ms for the middle page of a
-//! million on PostgreSQL).
+//! the database skips the offset one index entry at a time (docs/performance.md has the figures).
 
 /// Entries per block, at most twice this.
 const BLOCK_ENTRIES: usize = 1024;
