@@ -187,7 +187,7 @@ impl Fleet {
 
     /// The liveness timer, until `shutdown`; then a last flush so no heartbeat is lost.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
-        tokio::spawn(self.clone().hear_others(shutdown.clone()));
+        let hearing = tokio::spawn(self.clone().hear_others(shutdown.clone()));
         let learning = tokio::time::Instant::now();
         match self.remember_running().await {
             Ok(n) => tracing::info!("{n} running agents known in {:?}", learning.elapsed()),
@@ -241,6 +241,9 @@ impl Fleet {
         }
         if let Err(e) = self.flush(Due::AllHeard).await {
             tracing::error!("last flush of last-seen times failed: {e}");
+        }
+        if let Err(e) = hearing.await {
+            tracing::error!("the listener for other servers' changes failed: {e}");
         }
     }
 }
