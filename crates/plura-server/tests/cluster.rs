@@ -14,7 +14,7 @@ use tokio::process::Command;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use plura_proto::{Agent, AgentList, AgentStatus, EventKind, EventList, LoginResponse};
+use plura_proto::{AgentList, AgentStatus, EventKind, EventList, LoginResponse};
 use plura_testkit::balancer::Balancer;
 use plura_testkit::process::Process;
 use plura_testkit::served::{self, Served};
@@ -100,13 +100,6 @@ async fn simulated_fleet(base: String, enrollment: String, stop: CancellationTok
     });
     futures::future::join_all(agents).await;
     failed.load(Ordering::Relaxed)
-}
-
-async fn list(server: &Served, admin: &str) -> Vec<Agent> {
-    server
-        .get::<AgentList>("/api/v1/agents?per_page=1000", admin)
-        .await
-        .items
 }
 
 /// Whether `server` runs the sweeps now, from its metrics.
@@ -206,7 +199,7 @@ async fn three_servers_act_as_one_and_survive_losing_the_one_that_sweeps() {
     ));
     let everyone = REAL_AGENTS + SIMULATED_AGENTS as usize;
     let running = eventually("every agent runs", WAIT, || async {
-        let agents = list(&servers[1], &admin).await;
+        let agents = servers[1].agents(&admin).await;
         let running = agents.iter().filter(|a| a.status == AgentStatus::Running);
         (running.count() == everyone).then_some(agents)
     })
@@ -290,7 +283,7 @@ async fn three_servers_act_as_one_and_survive_losing_the_one_that_sweeps() {
     tokio::time::sleep(INTERVAL * 6).await;
     stop.cancel();
     let failed_twice = fleet.await.unwrap();
-    let agents_now = list(watcher_server, &admin).await;
+    let agents_now = watcher_server.agents(&admin).await;
     assert_eq!(agents_now.len(), everyone, "no agent lost");
     for agent in &agents_now {
         let events: EventList = watcher_server

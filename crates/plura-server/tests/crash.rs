@@ -13,7 +13,7 @@ use reqwest::StatusCode;
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
-use plura_proto::{Agent, AgentList, AgentStatus, LoginResponse};
+use plura_proto::{AgentStatus, LoginResponse};
 use plura_testkit::process::Process;
 use plura_testkit::served::{self, Served};
 use plura_testkit::{Database, Db, eventually, login};
@@ -74,21 +74,6 @@ async fn register_and_beat(
     }
 }
 
-/// Every agent, page by page.
-async fn list(server: &Served, admin: &str) -> Vec<Agent> {
-    let mut agents = Vec::new();
-    for page in 1.. {
-        let path = format!("/api/v1/agents?per_page=1000&page={page}");
-        let list: AgentList = server.get(&path, admin).await;
-        let done = list.items.len() < 1000;
-        agents.extend(list.items);
-        if done {
-            break;
-        }
-    }
-    agents
-}
-
 async fn kill_nine_times_twenty(db: Db) {
     let database = Database::fresh(db).await;
     let enrollment = served::enrollment_token(BIN, &database.url).await;
@@ -130,7 +115,7 @@ async fn kill_nine_times_twenty(db: Db) {
 
         // Every acknowledged registration is there, with the id it was given, once.
         let acked = acknowledged.lock().unwrap().clone();
-        let agents = list(&server, &admin).await;
+        let agents = server.agents(&admin).await;
         let mut by_identity: HashMap<(String, String), Vec<i64>> = HashMap::new();
         for agent in &agents {
             by_identity
@@ -158,7 +143,7 @@ async fn kill_nine_times_twenty(db: Db) {
     // The real agent is back to running by itself.
     let hostname = nix_hostname();
     eventually("the real agent runs again", WAIT, || async {
-        let agents = list(&server, &admin).await;
+        let agents = server.agents(&admin).await;
         agents
             .iter()
             .any(|a| a.hostname == hostname && a.status == AgentStatus::Running)

@@ -75,6 +75,21 @@ impl Served {
         crate::metric_value(&response.text().await.ok()?, name)
     }
 
+    /// Every agent, page by page.
+    pub async fn agents(&self, token: &str) -> Vec<plura_proto::Agent> {
+        let mut agents = Vec::new();
+        for page in 1.. {
+            let path = format!("/api/v1/agents?per_page=1000&page={page}");
+            let list: plura_proto::AgentList = self.get(&path, token).await;
+            let done = list.items.len() < 1000;
+            agents.extend(list.items);
+            if done {
+                break;
+            }
+        }
+        agents
+    }
+
     /// GET `path` with `token`, expecting success and JSON.
     pub async fn get<T: DeserializeOwned>(&self, path: &str, token: &str) -> T {
         let response = reqwest::Client::new()

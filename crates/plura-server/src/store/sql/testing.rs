@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use plura_proto::{LoginRequest, Timestamp};
+use plura_proto::Timestamp;
 use plura_testkit::{Database, Db};
 use sqlx::{Connection, Executor, PgConnection};
 
@@ -73,15 +73,7 @@ pub async fn waits_for_the_first_holding_no_other<T: Send + 'static>(
 pub fn login(ip: &str, hostname: &str) -> Login {
     let now = Timestamp::now();
     Login {
-        request: LoginRequest {
-            ip: ip.into(),
-            hostname: hostname.into(),
-            machine_id: None,
-            version: "1".into(),
-            os: "Linux".into(),
-            kind: "waf".into(),
-            cloud: Default::default(),
-        },
+        request: plura_testkit::login(ip, hostname),
         source_ip: None,
         key_hash: format!("hash of {ip} {hostname}"),
         at: now,
