@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::credentials;
 use crate::enrollment::EnrollmentCheck;
 use crate::secret::{hash_token, new_token};
-use crate::store::{self, Credential, Holder, Store};
+use crate::store::{self, Credential, Doing, Holder, Store};
 
 const BOOTSTRAPPED_KEY: &str = "bootstrapped_at";
 
@@ -88,7 +88,11 @@ impl Auth {
         let caller = match cached {
             Some(caller) => Some(caller),
             None => {
-                let caller = self.store.holder(&hash, Timestamp::now()).await?;
+                let caller = self
+                    .store
+                    .holder(&hash, Timestamp::now())
+                    .await
+                    .doing(|| "looking up a caller's credential".into())?;
                 let mut cache = self.callers.write().unwrap();
                 match &caller {
                     Some(caller) => cache.insert(hash, (caller.clone(), Instant::now())),

@@ -22,7 +22,7 @@ use plura_proto::{
 
 use crate::metrics::{Metrics, OutcomeLabel};
 use crate::secret;
-use crate::store::{self, Actor, Attempt, NewDelivery, Store, StoredWebhook};
+use crate::store::{self, Actor, Attempt, Doing, NewDelivery, Store, StoredWebhook};
 pub use destinations::Destinations;
 
 /// Alerts made into messages at a time.
@@ -83,7 +83,11 @@ impl Alerter {
     /// Makes the waiting alerts into deliveries, then sends those that are due.
     async fn round(&self) -> store::Result<()> {
         loop {
-            let alerts = self.store.waiting_alerts(ALERTS_PER_ROUND).await?;
+            let alerts = self
+                .store
+                .waiting_alerts(ALERTS_PER_ROUND)
+                .await
+                .doing(|| "reading the alerts waiting to be sent".into())?;
             let Some(last) = alerts.last() else { break };
             let hooks = self.store.webhooks().await?;
             let deliveries: Vec<NewDelivery> = message::messages(&alerts)
@@ -100,7 +104,8 @@ impl Alerter {
                 .collect();
             self.store
                 .queue_deliveries(last.id, &deliveries, Timestamp::now())
-                .await?;
+                .await
+                .doing(|| format!("queueing {} deliveries", deliveries.len()))?;
             if alerts.len() < ALERTS_PER_ROUND as usize {
                 break;
             }
@@ -133,7 +138,8 @@ impl Alerter {
                 .inc();
             self.store
                 .attempted(delivery.id, Timestamp::now(), &attempt)
-                .await?;
+                .await
+                .doing(|| format!("recording a try of delivery {}", delivery.id))?;
         }
         Ok(())
     }

@@ -128,7 +128,10 @@ impl From<StoreError> for ApiError {
                     e.to_string(),
                 )
             }
-            StoreError::Database(sqlx::Error::PoolTimedOut) => {
+            StoreError::Database {
+                source: sqlx::Error::PoolTimedOut,
+                ..
+            } => {
                 tracing::warn!("database busy: {e}");
                 Self::new(
                     StatusCode::SERVICE_UNAVAILABLE,

@@ -24,7 +24,9 @@ use plura_proto::{
 
 use crate::metrics::Metrics;
 use crate::secret;
-use crate::store::{self, Changed, KeyedCall, ListFilter, Listed, LoginOutcome, Store, Told};
+use crate::store::{
+    self, Changed, Doing, KeyedCall, ListFilter, Listed, LoginOutcome, Store, Told,
+};
 use changes::ChangeFeed;
 pub use changes::Published;
 use liveness::{Heard, Heartbeat};
@@ -162,6 +164,7 @@ impl Fleet {
         let now = Timestamp::now();
         let key = secret::new_agent_key();
         let digest = secret::digest(&key);
+        let (request_ip, request_hostname) = (login.ip.clone(), login.hostname.clone());
         let login = store::Login {
             request: login.clone(),
             source_ip: source_ip.map(str::to_string),
@@ -174,7 +177,11 @@ impl Fleet {
             created,
             displaced_running,
             ..
-        } = self.store.login(login).await?;
+        } = self
+            .store
+            .login(login)
+            .await
+            .doing(|| format!("writing the login of {} / {}", request_ip, request_hostname))?;
         if displaced_running {
             self.metrics.takeovers_of_running.inc();
             let agent = &changed.agent;
@@ -204,7 +211,11 @@ impl Fleet {
             self.metrics.heartbeats.inc();
             return Ok(KeyedCall::Done(()));
         }
-        let call = self.store.heartbeat(id, &secret::hex(&digest), now).await?;
+        let call = self
+            .store
+            .heartbeat(id, &secret::hex(&digest), now)
+            .await
+            .doing(|| format!("checking the heartbeat of agent {id}"))?;
         Ok(call.map(|resumed| {
             self.metrics.heartbeats.inc();
             // A resume wrote last-seen already; a plain heartbeat is left to the next flush.
@@ -218,7 +229,11 @@ impl Fleet {
     /// Goodbye from the agent, with its key: stopped at once.
     pub async fn logout(&self, id: i64, key: &str) -> store::Result<KeyedCall<Agent>> {
         let key_hash = secret::hash_token(key);
-        let call = self.store.logout(id, &key_hash, Timestamp::now()).await?;
+        let call = self
+            .store
+            .logout(id, &key_hash, Timestamp::now())
+            .await
+            .doing(|| format!("writing the logout of agent {id}"))?;
         Ok(call.map(|changed| self.publish(changed)))
     }
 
@@ -234,7 +249,11 @@ impl Fleet {
             ..registrations::claimed(identity, &agent.kind, &agent.os)
         };
         let register = async {
-            let changed = self.store.register(agent, actor, Timestamp::now()).await?;
+            let changed = self
+                .store
+                .register(agent, actor, Timestamp::now())
+                .await
+                .doing(|| format!("registering {} / {}", agent.ip, agent.hostname))?;
             self.metrics.registrations.inc();
             Ok(self.publish(changed))
         };
@@ -248,18 +267,30 @@ impl Fleet {
         patch: &PatchAgent,
         actor: &str,
     ) -> store::Result<Option<Agent>> {
-        let changed = self.store.patch(id, patch, actor, Timestamp::now()).await?;
+        let changed = self
+            .store
+            .patch(id, patch, actor, Timestamp::now())
+            .await
+            .doing(|| format!("changing agent {id} for {actor}"))?;
         Ok(changed.map(|changed| self.publish(changed)))
     }
 
     /// Deletes an agent and its history; the audit log keeps a record.
     pub async fn delete(&self, id: i64, actor: &str) -> store::Result<Option<Agent>> {
-        let changed = self.store.delete(id, actor, Timestamp::now()).await?;
+        let changed = self
+            .store
+            .delete(id, actor, Timestamp::now())
+            .await
+            .doing(|| format!("deleting agent {id} for {actor}"))?;
         Ok(changed.map(|changed| self.publish(changed)))
     }
 
     pub async fn agent(&self, id: i64) -> store::Result<Option<Agent>> {
-        let mut agent = self.store.agent(id).await?;
+        let mut agent = self
+            .store
+            .agent(id)
+            .await
+            .doing(|| format!("reading agent {id}"))?;
         if let Some(agent) = &mut agent {
             self.heard.overlay(agent);
         }
@@ -268,7 +299,11 @@ impl Fleet {
 
     /// One page of the list (every match when the filter has no limit), and how many match.
     pub async fn list(&self, filter: &ListFilter) -> store::Result<Listed> {
-        let mut listed = self.store.list(filter).await?;
+        let mut listed = self
+            .store
+            .list(filter)
+            .await
+            .doing(|| "reading a page of the agent list".into())?;
         listed.agents.iter_mut().for_each(|a| self.heard.overlay(a));
         Ok(listed)
     }

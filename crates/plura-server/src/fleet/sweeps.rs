@@ -13,7 +13,7 @@ use plura_proto::Timestamp;
 use super::Fleet;
 use super::liveness::Due;
 use crate::secret::{hex, unhex_digest};
-use crate::store::{self, Changed, LastSeen};
+use crate::store::{self, Changed, Doing, LastSeen};
 
 impl Fleet {
     /// Writes the heartbeats that are `due`. Agents the database no longer has as running with
@@ -35,7 +35,10 @@ impl Fleet {
                 key_hash: hex(&key),
             })
             .collect();
-        let stale: HashSet<i64> = match self.store.flush_last_seen(&seen).await {
+        let flushed = self.store.flush_last_seen(&seen).await;
+        let flushed =
+            flushed.doing(|| format!("writing the last-seen times of {} agents", seen.len()));
+        let stale: HashSet<i64> = match flushed {
             Ok(stale) => stale.into_iter().collect(),
             Err(e) => {
                 self.heard.due_again(unwritten.iter().map(|(id, _, _)| *id));
@@ -67,7 +70,8 @@ impl Fleet {
         let stopped = self
             .store
             .stop_silent(tick.minus(limit), Timestamp::now())
-            .await?;
+            .await
+            .doing(|| "stopping the agents silent for too long".into())?;
         self.publish_sweep(stopped, "agent stopped: no heartbeat");
         Ok(())
     }
@@ -89,7 +93,11 @@ impl Fleet {
     async fn housekeeping(&self) -> store::Result<()> {
         let now = Timestamp::now();
         if let Some(after) = self.policy.prune_stopped_after {
-            let pruned = self.store.prune_stopped(now.minus(after), now).await?;
+            let pruned = self
+                .store
+                .prune_stopped(now.minus(after), now)
+                .await
+                .doing(|| "pruning long-stopped agents".into())?;
             self.publish_sweep(pruned, "agent pruned after a long stop");
         }
         if let Some(keep) = self.policy.keep_events_for {

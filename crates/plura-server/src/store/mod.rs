@@ -47,10 +47,49 @@ pub enum StoreError {
     /// Something the server holds true was not; what was under way is given up whole.
     #[error("an invariant did not hold: {0}")]
     Invariant(String),
-    #[error("database: {0}")]
-    Database(#[from] sqlx::Error),
+    /// The database failed a statement; `doing` says what for, once a caller has said.
+    #[error("database{}: {source}", doing_text(doing))]
+    Database {
+        doing: Option<String>,
+        source: sqlx::Error,
+    },
     #[error("database migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(source: sqlx::Error) -> Self {
+        Self::Database {
+            doing: None,
+            source,
+        }
+    }
+}
+
+fn doing_text(doing: &Option<String>) -> String {
+    doing
+        .as_deref()
+        .map_or_else(String::new, |doing| format!(", {doing}"))
+}
+
+/// Says what a store call was for, so its failure tells which work and which agent it cost.
+pub trait Doing<T> {
+    fn doing(self, what: impl FnOnce() -> String) -> Result<T>;
+}
+
+impl<T> Doing<T> for Result<T> {
+    fn doing(self, what: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|e| match e {
+            StoreError::Database {
+                doing: None,
+                source,
+            } => StoreError::Database {
+                doing: Some(what()),
+                source,
+            },
+            other => other,
+        })
+    }
 }
 
 /// An agent after a change, with the history events that change recorded.
@@ -167,4 +206,25 @@ pub trait Store: AgentStore + HistoryStore + CredentialStore + SettingStore + Al
 /// Opens (creating it if needed) and migrates the database the URL names.
 pub async fn open(url: &str) -> Result<SqlStore> {
     SqlStore::open(Backend::from_url(url)?).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_database_error_says_what_it_cost_once() {
+        let failed: Result<()> = Err(sqlx::Error::PoolTimedOut.into());
+        let told = failed
+            .doing(|| "writing the heartbeat of agent 7".into())
+            .doing(|| "an outer call".into())
+            .unwrap_err();
+        assert_eq!(
+            told.to_string(),
+            "database, writing the heartbeat of agent 7: pool timed out while waiting for an \
+             open connection"
+        );
+        let unsaid: StoreError = sqlx::Error::PoolTimedOut.into();
+        assert!(unsaid.to_string().starts_with("database: "), "{unsaid}");
+    }
 }

@@ -216,7 +216,7 @@ impl SqlStore {
 fn owner_only(file: &std::path::Path) -> Result<()> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let io = |e: std::io::Error| {
-        StoreError::Database(sqlx::Error::Io(std::io::Error::new(
+        StoreError::from(sqlx::Error::Io(std::io::Error::new(
             e.kind(),
             format!("{}: {e}", file.display()),
         )))

@@ -247,7 +247,10 @@ mod tests {
         writer.close().await;
         assert!(matches!(
             writer.begin("BEGIN IMMEDIATE").await,
-            Err(crate::store::StoreError::Database(sqlx::Error::PoolClosed))
+            Err(crate::store::StoreError::Database {
+                source: sqlx::Error::PoolClosed,
+                ..
+            })
         ));
         let Writer::Own { connection, .. } = writer else {
             unreachable!()
