@@ -1,4 +1,4 @@
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 use plura_testkit::Db;
 
 /// The same allocator as the server binary: the registry benchmarks run the server in-process.
@@ -11,8 +11,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 struct Cli {
     /// The server's database: a new SQLite file, or a new database on the PostgreSQL that
     /// PLURA_TEST_PG_URL names (default postgres://postgres:postgres@127.0.0.1:5432/postgres).
-    #[arg(long, global = true, value_enum, default_value_t = Backend::Sqlite)]
-    backend: Backend,
+    #[arg(long, global = true, default_value = "sqlite", value_parser = database_kind)]
+    backend: Db,
     /// heartbeats and fleet: run over HTTPS too (a private CA made for the run), after the same
     /// run in plain HTTP; the figures of both are on the last line, the TLS ones as tls_*.
     #[arg(long, global = true)]
@@ -81,19 +81,19 @@ enum Bench {
     },
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum Backend {
-    Sqlite,
-    Postgres,
+/// `sqlite` or `postgres`: the kind of fresh database a bench runs on.
+fn database_kind(text: &str) -> Result<Db, String> {
+    match text {
+        "sqlite" => Ok(Db::Sqlite),
+        "postgres" => Ok(Db::Postgres),
+        other => Err(format!("{other:?} is not sqlite or postgres")),
+    }
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let database = match cli.backend {
-        Backend::Sqlite => Db::Sqlite,
-        Backend::Postgres => Db::Postgres,
-    };
+    let database = cli.backend;
     let figures = match cli.bench {
         Bench::Logins {
             agents,

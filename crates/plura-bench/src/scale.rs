@@ -104,7 +104,7 @@ pub(crate) async fn load(
         n += chunk.len() as u32;
         store.import(&chunk).await?;
     }
-    store.loaded().await?;
+    store.after_bulk_load().await?;
     Ok(started.elapsed())
 }
 
@@ -151,7 +151,7 @@ pub async fn scale(db: Db, agents: u32, rounds: u32) -> anyhow::Result<String> {
     println!("loading {agents} agents through the storage layer");
     let load = load(&store, agents, |n| agent(n, now), |_| None).await?;
     // As the running server's sweeper would, before anyone asks.
-    store.tidy().await?;
+    store.maintain().await?;
     println!("  load_s={:.1}", load.as_secs_f64());
     let admin = credentials::create_lasting_token(&store, "bench", Role::Admin).await?;
     let summary_uncached = timed(rounds, || async {

@@ -63,21 +63,21 @@ impl TestServer {
     /// A server with these limits on connections and requests.
     pub async fn start_limited(db: Db, policy: LivenessPolicy, limits: Limits) -> Self {
         let db = Arc::new(Database::fresh(db).await);
-        let known = Known {
+        let carried = Carried {
             limits,
-            ..Known::default()
+            ..Carried::default()
         };
-        Self::start_on(db, policy, loopback().await, known).await
+        Self::start_on(db, policy, loopback().await, carried).await
     }
 
     /// A server that serves HTTPS with `ca`'s certificate; its `http` client trusts that CA.
     pub async fn start_tls(db: Db, policy: LivenessPolicy, ca: Arc<tls::TestCa>) -> Self {
         let db = Arc::new(Database::fresh(db).await);
-        let known = Known {
+        let carried = Carried {
             tls: Some(ca),
-            ..Known::default()
+            ..Carried::default()
         };
-        Self::start_on(db, policy, loopback().await, known).await
+        Self::start_on(db, policy, loopback().await, carried).await
     }
 
     /// A server listening on `listener` (e.g. one made inside a network namespace).
@@ -87,35 +87,35 @@ impl TestServer {
             .expect("a non-blocking listener");
         let listener = TcpListener::from_std(listener).expect("a tokio listener");
         let db = Arc::new(Database::fresh(db).await);
-        Self::start_on(db, fast_policy(), listener, Known::default()).await
+        Self::start_on(db, fast_policy(), listener, Carried::default()).await
     }
 
     /// Another server on the same database, as when several share one PostgreSQL.
     pub async fn another(&self) -> Self {
-        let known = Known {
+        let carried = Carried {
             enrollment: Some(self.enrollment.clone()),
             admin: Some(self.admin.clone()),
             keys: Default::default(),
             limits: self.limits,
             tls: self.tls.clone(),
         };
-        Self::start_on(self.db.clone(), self.policy, loopback().await, known).await
+        Self::start_on(self.db.clone(), self.policy, loopback().await, carried).await
     }
 
     async fn start_on(
         db: Arc<Database>,
         policy: LivenessPolicy,
         listener: TcpListener,
-        known: Known,
+        carried: Carried,
     ) -> Self {
         let store = Arc::new(store::open(&db.url).await.expect("open the test database"));
-        let admin = match known.admin {
+        let admin = match carried.admin {
             Some(token) => token,
             None => credentials::create_lasting_token(store.as_ref(), "test-admin", Role::Admin)
                 .await
                 .unwrap(),
         };
-        let enrollment = match known.enrollment {
+        let enrollment = match carried.enrollment {
             Some(token) => token,
             None => match enrollment::issue(store.as_ref()).await.unwrap() {
                 Issued::Created(token) => token,
@@ -123,12 +123,12 @@ impl TestServer {
             },
         };
         let addr = listener.local_addr().unwrap();
-        let (base, http) = match &known.tls {
+        let (base, http) = match &carried.tls {
             Some(ca) => (format!("https://{addr}"), ca.http()),
             None => (format!("http://{addr}"), reqwest::Client::new()),
         };
         let front = plura_server::server::Front {
-            tls: known.tls.as_ref().map(|ca| ca.certified()),
+            tls: carried.tls.as_ref().map(|ca| ca.certified()),
             ..Default::default()
         };
         let shutdown = CancellationToken::new();
@@ -137,7 +137,7 @@ impl TestServer {
             front,
             store.clone(),
             policy,
-            known.limits,
+            carried.limits,
             shutdown.clone(),
         ));
         Self {
@@ -146,12 +146,12 @@ impl TestServer {
             admin,
             enrollment,
             http,
-            keys: std::sync::Mutex::new(known.keys),
+            keys: std::sync::Mutex::new(carried.keys),
             store,
             db,
             policy,
-            limits: known.limits,
-            tls: known.tls,
+            limits: carried.limits,
+            tls: carried.tls,
             shutdown,
             task,
         }
@@ -168,7 +168,7 @@ impl TestServer {
             db: self.db,
             policy: self.policy,
             addr: self.addr,
-            known: Known {
+            carried: Carried {
                 enrollment: Some(self.enrollment),
                 admin: Some(self.admin),
                 keys: self.keys.into_inner().unwrap(),
@@ -420,7 +420,7 @@ impl TestServer {
 
 /// The secrets a test holds across servers on one database, as agents hold them: the
 /// enrollment token (shown once) and each agent's key.
-struct Known {
+struct Carried {
     enrollment: Option<String>,
     /// The admin token of the servers before on this database.
     admin: Option<String>,
@@ -430,7 +430,7 @@ struct Known {
     tls: Option<Arc<tls::TestCa>>,
 }
 
-impl Default for Known {
+impl Default for Carried {
     fn default() -> Self {
         Self {
             enrollment: None,
@@ -458,13 +458,13 @@ pub struct StoppedServer {
     db: Arc<Database>,
     policy: LivenessPolicy,
     addr: SocketAddr,
-    known: Known,
+    carried: Carried,
 }
 
 impl StoppedServer {
     /// To start again with other limits.
     pub fn with_limits(mut self, limits: Limits) -> Self {
-        self.known.limits = limits;
+        self.carried.limits = limits;
         self
     }
 
@@ -472,7 +472,7 @@ impl StoppedServer {
         let listener = TcpListener::bind(self.addr)
             .await
             .expect("the stopped server's address is free again");
-        TestServer::start_on(self.db, self.policy, listener, self.known).await
+        TestServer::start_on(self.db, self.policy, listener, self.carried).await
     }
 }
 

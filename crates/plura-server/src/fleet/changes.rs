@@ -53,7 +53,7 @@ impl ChangeFeed {
     }
 
     /// Tells the stream and the metrics about changes made here.
-    pub fn announce(&self, changes: Vec<Change>) {
+    pub fn publish_local(&self, changes: Vec<Change>) {
         for change in &changes {
             self.metrics
                 .agent_events
@@ -62,11 +62,11 @@ impl ChangeFeed {
                 })
                 .inc();
         }
-        self.tell(changes);
+        self.publish(changes);
     }
 
     /// Tells the stream about changes (made here or by another server); what is cached goes.
-    pub fn tell(&self, changes: Vec<Change>) {
+    pub fn publish(&self, changes: Vec<Change>) {
         if changes.is_empty() {
             return;
         }

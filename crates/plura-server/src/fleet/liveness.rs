@@ -13,7 +13,7 @@ use plura_proto::{Agent, Timestamp};
 /// How liveness is judged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LivenessPolicy {
-    /// Told to agents at login; three of them without a heartbeat make an agent `stopped`.
+    /// Elsewhere to agents at login; three of them without a heartbeat make an agent `stopped`.
     pub heartbeat_interval: Duration,
     /// Agents stopped for longer than this are deleted (off when `None`).
     pub prune_stopped_after: Option<Duration>,
@@ -140,11 +140,11 @@ pub enum Heartbeat {
 
 /// Agents known to be running, with their key and the last heartbeat this server took from each.
 #[derive(Default)]
-pub struct Heard {
+pub struct RunningAgents {
     seen: Mutex<HashMap<i64, Seen>>,
 }
 
-impl Heard {
+impl RunningAgents {
     /// Notes a heartbeat of a running agent known here with this key.
     pub fn heartbeat(&self, id: i64, key: &[u8; 32], at: Timestamp) -> Heartbeat {
         match self.seen.lock().unwrap().get_mut(&id) {
@@ -255,7 +255,7 @@ mod tests {
         policy.due(false, at(now))
     }
 
-    fn due(heard: &Heard, due: Due) -> Vec<(i64, Timestamp)> {
+    fn due(heard: &RunningAgents, due: Due) -> Vec<(i64, Timestamp)> {
         let mut due: Vec<_> = heard
             .take_due(due)
             .into_iter()
@@ -267,7 +267,7 @@ mod tests {
 
     /// Heartbeats every `period` s from 0 to `until`, a flush every 2 s: which were written.
     fn written_over(period: f64, until: f64) -> Vec<Timestamp> {
-        let heard = Heard::default();
+        let heard = RunningAgents::default();
         heard.remember(1, KEY, at(0.0), true);
         let (mut written, mut next_beat, mut tick) = (Vec::new(), period, 0.3);
         while tick < until {
@@ -298,7 +298,7 @@ mod tests {
     fn alone_the_written_time_stays_within_the_silence_limit() {
         // An agent heard every 14 s, late each time: each written time is written before it is
         // 25 s old (the limit of 30 s less half an interval), as of the flush.
-        let heard = Heard::default();
+        let heard = RunningAgents::default();
         heard.remember(1, KEY, at(0.0), true);
         let mut written = at(0.0);
         let (mut next_beat, mut tick) = (14.0, 0.0);
@@ -321,7 +321,7 @@ mod tests {
 
     #[test]
     fn shared_or_last_every_heartbeat_heard_is_written() {
-        let heard = Heard::default();
+        let heard = RunningAgents::default();
         heard.remember(1, KEY, at(0.0), true);
         heard.remember(2, KEY, at(0.0), true);
         heard.heartbeat(1, &KEY, at(0.5));
@@ -332,7 +332,7 @@ mod tests {
 
     #[test]
     fn unwritten_and_failed_heartbeats_are_due_at_once() {
-        let heard = Heard::default();
+        let heard = RunningAgents::default();
         heard.remember(1, KEY, at(0.0), false);
         heard.remember_known(2, KEY, at(0.0));
         assert_eq!(due(&heard, alone(0.0)), [(1, at(0.0))]);

@@ -25,11 +25,11 @@ use plura_proto::{
 use crate::metrics::Metrics;
 use crate::secret;
 use crate::store::{
-    self, Changed, Doing, KeyedCall, ListFilter, Listed, LoginOutcome, Store, Told,
+    self, Changed, Doing, Elsewhere, KeyedCall, ListFilter, Listed, LoginOutcome, Store,
 };
 use changes::ChangeFeed;
 pub use changes::Published;
-use liveness::{Heard, Heartbeat};
+use liveness::{Heartbeat, RunningAgents};
 
 pub use liveness::{DEFAULT_EVENT_RETENTION, DEFAULT_HEARTBEAT_INTERVAL, LivenessPolicy};
 pub use registrations::AgentLimit;
@@ -66,7 +66,7 @@ pub struct Fleet {
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
     policy: LivenessPolicy,
-    heard: Heard,
+    running: RunningAgents,
     feed: ChangeFeed,
     started: Instant,
     /// Notified at every tick while this server leads: alerts may be waiting.
@@ -99,7 +99,7 @@ impl Fleet {
             feed: ChangeFeed::new(metrics.clone()),
             metrics,
             policy,
-            heard: Heard::default(),
+            running: RunningAgents::default(),
             started: Instant::now(),
             alerts_due: Arc::default(),
             sampled: std::sync::Mutex::default(),
@@ -195,7 +195,7 @@ impl Fleet {
         if created {
             self.metrics.registrations.inc();
         }
-        self.heard.remember(changed.agent.id, digest, now, true);
+        self.running.remember(changed.agent.id, digest, now, true);
         Ok(Admission {
             agent: self.publish(changed),
             created,
@@ -207,7 +207,7 @@ impl Fleet {
     pub async fn heartbeat(&self, id: i64, key: &str) -> store::Result<KeyedCall<()>> {
         let now = Timestamp::now();
         let digest = secret::digest(key);
-        if self.heard.heartbeat(id, &digest, now) == Heartbeat::Noted {
+        if self.running.heartbeat(id, &digest, now) == Heartbeat::Noted {
             self.metrics.heartbeats.inc();
             return Ok(KeyedCall::Done(()));
         }
@@ -219,7 +219,7 @@ impl Fleet {
         Ok(call.map(|resumed| {
             self.metrics.heartbeats.inc();
             // A resume wrote last-seen already; a plain heartbeat is left to the next flush.
-            self.heard.remember(id, digest, now, resumed.is_some());
+            self.running.remember(id, digest, now, resumed.is_some());
             if let Some(resumed) = resumed {
                 self.publish(resumed);
             }
@@ -292,7 +292,7 @@ impl Fleet {
             .await
             .doing(|| format!("reading agent {id}"))?;
         if let Some(agent) = &mut agent {
-            self.heard.overlay(agent);
+            self.running.overlay(agent);
         }
         Ok(agent)
     }
@@ -304,7 +304,10 @@ impl Fleet {
             .list(filter)
             .await
             .doing(|| "reading a page of the agent list".into())?;
-        listed.agents.iter_mut().for_each(|a| self.heard.overlay(a));
+        listed
+            .agents
+            .iter_mut()
+            .for_each(|a| self.running.overlay(a));
         Ok(listed)
     }
 
@@ -347,7 +350,7 @@ impl Fleet {
         let fleet = self.clone();
         ReceiverStream::new(agents).map(move |agent| {
             agent.map(|mut agent| {
-                fleet.heard.overlay(&mut agent);
+                fleet.running.overlay(&mut agent);
                 agent
             })
         })
@@ -394,11 +397,11 @@ impl Fleet {
     /// running; answers the agent as it now is.
     fn publish(&self, mut changed: Changed) -> Agent {
         if changed.is_gone() || changed.agent.status != AgentStatus::Running {
-            self.heard.forget(changed.agent.id);
+            self.running.forget(changed.agent.id);
         } else {
-            self.heard.overlay(&mut changed.agent);
+            self.running.overlay(&mut changed.agent);
         }
-        self.feed.announce(changed.changes());
+        self.feed.publish_local(changed.changes());
         changed.agent
     }
 
@@ -406,24 +409,24 @@ impl Fleet {
     /// the agents concerned forgotten unless still running with the key known here, so their
     /// next heartbeat asks the database (a login there issued a new key; a stop, logout or
     /// delete there ended the old one).
-    pub(super) fn told(&self, told: Told) {
+    pub(super) fn changed_elsewhere(&self, told: Elsewhere) {
         match told {
-            Told::Changes(changes) => {
+            Elsewhere::Changes(changes) => {
                 for change in &changes {
                     use EventKind::*;
                     if matches!(
                         change.event,
                         Login | Takeover | Stopped | Logout | Deleted | Pruned
                     ) {
-                        self.heard.forget(change.agent_id);
+                        self.running.forget(change.agent_id);
                     }
                 }
-                self.feed.tell(changes);
+                self.feed.publish(changes);
             }
-            Told::Missed => {
+            Elsewhere::Missed => {
                 // Keys issued elsewhere meanwhile are caught by the next flush, which writes
                 // every agent tracked here.
-                self.heard.due_again(self.heard.ids());
+                self.running.due_again(self.running.ids());
                 tracing::warn!("some changes made through other servers were missed; reloading");
                 self.feed.forget_summary();
                 self.feed.resync();

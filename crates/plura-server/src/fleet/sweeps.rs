@@ -21,7 +21,7 @@ impl Fleet {
     /// another server) are not written but forgotten, so their next heartbeat goes to the
     /// database, which resumes them, answers 404, or refuses the old key.
     async fn flush(&self, due: Due) -> store::Result<()> {
-        let mut unwritten = self.heard.take_due(due);
+        let mut unwritten = self.running.take_due(due);
         if unwritten.is_empty() {
             return Ok(());
         }
@@ -41,7 +41,8 @@ impl Fleet {
         let stale: HashSet<i64> = match flushed {
             Ok(stale) => stale.into_iter().collect(),
             Err(e) => {
-                self.heard.due_again(unwritten.iter().map(|(id, _, _)| *id));
+                self.running
+                    .due_again(unwritten.iter().map(|(id, _, _)| *id));
                 return Err(e);
             }
         };
@@ -52,7 +53,7 @@ impl Fleet {
             .filter(|(id, _, _)| stale.contains(id))
             .map(|(id, _, key)| (id, key))
             .collect();
-        let tracked = self.heard.forget_stale(&stale);
+        let tracked = self.running.forget_stale(&stale);
         self.metrics.tracked_agents.set(tracked as i64);
         Ok(())
     }
@@ -159,7 +160,7 @@ impl Fleet {
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 notice = told.recv() => match notice {
-                    Some(notice) => self.told(notice),
+                    Some(notice) => self.changed_elsewhere(notice),
                     None => return,
                 },
             }
@@ -179,7 +180,7 @@ impl Fleet {
                 // A key hash not of our making is left for the database to judge.
                 if let Some(key) = unhex_digest(key_hash) {
                     let at = seen.unwrap_or_else(Timestamp::now);
-                    self.heard.remember_known(*id, key, at);
+                    self.running.remember_known(*id, key, at);
                     remembered += 1;
                 }
             }
@@ -188,7 +189,7 @@ impl Fleet {
                 _ => break,
             }
         }
-        let tracked = self.heard.len();
+        let tracked = self.running.len();
         self.metrics.tracked_agents.set(tracked as i64);
         Ok(remembered)
     }
@@ -218,7 +219,7 @@ impl Fleet {
                     let result = match self.flush(due).await {
                         Ok(()) if self.leads().await => {
                             let swept = match self.stop_silent(now).await {
-                                Ok(()) => self.store.tidy().await,
+                                Ok(()) => self.store.maintain().await,
                                 Err(e) => Err(e),
                             };
                             let swept = match swept {

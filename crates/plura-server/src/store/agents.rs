@@ -253,7 +253,7 @@ pub trait AgentStore: Send + Sync {
     /// After a bulk load (imports in chunks): brings the planner's statistics and PostgreSQL's
     /// visibility map up to date, as autovacuum would a minute later; until then, deep pages
     /// must visit every row.
-    async fn loaded(&self) -> Result<()>;
+    async fn after_bulk_load(&self) -> Result<()>;
 
     async fn patch(
         &self,

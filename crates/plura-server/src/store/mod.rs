@@ -125,7 +125,7 @@ impl Changed {
 
 /// What the store tells of changes other servers on the same database made.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Told {
+pub enum Elsewhere {
     Changes(Vec<Change>),
     /// Some changes could not be told (a lost connection, a change too large): what is cached
     /// may be stale.
@@ -195,12 +195,12 @@ pub trait Store: AgentStore + HistoryStore + CredentialStore + SettingStore + Al
     /// Folds up what the triggers accumulate (on a shared database, the deltas of the agent
     /// counts) and keeps the planner's statistics up with a fast-growing fleet; the server that
     /// sweeps runs it now and then.
-    async fn tidy(&self) -> Result<()>;
+    async fn maintain(&self) -> Result<()>;
 
     /// The changes other servers on the same database commit, as they commit them; `None`
     /// when no other server can share it. From then on the agent index is loaded (in the
     /// background) and follows every change.
-    async fn listen(&self) -> Result<Option<tokio::sync::mpsc::Receiver<Told>>>;
+    async fn listen(&self) -> Result<Option<tokio::sync::mpsc::Receiver<Elsewhere>>>;
 }
 
 /// Opens (creating it if needed) and migrates the database the URL names.

@@ -676,7 +676,7 @@ pub async fn summary_counts_stay_right_through_every_change(db: Db) {
             .await
             .unwrap();
     }
-    store.tidy().await.unwrap();
+    store.maintain().await.unwrap();
     check("after folding").await;
     server.finish().await;
 }

@@ -282,7 +282,7 @@ impl AgentStore for SqlStore {
         Ok(imported)
     }
 
-    async fn loaded(&self) -> Result<()> {
+    async fn after_bulk_load(&self) -> Result<()> {
         if let Backend::Postgres { .. } = self.backend {
             sqlx::query("VACUUM ANALYZE agents")
                 .execute(&self.pool)

@@ -32,7 +32,7 @@ use sqlx::any::AnyArguments;
 use sqlx::query::Query;
 use sqlx::{Any, AnyConnection, AnyPool, Row};
 
-use super::{Backend, Changed, Dialect, Result, Store, StoreError, Told};
+use super::{Backend, Changed, Dialect, Elsewhere, Result, Store, StoreError};
 
 /// Cheap to clone: every part is shared.
 #[derive(Clone)]
@@ -266,7 +266,7 @@ impl Store for SqlStore {
         }
     }
 
-    async fn tidy(&self) -> Result<()> {
+    async fn maintain(&self) -> Result<()> {
         if let Backend::Postgres { .. } = self.backend {
             shared::fold_counts(&self.pool).await?;
             shared::analyze_after_growth(&self.pool).await?;
@@ -274,7 +274,7 @@ impl Store for SqlStore {
         Ok(())
     }
 
-    async fn listen(&self) -> Result<Option<tokio::sync::mpsc::Receiver<Told>>> {
+    async fn listen(&self) -> Result<Option<tokio::sync::mpsc::Receiver<Elsewhere>>> {
         let notices = match &self.backend {
             // Alone on its database: there is no one else to hear.
             Backend::Sqlite { .. } => None,

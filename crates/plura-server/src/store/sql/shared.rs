@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use plura_proto::Change;
 
 use super::AgentIndex;
-use crate::store::{Changed, Result, Told};
+use crate::store::{Changed, Elsewhere, Result};
 
 const CHANNEL: &str = "plura_changes";
 /// The advisory lock of the sweep lease ("plura" in ASCII).
@@ -58,11 +58,11 @@ fn payloads(server: &str, changes: &[Change]) -> Vec<String> {
 }
 
 /// What a payload tells, and which server told it.
-fn read_payload(payload: &str) -> Option<(&str, Told)> {
+fn read_payload(payload: &str) -> Option<(&str, Elsewhere)> {
     let (server, body) = payload.split_once(' ')?;
     let told = match serde_json::from_str::<Vec<Change>>(body) {
-        Ok(changes) => Told::Changes(changes),
-        Err(_) => Told::Missed,
+        Ok(changes) => Elsewhere::Changes(changes),
+        Err(_) => Elsewhere::Missed,
     };
     Some((server, told))
 }
@@ -111,7 +111,7 @@ pub(super) async fn listen(
     me: String,
     index: &Arc<AgentIndex>,
     pool: &AnyPool,
-) -> Result<mpsc::Receiver<Told>> {
+) -> Result<mpsc::Receiver<Elsewhere>> {
     let (index, pool) = (index.clone(), pool.clone());
     let mut listener = PgListener::connect(url).await?;
     listener.listen(CHANNEL).await?;
@@ -123,8 +123,8 @@ pub(super) async fn listen(
                 notice = listener.try_recv() => match notice {
                     Ok(Some(notice)) => match read_payload(notice.payload()) {
                         Some((server, told)) if server == me => {
-                            if let Told::Changes(changes) = &told {
-                                index.told(changes);
+                            if let Elsewhere::Changes(changes) = &told {
+                                index.changed_elsewhere(changes);
                             }
                             continue;
                         }
@@ -132,17 +132,17 @@ pub(super) async fn listen(
                         None => continue,
                     },
                     // Lost; the next call connects again.
-                    Ok(None) => Told::Missed,
+                    Ok(None) => Elsewhere::Missed,
                     Err(e) => {
                         tracing::warn!("listening for other servers' changes: {e}; retrying");
                         tokio::time::sleep(Duration::from_secs(1)).await;
-                        Told::Missed
+                        Elsewhere::Missed
                     }
                 },
             };
             match &told {
-                Told::Changes(changes) => index.told(changes),
-                Told::Missed => drop(tokio::spawn(index.clone().reload(pool.clone()))),
+                Elsewhere::Changes(changes) => index.changed_elsewhere(changes),
+                Elsewhere::Missed => drop(tokio::spawn(index.clone().reload(pool.clone()))),
             }
             if sender.try_send(told).is_err() && sender.is_closed() {
                 return;
@@ -280,12 +280,15 @@ mod tests {
         for payload in &told {
             assert!(payload.len() < 8000);
             match read_payload(payload) {
-                Some(("s1", Told::Changes(changes))) => read.extend(changes),
+                Some(("s1", Elsewhere::Changes(changes))) => read.extend(changes),
                 other => panic!("{other:?}"),
             }
         }
         assert_eq!(read, changes);
         let huge = payloads("s1", &[change(&"x".repeat(9000))]);
-        assert!(matches!(read_payload(&huge[0]), Some(("s1", Told::Missed))));
+        assert!(matches!(
+            read_payload(&huge[0]),
+            Some(("s1", Elsewhere::Missed))
+        ));
     }
 }

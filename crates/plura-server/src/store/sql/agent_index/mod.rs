@@ -275,7 +275,7 @@ impl AgentIndex {
     }
 
     /// Follows changes another server told.
-    pub(super) fn told(&self, changes: &[Change]) {
+    pub(super) fn changed_elsewhere(&self, changes: &[Change]) {
         self.apply(
             changes
                 .iter()
