@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 
 use super::SqlStore;
-use super::login::login_together;
+use super::login::{Pending, login_together};
 use crate::store::{Login, LoginOutcome, Result, StoreError};
 
 /// The most logins one transaction takes: enough to amortise a flush many times over, few
@@ -17,8 +17,28 @@ const MAX_BATCH: usize = 512;
 
 /// A login waiting for its batch, and where its answer goes.
 struct Waiting {
-    login: Login,
+    pending: Pending,
     answer: oneshot::Sender<Result<LoginOutcome>>,
+}
+
+impl Waiting {
+    /// Answers the login with what its batch made of it (or why it made nothing).
+    fn answer(mut self, written: Result<()>) {
+        let outcome = written.and_then(|()| self.pending.take_outcome());
+        let _ = self.answer.send(outcome);
+    }
+}
+
+impl AsRef<Pending> for Waiting {
+    fn as_ref(&self) -> &Pending {
+        &self.pending
+    }
+}
+
+impl AsMut<Pending> for Waiting {
+    fn as_mut(&mut self) -> &mut Pending {
+        &mut self.pending
+    }
 }
 
 #[derive(Default)]
@@ -41,11 +61,10 @@ impl LoginQueue {
 pub(super) async fn login(store: &SqlStore, login: Login) -> Result<LoginOutcome> {
     let (answer, mut answered) = oneshot::channel();
     let queue = &store.logins;
-    queue
-        .waiting
-        .lock()
-        .unwrap()
-        .push(Waiting { login, answer });
+    queue.waiting.lock().unwrap().push(Waiting {
+        pending: Pending::new(login),
+        answer,
+    });
     loop {
         tokio::select! {
             biased;
@@ -79,28 +98,20 @@ pub(super) async fn login(store: &SqlStore, login: Login) -> Result<LoginOutcome
 }
 
 /// Writes a batch together; if that fails, each login alone, so one bad login fails only itself.
-async fn write_batch(store: &SqlStore, batch: Vec<Waiting>) {
-    let logins: Vec<&Login> = batch.iter().map(|w| &w.login).collect();
-    match login_together(store, &logins).await {
-        // One outcome per login, in the batch's order: `login_together` fails the batch
-        // rather than leave one out.
-        Ok(outcomes) => {
-            for (waiting, outcome) in batch.into_iter().zip(outcomes) {
-                let _ = waiting.answer.send(Ok(outcome));
-            }
-        }
+/// Each login is answered with its own outcome, which it carries.
+async fn write_batch(store: &SqlStore, mut batch: Vec<Waiting>) {
+    match login_together(store, &mut batch).await {
+        Ok(()) => batch.into_iter().for_each(|waiting| waiting.answer(Ok(()))),
         Err(e) if batch.len() == 1 => {
-            if let Some(waiting) = batch.into_iter().next() {
-                let _ = waiting.answer.send(Err(e));
+            if let Some(waiting) = batch.pop() {
+                waiting.answer(Err(e));
             }
         }
         Err(e) => {
             tracing::debug!("a batch of {} logins failed ({e}); each alone", batch.len());
-            for waiting in batch {
-                let result = login_together(store, &[&waiting.login])
-                    .await
-                    .map(|mut o| o.remove(0));
-                let _ = waiting.answer.send(result);
+            for mut waiting in batch {
+                let written = login_together(store, std::slice::from_mut(&mut waiting)).await;
+                waiting.answer(written);
             }
         }
     }

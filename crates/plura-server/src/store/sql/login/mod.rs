@@ -19,13 +19,53 @@ use crate::store::{Changed, Dialect, Login, LoginOutcome, Result, StoreError};
 /// server) took the insert it tried.
 const LOGIN_ATTEMPTS: usize = 3;
 
-/// Logins in one transaction, answered only once it commits: many logins share one disk flush.
-/// Each step is one statement for the whole batch (look up, update the known, insert the new).
-/// Logins of the same identity go in order, a later one seeing what an earlier one did.
-pub(super) async fn login_together(
-    store: &SqlStore,
-    logins: &[&Login],
-) -> Result<Vec<LoginOutcome>> {
+/// A login in a batch, and what became of it once the batch was written: the answer travels
+/// with its request, never matched to it by position.
+pub(super) struct Pending {
+    pub(super) login: Login,
+    outcome: Option<LoginOutcome>,
+}
+
+impl Pending {
+    pub(super) fn new(login: Login) -> Self {
+        Self {
+            login,
+            outcome: None,
+        }
+    }
+
+    /// Its outcome, once its batch committed.
+    pub(super) fn take_outcome(&mut self) -> Result<LoginOutcome> {
+        self.outcome.take().ok_or_else(|| {
+            StoreError::Invariant(format!(
+                "the login of {} / {} got no outcome in its batch",
+                self.login.request.ip, self.login.request.hostname
+            ))
+        })
+    }
+}
+
+impl AsRef<Pending> for Pending {
+    fn as_ref(&self) -> &Pending {
+        self
+    }
+}
+
+impl AsMut<Pending> for Pending {
+    fn as_mut(&mut self) -> &mut Pending {
+        self
+    }
+}
+
+/// Logins in one transaction, each given its outcome only once it commits: many logins share
+/// one disk flush. Each step is one statement for the whole batch (look up, update the known,
+/// insert the new). Logins of the same identity go in order, a later one seeing what an
+/// earlier one did.
+pub(super) async fn login_together<P>(store: &SqlStore, batch: &mut [P]) -> Result<()>
+where
+    P: AsRef<Pending> + AsMut<Pending>,
+{
+    let logins: Vec<&Login> = batch.iter().map(|p| &p.as_ref().login).collect();
     let mut tx = store.begin_write().await?;
     let mut outcomes: Vec<Option<LoginOutcome>> = vec![None; logins.len()];
     let mut pending: Vec<usize> = (0..logins.len()).collect();
@@ -43,12 +83,12 @@ pub(super) async fn login_together(
         })
         .collect();
     while !pending.is_empty() {
-        let (round, later) = first_of_each_identity(logins, pending);
+        let (round, later) = first_of_each_identity(&logins, pending);
         let dialect = tx.dialect();
         let lost = login_round(
             tx.conn(),
             dialect,
-            logins,
+            &logins,
             &round,
             &unheard_of,
             &mut outcomes,
@@ -69,24 +109,24 @@ pub(super) async fn login_together(
         pending.sort_unstable();
     }
     // Every login is done once nothing is pending; were one not, the batch fails (and its
-    // logins are tried each alone) rather than answer anyone with another's outcome.
-    let outcomes = outcomes
-        .into_iter()
-        .zip(logins)
-        .map(|(outcome, login)| {
-            outcome.ok_or_else(|| {
-                StoreError::Invariant(format!(
-                    "the login of {} / {} got no outcome in its batch",
-                    login.request.ip, login.request.hostname
-                ))
-            })
-        })
-        .collect::<Result<Vec<LoginOutcome>>>()?;
-    let alerts: Vec<NewAlert> = outcomes.iter().filter_map(login_alert).collect();
+    // logins are tried each alone) rather than commit a login nobody is told of.
+    if let Some(missing) = outcomes.iter().position(Option::is_none) {
+        let request = &logins[missing].request;
+        return Err(StoreError::Invariant(format!(
+            "the login of {} / {} got no outcome in its batch",
+            request.ip, request.hostname
+        )));
+    }
+    let done: Vec<&LoginOutcome> = outcomes.iter().flatten().collect();
+    let alerts: Vec<NewAlert> = done.iter().copied().filter_map(login_alert).collect();
     let dialect = tx.dialect();
     alerts::record(tx.conn(), dialect, &alerts).await?;
-    tx.commit(outcomes.iter().map(|o| &o.changed)).await?;
-    Ok(outcomes)
+    tx.commit(done.iter().map(|o| &o.changed)).await?;
+    drop(logins);
+    for (pending, outcome) in batch.iter_mut().zip(outcomes) {
+        pending.as_mut().outcome = outcome;
+    }
+    Ok(())
 }
 
 /// A takeover is alerted (saying whether the holder still ran); a plain login of an agent that

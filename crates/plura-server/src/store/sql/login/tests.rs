@@ -66,15 +66,13 @@ async fn a_login_batch_takes_its_agents_in_id_order() {
     let logins: Vec<Login> = (1..=20)
         .map(|n| login(&format!("10.0.0.{n}"), &format!("web-{n}")))
         .collect();
-    let registered = login_together(&store, &logins.iter().collect::<Vec<_>>())
-        .await
-        .unwrap();
+    let registered = together(&store, logins.clone()).await.unwrap();
     let first = registered.iter().map(|o| o.changed.agent.id).min().unwrap();
     // Its row written again lies after the others in the table; the batch lists it last.
     store.login(logins[0].clone()).await.unwrap();
     let batch = {
         let store = store.clone();
-        async move { login_together(&store, &logins.iter().rev().collect::<Vec<_>>()).await }
+        async move { together(&store, logins.into_iter().rev()).await }
     };
     let outcomes = waits_for_the_first_holding_no_other(&database.url, first, batch)
         .await
@@ -115,9 +113,7 @@ async fn a_login_the_index_takes_for_new_finds_the_agent_registered_meanwhile() 
     );
 
     let batch = [login("10.0.0.2", "web-2"), login("10.0.0.3", "web-3")];
-    let outcomes = login_together(&store, &batch.iter().collect::<Vec<_>>())
-        .await
-        .unwrap();
+    let outcomes = together(&store, batch).await.unwrap();
     let [known, new] = &outcomes[..] else {
         panic!("two outcomes: {outcomes:?}");
     };
@@ -134,4 +130,14 @@ async fn a_login_the_index_takes_for_new_finds_the_agent_registered_meanwhile() 
         .await
         .unwrap();
     assert_eq!(count, 3);
+}
+
+/// Logins written as one batch; their outcomes, in the order given.
+async fn together(
+    store: &SqlStore,
+    logins: impl IntoIterator<Item = Login>,
+) -> Result<Vec<LoginOutcome>> {
+    let mut batch: Vec<Pending> = logins.into_iter().map(Pending::new).collect();
+    login_together(store, &mut batch).await?;
+    batch.iter_mut().map(Pending::take_outcome).collect()
 }
