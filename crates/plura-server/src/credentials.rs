@@ -83,12 +83,17 @@ pub async fn create_user(
     validate_credential_name(name)?;
     let (password, made) = match password {
         Some(given) => (given, false),
-        None => (new_token("pw")[3..27].to_string(), true),
+        None => (new_password(), true),
     };
     validate_password(&password)?;
     let hash = hash_password(password.clone()).await?;
     let user = store.add_user(name, role, &hash, by).await?;
     Ok((user, made.then_some(password)))
+}
+
+/// A password made for a user who was given none: 24 random characters.
+pub fn new_password() -> String {
+    new_token("pw")[3..27].to_string()
 }
 
 /// Sets a user's password, which ends its sign-ins; `None` if there is no such user.

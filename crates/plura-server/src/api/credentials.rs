@@ -137,7 +137,11 @@ pub async fn create_user(
     State(state): State<AppState>,
     Json(new): Json<NewUser>,
 ) -> ApiResult<(StatusCode, Json<CreatedUser>)> {
-    let _check = state.auth.password_check().await.ok_or_else(busy)?;
+    let _check = state
+        .auth
+        .password_check()
+        .await
+        .ok_or_else(ApiError::passwords_busy)?;
     let (user, password) = credentials::create_user(
         state.auth.store(),
         &new.name,
@@ -181,7 +185,11 @@ pub async fn patch_user(
     let store = state.auth.store();
     let mut user = None;
     if let Some(password) = patch.password {
-        let _check = state.auth.password_check().await.ok_or_else(busy)?;
+        let _check = state
+            .auth
+            .password_check()
+            .await
+            .ok_or_else(ApiError::passwords_busy)?;
         user = credentials::set_password(store, &name, password, acting(&caller)).await?;
     }
     if let Some(disabled) = patch.disabled {
@@ -243,11 +251,4 @@ fn not_oneself(caller: &Caller, name: &str, what: &str) -> Result<(), ApiError> 
 
 fn no_user(name: &str) -> ApiError {
     ApiError::not_found(format!("no user is named {name:?}"))
-}
-
-fn busy() -> ApiError {
-    ApiError::too_many(
-        std::time::Duration::from_secs(1),
-        "the server is busy hashing passwords; try again in a moment",
-    )
 }

@@ -51,6 +51,14 @@ impl ApiError {
         }
     }
 
+    /// Every turn to check or hash a password is taken: come back in a moment.
+    pub fn passwords_busy() -> Self {
+        Self::too_many(
+            Duration::from_secs(1),
+            "the server is busy checking passwords",
+        )
+    }
+
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
     }

@@ -2,7 +2,6 @@
 //! expires, so every other route keeps one way of authenticating.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -46,12 +45,11 @@ pub async fn sign_in(
         })?;
     // Each check takes Argon2's memory and a core for a while: a few at once, the rest wait a
     // little or are told to come back.
-    let _check = state.auth.password_check().await.ok_or_else(|| {
-        ApiError::too_many(
-            Duration::from_secs(1),
-            "the server is busy checking passwords; try again in a moment",
-        )
-    })?;
+    let _check = state
+        .auth
+        .password_check()
+        .await
+        .ok_or_else(ApiError::passwords_busy)?;
     let session = state
         .auth
         .sign_in(&form.username, &form.password)

@@ -6,8 +6,8 @@ use clap::Subcommand;
 
 use plura_proto::{Role, Timestamp};
 
+use crate::credentials;
 use crate::store::{self, Actor, CredentialStore, UserChange};
-use crate::{credentials, secret};
 
 #[derive(Debug, Subcommand)]
 pub(super) enum TokenCommand {
@@ -197,7 +197,7 @@ pub(super) async fn user_command(
             let (password, made) = if password_stdin {
                 (read_password()?, false)
             } else {
-                (secret::new_token("pw")[3..27].to_string(), true)
+                (credentials::new_password(), true)
             };
             let changed =
                 credentials::set_password(store, &name, password.clone(), command_line()).await?;

@@ -164,8 +164,7 @@ impl Fleet {
         let now = Timestamp::now();
         let key = secret::new_agent_key();
         let digest = secret::digest(&key);
-        let (request_ip, request_hostname) = (login.ip.clone(), login.hostname.clone());
-        let login = store::Login {
+        let written = store::Login {
             request: login.clone(),
             source_ip: source_ip.map(str::to_string),
             key_hash: secret::hex(&digest),
@@ -179,9 +178,9 @@ impl Fleet {
             ..
         } = self
             .store
-            .login(login)
+            .login(written)
             .await
-            .doing(|| format!("writing the login of {} / {}", request_ip, request_hostname))?;
+            .doing(|| format!("writing the login of {} / {}", login.ip, login.hostname))?;
         if displaced_running {
             self.metrics.takeovers_of_running.inc();
             let agent = &changed.agent;

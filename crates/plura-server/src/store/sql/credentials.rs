@@ -9,7 +9,7 @@ use plura_proto::{AuditAction, Role, Timestamp, TokenInfo, UserInfo};
 
 use super::{SqlStore, rows};
 use crate::store::{
-    Actor, Credential, CredentialStore, Holder, Result, StoreError, StoredUser, TokenRef,
+    Actor, Audit, Credential, CredentialStore, Holder, Result, StoreError, StoredUser, TokenRef,
     UserChange,
 };
 
@@ -101,15 +101,12 @@ impl CredentialStore for SqlStore {
             Some(at) => format!("{name:?}, {role}, expires {at}"),
             None => format!("{name:?}, {role}"),
         };
-        rows::insert_audit(
-            tx.conn(),
-            by.name,
-            AuditAction::TokenCreated,
-            None,
-            by.at,
-            &detail,
-        )
-        .await?;
+        let audit = Audit {
+            by,
+            action: AuditAction::TokenCreated,
+            detail,
+        };
+        rows::record(tx.conn(), &audit).await?;
         tx.commit().await?;
         Ok(token)
     }
@@ -136,15 +133,12 @@ impl CredentialStore for SqlStore {
         };
         let revoked = token_info(&row)?;
         let detail = format!("{:?}, {}", revoked.name, revoked.role);
-        rows::insert_audit(
-            tx.conn(),
-            by.name,
-            AuditAction::TokenRevoked,
-            None,
-            by.at,
-            &detail,
-        )
-        .await?;
+        let audit = Audit {
+            by,
+            action: AuditAction::TokenRevoked,
+            detail,
+        };
+        rows::record(tx.conn(), &audit).await?;
         tx.commit().await?;
         Ok(Some(revoked))
     }
@@ -246,15 +240,12 @@ impl CredentialStore for SqlStore {
             return Err(StoreError::UserExists(name.to_string()));
         }
         let detail = format!("{name:?}, {role}");
-        rows::insert_audit(
-            tx.conn(),
-            by.name,
-            AuditAction::UserCreated,
-            None,
-            by.at,
-            &detail,
-        )
-        .await?;
+        let audit = Audit {
+            by,
+            action: AuditAction::UserCreated,
+            detail,
+        };
+        rows::record(tx.conn(), &audit).await?;
         let user = select_user(tx.conn(), name, by.at).await?;
         tx.commit().await?;
         user.ok_or_else(|| {
@@ -330,7 +321,8 @@ impl CredentialStore for SqlStore {
             0 => format!("{name:?}, {}", before.role),
             n => format!("{name:?}, {}; {n} sign-in(s) ended", before.role),
         };
-        rows::insert_audit(tx.conn(), by.name, action, None, by.at, &detail).await?;
+        let audit = Audit { by, action, detail };
+        rows::record(tx.conn(), &audit).await?;
         let after = select_user(tx.conn(), name, by.at).await?;
         tx.commit().await?;
         Ok(Some(after.unwrap_or(before)))
