@@ -10,7 +10,7 @@ use tokio::process::Command;
 
 use plura_proto::{Agent, AgentStatus, AlertMessage, EventKind, WebhookFormat};
 use plura_server::enrollment;
-use plura_server::store::{AgentStore, ListFilter};
+use plura_server::store::{ListFilter, ListStore};
 use plura_testkit::imds::{Imds, Instance};
 use plura_testkit::process::Process;
 use plura_testkit::receiver::Receiver;

@@ -11,7 +11,7 @@ use anyhow::ensure;
 use tokio::time::sleep_until;
 
 use plura_proto::{Agent, AgentStatus, Role, Summary, Timestamp};
-use plura_server::store::{self, AgentStore, ListFilter, Store};
+use plura_server::store::{self, ListFilter, ListStore, Store};
 use plura_server::{credentials, secret};
 use plura_testkit::served::Served;
 use plura_testkit::tls::TestCa;

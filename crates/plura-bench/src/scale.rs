@@ -7,7 +7,7 @@ use anyhow::Context;
 
 use plura_proto::{Agent, AgentStatus, CloudLabels, Role, Timestamp};
 use plura_server::credentials;
-use plura_server::store::{self, AgentStore, Imported, Store};
+use plura_server::store::{self, AgentStore, Imported, ListStore, Store};
 use plura_testkit::served::Served;
 use plura_testkit::{Database, Db};
 
@@ -151,7 +151,7 @@ pub async fn scale(db: Db, agents: u32, rounds: u32) -> anyhow::Result<String> {
     println!("loading {agents} agents through the storage layer");
     let load = load(&store, agents, |n| agent(n, now), |_| None).await?;
     // As the running server's sweeper would, before anyone asks.
-    store.maintain().await?;
+    store.fold_counts().await?;
     println!("  load_s={:.1}", load.as_secs_f64());
     let admin = credentials::create_lasting_token(&store, "bench", Role::Admin).await?;
     let summary_uncached = timed(rounds, || async {

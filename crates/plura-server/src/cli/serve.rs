@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use plura_proto::redact_webhook_url;
 
 use crate::fleet::{DEFAULT_EVENT_RETENTION, DEFAULT_HEARTBEAT_INTERVAL, LivenessPolicy};
+use crate::store::Store;
 use crate::tls::{Certified, TlsFiles};
 use crate::{alerts, auth, secret, server, store};
 

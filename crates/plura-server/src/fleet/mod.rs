@@ -1,7 +1,8 @@
-//! The fleet: the one way to see and change agents. It owns the store, what this server has
-//! heard from its agents (liveness), and the fan-out of changes, so every change is published
-//! (live stream, metrics, summary cache) and every read shows the freshest last-seen: a caller
-//! has no other way to reach the agents.
+//! The fleet: the domain's rules over the agents (login, heartbeat, logout, the sweeps, the
+//! bound on registrations), and the one way to see and change them. It owns the store, the read
+//! model kept in memory, this server's place among those sharing the database, and the fan-out
+//! of changes, so every change is published (live stream, metrics) and every read shows the
+//! freshest last-seen: a caller has no other way to reach the agents.
 
 mod changes;
 mod liveness;
@@ -18,18 +19,19 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
 use plura_proto::{
-    Agent, AgentStatus, AuditRecord, Event, EventKind, FleetHistory, LoginRequest, PatchAgent,
-    RegisterAgent, Summary, Timestamp,
+    Agent, AgentStatus, AuditRecord, Event, FleetHistory, LoginRequest, PatchAgent, RegisterAgent,
+    Summary, Timestamp,
 };
 
+use crate::cluster::{Cluster, Notice};
 use crate::metrics::Metrics;
+use crate::read_model::{Heartbeat, News, ReadModel, RunningAgents};
 use crate::secret;
 use crate::store::{
     self, Changed, Doing, Elsewhere, KeyedCall, ListFilter, Listed, LoginOutcome, Store,
 };
 use changes::ChangeFeed;
 pub use changes::Published;
-use liveness::{Heartbeat, RunningAgents};
 
 pub use liveness::{DEFAULT_EVENT_RETENTION, DEFAULT_HEARTBEAT_INTERVAL, LivenessPolicy};
 pub use registrations::AgentLimit;
@@ -66,7 +68,8 @@ pub struct Fleet {
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
     policy: LivenessPolicy,
-    running: RunningAgents,
+    read_model: Arc<ReadModel>,
+    cluster: Cluster,
     feed: ChangeFeed,
     started: Instant,
     /// Notified at every tick while this server leads: alerts may be waiting.
@@ -95,11 +98,12 @@ impl Fleet {
     ) -> Self {
         Self {
             registrations: Registrations::new(max_agents),
+            read_model: ReadModel::new(store.clone()),
+            cluster: Cluster::of(store.as_ref()),
             store,
             feed: ChangeFeed::new(metrics.clone()),
             metrics,
             policy,
-            running: RunningAgents::default(),
             started: Instant::now(),
             alerts_due: Arc::default(),
             sampled: std::sync::Mutex::default(),
@@ -147,7 +151,13 @@ impl Fleet {
     ) -> store::Result<Result<T, AgentLimit>> {
         let admitted = self
             .registrations
-            .admit(self.store.as_ref(), &self.metrics, identity, claimed)
+            .admit(
+                &self.read_model,
+                self.store.as_ref(),
+                &self.metrics,
+                identity,
+                claimed,
+            )
             .await?;
         match admitted {
             // Held until the registration is written.
@@ -170,6 +180,7 @@ impl Fleet {
             key_hash: secret::hex(&digest),
             at: now,
             heard_since: now.minus(self.policy.silence_limit()),
+            unheard_of: self.read_model.heard_of(&login.ip, &login.hostname) == Some(false),
         };
         let LoginOutcome {
             changed,
@@ -194,7 +205,7 @@ impl Fleet {
         if created {
             self.metrics.registrations.inc();
         }
-        self.running.remember(changed.agent.id, digest, now, true);
+        self.running().remember(changed.agent.id, digest, now, true);
         Ok(Admission {
             agent: self.publish(changed),
             created,
@@ -206,7 +217,7 @@ impl Fleet {
     pub async fn heartbeat(&self, id: i64, key: &str) -> store::Result<KeyedCall<()>> {
         let now = Timestamp::now();
         let digest = secret::digest(key);
-        if self.running.heartbeat(id, &digest, now) == Heartbeat::Noted {
+        if self.running().heartbeat(id, &digest, now) == Heartbeat::Noted {
             self.metrics.heartbeats.inc();
             return Ok(KeyedCall::Done(()));
         }
@@ -218,7 +229,7 @@ impl Fleet {
         Ok(call.map(|resumed| {
             self.metrics.heartbeats.inc();
             // A resume wrote last-seen already; a plain heartbeat is left to the next flush.
-            self.running.remember(id, digest, now, resumed.is_some());
+            self.running().remember(id, digest, now, resumed.is_some());
             if let Some(resumed) = resumed {
                 self.publish(resumed);
             }
@@ -291,7 +302,7 @@ impl Fleet {
             .await
             .doing(|| format!("reading agent {id}"))?;
         if let Some(agent) = &mut agent {
-            self.running.overlay(agent);
+            self.running().overlay(agent);
         }
         Ok(agent)
     }
@@ -299,14 +310,14 @@ impl Fleet {
     /// One page of the list (every match when the filter has no limit), and how many match.
     pub async fn list(&self, filter: &ListFilter) -> store::Result<Listed> {
         let mut listed = self
-            .store
+            .read_model
             .list(filter)
             .await
             .doing(|| "reading a page of the agent list".into())?;
         listed
             .agents
             .iter_mut()
-            .for_each(|a| self.running.overlay(a));
+            .for_each(|a| self.running().overlay(a));
         Ok(listed)
     }
 
@@ -349,7 +360,7 @@ impl Fleet {
         let fleet = self.clone();
         ReceiverStream::new(agents).map(move |agent| {
             agent.map(|mut agent| {
-                fleet.running.overlay(&mut agent);
+                fleet.running().overlay(&mut agent);
                 agent
             })
         })
@@ -367,12 +378,16 @@ impl Fleet {
 
     /// How many agents the in-memory search index holds, once one is loaded.
     pub fn search_index_agents(&self) -> Option<usize> {
-        self.store.search_index_agents()
+        self.read_model.indexed_agents()
     }
 
-    /// The console's cards, from a short cache that every change made here clears.
+    /// The console's cards, from a short cache that every change clears.
     pub async fn summary(&self) -> store::Result<Summary> {
-        self.feed.summary(self.store.summary()).await
+        self.read_model.summary().await
+    }
+
+    fn running(&self) -> &RunningAgents {
+        self.read_model.running()
     }
 
     /// The fleet over the last `span`, one point per `step`.
@@ -392,42 +407,34 @@ impl Fleet {
         self.store.ping().await
     }
 
-    /// Tells the stream and the metrics about a change, and forgets agents that are no longer
-    /// running; answers the agent as it now is.
+    /// Tells the stream and the metrics about a change (the read model followed it as it
+    /// committed); answers the agent as it now is.
     fn publish(&self, mut changed: Changed) -> Agent {
-        if changed.is_gone() || changed.agent.status != AgentStatus::Running {
-            self.running.forget(changed.agent.id);
-        } else {
-            self.running.overlay(&mut changed.agent);
+        if !changed.is_gone() && changed.agent.status == AgentStatus::Running {
+            self.running().overlay(&mut changed.agent);
         }
         self.feed.publish_local(changed.changes());
         changed.agent
     }
 
-    /// What another server on the same database changed: told to this server's stream, and
-    /// the agents concerned forgotten unless still running with the key known here, so their
-    /// next heartbeat asks the database (a login there issued a new key; a stop, logout or
-    /// delete there ended the old one).
-    pub(super) fn changed_elsewhere(&self, told: Elsewhere) {
-        match told {
+    /// A notice from the change feed: followed by the read model, and told to this server's
+    /// stream when another server made the change (this server's own were told as they
+    /// committed).
+    pub(super) fn heard(&self, notice: Notice) {
+        let from_this_server = notice.from_this_server;
+        match notice.told {
             Elsewhere::Changes(changes) => {
-                for change in &changes {
-                    use EventKind::*;
-                    if matches!(
-                        change.event,
-                        Login | Takeover | Stopped | Logout | Deleted | Pruned
-                    ) {
-                        self.running.forget(change.agent_id);
-                    }
+                self.read_model.follow(News::Told {
+                    changes: &changes,
+                    from_this_server,
+                });
+                if !from_this_server {
+                    self.feed.publish(changes);
                 }
-                self.feed.publish(changes);
             }
             Elsewhere::Missed => {
-                // Keys issued elsewhere meanwhile are caught by the next flush, which writes
-                // every agent tracked here.
-                self.running.due_again(self.running.ids());
                 tracing::warn!("some changes made through other servers were missed; reloading");
-                self.feed.forget_summary();
+                self.read_model.follow(News::Missed);
                 self.feed.resync();
             }
         }

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use plura_proto::{Agent, AgentStatus, AlertKind, Timestamp};
 
 use crate::metrics::Metrics;
+use crate::read_model::ReadModel;
 use crate::store::{self, Store};
 
 pub struct Registrations {
@@ -60,6 +61,7 @@ impl Registrations {
     /// fleet had room.
     pub async fn admit(
         &self,
+        known: &ReadModel,
         store: &dyn Store,
         metrics: &Metrics,
         (ip, hostname): (&str, &str),
@@ -68,12 +70,12 @@ impl Registrations {
         let Some(max) = self.max else {
             return Ok(Ok(Reservation(None)));
         };
-        if store.is_registered(ip, hostname).await? {
+        if known.is_registered(ip, hostname).await? {
             return Ok(Ok(Reservation(None)));
         }
         let ahead = self.in_flight.fetch_add(1, Ordering::SeqCst);
         let reservation = Reservation(Some(&self.in_flight));
-        if store.agent_count().await? + ahead < max {
+        if known.agent_count().await? + ahead < max {
             self.alerted.store(false, Ordering::SeqCst);
             return Ok(Ok(reservation));
         }

@@ -11,8 +11,8 @@ use tokio_util::sync::CancellationToken;
 use plura_proto::Timestamp;
 
 use super::Fleet;
-use super::liveness::Due;
-use crate::secret::{hex, unhex_digest};
+use crate::read_model::Due;
+use crate::secret::hex;
 use crate::store::{self, Changed, Doing, LastSeen};
 
 impl Fleet {
@@ -21,7 +21,7 @@ impl Fleet {
     /// another server) are not written but forgotten, so their next heartbeat goes to the
     /// database, which resumes them, answers 404, or refuses the old key.
     async fn flush(&self, due: Due) -> store::Result<()> {
-        let mut unwritten = self.running.take_due(due);
+        let mut unwritten = self.running().take_due(due);
         if unwritten.is_empty() {
             return Ok(());
         }
@@ -41,7 +41,7 @@ impl Fleet {
         let stale: HashSet<i64> = match flushed {
             Ok(stale) => stale.into_iter().collect(),
             Err(e) => {
-                self.running
+                self.running()
                     .due_again(unwritten.iter().map(|(id, _, _)| *id));
                 return Err(e);
             }
@@ -53,7 +53,7 @@ impl Fleet {
             .filter(|(id, _, _)| stale.contains(id))
             .map(|(id, _, key)| (id, key))
             .collect();
-        let tracked = self.running.forget_stale(&stale);
+        let tracked = self.running().forget_stale(&stale);
         self.metrics.tracked_agents.set(tracked as i64);
         Ok(())
     }
@@ -122,9 +122,9 @@ impl Fleet {
         }
     }
 
-    /// Whether this server runs the fleet-wide sweeps now (see `Store::lead`).
+    /// Whether this server runs the fleet-wide sweeps now (see `Cluster::leads`).
     async fn leads(&self) -> bool {
-        let leads = match self.store.lead().await {
+        let leads = match self.cluster.leads().await {
             Ok(leads) => leads,
             Err(e) => {
                 tracing::warn!("cannot tell whether this server runs the sweeps: {e}");
@@ -143,9 +143,9 @@ impl Fleet {
 
     /// Hears what other servers on the same database change, until `shutdown`.
     async fn hear_others(self: Arc<Self>, shutdown: CancellationToken) {
-        let mut told = loop {
-            match self.store.listen().await {
-                Ok(Some(told)) => break told,
+        let mut feed = loop {
+            match self.cluster.hear().await {
+                Ok(Some(feed)) => break feed,
                 Ok(None) => return,
                 Err(e) => {
                     tracing::warn!("cannot listen for other servers' changes, will retry: {e}");
@@ -159,47 +159,22 @@ impl Fleet {
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
-                notice = told.recv() => match notice {
-                    Some(notice) => self.changed_elsewhere(notice),
-                    None => return,
-                },
+                notice = feed.next() => self.heard(notice),
             }
         }
-    }
-
-    /// Learns the running agents and their keys from the database, so that their first
-    /// heartbeats after a start are answered from memory: otherwise each agent of a large fleet
-    /// costs a read in the first interval, all at once. Heartbeats before it ends ask the
-    /// database, as they would anyway.
-    async fn remember_running(&self) -> store::Result<usize> {
-        const PAGE: u32 = 10_000;
-        let (mut after, mut remembered) = (0, 0);
-        loop {
-            let page = self.store.running_keys(after, PAGE).await?;
-            for (id, key_hash, seen) in &page {
-                // A key hash not of our making is left for the database to judge.
-                if let Some(key) = unhex_digest(key_hash) {
-                    let at = seen.unwrap_or_else(Timestamp::now);
-                    self.running.remember_known(*id, key, at);
-                    remembered += 1;
-                }
-            }
-            match page.last() {
-                Some((id, _, _)) if page.len() == PAGE as usize => after = *id,
-                _ => break,
-            }
-        }
-        let tracked = self.running.len();
-        self.metrics.tracked_agents.set(tracked as i64);
-        Ok(remembered)
     }
 
     /// The liveness timer, until `shutdown`; then a last flush so no heartbeat is lost.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let hearing = tokio::spawn(self.clone().hear_others(shutdown.clone()));
         let learning = tokio::time::Instant::now();
-        match self.remember_running().await {
-            Ok(n) => tracing::info!("{n} running agents known in {:?}", learning.elapsed()),
+        match self.read_model.load().await {
+            Ok(n) => {
+                self.metrics
+                    .tracked_agents
+                    .set(self.running().tracked() as i64);
+                tracing::info!("{n} running agents known in {:?}", learning.elapsed());
+            }
             Err(e) => tracing::warn!("cannot learn the running agents, each will be read: {e}"),
         }
         let mut tick = tokio::time::interval(self.policy.tick());
@@ -215,11 +190,11 @@ impl Fleet {
                     // Flush first, so an agent whose heartbeat only this server holds is not
                     // taken for silent.
                     let now = Timestamp::now();
-                    let due = self.policy.due(self.store.shared(), now);
+                    let due = self.policy.due(self.cluster.shared(), now);
                     let result = match self.flush(due).await {
                         Ok(()) if self.leads().await => {
                             let swept = match self.stop_silent(now).await {
-                                Ok(()) => self.store.maintain().await,
+                                Ok(()) => self.store.fold_counts().await,
                                 Err(e) => Err(e),
                             };
                             let swept = match swept {
@@ -254,5 +229,6 @@ impl Fleet {
         if let Err(e) = hearing.await {
             tracing::error!("the listener for other servers' changes failed: {e}");
         }
+        self.read_model.close().await;
     }
 }

@@ -61,6 +61,9 @@ pub struct Login {
     pub at: Timestamp,
     /// An agent heard from since this is still running (the silence limit before `at`).
     pub heard_since: Timestamp,
+    /// Whether the read model has heard of no agent with this identity: the login is written
+    /// as a registration first, and looked up only if the identity turns out to be taken.
+    pub unheard_of: bool,
 }
 
 /// An agent as `AgentStore::import` loads it.
@@ -178,6 +181,20 @@ impl Default for ListFilter {
     }
 }
 
+impl ListFilter {
+    /// Whether it selects fewer than every agent.
+    pub fn is_conditioned(&self) -> bool {
+        let every_agent = Self {
+            sort: self.sort,
+            descending: self.descending,
+            limit: self.limit,
+            offset: self.offset,
+            ..Self::default()
+        };
+        *self != every_agent
+    }
+}
+
 /// A search counts its matches up to this many: past it an operator refines the search rather
 /// than reads the pages, and counting every match of a common term at a million agents costs far
 /// more than the page itself (the page stops once it is full).
@@ -268,8 +285,60 @@ pub trait AgentStore: Send + Sync {
 
     async fn agent(&self, id: i64) -> Result<Option<Agent>>;
 
-    /// The matching agents of one page, and how many match in all.
+    /// Folds up the deltas of the agent counts that triggers accumulate on a shared database,
+    /// and keeps the planner's statistics up with a fast-growing fleet: the server that sweeps
+    /// asks for it now and then.
+    async fn fold_counts(&self) -> Result<()>;
+}
+
+/// What a search matches of an agent, and the sort keys that never change: what the read model
+/// keeps of each agent in memory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Searchable {
+    pub id: i64,
+    pub ip: String,
+    pub hostname: String,
+    pub group: Option<String>,
+    pub os: String,
+    pub version: String,
+    pub machine_id: Option<String>,
+    pub registered_at: Timestamp,
+}
+
+impl From<&Agent> for Searchable {
+    fn from(agent: &Agent) -> Self {
+        Self {
+            id: agent.id,
+            ip: agent.ip.clone(),
+            hostname: agent.hostname.clone(),
+            group: agent.group.clone(),
+            os: agent.os.clone(),
+            version: agent.version.clone(),
+            machine_id: agent.machine_id.clone(),
+            registered_at: agent.registered_at,
+        }
+    }
+}
+
+/// The agent list as the database answers it, and the reads the read model's index builds on.
+#[async_trait]
+pub trait ListStore: Send + Sync {
+    /// The matching agents of one page, and how many match in all (a search by a scan, its
+    /// count stopping at [`SEARCH_COUNT_LIMIT`]).
     async fn list(&self, filter: &ListFilter) -> Result<Listed>;
+
+    /// How many agents `filter` matches, every one counted.
+    async fn count(&self, filter: &ListFilter) -> Result<u64>;
+
+    /// The page `filter` asks for, without its count.
+    async fn page(&self, filter: &ListFilter) -> Result<Vec<Agent>>;
+
+    /// Those of the agents `ids` that exist, sorted and paged as `filter` says; its conditions
+    /// are not applied.
+    async fn agents_among(&self, ids: &[i64], filter: &ListFilter) -> Result<Vec<Agent>>;
+
+    /// Of `ids`, those that `filter`'s conditions match, in id order (descending when asked).
+    async fn narrow(&self, ids: &[i64], filter: &ListFilter, descending: bool) -> Result<Vec<i64>>;
 
     /// Sends every matching agent to `sink` (the set that matched when it began, each row as it
     /// is when its chunk is read), waiting while the sink is full without holding a database
@@ -281,6 +350,12 @@ pub trait AgentStore: Send + Sync {
     ) -> Result<()>;
 
     async fn summary(&self) -> Result<Summary>;
+
+    /// What a search matches of each agent, `limit` of them after id `after`, in id order.
+    async fn searchables(&self, after: i64, limit: u32) -> Result<Vec<Searchable>>;
+
+    /// What a search matches of those of the agents `ids` that exist.
+    async fn searchables_among(&self, ids: &[i64]) -> Result<Vec<Searchable>>;
 }
 
 /// What happened: each agent's history, and the audit log that outlives deleted agents.

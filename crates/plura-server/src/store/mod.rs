@@ -22,7 +22,8 @@ pub use alerts::*;
 use backend::Dialect;
 pub use backend::{Backend, redact_url};
 pub use credentials::*;
-pub use sql::SqlStore;
+pub use sql::notices;
+pub use sql::{SqlStore, ip_sort_key};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
@@ -171,36 +172,33 @@ pub trait SettingStore: Send + Sync {
 
 /// All of the storage, and the database beneath it.
 #[async_trait]
-pub trait Store: AgentStore + HistoryStore + CredentialStore + SettingStore + AlertStore {
+pub trait Store:
+    AgentStore + ListStore + HistoryStore + CredentialStore + SettingStore + AlertStore
+{
     /// Answers when the database does.
     async fn ping(&self) -> Result<()>;
 
     /// Waits for open connections to finish and closes them.
     async fn close(&self);
 
-    /// Whether other servers may share this database, each hearing agents the others do not.
-    fn shared(&self) -> bool;
+    fn backend(&self) -> &Backend;
 
-    /// How many agents the in-memory search index holds; `None` while searches go to the
-    /// database (no index, or one being loaded).
-    fn search_index_agents(&self) -> Option<usize> {
-        None
-    }
+    /// This server among those sharing the database: the source its change notices carry.
+    fn server_id(&self) -> &str;
 
-    /// Whether this server runs the fleet-wide sweeps now, taking the lease if it is free:
-    /// always with an embedded database; on a shared one, one server at a time, and another
-    /// takes over soon after that one dies.
-    async fn lead(&self) -> Result<bool>;
+    /// Tells `follower` of every change of agents committed here from now on, as long as it
+    /// lives.
+    fn follow(&self, follower: std::sync::Weak<dyn Follower>);
+}
 
-    /// Folds up what the triggers accumulate (on a shared database, the deltas of the agent
-    /// counts) and keeps the planner's statistics up with a fast-growing fleet; the server that
-    /// sweeps runs it now and then.
-    async fn maintain(&self) -> Result<()>;
+/// Whatever keeps something of the agents in memory: told of each change of agents this server
+/// commits, right after its commit.
+pub trait Follower: Send + Sync {
+    fn committed(&self, changes: &[&Changed]);
 
-    /// The changes other servers on the same database commit, as they commit them; `None`
-    /// when no other server can share it. From then on the agent index is loaded (in the
-    /// background) and follows every change.
-    async fn listen(&self) -> Result<Option<tokio::sync::mpsc::Receiver<Elsewhere>>>;
+    /// Many agents changed at once (an import), with no history to tell: what is kept of them
+    /// is read again.
+    fn committed_in_bulk(&self);
 }
 
 /// Opens (creating it if needed) and migrates the database the URL names.

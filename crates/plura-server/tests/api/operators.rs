@@ -85,7 +85,7 @@ pub async fn list_filters_searches_sorts_and_pages(db: Db) {
 /// A search counts its matches up to a limit (past it the total says so), and still pages
 /// through every match in order, on either side of the limit and of the deferred-join offset.
 pub async fn a_search_counts_up_to_its_limit_and_pages_on(db: Db) {
-    use plura_server::store::{AgentStore, Imported, ListFilter, SEARCH_COUNT_LIMIT};
+    use plura_server::store::{AgentStore, Imported, ListFilter, ListStore, SEARCH_COUNT_LIMIT};
 
     let server = TestServer::start(db).await;
     small_fleet(&server).await;
@@ -587,7 +587,7 @@ fn counted(agents: &[Agent]) -> Summary {
 /// prunes, bulk imports, and (on PostgreSQL) the folding of their deltas.
 pub async fn summary_counts_stay_right_through_every_change(db: Db) {
     use plura_proto::{PatchAgent, RegisterAgent, Timestamp};
-    use plura_server::store::{AgentStore, Imported, ListFilter, Store};
+    use plura_server::store::{AgentStore, Imported, ListFilter, ListStore};
 
     let server = TestServer::start(db).await;
     let store = server.store();
@@ -676,7 +676,7 @@ pub async fn summary_counts_stay_right_through_every_change(db: Db) {
             .await
             .unwrap();
     }
-    store.maintain().await.unwrap();
+    store.fold_counts().await.unwrap();
     check("after folding").await;
     server.finish().await;
 }

@@ -6,19 +6,18 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
 use plura_proto::{
-    Agent, AgentStatus, AlertKind, AuditAction, EventKind, PatchAgent, RegisterAgent, Summary,
-    Timestamp,
+    Agent, AgentStatus, AlertKind, AuditAction, EventKind, PatchAgent, RegisterAgent, Timestamp,
 };
 
 use super::alerts::{self, NewAlert};
 use super::filter::ip_sort_key;
 use super::login::bind_cloud;
 use super::rows::{self, AGENT_COLUMNS, new_event};
-use super::{Backend, SqlStore};
+use super::{Backend, SqlStore, upkeep};
 use crate::secret::constant_time_eq;
 use crate::store::{
-    AgentStore, Changed, Imported, KeyedCall, LastSeen, ListFilter, Listed, Login, LoginOutcome,
-    Result, StoreError,
+    AgentStore, Changed, Dialect, Imported, KeyedCall, LastSeen, Login, LoginOutcome, Result,
+    StoreError,
 };
 
 /// Sets `status` (and last-seen) of one agent; `None` when there is no such agent.
@@ -80,9 +79,6 @@ impl AgentStore for SqlStore {
     }
 
     async fn is_registered(&self, ip: &str, hostname: &str) -> Result<bool> {
-        if let Some(known) = self.agent_index.registered(ip, hostname) {
-            return Ok(known);
-        }
         let row = sqlx::query("SELECT 1 AS found FROM agents WHERE ip = $1 AND hostname = $2")
             .bind(ip.to_string())
             .bind(hostname.to_string())
@@ -92,9 +88,6 @@ impl AgentStore for SqlStore {
     }
 
     async fn agent_count(&self) -> Result<u64> {
-        if let Some(agents) = self.agent_index.agents() {
-            return Ok(agents as u64);
-        }
         let row = sqlx::query("SELECT count(*) AS agents FROM agents")
             .fetch_one(&self.pool)
             .await?;
@@ -278,7 +271,7 @@ impl AgentStore for SqlStore {
             }
             imported += query.execute(tx.conn()).await?.rows_affected();
         }
-        tx.commit_bulk(&self.pool).await?;
+        tx.commit_bulk().await?;
         Ok(imported)
     }
 
@@ -373,20 +366,12 @@ impl AgentStore for SqlStore {
         rows::select_agent(&mut conn, id).await
     }
 
-    async fn list(&self, filter: &ListFilter) -> Result<Listed> {
-        self.listed(filter).await
-    }
-
-    async fn list_each(
-        &self,
-        filter: &ListFilter,
-        sink: &tokio::sync::mpsc::Sender<Result<Agent>>,
-    ) -> Result<()> {
-        self.each_listed(filter, sink).await
-    }
-
-    async fn summary(&self) -> Result<Summary> {
-        self.counted_summary().await
+    async fn fold_counts(&self) -> Result<()> {
+        if self.backend.dialect() == Dialect::Postgres {
+            upkeep::fold_counts(&self.pool).await?;
+            upkeep::analyze_after_growth(&self.pool).await?;
+        }
+        Ok(())
     }
 }
 

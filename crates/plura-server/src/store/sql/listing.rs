@@ -1,8 +1,11 @@
-//! The agent list: pages by filter and sort (deep pages found in the agent index), searches,
-//! counts from the counts kept beside the agents, exports a chunk at a time, and the summary.
+//! The agent list in SQL: pages by filter and sort, searches by a capped scan, counts from the
+//! counts kept beside the agents, the agents of ids found elsewhere (the read model's index),
+//! exports a chunk at a time, and the summary.
 
 use std::collections::HashMap;
 
+use async_trait::async_trait;
+use sqlx::any::AnyRow;
 use sqlx::{AnyPool, Row};
 
 use plura_proto::{Agent, AgentStatus, Summary};
@@ -10,13 +13,31 @@ use plura_proto::{Agent, AgentStatus, Summary};
 use super::SqlStore;
 use super::filter::{Selection, bind_params, order_by, selection};
 use super::rows::{self, AGENT_COLUMNS};
-use crate::store::{ListFilter, Listed, Result, SEARCH_COUNT_LIMIT, SortColumn};
+use crate::store::{
+    ListFilter, ListStore, Listed, Result, SEARCH_COUNT_LIMIT, Searchable, SortColumn,
+};
 
 /// Rows an export reads with one query.
 const EXPORT_CHUNK: usize = 500;
 
 /// From this offset on, a page is read by a deferred join.
 const DEFERRED_JOIN_OFFSET: u64 = 1000;
+
+const SEARCHABLE_COLUMNS: &str =
+    "id, ip, hostname, group_name, os, version, machine_id, registered_at";
+
+fn searchable(row: &AnyRow) -> Result<Searchable> {
+    Ok(Searchable {
+        id: row.try_get("id")?,
+        ip: row.try_get("ip")?,
+        hostname: row.try_get("hostname")?,
+        group: row.try_get("group_name")?,
+        os: row.try_get("os")?,
+        version: row.try_get("version")?,
+        machine_id: row.try_get("machine_id")?,
+        registered_at: rows::time(row, "registered_at")?,
+    })
+}
 
 /// The page `filter` asks for, of the agents `ids` (each an integer the database gave, so written
 /// into the statement as it is).
@@ -75,94 +96,20 @@ fn counted_total(filter: &ListFilter) -> Option<(&'static str, Option<String>)> 
     }
 }
 
-/// Matches of a search checked against its other conditions at once, at first; more each time.
-const FIRST_CHECK: usize = 1_024;
-const LARGEST_CHECK: usize = 65_536;
-
 impl SqlStore {
-    /// The agents a search matches, found in the agent index, as many as its count and page
-    /// need, in id order (descending when the page is sorted so); `None` while there is no
-    /// index loaded.
-    async fn indexed_matches(&self, filter: &ListFilter) -> Result<Option<Vec<i64>>> {
-        let index = &self.agent_index;
-        let (Some(text), Some(limit)) = (&filter.text, filter.limit) else {
-            return Ok(None);
-        };
-        let by_id = filter.sort == SortColumn::Id;
-        let counted = SEARCH_COUNT_LIMIT as usize + 1;
-        let wanted = if by_id {
-            counted.max((filter.offset as usize).saturating_add(limit as usize))
-        } else {
-            counted
-        };
-        let descending = by_id && filter.descending;
-        let others = selection(&ListFilter {
-            text: None,
-            ..filter.clone()
-        });
-        let mut matched = Vec::new();
-        let (mut cursor, mut chunk) = (None, FIRST_CHECK);
-        loop {
-            let asked = if others.is_conditioned() {
-                chunk
-            } else {
-                wanted - matched.len()
-            };
-            // A scan of a million agents takes milliseconds: off the request threads. One that
-            // fails leaves the search to the database.
-            let scan = {
-                let (index, text) = (index.clone(), text.clone());
-                tokio::task::spawn_blocking(move || {
-                    index.matching(&text, cursor, descending, asked)
-                })
-            };
-            let Some(found) = scan.await.ok().flatten() else {
-                return Ok(None);
-            };
-            let exhausted = found.len() < asked;
-            cursor = found.last().copied().or(cursor);
-            if others.is_conditioned() && !found.is_empty() {
-                let ids: Vec<String> = found.iter().map(i64::to_string).collect();
-                let sql = format!(
-                    "SELECT id {} {}",
-                    others.and(&format!("id IN ({})", ids.join(","))),
-                    order_by(SortColumn::Id, descending)
-                );
-                let rows = bind_params(sqlx::query(&sql), &others.params)
-                    .fetch_all(&self.pool)
-                    .await?;
-                matched.extend(rows::ids(&rows)?);
-            } else {
-                matched.extend(found);
-            }
-            if matched.len() >= wanted || exhausted {
-                break;
-            }
-            chunk = (chunk * 4).min(LARGEST_CHECK);
-        }
-        matched.truncate(wanted);
-        Ok(Some(matched))
-    }
-
-    /// A search reads its matches once: as many as its count and page need from the agent
-    /// index, or up to the count limit from the database (a scan, while the index loads). Under
-    /// the limit, the page is picked from them; over it, the count stops there, and the page is
-    /// read as any other unless it is among the matches already read.
+    /// A search in the database: its matches read once, up to the count limit (a scan). Under
+    /// the limit, the page is picked from them; over it, the count stops there and the page is
+    /// read as any other.
     async fn search(&self, filter: &ListFilter, selected: &Selection) -> Result<Listed> {
-        let (matched, in_page_order) = match self.indexed_matches(filter).await? {
-            Some(ids) => (ids, filter.sort == SortColumn::Id),
-            None => {
-                let capped = format!(
-                    "SELECT id {} LIMIT {}",
-                    selected.from_where,
-                    SEARCH_COUNT_LIMIT + 1
-                );
-                let rows = bind_params(sqlx::query(&capped), &selected.params)
-                    .fetch_all(&self.pool)
-                    .await?;
-                (rows::ids(&rows)?, false)
-            }
-        };
+        let capped = format!(
+            "SELECT id {} LIMIT {}",
+            selected.from_where,
+            SEARCH_COUNT_LIMIT + 1
+        );
+        let rows = bind_params(sqlx::query(&capped), &selected.params)
+            .fetch_all(&self.pool)
+            .await?;
+        let matched = rows::ids(&rows)?;
         if matched.len() as u64 <= SEARCH_COUNT_LIMIT {
             return Ok(Listed {
                 total: matched.len() as u64,
@@ -170,30 +117,15 @@ impl SqlStore {
                 agents: page_of(&self.pool, &matched, filter).await?,
             });
         }
-        let over_the_limit = (SEARCH_COUNT_LIMIT, false);
-        let (true, Some(limit)) = (in_page_order, filter.limit) else {
-            return self.page(filter, selected, over_the_limit).await;
-        };
-        let start = (filter.offset as usize).min(matched.len());
-        let end = (start + limit as usize).min(matched.len());
-        let page = ListFilter {
-            offset: 0,
-            ..filter.clone()
-        };
         Ok(Listed {
             total: SEARCH_COUNT_LIMIT,
             exact: false,
-            agents: page_of(&self.pool, &matched[start..end], &page).await?,
+            agents: self.page_selected(filter, selected).await?,
         })
     }
 
-    /// The page `filter` asks for of the agents `selected`, with their count.
-    async fn page(
-        &self,
-        filter: &ListFilter,
-        selected: &Selection,
-        (total, exact): (u64, bool),
-    ) -> Result<Listed> {
+    /// The page `filter` asks for of the agents `selected`.
+    async fn page_selected(&self, filter: &ListFilter, selected: &Selection) -> Result<Vec<Agent>> {
         let from_where = &selected.from_where;
         let order = order_by(filter.sort, filter.descending);
         let list_sql = match filter.limit {
@@ -214,66 +146,103 @@ impl SqlStore {
         let listed = bind_params(sqlx::query(&list_sql), &selected.params)
             .fetch_all(&self.pool)
             .await?;
-        Ok(Listed {
-            total,
-            exact,
-            agents: rows::agents(&listed)?,
-        })
+        rows::agents(&listed)
     }
 
-    /// One page of the agents `filter` matches, and how many match.
-    pub(super) async fn listed(&self, filter: &ListFilter) -> Result<Listed> {
-        let selected = selection(filter);
-        if filter.text.is_some() {
-            return self.search(filter, &selected).await;
-        }
-        let (from_where, params) = (&selected.from_where, &selected.params);
-        let total = match counted_total(filter) {
-            // A count the summary's counts already hold (no filter, or one on a counted column).
+    /// How many agents `selected` (of `filter`) holds: from the counts kept beside the agents
+    /// when they hold it (no filter, or one on a counted column), else counted.
+    async fn count_selected(&self, filter: &ListFilter, selected: &Selection) -> Result<u64> {
+        let row = match counted_total(filter) {
             Some((dimension, value)) => {
-                let row = sqlx::query(
+                sqlx::query(
                     "SELECT CAST(COALESCE(SUM(n), 0) AS BIGINT) AS n FROM agent_counts \
                      WHERE dimension = $1 AND ($2 IS NULL OR value = $2)",
                 )
                 .bind(dimension)
                 .bind(value)
                 .fetch_one(&self.pool)
-                .await?;
-                rows::count(&row, "n")?
+                .await?
             }
             None => {
-                let count_sql = format!("SELECT COUNT(*) AS n {from_where}");
-                let row = bind_params(sqlx::query(&count_sql), params)
+                let count_sql = format!("SELECT COUNT(*) AS n {}", selected.from_where);
+                bind_params(sqlx::query(&count_sql), &selected.params)
                     .fetch_one(&self.pool)
-                    .await?;
-                rows::count(&row, "n")?
+                    .await?
             }
         };
-        // Deep pages of every agent in an order the index keeps are found there.
-        let in_memory = match filter.limit {
-            Some(limit) if filter.offset >= DEFERRED_JOIN_OFFSET && !selected.is_conditioned() => {
-                let offset = usize::try_from(filter.offset).unwrap_or(usize::MAX);
-                let index = &self.agent_index;
-                index.page(filter.sort, filter.descending, offset, limit as usize)
-            }
-            _ => None,
-        };
-        if let Some(ids) = in_memory {
-            let page = ListFilter {
-                offset: 0,
-                ..filter.clone()
-            };
-            return Ok(Listed {
-                total,
-                exact: true,
-                agents: page_of(&self.pool, &ids, &page).await?,
-            });
+        rows::count(&row, "n")
+    }
+}
+
+#[async_trait]
+impl ListStore for SqlStore {
+    async fn list(&self, filter: &ListFilter) -> Result<Listed> {
+        let selected = selection(filter);
+        if filter.text.is_some() {
+            return self.search(filter, &selected).await;
         }
-        self.page(filter, &selected, (total, true)).await
+        Ok(Listed {
+            total: self.count_selected(filter, &selected).await?,
+            exact: true,
+            agents: self.page_selected(filter, &selected).await?,
+        })
+    }
+
+    async fn count(&self, filter: &ListFilter) -> Result<u64> {
+        self.count_selected(filter, &selection(filter)).await
+    }
+
+    async fn page(&self, filter: &ListFilter) -> Result<Vec<Agent>> {
+        self.page_selected(filter, &selection(filter)).await
+    }
+
+    async fn agents_among(&self, ids: &[i64], filter: &ListFilter) -> Result<Vec<Agent>> {
+        page_of(&self.pool, ids, filter).await
+    }
+
+    async fn narrow(&self, ids: &[i64], filter: &ListFilter, descending: bool) -> Result<Vec<i64>> {
+        let selected = selection(filter);
+        if ids.is_empty() || !selected.is_conditioned() {
+            return Ok(ids.to_vec());
+        }
+        let ids: Vec<String> = ids.iter().map(i64::to_string).collect();
+        let sql = format!(
+            "SELECT id {} {}",
+            selected.and(&format!("id IN ({})", ids.join(","))),
+            order_by(SortColumn::Id, descending)
+        );
+        let rows = bind_params(sqlx::query(&sql), &selected.params)
+            .fetch_all(&self.pool)
+            .await?;
+        rows::ids(&rows)
+    }
+
+    async fn searchables(&self, after: i64, limit: u32) -> Result<Vec<Searchable>> {
+        let sql =
+            format!("SELECT {SEARCHABLE_COLUMNS} FROM agents WHERE id > $1 ORDER BY id LIMIT $2");
+        let rows = sqlx::query(&sql)
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(searchable).collect()
+    }
+
+    async fn searchables_among(&self, ids: &[i64]) -> Result<Vec<Searchable>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<String> = ids.iter().map(i64::to_string).collect();
+        let sql = format!(
+            "SELECT {SEARCHABLE_COLUMNS} FROM agents WHERE id IN ({})",
+            ids.join(",")
+        );
+        let rows = sqlx::query(&sql).fetch_all(&self.pool).await?;
+        rows.iter().map(searchable).collect()
     }
 
     /// Every agent `filter` matches, to `sink`, a chunk of rows at a time.
-    pub(super) async fn each_listed(
+    async fn list_each(
         &self,
         filter: &ListFilter,
         sink: &tokio::sync::mpsc::Sender<Result<Agent>>,
@@ -314,7 +283,7 @@ impl SqlStore {
     }
 
     /// The console's cards, from the counts kept beside the agents.
-    pub(super) async fn counted_summary(&self) -> Result<Summary> {
+    async fn summary(&self) -> Result<Summary> {
         let mut summary = Summary::default();
         let counts = sqlx::query(
             "SELECT dimension, value, CAST(SUM(n) AS BIGINT) AS n FROM agent_counts \

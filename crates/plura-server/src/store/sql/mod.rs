@@ -5,7 +5,6 @@
 //! once; `backend.rs` holds the few things that differ. One file per thing stored; row mapping
 //! is in `rows.rs`.
 
-mod agent_index;
 mod agents;
 mod alerts;
 mod credentials;
@@ -14,25 +13,25 @@ mod group_commit;
 mod history;
 mod listing;
 mod login;
-mod ordered;
+pub mod notices;
+pub use filter::ip_sort_key;
 mod rows;
 mod settings;
-mod shared;
 mod sweeps;
 #[cfg(test)]
 mod testing;
+mod upkeep;
 mod writer;
-use agent_index::AgentIndex;
 use writer::{WriteTransaction, Writer};
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock, Weak};
 
 use async_trait::async_trait;
 use sqlx::any::AnyArguments;
 use sqlx::query::Query;
 use sqlx::{Any, AnyConnection, AnyPool, Row};
 
-use super::{Backend, Changed, Dialect, Elsewhere, Result, Store, StoreError};
+use super::{Backend, Changed, Dialect, Follower, Result, Store, StoreError};
 
 /// Cheap to clone: every part is shared.
 #[derive(Clone)]
@@ -43,10 +42,27 @@ pub struct SqlStore {
     logins: Arc<group_commit::LoginQueue>,
     /// This server among those sharing the database, in the changes it tells them.
     server_id: Arc<str>,
-    lease: Arc<shared::Lease>,
-    /// The agents in memory for searches and deep pages, loaded once the server listens for
-    /// changes.
-    agent_index: Arc<AgentIndex>,
+    followers: Followers,
+}
+
+/// Who is told of each change of agents committed here.
+#[derive(Clone, Default)]
+struct Followers(Arc<RwLock<Vec<Weak<dyn Follower>>>>);
+
+impl Followers {
+    fn each(&self, tell: impl Fn(&dyn Follower)) {
+        for follower in self.0.read().expect("followers lock").iter() {
+            if let Some(follower) = follower.upgrade() {
+                tell(follower.as_ref());
+            }
+        }
+    }
+
+    fn add(&self, follower: Weak<dyn Follower>) {
+        let mut followers = self.0.write().expect("followers lock");
+        followers.retain(|f| f.strong_count() > 0);
+        followers.push(follower);
+    }
 }
 
 /// A write transaction, on the writer's connection until it ends.
@@ -55,7 +71,7 @@ struct WriteTx {
     /// Who tells the other servers of its changes (PostgreSQL).
     teller: Option<Arc<str>>,
     dialect: Dialect,
-    agent_index: Arc<AgentIndex>,
+    followers: Followers,
 }
 
 impl WriteTx {
@@ -69,31 +85,29 @@ impl WriteTx {
 
     /// Records the history events of `changes`, tells the other servers of them, and commits:
     /// the one way a change of agents ends, so none is on disk without its history, and every
-    /// server (and the agent index) hears of it. A gone agent keeps no history: its change is
-    /// only told.
+    /// server (and whoever follows the agents here) hears of it. A gone agent keeps no history:
+    /// its change is only told.
     async fn commit<'c>(mut self, changes: impl IntoIterator<Item = &'c Changed>) -> Result<()> {
         let changes: Vec<&Changed> = changes.into_iter().collect();
         let kept: Vec<&Changed> = changes.iter().copied().filter(|c| !c.is_gone()).collect();
         let dialect = self.dialect;
         rows::insert_events(self.conn(), dialect, &kept).await?;
         if let Some(teller) = self.teller.clone() {
-            shared::notify(self.conn(), &teller, &changes).await?;
+            notices::notify(self.conn(), &teller, &changes).await?;
         }
         self.tx.commit().await?;
-        self.agent_index.committed(&changes);
+        self.followers.each(|f| f.committed(&changes));
         Ok(())
     }
 
     /// Commits a change of many agents at once (an import), with no history: the other servers
     /// are told to read again what they keep of the agents, as this server does.
-    async fn commit_bulk(mut self, pool: &AnyPool) -> Result<()> {
+    async fn commit_bulk(mut self) -> Result<()> {
         if let Some(teller) = self.teller.clone() {
-            shared::notify_missed(self.conn(), &teller).await?;
+            notices::notify_missed(self.conn(), &teller).await?;
         }
         self.tx.commit().await?;
-        if self.agent_index.followed() {
-            tokio::spawn(self.agent_index.reload(pool.clone()));
-        }
+        self.followers.each(|f| f.committed_in_bulk());
         Ok(())
     }
 }
@@ -116,8 +130,7 @@ impl SqlStore {
             writer,
             logins: Arc::default(),
             server_id: format!("{:016x}", rand::random::<u64>()).into(),
-            lease: Arc::default(),
-            agent_index: Arc::default(),
+            followers: Followers::default(),
         })
     }
 
@@ -146,10 +159,6 @@ impl SqlStore {
             .collect()
     }
 
-    pub fn backend(&self) -> &Backend {
-        &self.backend
-    }
-
     async fn begin_write(&self) -> Result<WriteTx> {
         let tx = self.writer.begin(self.backend.begin_write()).await?;
         let teller =
@@ -158,7 +167,7 @@ impl SqlStore {
             tx,
             teller,
             dialect: self.backend.dialect(),
-            agent_index: self.agent_index.clone(),
+            followers: self.followers.clone(),
         })
     }
 
@@ -251,46 +260,16 @@ impl Store for SqlStore {
         self.pool.close().await;
     }
 
-    fn shared(&self) -> bool {
-        matches!(self.backend, Backend::Postgres { .. })
+    fn backend(&self) -> &Backend {
+        &self.backend
     }
 
-    fn search_index_agents(&self) -> Option<usize> {
-        self.agent_index.agents()
+    fn server_id(&self) -> &str {
+        &self.server_id
     }
 
-    async fn lead(&self) -> Result<bool> {
-        match &self.backend {
-            Backend::Sqlite { .. } => Ok(true),
-            Backend::Postgres { url } => self.lease.hold(url).await,
-        }
-    }
-
-    async fn maintain(&self) -> Result<()> {
-        if let Backend::Postgres { .. } = self.backend {
-            shared::fold_counts(&self.pool).await?;
-            shared::analyze_after_growth(&self.pool).await?;
-        }
-        Ok(())
-    }
-
-    async fn listen(&self) -> Result<Option<tokio::sync::mpsc::Receiver<Elsewhere>>> {
-        let notices = match &self.backend {
-            // Alone on its database: there is no one else to hear.
-            Backend::Sqlite { .. } => None,
-            Backend::Postgres { url } => Some(
-                shared::listen(
-                    url,
-                    self.server_id.to_string(),
-                    &self.agent_index,
-                    &self.pool,
-                )
-                .await?,
-            ),
-        };
-        // Loaded once the notices it must follow are heard.
-        tokio::spawn(self.agent_index.clone().reload(self.pool.clone()));
-        Ok(notices)
+    fn follow(&self, follower: Weak<dyn Follower>) {
+        self.followers.add(follower);
     }
 }
 

@@ -78,5 +78,6 @@ pub fn login(ip: &str, hostname: &str) -> Login {
         key_hash: format!("hash of {ip} {hostname}"),
         at: now,
         heard_since: now,
+        unheard_of: false,
     }
 }

@@ -70,17 +70,14 @@ where
     let mut outcomes: Vec<Option<LoginOutcome>> = vec![None; logins.len()];
     let mut pending: Vec<usize> = (0..logins.len()).collect();
     let mut lost_inserts = 0;
-    // The first round takes the agent index's word for which identities are new, and inserts
+    // The first round takes the read model's word for which identities are new, and inserts
     // them without looking them up; one registered after all (through another server, not yet
     // told) loses its insert and is looked up in the next round, as every login of a later
     // round is.
     let mut unheard_of: HashSet<usize> = pending
         .iter()
         .copied()
-        .filter(|&i| {
-            let (ip, hostname) = identity(logins[i]);
-            store.agent_index.registered(ip, hostname) == Some(false)
-        })
+        .filter(|&i| logins[i].unheard_of)
         .collect();
     while !pending.is_empty() {
         let (round, later) = first_of_each_identity(&logins, pending);

@@ -11,32 +11,30 @@
 //! first registration from a return without asking the database first.
 //!
 //! The index follows this server's commits and the changes every server tells. It is loaded when
-//! the server starts listening, and loaded again when news was missed; meanwhile the database
-//! answers, so nothing is answered from an index that may be stale.
+//! the server starts, and loaded again when news was missed; meanwhile the database answers, so
+//! nothing is answered from an index that may be stale.
 
 use std::collections::HashSet;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
-use futures::TryStreamExt;
 use memchr::memmem::Finder;
-use sqlx::any::AnyRow;
-use sqlx::{AnyPool, Row};
+use tokio_util::sync::CancellationToken;
 
-use plura_proto::{Agent, Change};
+use plura_proto::Change;
 
+mod ordered;
 mod texts;
 
+use ordered::Ordered;
 use texts::{ROW_END, SCAN_SLICE_BLOCKS, Texts, searched_text};
 
-use super::filter::ip_sort_key;
-use super::ordered::Ordered;
-use crate::store::{Changed, Result, SortColumn};
+use crate::store::{Changed, Result, Searchable, SortColumn, Store, ip_sort_key};
 
-/// Agents read again at once after a load, for those changed while it ran.
-const REREAD_CHUNK: usize = 10_000;
-const ENTRY_COLUMNS: &str = "id, ip, hostname, group_name, os, version, machine_id, registered_at";
+/// Agents read with one query by a load, and read again at once after it, for those changed
+/// while it ran.
+const LOAD_CHUNK: usize = 10_000;
 
 /// An identity (address, hostname) as the index keeps it: a hash, 8 bytes an agent.
 fn identity_hash(ip: &str, hostname: &str) -> u64 {
@@ -56,7 +54,7 @@ struct Entry {
 }
 
 impl Entry {
-    fn of(agent: &Agent) -> Self {
+    fn of(agent: &Searchable) -> Self {
         Self {
             text: searched_text([
                 &agent.ip,
@@ -71,30 +69,10 @@ impl Entry {
             registered_at: agent.registered_at.as_millis(),
         }
     }
+}
 
-    /// An agent's id and entry from a row of `ENTRY_COLUMNS`.
-    fn read(row: &AnyRow) -> Result<(i64, Self)> {
-        let text = |column: &str| -> Result<String> {
-            Ok(row
-                .try_get::<Option<String>, _>(column)?
-                .unwrap_or_default())
-        };
-        let (ip, hostname) = (text("ip")?, text("hostname")?);
-        let entry = Self {
-            text: searched_text([
-                &ip,
-                &hostname,
-                &text("group_name")?,
-                &text("os")?,
-                &text("version")?,
-                &text("machine_id")?,
-            ]),
-            identity: identity_hash(&ip, &hostname),
-            ip_key: ip_sort_key(&ip).into(),
-            registered_at: row.try_get("registered_at")?,
-        };
-        Ok((row.try_get("id")?, entry))
-    }
+fn entry_of_agent(agent: &plura_proto::Agent) -> Entry {
+    Entry::of(&Searchable::from(agent))
 }
 
 /// Every agent's entry, in id order and in the order of each key kept.
@@ -182,7 +160,7 @@ enum State {
 }
 
 /// What searches and deep pages need of every agent, once loaded.
-pub(super) struct AgentIndex {
+pub struct AgentIndex {
     state: RwLock<State>,
     /// Bumped (under the state's lock) whenever a load is asked for: one that began before
     /// must begin again.
@@ -203,7 +181,7 @@ impl Default for AgentIndex {
 impl AgentIndex {
     /// Up to `limit` agents whose text holds `text` (any case), in id order (descending when
     /// asked), after `cursor`; `None` while the index is not loaded.
-    pub(super) fn matching(
+    pub fn matching(
         &self,
         text: &str,
         cursor: Option<i64>,
@@ -240,7 +218,7 @@ impl AgentIndex {
 
     /// The ids of a page of every agent sorted by `column`; `None` while the index is not
     /// loaded, or for a column it keeps no order of.
-    pub(super) fn page(
+    pub fn page(
         &self,
         column: SortColumn,
         descending: bool,
@@ -256,7 +234,7 @@ impl AgentIndex {
     /// Whether an agent holds the identity `ip`, `hostname`, as far as the index has heard;
     /// `None` while it is not loaded. A hint to choose the first step of a login by, not an
     /// answer: another server's registration may not have been told yet.
-    pub(super) fn registered(&self, ip: &str, hostname: &str) -> Option<bool> {
+    pub fn registered(&self, ip: &str, hostname: &str) -> Option<bool> {
         match &*self.state.read().expect("agent index lock") {
             State::Ready(indexed) => {
                 Some(indexed.identities.contains(&identity_hash(ip, hostname)))
@@ -266,20 +244,20 @@ impl AgentIndex {
     }
 
     /// Follows changes this server committed.
-    pub(super) fn committed(&self, changes: &[&Changed]) {
+    pub fn committed(&self, changes: &[&Changed]) {
         self.apply(
             changes
                 .iter()
-                .map(|c| (c.agent.id, (!c.is_gone()).then(|| Entry::of(&c.agent)))),
+                .map(|c| (c.agent.id, (!c.is_gone()).then(|| entry_of_agent(&c.agent)))),
         );
     }
 
     /// Follows changes another server told.
-    pub(super) fn changed_elsewhere(&self, changes: &[Change]) {
+    pub fn changed_elsewhere(&self, changes: &[Change]) {
         self.apply(
             changes
                 .iter()
-                .map(|c| (c.agent_id, c.agent.as_ref().map(Entry::of))),
+                .map(|c| (c.agent_id, c.agent.as_ref().map(entry_of_agent))),
         );
     }
 
@@ -303,7 +281,7 @@ impl AgentIndex {
     }
 
     /// How many agents it holds, once loaded.
-    pub(super) fn agents(&self) -> Option<usize> {
+    pub fn agents(&self) -> Option<usize> {
         match &*self.state.read().expect("agent index lock") {
             State::Ready(indexed) => Some(indexed.texts.len()),
             _ => None,
@@ -311,16 +289,16 @@ impl AgentIndex {
     }
 
     /// Whether the index follows the agents (it is loaded, or being loaded).
-    pub(super) fn followed(&self) -> bool {
+    pub fn followed(&self) -> bool {
         !matches!(
             *self.state.read().expect("agent index lock"),
             State::Unloaded
         )
     }
 
-    /// Loads the index (again: news of changes was missed). Searches go to the database from
-    /// now until it is done. Reloads asked for while one runs are folded into it.
-    pub(super) async fn reload(self: Arc<Self>, pool: AnyPool) {
+    /// Loads the index (again: news of changes was missed), until `stop`. Searches go to the
+    /// database from now until it is done. Reloads asked for while one runs are folded into it.
+    pub async fn reload(self: Arc<Self>, store: Arc<dyn Store>, stop: CancellationToken) {
         {
             let mut state = self.state.write().expect("agent index lock");
             self.missed.fetch_add(1, Ordering::SeqCst);
@@ -334,18 +312,22 @@ impl AgentIndex {
             *self.state.read().expect("agent index lock"),
             State::Ready(_)
         ) {
-            let Err(e) = self.load(&pool).await else {
+            let loaded = tokio::select! {
+                () = stop.cancelled() => return,
+                loaded = self.load(store.as_ref()) => loaded,
+            };
+            let Err(e) = loaded else {
                 break;
             };
-            if pool.is_closed() {
-                return;
-            }
             tracing::warn!("loading the agent index: {e}; the database answers meanwhile");
-            tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
+            }
         }
     }
 
-    async fn load(&self, pool: &AnyPool) -> Result<()> {
+    async fn load(&self, store: &dyn Store) -> Result<()> {
         'again: loop {
             let started = std::time::Instant::now();
             let missed = {
@@ -356,13 +338,17 @@ impl AgentIndex {
                 self.missed.load(Ordering::SeqCst)
             };
             let mut loaded = Loaded::default();
-            let sql = format!("SELECT {ENTRY_COLUMNS} FROM agents ORDER BY id");
-            let mut rows = sqlx::query(&sql).fetch(pool);
-            while let Some(row) = rows.try_next().await? {
-                let (id, entry) = Entry::read(&row)?;
-                loaded.push(id, entry);
+            let mut after = 0;
+            loop {
+                let chunk = store.searchables(after, LOAD_CHUNK as u32).await?;
+                for agent in &chunk {
+                    loaded.push(agent.id, Entry::of(agent));
+                }
+                match chunk.last() {
+                    Some(last) if chunk.len() == LOAD_CHUNK => after = last.id,
+                    _ => break,
+                }
             }
-            drop(rows);
             let mut indexed = loaded.indexed();
             loop {
                 let changed: Vec<i64> = {
@@ -371,7 +357,9 @@ impl AgentIndex {
                         continue 'again;
                     }
                     let State::Loading { changed } = &mut *state else {
-                        unreachable!("only a load, in its turn, leaves Loading");
+                        return Err(crate::store::StoreError::Invariant(
+                            "only a load, in its turn, leaves an index being loaded".into(),
+                        ));
                     };
                     if changed.is_empty() {
                         let agents = indexed.texts.len();
@@ -384,17 +372,11 @@ impl AgentIndex {
                     }
                     changed.drain().collect()
                 };
-                for chunk in changed.chunks(REREAD_CHUNK) {
-                    let ids: Vec<String> = chunk.iter().map(i64::to_string).collect();
-                    let sql = format!(
-                        "SELECT {ENTRY_COLUMNS} FROM agents WHERE id IN ({})",
-                        ids.join(",")
-                    );
+                for chunk in changed.chunks(LOAD_CHUNK) {
                     let mut gone: HashSet<i64> = chunk.iter().copied().collect();
-                    for row in sqlx::query(&sql).fetch_all(pool).await? {
-                        let (id, entry) = Entry::read(&row)?;
-                        indexed.put(id, entry);
-                        gone.remove(&id);
+                    for agent in store.searchables_among(chunk).await? {
+                        gone.remove(&agent.id);
+                        indexed.put(agent.id, Entry::of(&agent));
                     }
                     indexed.remove_all(&gone);
                 }
@@ -407,8 +389,8 @@ impl AgentIndex {
 mod tests {
     use super::*;
 
-    fn agent(id: i64, hostname: &str) -> Agent {
-        Agent {
+    fn agent(id: i64, hostname: &str) -> plura_proto::Agent {
+        plura_proto::Agent {
             id,
             ip: "10.0.0.1".into(),
             hostname: hostname.into(),
@@ -432,7 +414,7 @@ mod tests {
     fn the_text_is_the_searched_columns_lower_cased() {
         let agent = agent(1, "Web-1");
         assert_eq!(
-            Entry::of(&agent).text,
+            entry_of_agent(&agent).text,
             b"10.0.0.1 web-1 prod ubuntu 24.04 5.1 \n"
         );
     }

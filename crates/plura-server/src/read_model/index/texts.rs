@@ -3,7 +3,7 @@
 
 use memchr::memmem::Finder;
 
-use super::super::ordered::page_of_blocks;
+use super::ordered::page_of_blocks;
 
 /// Rows per block: a change rewrites its block, so blocks stay small; a scan goes block by
 /// block, so they must not be tiny.
