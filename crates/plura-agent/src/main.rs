@@ -1,3 +1,6 @@
+//! The `plura-agent` binary: its command line (run, or `--check` the config), logging, and the
+//! signals that end it; the agent itself is the library.
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 

@@ -1,3 +1,6 @@
+//! The `plura-bench` binary: the command line naming each benchmark and its bounds; the loads
+//! themselves are the library.
+
 use clap::{Parser, Subcommand};
 use plura_testkit::Db;
 

@@ -1,3 +1,5 @@
+//! The `plura-eni` binary: a thin shell over the library's command line.
+
 use std::process::ExitCode;
 
 use clap::Parser;

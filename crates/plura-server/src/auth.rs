@@ -126,7 +126,10 @@ impl Auth {
         if used.is_empty() {
             return Ok(());
         }
-        self.store.record_use(&used).await
+        self.store
+            .record_use(&used)
+            .await
+            .doing(|| format!("recording when {} credentials were last used", used.len()))
     }
 
     /// Writes last-used times every few seconds until `shutdown`, and once more then.
@@ -151,7 +154,11 @@ impl Auth {
     /// (a role token stays valid).
     pub async fn sign_out(&self, token: &str) -> store::Result<bool> {
         let hash = hash_token(token);
-        let ended = self.store.remove_session(&hash).await?;
+        let ended = self
+            .store
+            .remove_session(&hash)
+            .await
+            .doing(|| "ending a sign-in".into())?;
         if ended {
             self.callers.write().unwrap().remove(&hash);
         }
@@ -162,7 +169,12 @@ impl Auth {
     /// disabled user and a wrong password alike (and in the same time, so none can be told from
     /// the others).
     pub async fn sign_in(&self, name: &str, password: &str) -> anyhow::Result<Option<Session>> {
-        let user = self.store.user(name).await?.filter(|user| !user.disabled);
+        let user = self
+            .store
+            .user(name)
+            .await
+            .doing(|| format!("reading user {name:?} to sign in"))?
+            .filter(|user| !user.disabled);
         let (hash, role) = match &user {
             Some(user) => (user.password_hash.clone(), Some(user.role)),
             None => (DECOY_HASH.clone(), None),
@@ -179,7 +191,8 @@ impl Auth {
         if !self
             .store
             .add_session(name, &hash_token(&token), now, expires_at)
-            .await?
+            .await
+            .doing(|| format!("starting a sign-in of {name:?}"))?
         {
             return Ok(None);
         }

@@ -1,3 +1,5 @@
+//! The `plura-server` binary: a thin shell over the library's command line.
+
 use clap::Parser;
 
 #[global_allocator]

@@ -89,7 +89,11 @@ impl Alerter {
                 .await
                 .doing(|| "reading the alerts waiting to be sent".into())?;
             let Some(last) = alerts.last() else { break };
-            let hooks = self.store.webhooks().await?;
+            let hooks = self
+                .store
+                .webhooks()
+                .await
+                .doing(|| "reading the webhooks to deliver to".into())?;
             let deliveries: Vec<NewDelivery> = message::messages(&alerts)
                 .iter()
                 .flat_map(|message| {
@@ -145,7 +149,12 @@ impl Alerter {
     }
 
     pub async fn webhooks(&self) -> store::Result<Vec<Webhook>> {
-        Ok(self.store.webhooks().await?.iter().map(shown).collect())
+        let hooks = self
+            .store
+            .webhooks()
+            .await
+            .doing(|| "reading the webhooks".into())?;
+        Ok(hooks.iter().map(shown).collect())
     }
 
     /// Adds a webhook (with a new secret unless one is given); answers it with the secret,
@@ -167,7 +176,8 @@ impl Alerter {
         let stored = self
             .store
             .add_webhook(&new.url, new.format, &secret, by, &detail)
-            .await?;
+            .await
+            .doing(|| format!("adding a webhook for {actor}"))?;
         let shown = shown(&stored);
         tracing::info!(webhook = stored.id, url = %shown.url, "{actor} added a webhook");
         Ok(CreatedWebhook {
@@ -181,7 +191,11 @@ impl Alerter {
             name: actor,
             at: Timestamp::now(),
         };
-        let deleted = self.store.delete_webhook(id, by).await?;
+        let deleted = self
+            .store
+            .delete_webhook(id, by)
+            .await
+            .doing(|| format!("deleting webhook {id} for {actor}"))?;
         if deleted {
             tracing::info!(webhook = id, "{actor} deleted a webhook");
         }
@@ -190,7 +204,11 @@ impl Alerter {
 
     /// The newest deliveries first.
     pub async fn deliveries(&self, limit: u32) -> store::Result<Vec<Delivery>> {
-        let mut deliveries = self.store.deliveries(limit).await?;
+        let mut deliveries = self
+            .store
+            .deliveries(limit)
+            .await
+            .doing(|| "reading the deliveries".into())?;
         for delivery in &mut deliveries {
             delivery.webhook_url = redact_webhook_url(&delivery.webhook_url);
         }

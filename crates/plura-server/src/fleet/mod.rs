@@ -368,12 +368,18 @@ impl Fleet {
 
     /// An agent's history, newest first; `None` if there is no such agent.
     pub async fn events(&self, id: i64, limit: u32) -> store::Result<Option<Vec<Event>>> {
-        self.store.events(id, limit).await
+        self.store
+            .events(id, limit)
+            .await
+            .doing(|| format!("reading the history of agent {id}"))
     }
 
     /// Deletes and prunes, newest first.
     pub async fn audit(&self, limit: u32) -> store::Result<Vec<AuditRecord>> {
-        self.store.audit(limit).await
+        self.store
+            .audit(limit)
+            .await
+            .doing(|| "reading the audit log".into())
     }
 
     /// How many agents the in-memory search index holds, once one is loaded.
@@ -383,7 +389,10 @@ impl Fleet {
 
     /// The console's cards, from a short cache that every change clears.
     pub async fn summary(&self) -> store::Result<Summary> {
-        self.read_model.summary().await
+        self.read_model
+            .summary()
+            .await
+            .doing(|| "counting the fleet for its summary".into())
     }
 
     fn running(&self) -> &RunningAgents {
@@ -398,7 +407,11 @@ impl Fleet {
             from,
             to,
             step_s: step.as_secs(),
-            points: self.store.fleet_history(from, step).await?,
+            points: self
+                .store
+                .fleet_history(from, step)
+                .await
+                .doing(|| "reading the fleet's history".into())?,
         })
     }
 

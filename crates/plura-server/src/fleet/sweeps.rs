@@ -87,7 +87,10 @@ impl Fleet {
             *sampled = Some(tokio::time::Instant::now());
         }
         let summary = self.summary().await?;
-        self.store.record_sample(Timestamp::now(), &summary).await
+        self.store
+            .record_sample(Timestamp::now(), &summary)
+            .await
+            .doing(|| "recording a sample of the fleet's counts".into())
     }
 
     /// Deletes long-stopped agents and old history, as the policy says.
@@ -102,11 +105,19 @@ impl Fleet {
             self.publish_sweep(pruned, "agent pruned after a long stop");
         }
         if let Some(keep) = self.policy.keep_events_for {
-            let deleted = self.store.delete_events_before(now.minus(keep)).await?;
+            let deleted = self
+                .store
+                .delete_events_before(now.minus(keep))
+                .await
+                .doing(|| "deleting old history".into())?;
             if deleted > 0 {
                 tracing::info!("deleted {deleted} history events older than {keep:?}");
             }
-            let deleted = self.store.delete_alerts_before(now.minus(keep)).await?;
+            let deleted = self
+                .store
+                .delete_alerts_before(now.minus(keep))
+                .await
+                .doing(|| "deleting old alerts".into())?;
             if deleted > 0 {
                 tracing::info!("deleted {deleted} alerts and deliveries older than {keep:?}");
             }

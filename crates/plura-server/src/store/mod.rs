@@ -1,12 +1,13 @@
-//! Storage: the traits the server codes against, their one error type, and the choice of backend
-//! from the database URL.
+//! Storage, and nothing else: the traits the server codes against, their one error type, and the
+//! choice of backend from the database URL.
 //!
-//! The traits are split by what they store, a file each: agents and their history
+//! The traits are split by what they store, a file each: agents, their list and their history
 //! (`agents.rs`), credentials (`credentials.rs`), alerts (`alerts.rs`); settings and `Store`,
 //! all of them, are here. The SQL implementation (`sql/`) serves both backends.
 //!
 //! Every change is written with its history event or audit record in the same transaction, and
-//! answered only after the commit, so what a client is told is on disk.
+//! answered only after the commit, so what a client is told is on disk. What keeps agents in
+//! memory is told of each change as it commits (`Follower`).
 
 mod agents;
 mod alerts;
