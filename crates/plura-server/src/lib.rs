@@ -1,5 +1,17 @@
 //! PLURA Fleet's management server: the registry of agents by (ip, hostname), their liveness,
-//! the HTTP API over them, and the storage beneath.
+//! the HTTP API over them, and the storage beneath. What each module owns, in one sentence:
+//!
+//! - `server`: connections (accepting, TLS, trusted proxies, limits per source, shutdown).
+//! - `api`: the HTTP routes, the role each needs, the error body, the OpenAPI document.
+//! - `auth`, `credentials`, `enrollment`: who is calling, and the credentials' life cycle.
+//! - `fleet`: the domain's rules over the agents, and the one way to see and change them.
+//! - `read_model`: what this server keeps of the agents in memory (running agents, the index,
+//!   the summary's cache).
+//! - `cluster`: the servers sharing one database (the sweep lease, the change feed).
+//! - `alerts`: alert messages, webhook destinations, signed deliveries.
+//! - `store`: persistence, and nothing else.
+//! - `metrics`, `tls`, `secret`, `cli`: the Prometheus exposition, certificates, hashing and
+//!   random secrets, the command line.
 
 pub mod alerts;
 pub mod api;
