@@ -152,12 +152,12 @@ impl Fleet {
         leads
     }
 
-    /// Hears what other servers on the same database change, until `shutdown`.
+    /// Hears what other servers on the same database change, until `shutdown`. The index is
+    /// loaded once the changes it must follow are heard.
     async fn hear_others(self: Arc<Self>, shutdown: CancellationToken) {
-        let mut feed = loop {
+        let feed = loop {
             match self.cluster.hear().await {
-                Ok(Some(feed)) => break feed,
-                Ok(None) => return,
+                Ok(feed) => break feed,
                 Err(e) => {
                     tracing::warn!("cannot listen for other servers' changes, will retry: {e}");
                     tokio::select! {
@@ -166,6 +166,10 @@ impl Fleet {
                     }
                 }
             }
+        };
+        self.read_model.load_index();
+        let Some(mut feed) = feed else {
+            return;
         };
         loop {
             tokio::select! {
@@ -179,7 +183,7 @@ impl Fleet {
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let hearing = tokio::spawn(self.clone().hear_others(shutdown.clone()));
         let learning = tokio::time::Instant::now();
-        match self.read_model.load().await {
+        match self.read_model.learn_running().await {
             Ok(n) => {
                 self.metrics
                     .tracked_agents

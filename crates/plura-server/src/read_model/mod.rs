@@ -3,9 +3,10 @@
 //! heartbeats (`running.rs`), the index that answers searches and deep pages (`index/`), and the
 //! summary's short cache (`summary.rs`).
 //!
-//! It has one load path ([`ReadModel::load`], again on [`News::Missed`]) and one way to be told
-//! of changes ([`ReadModel::follow`]): the store tells it what this server commits, as it
-//! commits; the change feed tells it what every server commits, in commit order.
+//! The index has one load path ([`ReadModel::load_index`], again on [`News::Missed`]) and the
+//! whole model one way to be told of changes ([`ReadModel::follow`]): the store tells it what
+//! this server commits, as it commits; the change feed tells it what every server commits, in
+//! commit order.
 
 mod index;
 mod listing;
@@ -65,12 +66,11 @@ impl ReadModel {
         model
     }
 
-    /// Loads what is kept from the database: the running agents and their keys now, so their
-    /// first heartbeats after a start are answered from memory (otherwise each agent of a large
-    /// fleet costs a read in the first interval, all at once); the index in the background,
-    /// the database answering searches meanwhile. Answers how many running agents it learnt.
-    pub async fn load(&self) -> store::Result<usize> {
-        self.reload_index();
+    /// Learns the running agents and their keys from the database, so that their first
+    /// heartbeats after a start are answered from memory: otherwise each agent of a large fleet
+    /// costs a read in the first interval, all at once. Heartbeats before it ends ask the
+    /// database, as they would anyway. Answers how many it learnt.
+    pub async fn learn_running(&self) -> store::Result<usize> {
         const PAGE: u32 = 10_000;
         let (mut after, mut remembered) = (0, 0);
         loop {
@@ -90,7 +90,10 @@ impl ReadModel {
         }
     }
 
-    fn reload_index(&self) {
+    /// Loads the index in the background, the database answering searches meanwhile. On a
+    /// shared database, only once the change feed is heard: a change made between the load's
+    /// read and the feed's start would be missed.
+    pub fn load_index(&self) {
         let reload = self
             .index
             .clone()
@@ -145,7 +148,7 @@ impl ReadModel {
                 self.running.due_again(self.running.ids());
                 self.summary.forget();
                 if self.index.followed() {
-                    self.reload_index();
+                    self.load_index();
                 }
             }
         }

@@ -351,8 +351,10 @@ pub trait ListStore: Send + Sync {
 
     async fn summary(&self) -> Result<Summary>;
 
-    /// What a search matches of each agent, `limit` of them after id `after`, in id order.
-    async fn searchables(&self, after: i64, limit: u32) -> Result<Vec<Searchable>>;
+    /// What a search matches of every agent, given to `each` in id order, read by one query on
+    /// one connection (SQLite's page cache and memory map are per connection: a read of every
+    /// agent spread over the pool's connections would be held in memory by each).
+    async fn each_searchable(&self, each: &mut (dyn FnMut(Searchable) + Send)) -> Result<()>;
 
     /// What a search matches of those of the agents `ids` that exist.
     async fn searchables_among(&self, ids: &[i64]) -> Result<Vec<Searchable>>;

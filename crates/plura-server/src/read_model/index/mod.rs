@@ -32,9 +32,8 @@ use texts::{ROW_END, SCAN_SLICE_BLOCKS, Texts, searched_text};
 
 use crate::store::{Changed, Result, Searchable, SortColumn, Store, ip_sort_key};
 
-/// Agents read with one query by a load, and read again at once after it, for those changed
-/// while it ran.
-const LOAD_CHUNK: usize = 10_000;
+/// Agents read again at once after a load, for those changed while it ran.
+const REREAD_CHUNK: usize = 10_000;
 
 /// An identity (address, hostname) as the index keeps it: a hash, 8 bytes an agent.
 fn identity_hash(ip: &str, hostname: &str) -> u64 {
@@ -338,17 +337,9 @@ impl AgentIndex {
                 self.missed.load(Ordering::SeqCst)
             };
             let mut loaded = Loaded::default();
-            let mut after = 0;
-            loop {
-                let chunk = store.searchables(after, LOAD_CHUNK as u32).await?;
-                for agent in &chunk {
-                    loaded.push(agent.id, Entry::of(agent));
-                }
-                match chunk.last() {
-                    Some(last) if chunk.len() == LOAD_CHUNK => after = last.id,
-                    _ => break,
-                }
-            }
+            store
+                .each_searchable(&mut |agent| loaded.push(agent.id, Entry::of(&agent)))
+                .await?;
             let mut indexed = loaded.indexed();
             loop {
                 let changed: Vec<i64> = {
@@ -372,7 +363,7 @@ impl AgentIndex {
                     }
                     changed.drain().collect()
                 };
-                for chunk in changed.chunks(LOAD_CHUNK) {
+                for chunk in changed.chunks(REREAD_CHUNK) {
                     let mut gone: HashSet<i64> = chunk.iter().copied().collect();
                     for agent in store.searchables_among(chunk).await? {
                         gone.remove(&agent.id);

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 
 use async_trait::async_trait;
+use futures::TryStreamExt;
 use sqlx::any::AnyRow;
 use sqlx::{AnyPool, Row};
 
@@ -217,15 +218,13 @@ impl ListStore for SqlStore {
         rows::ids(&rows)
     }
 
-    async fn searchables(&self, after: i64, limit: u32) -> Result<Vec<Searchable>> {
-        let sql =
-            format!("SELECT {SEARCHABLE_COLUMNS} FROM agents WHERE id > $1 ORDER BY id LIMIT $2");
-        let rows = sqlx::query(&sql)
-            .bind(after)
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(searchable).collect()
+    async fn each_searchable(&self, each: &mut (dyn FnMut(Searchable) + Send)) -> Result<()> {
+        let sql = format!("SELECT {SEARCHABLE_COLUMNS} FROM agents ORDER BY id");
+        let mut rows = sqlx::query(&sql).fetch(&self.pool);
+        while let Some(row) = rows.try_next().await? {
+            each(searchable(&row)?);
+        }
+        Ok(())
     }
 
     async fn searchables_among(&self, ids: &[i64]) -> Result<Vec<Searchable>> {
