@@ -6,14 +6,13 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use futures::TryStreamExt;
-use sqlx::any::AnyRow;
 use sqlx::{AnyPool, Row};
 
 use plura_proto::{Agent, AgentStatus, Summary};
 
 use super::SqlStore;
 use super::filter::{Selection, bind_params, order_by, selection};
-use super::rows::{self, AGENT_COLUMNS};
+use super::rows::{self, AGENT_COLUMNS, SEARCHABLE_COLUMNS, searchable};
 use crate::store::{
     ListFilter, ListStore, Listed, Result, SEARCH_COUNT_LIMIT, Searchable, SortColumn,
 };
@@ -23,22 +22,6 @@ const EXPORT_CHUNK: usize = 500;
 
 /// From this offset on, a page is read by a deferred join.
 const DEFERRED_JOIN_OFFSET: u64 = 1000;
-
-const SEARCHABLE_COLUMNS: &str =
-    "id, ip, hostname, group_name, os, version, machine_id, registered_at";
-
-fn searchable(row: &AnyRow) -> Result<Searchable> {
-    Ok(Searchable {
-        id: row.try_get("id")?,
-        ip: row.try_get("ip")?,
-        hostname: row.try_get("hostname")?,
-        group: row.try_get("group_name")?,
-        os: row.try_get("os")?,
-        version: row.try_get("version")?,
-        machine_id: row.try_get("machine_id")?,
-        registered_at: rows::time(row, "registered_at")?,
-    })
-}
 
 /// The page `filter` asks for, of the agents `ids` (each an integer the database gave, so written
 /// into the statement as it is).

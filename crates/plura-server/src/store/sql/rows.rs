@@ -8,7 +8,7 @@ use sqlx::{AnyConnection, Row};
 
 use plura_proto::{Agent, AuditAction, AuditRecord, CloudLabels, Event, EventKind, Timestamp};
 
-use crate::store::{Changed, Dialect, Result, StoreError};
+use crate::store::{Changed, Dialect, Result, Searchable, StoreError};
 
 pub const AGENT_COLUMNS: &str = "id, ip, hostname, status, enabled, group_name, kind, os, \
      version, machine_id, source_ip, registered_at, last_login_at, last_seen_at, last_takeover_at, \
@@ -69,6 +69,23 @@ pub fn agent(row: &AnyRow) -> Result<Agent> {
             instance_type: row.try_get("instance_type")?,
             asg: row.try_get("asg")?,
         },
+    })
+}
+
+/// The columns of [`searchable`].
+pub const SEARCHABLE_COLUMNS: &str =
+    "id, ip, hostname, group_name, os, version, machine_id, registered_at";
+
+pub fn searchable(row: &AnyRow) -> Result<Searchable> {
+    Ok(Searchable {
+        id: row.try_get("id")?,
+        ip: row.try_get("ip")?,
+        hostname: row.try_get("hostname")?,
+        group: row.try_get("group_name")?,
+        os: row.try_get("os")?,
+        version: row.try_get("version")?,
+        machine_id: row.try_get("machine_id")?,
+        registered_at: time(row, "registered_at")?,
     })
 }
 
