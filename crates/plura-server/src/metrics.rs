@@ -57,8 +57,11 @@ pub struct Metrics {
     /// Tries of alert deliveries: delivered, retried, failed (given up).
     pub alert_deliveries: Family<OutcomeLabel, Counter>,
     /// Database reads or writes that failed: in the liveness tick, alert deliveries, or a
-    /// request (answered 500).
+    /// request (answered 500, or 503 when the database could not serve at all).
     pub database_failures: Counter,
+    /// 1 while the database serves this server's reads and writes, 0 while it does not (as the
+    /// liveness tick and the readiness check last found).
+    pub database_up: Gauge,
 }
 
 impl Default for Metrics {
@@ -137,13 +140,22 @@ impl Default for Metrics {
         let database_failures = Counter::default();
         registry.register(
             "database_failures",
-            "Database reads or writes that failed (liveness tick, alerts, requests answered 500)",
+            "Database reads or writes that failed (liveness tick, alerts, requests answered 500 \
+             or 503)",
             database_failures.clone(),
+        );
+        let database_up = Gauge::default();
+        database_up.set(1);
+        registry.register(
+            "database_up",
+            "1 while the database serves this server's reads and writes, 0 while it does not",
+            database_up.clone(),
         );
         Self {
             registry,
             alert_deliveries,
             database_failures,
+            database_up,
             sweep_leader,
             refused_connections,
             agent_events,
@@ -161,11 +173,21 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// The Prometheus text exposition, with the agent counts taken from `summary`, and how many
-    /// agents the search index holds (`None`: none loaded).
-    pub fn render(&self, summary: &Summary, search_index_agents: Option<usize>) -> String {
+    /// The Prometheus text exposition, with the agent counts taken from `summary` (as they last
+    /// were when the database cannot give them), and how many agents the search index holds
+    /// (`None`: none loaded).
+    pub fn render(&self, summary: Option<&Summary>, search_index_agents: Option<usize>) -> String {
         self.search_index_agents
             .set(search_index_agents.map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX)));
+        if let Some(summary) = summary {
+            self.set_agents(summary);
+        }
+        let mut text = String::new();
+        encode(&mut text, &self.registry).expect("writing to a String cannot fail");
+        text
+    }
+
+    fn set_agents(&self, summary: &Summary) {
         for (status, count) in [
             ("running", summary.running),
             ("stopped", summary.stopped),
@@ -175,8 +197,5 @@ impl Metrics {
                 .get_or_create(&StatusLabel { status })
                 .set(i64::try_from(count).unwrap_or(i64::MAX));
         }
-        let mut text = String::new();
-        encode(&mut text, &self.registry).expect("writing to a String cannot fail");
-        text
     }
 }

@@ -348,3 +348,66 @@ async fn slack_urls_come_from_the_environment_or_a_file() {
     );
     terminate(server).await;
 }
+
+#[tokio::test]
+async fn an_online_backup_is_owner_only_and_serves_the_same_agents() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = format!("sqlite://{}/fleet.db", dir.path().display());
+    let server = start(&database).await;
+    let admin = server.first_start_token().unwrap();
+    let db = ["--database", database.as_str()];
+    let enroll = run(&[&["enrollment-token"][..], &db].concat()).await;
+    assert_eq!(log_in(&server.base, &enroll).await, StatusCode::OK);
+
+    // Taken while the server runs.
+    let copy = dir.path().join("backups/fleet-copy.db");
+    std::fs::create_dir(copy.parent().unwrap()).unwrap();
+    let to = copy.to_str().unwrap();
+    run_all(&[&["backup", "--to", to][..], &db].concat()).await;
+    let mode = std::fs::metadata(&copy).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    assert!(!dir.path().join("backups/fleet-copy.db.partial").exists());
+    // A backup never overwrites a file.
+    let stderr =
+        run_failing(Command::new(BIN).args([&["backup", "--to", to][..], &db].concat())).await;
+    assert!(stderr.contains("exists already"), "{stderr}");
+    terminate(server).await;
+
+    // The source is only read: a backup of a stopped server's file leaves it byte for byte.
+    let source = dir.path().join("fleet.db");
+    let before = std::fs::read(&source).unwrap();
+    let second = dir.path().join("backups/second.db");
+    run_all(&[&["backup", "--to", second.to_str().unwrap()][..], &db].concat()).await;
+    assert_eq!(std::fs::read(&source).unwrap(), before);
+
+    // A server started on the copy serves the same agent, and the admin token of the original.
+    let restored = start(&format!("sqlite://{to}")).await;
+    let agents = restored.agents(&admin).await;
+    assert_eq!(agents.len(), 1, "{agents:?}");
+    assert_eq!(agents[0].hostname, "cli-host");
+    terminate(restored).await;
+
+    // What cannot be backed up says why.
+    let missing = format!("sqlite://{}/none.db", dir.path().display());
+    let third = dir.path().join("third.db");
+    let stderr = run_failing(Command::new(BIN).args([
+        "backup",
+        "--database",
+        &missing,
+        "--to",
+        third.to_str().unwrap(),
+    ]))
+    .await;
+    assert!(stderr.contains("there is no database at"), "{stderr}");
+    assert!(!dir.path().join("none.db").exists(), "not created");
+    let stderr = run_failing(Command::new(BIN).args([
+        "backup",
+        "--database",
+        "postgres://plura:secret@db.example/plura",
+        "--to",
+        third.to_str().unwrap(),
+    ]))
+    .await;
+    assert!(stderr.contains("pg_dump"), "{stderr}");
+    assert!(!stderr.contains("secret"), "{stderr}");
+}

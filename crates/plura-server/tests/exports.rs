@@ -1,6 +1,6 @@
 //! CSV exports that their readers stop reading: the real binary, on SQLite and PostgreSQL, with a
 //! fleet large enough that an export cannot fit in the sockets' buffers. Only a few run at once,
-//! none holds what logins, the summary, the list or `/healthz` need, and a stalled one is dropped.
+//! none holds what logins, the summary, the list or `/readyz` need, and a stalled one is dropped.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -144,7 +144,7 @@ async fn stalled_exports_hold_nothing_the_others_need(db: Db) {
     // Meanwhile everything else answers.
     let asked = Instant::now();
     for path in [
-        "/healthz",
+        "/readyz",
         "/api/v1/summary",
         "/api/v1/agents?per_page=50",
         "/api/v1/agents?q=9999",

@@ -5,6 +5,8 @@
 pub mod balancer;
 mod database;
 pub mod imds;
+pub mod link;
+pub mod private_postgres;
 pub mod process;
 pub mod receiver;
 pub mod served;

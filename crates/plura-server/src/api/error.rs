@@ -17,7 +17,7 @@ pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
-    /// For 429: in how many seconds to try again.
+    /// For 429 and 503: in how many seconds to try again.
     retry_after: Option<u64>,
     /// The database failed: counted in `plura_database_failures_total`.
     storage_failure: bool,
@@ -28,6 +28,10 @@ pub struct ApiError {
 pub struct StorageFailure;
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+/// Seconds a caller waits before trying again when the database cannot serve: long enough not
+/// to hammer it on its way back, short enough that agents log in soon after.
+const DATABASE_RETRY_AFTER: u64 = 5;
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
@@ -57,6 +61,17 @@ impl ApiError {
             Duration::from_secs(1),
             "the server is busy checking passwords",
         )
+    }
+
+    /// 503: the database cannot serve (`why`); the caller tries again after a few seconds,
+    /// which the `Retry-After` header says. Counted as a database failure.
+    pub fn unavailable(why: impl fmt::Display) -> Self {
+        let message = format!("{why}; try again in {DATABASE_RETRY_AFTER} s");
+        Self {
+            retry_after: Some(DATABASE_RETRY_AFTER),
+            storage_failure: true,
+            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+        }
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -136,16 +151,13 @@ impl From<StoreError> for ApiError {
                     e.to_string(),
                 )
             }
-            StoreError::Database {
-                source: sqlx::Error::PoolTimedOut,
-                ..
-            } => {
-                tracing::warn!("database busy: {e}");
-                Self::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "unavailable",
-                    "the database is busy; try again",
-                )
+            e if e.unavailable().is_some() => {
+                tracing::warn!("{e}");
+                let why = e
+                    .unavailable()
+                    .map(|why| why.to_string())
+                    .unwrap_or_default();
+                Self::unavailable(why)
             }
             e => {
                 tracing::error!("storage failure: {e}");

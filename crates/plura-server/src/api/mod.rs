@@ -110,6 +110,7 @@ fn documented() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(session::sign_in, session::sign_out))
         .routes(routes!(stream::changes))
         .routes(routes!(ops::healthz))
+        .routes(routes!(ops::readyz))
         .routes(routes!(ops::metrics))
         .split_for_parts();
     doc::with_common_errors(&mut openapi);

@@ -2,6 +2,8 @@
 
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
+use std::time::Duration;
+
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use serde::Serialize;
@@ -10,36 +12,68 @@ use utoipa::ToSchema;
 use super::{ApiError, ApiResult, AppState, Monitor};
 use crate::server::Peer;
 
+/// How long readiness waits for the database: a balancer's check must not hang.
+const READINESS_WAIT: Duration = Duration::from_millis(1500);
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Health {
     status: &'static str,
-    database: &'static str,
 }
 
-/// Whether the server and its database answer.
+/// Whether the server process runs: it answers this whatever its database does (heartbeats of
+/// running agents are answered from memory through a database outage), so a supervisor that
+/// restarts on failure must use this, not `/readyz`.
 #[utoipa::path(
     get, path = "/healthz", tag = "ops",
+    responses((status = 200, body = Health))
+)]
+pub async fn healthz() -> axum::Json<Health> {
+    axum::Json(Health { status: "ok" })
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Readiness {
+    status: &'static str,
+    database: &'static str,
+    /// Why the database cannot serve, when it cannot.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+}
+
+/// Whether the server can use its database now, within two seconds: 200, or 503 while the
+/// database is unreachable or read-only (for a balancer choosing where logins and changes go).
+#[utoipa::path(
+    get, path = "/readyz", tag = "ops",
     responses(
-        (status = 200, body = Health),
-        (status = 503, description = "The database does not answer", body = Health),
+        (status = 200, body = Readiness),
+        (status = 503, description = "The database cannot serve", body = Readiness),
     )
 )]
-pub async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
-    match state.fleet.ping().await {
+pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    let checked = match tokio::time::timeout(READINESS_WAIT, state.fleet.check_database()).await {
+        Ok(checked) => checked,
+        Err(_) => Err(format!(
+            "the database did not answer within {READINESS_WAIT:?}"
+        )),
+    };
+    state.metrics.database_up.set(i64::from(checked.is_ok()));
+    match checked {
         Ok(()) => (
             StatusCode::OK,
-            axum::Json(Health {
-                status: "ok",
+            axum::Json(Readiness {
+                status: "ready",
                 database: "ok",
+                reason: None,
             }),
         ),
-        Err(e) => {
-            tracing::warn!("health check: database does not answer: {e}");
+        Err(reason) => {
+            tracing::warn!("not ready: {reason}");
             (
                 StatusCode::SERVICE_UNAVAILABLE,
-                axum::Json(Health {
-                    status: "degraded",
-                    database: "unreachable",
+                axum::Json(Readiness {
+                    status: "unavailable",
+                    database: "unavailable",
+                    reason: Some(reason),
                 }),
             )
         }
@@ -75,7 +109,15 @@ pub async fn metrics(
     _: MetricsReader,
     State(state): State<AppState>,
 ) -> ApiResult<impl IntoResponse> {
-    let summary = state.fleet.summary().await?;
+    // Through a database outage the metrics still answer (saying so), with the agent counts
+    // as they last were.
+    let summary = match state.fleet.summary().await {
+        Ok(summary) => Some(summary),
+        Err(e) => {
+            tracing::warn!("metrics without fresh agent counts: {e}");
+            None
+        }
+    };
     Ok((
         [(
             header::CONTENT_TYPE,
@@ -83,6 +125,6 @@ pub async fn metrics(
         )],
         state
             .metrics
-            .render(&summary, state.fleet.search_index_agents()),
+            .render(summary.as_ref(), state.fleet.search_index_agents()),
     ))
 }

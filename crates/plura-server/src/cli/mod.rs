@@ -1,5 +1,5 @@
 //! The `plura-server` command line: its subcommands, and the ones small enough to live here
-//! (`tls init`, `enrollment-token`). Serving is in `serve.rs`, tokens and users in
+//! (`tls init`, `enrollment-token`, `backup`). Serving is in `serve.rs`, tokens and users in
 //! `credentials.rs`.
 
 mod credentials;
@@ -54,6 +54,13 @@ enum Command {
     /// Certificates for serving HTTPS.
     #[command(subcommand)]
     Tls(TlsCommand),
+    /// Copy a SQLite database, while the server runs, to a new file readable by its owner only
+    /// (PostgreSQL: pg_dump). The database is opened read-only: never migrated or changed.
+    Backup {
+        /// The new file to write.
+        #[arg(long, value_name = "FILE")]
+        to: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -108,6 +115,15 @@ impl Cli {
             Command::User(command) => user_command(&open().await?, command).await,
             Command::EnrollmentToken(args) => enrollment_token(&open().await?, args).await,
             Command::Tls(TlsCommand::Init { hostnames, out }) => tls_init(&hostnames, &out),
+            Command::Backup { to } => {
+                let bytes = store::backup(&database, &to).await?;
+                eprintln!(
+                    "Backed up {} to {} ({bytes} bytes).",
+                    redact_url(&database),
+                    to.display()
+                );
+                Ok(())
+            }
         }
     }
 }

@@ -71,7 +71,9 @@ pub struct Fleet {
     read_model: Arc<ReadModel>,
     cluster: Cluster,
     feed: ChangeFeed,
-    started: Instant,
+    /// Since when the database has served this server's ticks without a failure (`None` at start
+    /// and while it does not): silence is judged only on time in which agents could be heard.
+    reachable_since: std::sync::Mutex<Option<Timestamp>>,
     /// Notified at every tick while this server leads: alerts may be waiting.
     alerts_due: Arc<Notify>,
     /// When this server last sampled the fleet's counts.
@@ -104,7 +106,7 @@ impl Fleet {
             feed: ChangeFeed::new(metrics.clone()),
             metrics,
             policy,
-            started: Instant::now(),
+            reachable_since: std::sync::Mutex::default(),
             alerts_due: Arc::default(),
             sampled: std::sync::Mutex::default(),
         }
@@ -415,9 +417,16 @@ impl Fleet {
         })
     }
 
-    /// Answers when the database does.
-    pub async fn ping(&self) -> store::Result<()> {
-        self.store.ping().await
+    /// Whether the database takes this server's writes now: `Err` says why not.
+    pub async fn check_database(&self) -> Result<(), String> {
+        let probed = self
+            .store
+            .probe(self.store.server_id(), Timestamp::now())
+            .await;
+        probed.map_err(|e| match e.unavailable() {
+            Some(why) => why.to_string(),
+            None => e.to_string(),
+        })
     }
 
     /// Tells the stream and the metrics about a change (the read model followed it as it

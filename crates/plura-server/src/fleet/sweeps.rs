@@ -11,19 +11,24 @@ use tokio_util::sync::CancellationToken;
 use plura_proto::Timestamp;
 
 use super::Fleet;
+
 use crate::read_model::Due;
 use crate::secret::hex;
 use crate::store::{self, Changed, Doing, LastSeen};
+
+/// A server that wrote no mark for this long is gone: its row goes.
+const FORGET_MARKS_AFTER: Duration = Duration::from_secs(24 * 3600);
 
 impl Fleet {
     /// Writes the heartbeats that are `due`. Agents the database no longer has as running with
     /// the key they carried (deleted, stopped by another server, or logged in again through
     /// another server) are not written but forgotten, so their next heartbeat goes to the
-    /// database, which resumes them, answers 404, or refuses the old key.
-    async fn flush(&self, due: Due) -> store::Result<()> {
+    /// database, which resumes them, answers 404, or refuses the old key. Answers whether it
+    /// wrote anything.
+    async fn flush(&self, due: Due) -> store::Result<bool> {
         let mut unwritten = self.running().take_due(due);
         if unwritten.is_empty() {
-            return Ok(());
+            return Ok(false);
         }
         // In the table's order, so the rows are found page after page, not at random.
         unwritten.sort_unstable_by_key(|(id, _, _)| *id);
@@ -55,26 +60,110 @@ impl Fleet {
             .collect();
         let tracked = self.running().forget_stale(&stale);
         self.metrics.tracked_agents.set(tracked as i64);
-        Ok(())
+        Ok(true)
     }
 
-    /// Marks stopped the agents silent for longer than the limit. Not during the first limit
-    /// after start: agents that kept running while this server was down have not had the time
-    /// to send a heartbeat yet.
+    /// Marks stopped the agents silent for longer than the limit, judged only on time in which
+    /// they could have been heard: after a full limit of this server reaching the database (at
+    /// start, and after an outage), and, on a shared database, only up to what every live
+    /// server has written of what it heard. A server whose mark is older than the limit counts
+    /// as gone, so the agents of a dead server are still stopped.
     /// `tick` is when this tick's flush began: what it left unwritten was heard recently
     /// enough, as of then.
     async fn stop_silent(&self, tick: Timestamp) -> store::Result<()> {
         let limit = self.policy.silence_limit();
-        if self.started.elapsed() < limit {
+        let reachable_since = *self.reachable_since.lock().unwrap();
+        if reachable_since.is_none_or(|since| tick.minus(limit) < since) {
             return Ok(());
         }
+        let heard_through = self.heard_through(tick).await?;
         let stopped = self
             .store
-            .stop_silent(tick.minus(limit), Timestamp::now())
+            .stop_silent(heard_through.minus(limit), Timestamp::now())
             .await
             .doing(|| "stopping the agents silent for too long".into())?;
         self.publish_sweep(stopped, "agent stopped: no heartbeat");
         Ok(())
+    }
+
+    /// The time up to which every live server has written what it heard: `tick` alone on the
+    /// database; else the oldest mark among the servers that wrote one within the silence
+    /// limit.
+    async fn heard_through(&self, tick: Timestamp) -> store::Result<Timestamp> {
+        if !self.cluster.shared() {
+            return Ok(tick);
+        }
+        let gone_before = tick.minus(self.policy.silence_limit());
+        let marks = self
+            .store
+            .written_marks()
+            .await
+            .doing(|| "reading what each server has written".into())?;
+        Ok(marks
+            .into_iter()
+            .map(|(_, mark)| mark)
+            .filter(|&mark| mark >= gone_before)
+            .fold(tick, Timestamp::min))
+    }
+
+    /// One tick: the heartbeats heard written (and, on a shared database, this server's mark
+    /// of them), then, on the server that leads, the sweep.
+    async fn tick(&self, now: Timestamp) -> store::Result<()> {
+        // Flush first, so an agent whose heartbeat only this server holds is not taken for
+        // silent.
+        let wrote = self
+            .flush(self.policy.due(self.cluster.shared(), now))
+            .await?;
+        if self.cluster.shared() {
+            self.store
+                .mark_written(self.store.server_id(), now)
+                .await
+                .doing(|| "recording what this server has written".into())?;
+        } else if !wrote {
+            // Nothing written: whether the database answers is still this tick's to know.
+            self.store
+                .ping()
+                .await
+                .doing(|| "checking that the database answers".into())?;
+        }
+        self.database_reached(now);
+        if !self.leads().await {
+            return Ok(());
+        }
+        let swept = async {
+            self.stop_silent(now).await?;
+            self.store.fold_counts().await?;
+            self.sample().await
+        }
+        .await;
+        // Whatever the sweep stopped, and alerts other servers recorded.
+        self.alerts_due.notify_one();
+        swept
+    }
+
+    /// The database served a tick.
+    fn database_reached(&self, now: Timestamp) {
+        let mut since = self.reachable_since.lock().unwrap();
+        if since.is_none() {
+            *since = Some(now);
+            if self.metrics.database_up.set(1) == 0 {
+                tracing::info!(
+                    "the database serves again; agents are judged silent from a full silence \
+                     limit on"
+                );
+            }
+        }
+    }
+
+    /// The database failed a tick: no agent is judged silent until it has served a full
+    /// silence limit again.
+    fn database_failed(&self, e: &store::StoreError) {
+        *self.reachable_since.lock().unwrap() = None;
+        self.metrics.database_failures.inc();
+        if e.unavailable().is_some() {
+            self.metrics.database_up.set(0);
+        }
+        tracing::warn!("liveness check failed, will retry: {e}");
     }
 
     /// Samples the fleet's counts for its chart, when one is due.
@@ -103,6 +192,12 @@ impl Fleet {
                 .await
                 .doing(|| "pruning long-stopped agents".into())?;
             self.publish_sweep(pruned, "agent pruned after a long stop");
+        }
+        if self.cluster.shared() {
+            self.store
+                .forget_marks_before(now.minus(FORGET_MARKS_AFTER))
+                .await
+                .doing(|| "forgetting the marks of servers long gone".into())?;
         }
         if let Some(keep) = self.policy.keep_events_for {
             let deleted = self
@@ -202,29 +297,8 @@ impl Fleet {
             tokio::select! {
                 () = shutdown.cancelled() => break,
                 _ = tick.tick() => {
-                    // Flush first, so an agent whose heartbeat only this server holds is not
-                    // taken for silent.
-                    let now = Timestamp::now();
-                    let due = self.policy.due(self.cluster.shared(), now);
-                    let result = match self.flush(due).await {
-                        Ok(()) if self.leads().await => {
-                            let swept = match self.stop_silent(now).await {
-                                Ok(()) => self.store.fold_counts().await,
-                                Err(e) => Err(e),
-                            };
-                            let swept = match swept {
-                                Ok(()) => self.sample().await,
-                                Err(e) => Err(e),
-                            };
-                            // Whatever the sweep stopped, and alerts other servers recorded.
-                            self.alerts_due.notify_one();
-                            swept
-                        }
-                        other => other,
-                    };
-                    if let Err(e) = result {
-                        self.metrics.database_failures.inc();
-                        tracing::warn!("liveness check failed, will retry: {e}");
+                    if let Err(e) = self.tick(Timestamp::now()).await {
+                        self.database_failed(&e);
                     }
                 }
                 _ = housekeeping_tick.tick(), if housekeeping.is_some() => {

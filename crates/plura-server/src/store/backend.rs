@@ -96,8 +96,15 @@ impl Backend {
                 .min_connections(1)
                 .idle_timeout(None)
                 .max_lifetime(None),
-            Self::Sqlite { .. } => sqlite_file_options().max_connections(8),
-            Self::Postgres { .. } => AnyPoolOptions::new().max_connections(16),
+            Self::Sqlite { .. } => sqlite_file_options()
+                .max_connections(8)
+                .acquire_timeout(ACQUIRE_TIMEOUT),
+            // A connection that died with its server (a restart, a failover) is found by the
+            // check before it is handed out, and made again.
+            Self::Postgres { .. } => AnyPoolOptions::new()
+                .max_connections(16)
+                .acquire_timeout(ACQUIRE_TIMEOUT)
+                .test_before_acquire(true),
         }
     }
 
@@ -133,6 +140,10 @@ impl Backend {
         }
     }
 }
+
+/// How long a request waits for a database connection before it is answered 503: a database
+/// that is down must cost callers seconds, not a hang.
+const ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// A pool of connections to a SQLite file. A connection to a file cannot go stale: no ping
 /// before each use.

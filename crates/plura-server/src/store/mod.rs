@@ -12,8 +12,11 @@
 mod agents;
 mod alerts;
 mod backend;
+mod backup;
 mod credentials;
+mod marks;
 mod sql;
+mod unavailable;
 
 use async_trait::async_trait;
 use plura_proto::{Agent, AuditAction, Change, Event, EventKind, Timestamp, WebhookFormat};
@@ -22,9 +25,12 @@ pub use agents::*;
 pub use alerts::*;
 use backend::Dialect;
 pub use backend::{Backend, redact_url};
+pub use backup::{BackupError, backup};
 pub use credentials::*;
+pub use marks::MarkStore;
 pub use sql::notices;
 pub use sql::{SqlStore, ip_sort_key};
+pub use unavailable::Unavailable;
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
@@ -55,6 +61,9 @@ pub enum StoreError {
         doing: Option<String>,
         source: sqlx::Error,
     },
+    /// The database could not serve: what each login of a batch that failed so is told.
+    #[error("{0}")]
+    Unavailable(Unavailable),
     #[error("database migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
@@ -174,7 +183,7 @@ pub trait SettingStore: Send + Sync {
 /// All of the storage, and the database beneath it.
 #[async_trait]
 pub trait Store:
-    AgentStore + ListStore + HistoryStore + CredentialStore + SettingStore + AlertStore
+    AgentStore + ListStore + HistoryStore + CredentialStore + SettingStore + AlertStore + MarkStore
 {
     /// Answers when the database does.
     async fn ping(&self) -> Result<()>;

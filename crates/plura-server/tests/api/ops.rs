@@ -14,7 +14,10 @@ pub async fn ops_routes_answer(db: Db) {
 
     let health: serde_json::Value =
         json_ok(server.request(Method::GET, "/healthz", None).await).await;
-    assert_eq!(health, json!({"status": "ok", "database": "ok"}));
+    assert_eq!(health, json!({"status": "ok"}));
+    let ready: serde_json::Value =
+        json_ok(server.request(Method::GET, "/readyz", None).await).await;
+    assert_eq!(ready, json!({"status": "ready", "database": "ok"}));
 
     let metrics = server.request(Method::GET, "/metrics", None).await;
     assert_eq!(metrics.status(), StatusCode::OK);
@@ -65,6 +68,7 @@ pub async fn ops_routes_answer(db: Db) {
             "get /api/v1/webhooks",
             "get /healthz",
             "get /metrics",
+            "get /readyz",
             "patch /api/v1/agents/{id}",
             "patch /api/v1/users/{name}",
             "post /api/v1/agents",

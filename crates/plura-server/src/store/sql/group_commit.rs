@@ -107,6 +107,17 @@ async fn write_batch(store: &SqlStore, mut batch: Vec<Waiting>) {
                 waiting.answer(Err(e));
             }
         }
+        // The database cannot serve: each alone would wait as long again, for the same answer.
+        Err(e) if e.unavailable().is_some() => {
+            let why = e.unavailable();
+            let mut errors =
+                std::iter::once(e).chain(why.into_iter().cycle().map(StoreError::Unavailable));
+            for waiting in batch {
+                if let Some(error) = errors.next() {
+                    waiting.answer(Err(error));
+                }
+            }
+        }
         Err(e) => {
             tracing::debug!("a batch of {} logins failed ({e}); each alone", batch.len());
             for mut waiting in batch {

@@ -13,6 +13,7 @@ mod group_commit;
 mod history;
 mod listing;
 mod login;
+mod marks;
 pub mod notices;
 pub use filter::ip_sort_key;
 mod rows;

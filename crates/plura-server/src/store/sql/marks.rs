@@ -1,0 +1,62 @@
+//! The servers' marks of what they have written, and the readiness probe's write.
+
+use async_trait::async_trait;
+use sqlx::Row;
+
+use plura_proto::Timestamp;
+
+use super::{SqlStore, rows};
+use crate::store::{MarkStore, Result};
+
+#[async_trait]
+impl MarkStore for SqlStore {
+    async fn mark_written(&self, server: &str, through: Timestamp) -> Result<()> {
+        self.write_counted(
+            sqlx::query(
+                "INSERT INTO server_marks (server_id, written_through) VALUES ($1, $2) \
+                 ON CONFLICT (server_id) DO UPDATE SET written_through = excluded.written_through",
+            )
+            .bind(server.to_string())
+            .bind(through.as_millis()),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn written_marks(&self) -> Result<Vec<(String, Timestamp)>> {
+        let rows = sqlx::query(
+            "SELECT server_id, written_through FROM server_marks WHERE written_through > 0",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    row.try_get("server_id")?,
+                    rows::time(row, "written_through")?,
+                ))
+            })
+            .collect()
+    }
+
+    async fn forget_marks_before(&self, cutoff: Timestamp) -> Result<u64> {
+        self.write_counted(
+            sqlx::query("DELETE FROM server_marks WHERE written_through < $1 AND probed_at < $1")
+                .bind(cutoff.as_millis()),
+        )
+        .await
+    }
+
+    async fn probe(&self, server: &str, at: Timestamp) -> Result<()> {
+        self.write_counted(
+            sqlx::query(
+                "INSERT INTO server_marks (server_id, probed_at) VALUES ($1, $2) \
+                 ON CONFLICT (server_id) DO UPDATE SET probed_at = excluded.probed_at",
+            )
+            .bind(server.to_string())
+            .bind(at.as_millis()),
+        )
+        .await?;
+        Ok(())
+    }
+}
