@@ -161,7 +161,7 @@ impl<'a> Agent<'a> {
                     session.heartbeat_interval
                 }
                 Err(e) => {
-                    let delay = self.backoff.next_delay();
+                    let delay = self.backoff.next_delay().max(e.retry_after());
                     tracing::warn!("heartbeat failed ({e}); next try in {delay:.1?}");
                     delay
                 }
@@ -218,7 +218,7 @@ impl<'a> Agent<'a> {
                     delay
                 }
                 Err(e) => {
-                    let delay = self.backoff.next_delay();
+                    let delay = self.backoff.next_delay().max(e.retry_after());
                     tracing::warn!(
                         "cannot log in to {} ({e}); next try in {delay:.1?}",
                         self.config.server_url

@@ -27,6 +27,13 @@ pub enum CallError {
     /// Unreachable, timed out, or failing on its side: try again later.
     #[error("the server is unreachable or failing: {0}")]
     Unavailable(String),
+    /// The server cannot serve now (its database is down, or too many calls) and said when to
+    /// come back: not before then.
+    #[error("the server asks to try again in {}s: {message}", retry_after.as_secs())]
+    Busy {
+        message: String,
+        retry_after: Duration,
+    },
     /// The TLS handshake failed: the server's certificate is not one the agent trusts (or the
     /// two share no TLS version). Retried, since a renewed certificate or a fixed `ca_file`
     /// mends it.
@@ -95,6 +102,7 @@ impl ServerClient {
         if status.is_success() {
             return Ok(response);
         }
+        let retry_after = retry_after(response.headers());
         let text = response.text().await.unwrap_or_default();
         let message = serde_json::from_str::<ErrorBody>(&text)
             .map(|e| e.message)
@@ -102,12 +110,39 @@ impl ServerClient {
         Err(match status {
             StatusCode::NOT_FOUND => CallError::Gone,
             StatusCode::UNAUTHORIZED => CallError::Unauthorized(message),
-            s if s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS => {
-                CallError::Unavailable(format!("{status} {message}"))
-            }
+            s if s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS => match retry_after {
+                Some(retry_after) => CallError::Busy {
+                    message: format!("{status} {message}"),
+                    retry_after,
+                },
+                None => CallError::Unavailable(format!("{status} {message}")),
+            },
             _ => CallError::Refused { status, message },
         })
     }
+}
+
+impl CallError {
+    /// How long the server asked to wait before the next try (none: zero).
+    pub fn retry_after(&self) -> Duration {
+        match self {
+            Self::Busy { retry_after, .. } => *retry_after,
+            _ => Duration::ZERO,
+        }
+    }
+}
+
+/// The `Retry-After` a server sent, in seconds (the form this server sends), capped at an hour
+/// so that a wrong header cannot silence the agent for long.
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let seconds: u64 = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(Duration::from_secs(seconds.min(3600)))
 }
 
 /// Why the TLS handshake failed, when that is what `e` is.
@@ -153,5 +188,37 @@ fn without_url(e: reqwest::Error) -> String {
     match cause {
         Some(cause) => format!("{kind}: {cause}"),
         None => kind.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
+
+    fn with_retry_after(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(RETRY_AFTER, HeaderValue::from_str(value).unwrap());
+        headers
+    }
+
+    #[test]
+    fn a_retry_after_in_seconds_is_taken_and_capped() {
+        assert_eq!(
+            retry_after(&with_retry_after("5")),
+            Some(Duration::from_secs(5))
+        );
+        assert_eq!(
+            retry_after(&with_retry_after("86400")),
+            Some(Duration::from_secs(3600))
+        );
+        assert_eq!(retry_after(&with_retry_after("soon")), None);
+        assert_eq!(retry_after(&HeaderMap::new()), None);
+        let busy = CallError::Busy {
+            message: "503".into(),
+            retry_after: Duration::from_secs(5),
+        };
+        assert_eq!(busy.retry_after(), Duration::from_secs(5));
+        assert_eq!(CallError::Gone.retry_after(), Duration::ZERO);
     }
 }

@@ -22,6 +22,7 @@ use crate::store::KeyedCall;
         (status = 403, description = "A new identity, and the fleet holds the agents --max-agents allows (agent_limit): known agents still log in", body = ErrorBody),
         (status = 422, description = "A field breaks its rule", body = ErrorBody),
         (status = 429, description = "Too many logins (or tries with a wrong token) from this address; see Retry-After", body = ErrorBody),
+        (status = 503, description = "The database cannot serve now (unreachable, read-only or full); see Retry-After", body = ErrorBody),
     ),
     security(("enrollment_token" = []))
 )]
@@ -58,6 +59,7 @@ pub async fn login(
     responses(
         (status = 204, description = "Noted"),
         (status = 401, description = "Not this agent's current key, or no such agent: log in again", body = ErrorBody),
+        (status = 503, description = "The database cannot serve now and this server does not hold the agent's key: try again after Retry-After, do not log in", body = ErrorBody),
     ),
     security(("agent_key" = []))
 )]

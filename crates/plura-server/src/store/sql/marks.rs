@@ -11,16 +11,7 @@ use crate::store::{MarkStore, Result};
 #[async_trait]
 impl MarkStore for SqlStore {
     async fn mark_written(&self, server: &str, through: Timestamp) -> Result<()> {
-        self.write_counted(
-            sqlx::query(
-                "INSERT INTO server_marks (server_id, written_through) VALUES ($1, $2) \
-                 ON CONFLICT (server_id) DO UPDATE SET written_through = excluded.written_through",
-            )
-            .bind(server.to_string())
-            .bind(through.as_millis()),
-        )
-        .await?;
-        Ok(())
+        self.set_mark(server, "written_through", through).await
     }
 
     async fn written_marks(&self) -> Result<Vec<(String, Timestamp)>> {
@@ -48,13 +39,21 @@ impl MarkStore for SqlStore {
     }
 
     async fn probe(&self, server: &str, at: Timestamp) -> Result<()> {
+        self.set_mark(server, "probed_at", at).await
+    }
+}
+
+impl SqlStore {
+    /// Sets one of `server`'s times in its row (`column` is one of the table's, never input).
+    async fn set_mark(&self, server: &str, column: &'static str, at: Timestamp) -> Result<()> {
+        let sql = format!(
+            "INSERT INTO server_marks (server_id, {column}) VALUES ($1, $2) \
+             ON CONFLICT (server_id) DO UPDATE SET {column} = excluded.{column}"
+        );
         self.write_counted(
-            sqlx::query(
-                "INSERT INTO server_marks (server_id, probed_at) VALUES ($1, $2) \
-                 ON CONFLICT (server_id) DO UPDATE SET probed_at = excluded.probed_at",
-            )
-            .bind(server.to_string())
-            .bind(at.as_millis()),
+            sqlx::query(&sql)
+                .bind(server.to_string())
+                .bind(at.as_millis()),
         )
         .await?;
         Ok(())
