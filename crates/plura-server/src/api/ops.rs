@@ -1,9 +1,9 @@
 //! The routes for the people who run the server: health, metrics, and the API's own description.
 
-use axum::extract::{FromRequestParts, State};
-use axum::http::request::Parts;
 use std::time::Duration;
 
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use serde::Serialize;

@@ -37,6 +37,9 @@ pub use liveness::{DEFAULT_EVENT_RETENTION, DEFAULT_HEARTBEAT_INTERVAL, Liveness
 pub use registrations::AgentLimit;
 use registrations::Registrations;
 
+/// How long a readiness check's success is reused.
+const READINESS_REUSED: Duration = Duration::from_secs(1);
+
 /// Agents read ahead of a slow reader of a stream.
 const STREAM_BUFFER: usize = 256;
 
@@ -74,6 +77,8 @@ pub struct Fleet {
     /// Since when the database has served this server's ticks without a failure (`None` at start
     /// and while it does not): silence is judged only on time in which agents could be heard.
     reachable_since: std::sync::Mutex<Option<Timestamp>>,
+    /// When the last readiness check succeeded, if the last one did.
+    readiness: tokio::sync::Mutex<Option<Instant>>,
     /// Notified at every tick while this server leads: alerts may be waiting.
     alerts_due: Arc<Notify>,
     /// When this server last sampled the fleet's counts.
@@ -107,6 +112,7 @@ impl Fleet {
             metrics,
             policy,
             reachable_since: std::sync::Mutex::default(),
+            readiness: tokio::sync::Mutex::default(),
             alerts_due: Arc::default(),
             sampled: std::sync::Mutex::default(),
         }
@@ -417,12 +423,19 @@ impl Fleet {
         })
     }
 
-    /// Whether the database takes this server's writes now: `Err` says why not.
+    /// Whether the database takes this server's writes now: `Err` says why not. Each check is a
+    /// write, and `/readyz` is open to anyone: one check runs at a time, and a success is
+    /// reused for a second (a failure is checked again, to see the database back at once).
     pub async fn check_database(&self) -> Result<(), String> {
+        let mut succeeded = self.readiness.lock().await;
+        if succeeded.is_some_and(|at| at.elapsed() < READINESS_REUSED) {
+            return Ok(());
+        }
         let probed = self
             .store
             .probe(self.store.server_id(), Timestamp::now())
             .await;
+        *succeeded = probed.is_ok().then(Instant::now);
         probed.map_err(|e| match e.unavailable() {
             Some(why) => why.to_string(),
             None => e.to_string(),

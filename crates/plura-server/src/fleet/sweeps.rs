@@ -11,7 +11,6 @@ use tokio_util::sync::CancellationToken;
 use plura_proto::Timestamp;
 
 use super::Fleet;
-
 use crate::read_model::Due;
 use crate::secret::hex;
 use crate::store::{self, Changed, Doing, LastSeen};
