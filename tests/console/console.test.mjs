@@ -8,6 +8,7 @@ import { mkdtempSync, mkdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { chromium } from 'playwright-core';
+import AxeBuilder from '@axe-core/playwright';
 
 const target = process.env.CARGO_TARGET_DIR || resolve(import.meta.dirname, '../../target');
 const serverBin = process.env.PLURA_SERVER_BIN || join(target, 'debug', 'plura-server');
@@ -456,4 +457,51 @@ test('a search matching more than its count limit says so and pages on', async (
   await page.waitForFunction((was) => document.querySelector('[data-testid=hostname]')?.textContent !== was, first);
   assert.match(await page.textContent('nav.pager'), /Page 2(?! of)/);
   await page.context().close();
+});
+
+/** What axe-core finds against WCAG 2.1 A and AA on the page as it is: one line per rule broken,
+ * naming a few of the elements that break it. */
+async function accessibilityViolations(page) {
+  const results = await new AxeBuilder({ page })
+    .withTags(['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa'])
+    .analyze();
+  return results.violations.map((violation) => {
+    const where = violation.nodes.slice(0, 3).map((node) => node.target.join(' ')).join('; ');
+    return `${violation.id} (${violation.nodes.length}): ${where}`;
+  });
+}
+
+test('every view has no WCAG 2.1 A or AA violation', async () => {
+  const signInContext = await browser.newContext();
+  const signInPage = await signInContext.newPage();
+  await signInPage.goto(base);
+  await signInPage.waitForSelector('#token');
+  const found = {};
+  found['sign-in'] = await accessibilityViolations(signInPage);
+  await signInContext.close();
+
+  const page = await signIn('admin');
+  found.agents = await accessibilityViolations(page);
+  await rowOf(page, 'waf-9').click();
+  await page.waitForSelector('[data-testid=detail] dl');
+  found.details = await accessibilityViolations(page);
+  await page.click('[data-testid=tab-history]');
+  await page.waitForSelector('[data-testid=history] .event.registered');
+  found.history = await accessibilityViolations(page);
+  for (const [view, ready] of [
+    ['alerts', '[data-testid=webhook-url]'],
+    ['audit', '[data-testid=audit]'],
+    ['people', '[data-testid=tokens]'],
+  ]) {
+    await page.click(`[data-testid=view-${view}]`);
+    await page.waitForSelector(ready);
+    found[view] = await accessibilityViolations(page);
+  }
+  await page.context().close();
+  // What a monitor sees (no actions), in Korean.
+  const monitor = await signIn('monitor', { locale: 'ko-KR' });
+  found['agents, as a monitor, in Korean'] = await accessibilityViolations(monitor);
+  await monitor.context().close();
+  const broken = Object.entries(found).filter(([, violations]) => violations.length > 0);
+  assert.deepEqual(Object.fromEntries(broken), {}, 'views with violations');
 });

@@ -504,6 +504,7 @@ function row(agent, index) {
   },
   el('td', { onclick: (e) => e.stopPropagation() }, el('input', {
     type: 'checkbox', 'data-testid': 'select', checked: state.selected.has(agent.id),
+    'aria-label': t('selectAgent', { name: `${agent.hostname} (${agent.ip})` }),
     onchange: (e) => { e.target.checked ? state.selected.add(agent.id) : state.selected.delete(agent.id); render(); },
   })),
   el('td', {}, number),
