@@ -505,3 +505,67 @@ test('every view has no WCAG 2.1 A or AA violation', async () => {
   const broken = Object.entries(found).filter(([, violations]) => violations.length > 0);
   assert.deepEqual(Object.fromEntries(broken), {}, 'views with violations');
 });
+
+/** Presses Tab until `selector` has the focus, at most `limit` times. */
+async function tabTo(page, selector, limit = 120) {
+  for (let presses = 0; presses < limit; presses += 1) {
+    if (await page.evaluate((wanted) => document.activeElement?.matches(wanted) ?? false, selector)) return;
+    await page.keyboard.press('Tab');
+  }
+  assert.fail(`Tab never reached ${selector}`);
+}
+
+test('the main flows work by keyboard alone, with a visible focus, on a 1280 px screen', async () => {
+  // A full fleet's long names: the longest hostname there is, and a long OS.
+  const long = ['a', 'b', 'c'].map((letter) => letter.repeat(62)).join('.');
+  await loginAgent('10.0.8.1', long, { os: 'Red Hat Enterprise Linux 9.4 (Plow) with a long vendor build tag' });
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  const page = await context.newPage();
+  page.on('dialog', (dialog) => dialog.accept('keyboard-group'));
+  await page.goto(base);
+
+  await tabTo(page, '#token');
+  await page.keyboard.type(tokens.operator);
+  await page.keyboard.press('Enter');
+  await page.waitForSelector('[data-testid=agents] tbody tr[data-agent-id]');
+
+  await tabTo(page, '[data-testid=search]');
+  const focusRing = await page.evaluate(() => getComputedStyle(document.activeElement).outlineStyle);
+  assert.notEqual(focusRing, 'none', 'the focus is visible');
+  await page.keyboard.type(long.slice(0, 70));
+  await page.waitForSelector(`tr[data-hostname="${long}"]`);
+  assert.ok(
+    await page.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth),
+    'the page does not scroll sideways at 1280 px',
+  );
+  await page.keyboard.press('Control+A');
+  await page.keyboard.type('edr-a');
+  await page.waitForFunction(() => document.querySelectorAll('tr[data-agent-id]').length === 1);
+
+  const row = 'tr[data-hostname="edr-a"]';
+  await tabTo(page, `${row} [data-testid=open]`);
+  await page.keyboard.press('Enter');
+  await page.waitForSelector('[data-testid=detail] dl');
+  await page.keyboard.press('Escape');
+  await page.waitForSelector('[data-testid=detail]', { state: 'detached' });
+
+  await tabTo(page, `${row} [data-testid=toggle]`);
+  await page.keyboard.press('Enter');
+  await page.waitForSelector(`${row} [data-testid=toggle][aria-checked=false]`);
+  await page.keyboard.press('Enter');
+  await page.waitForSelector(`${row} [data-testid=toggle][aria-checked=true]`);
+
+  await tabTo(page, `${row} [data-testid=select]`);
+  await page.keyboard.press('Space');
+  await tabTo(page, '[data-testid=assign-group]');
+  await page.keyboard.press('Enter');
+  await page.waitForFunction(
+    (selector) => document.querySelector(selector)?.textContent.includes('keyboard-group'),
+    row,
+  );
+
+  await tabTo(page, '[data-testid=sign-out]');
+  await page.keyboard.press('Enter');
+  await page.waitForSelector('[data-testid=signin]');
+  await context.close();
+});

@@ -294,8 +294,22 @@ function toast(message) {
   setTimeout(() => note.remove(), 5000);
 }
 
+/** A selector that finds the focused control again in a page drawn anew: its id, its
+ * `data-focus` key (controls repeated per row), or its `data-testid` (controls shown once). */
+function focusKey(element) {
+  if (!element || element === document.body) return null;
+  if (element.id) return `#${CSS.escape(element.id)}`;
+  for (const attribute of ['data-focus', 'data-testid']) {
+    const value = element.getAttribute(attribute);
+    if (value) return `[${attribute}="${CSS.escape(value)}"]`;
+  }
+  return null;
+}
+
 function render() {
-  const focused = document.activeElement?.id;
+  // The page is drawn again every few seconds and at each change: whoever works it by keyboard
+  // keeps their place.
+  const focused = focusKey(document.activeElement);
   const views = {
     agents: () => [cards(), chart(), toolbar(), table(), pager()],
     alerts: () => alertsView({
@@ -321,7 +335,7 @@ function render() {
   const parts = [header(), el('main', {}, views[state.view]())];
   if (state.detail && state.view === 'agents') parts.push(detailPanel());
   app.replaceChildren(...parts);
-  if (focused) document.getElementById(focused)?.focus();
+  if (focused) document.querySelector(focused)?.focus();
 }
 
 function show(view) {
@@ -348,7 +362,7 @@ function header() {
       el('span', { 'data-testid': 'whoami' }, state.me.name),
       el('span', { className: `role ${state.me.role}`, 'data-testid': 'role' }, t(state.me.role)),
       languageButton(render),
-      el('button', { type: 'button', className: 'link', onclick: signOut }, t('signOut'))));
+      el('button', { type: 'button', className: 'link', 'data-testid': 'sign-out', onclick: signOut }, t('signOut'))));
 }
 
 function cards() {
@@ -479,15 +493,17 @@ function table() {
       'data-sort': column, onclick: () => sortBy(column), className: 'sortable',
     }, t(label), sortedBy === column ? arrow : '') : el('th', {}, t(label)))));
   const rows = state.list.items.map((agent, index) => row(agent, index));
-  return el('table', { 'data-testid': 'agents' },
+  // A narrow window scrolls the table, not the page.
+  return el('div', { className: 'table-wrap' }, el('table', { 'data-testid': 'agents' },
     el('thead', {}, head),
-    el('tbody', {}, rows.length ? rows : el('tr', {}, el('td', { colspan: COLUMNS.length + 1, className: 'empty' }, t('noAgents')))));
+    el('tbody', {}, rows.length ? rows : el('tr', {}, el('td', { colspan: COLUMNS.length + 1, className: 'empty' }, t('noAgents'))))));
 }
 
 function row(agent, index) {
   const number = (state.query.page - 1) * state.query.per_page + index + 1;
   const toggle = el('button', {
     type: 'button', role: 'switch', 'aria-checked': String(agent.enabled), 'data-testid': 'toggle',
+    'data-focus': `toggle-${agent.id}`,
     className: agent.enabled ? 'switch on' : 'switch', disabled: !may('operator'),
     onclick: async (e) => {
       e.stopPropagation();
@@ -503,7 +519,8 @@ function row(agent, index) {
     onclick: () => openDetail(agent),
   },
   el('td', { onclick: (e) => e.stopPropagation() }, el('input', {
-    type: 'checkbox', 'data-testid': 'select', checked: state.selected.has(agent.id),
+    type: 'checkbox', 'data-testid': 'select', 'data-focus': `select-${agent.id}`,
+    checked: state.selected.has(agent.id),
     'aria-label': t('selectAgent', { name: `${agent.hostname} (${agent.ip})` }),
     onchange: (e) => { e.target.checked ? state.selected.add(agent.id) : state.selected.delete(agent.id); render(); },
   })),
@@ -518,10 +535,15 @@ function row(agent, index) {
       className: 'badge warn', 'data-testid': 'source-differs', title: t('sourceDiffersHint'),
     }, `${t('via')} ${agent.source_ip}`)
     : ''),
-  el('td', {}, el('span', { 'data-testid': 'hostname' }, agent.hostname), agent.last_takeover_at
+  // The hostname opens the details, by mouse or keyboard (the whole row does by mouse).
+  el('td', {}, el('button', {
+    type: 'button', className: 'link open', 'data-testid': 'open', 'data-focus': `open-${agent.id}`,
+    title: agent.hostname,
+    onclick: (e) => { e.stopPropagation(); openDetail(agent); },
+  }, el('span', { 'data-testid': 'hostname' }, agent.hostname)), agent.last_takeover_at
     ? el('span', { className: 'badge warn', 'data-testid': 'takeover', title: `${t('takenOver')} ${time(agent.last_takeover_at)}` }, t('takenOver'))
     : ''),
-  el('td', {}, agent.os || '-'),
+  el('td', {}, el('span', { className: 'clip', title: agent.os || '' }, agent.os || '-')),
   el('td', {}, agent.kind ? el('span', { className: 'badge' }, agent.kind.toUpperCase()) : '-'),
   el('td', { 'data-testid': 'zone' }, agent.cloud?.zone || '-'),
   el('td', { 'data-testid': 'asg' }, agent.cloud?.asg || '-'),
@@ -618,6 +640,16 @@ async function openDetail(agent) {
   } catch (e) { toast(e.message); }
 }
 
+function closeDetail() {
+  state.detail = null;
+  render();
+}
+
+// Escape closes the details, as it would a dialog.
+document.addEventListener('keydown', (e) => {
+  if (e.key === 'Escape' && state.detail) closeDetail();
+});
+
 function detailPanel() {
   const { agent, events, tab } = state.detail;
   const setTab = (name) => { state.detail.tab = name; render(); };
@@ -633,7 +665,9 @@ function detailPanel() {
   return el('aside', { className: 'detail', 'data-testid': 'detail' },
     el('header', {},
       el('h2', {}, el('span', { className: `status ${agent.status}`, 'data-status': agent.status }), ' ', agent.hostname),
-      el('button', { type: 'button', className: 'link', onclick: () => { state.detail = null; render(); } }, t('close'))),
+      el('button', {
+        type: 'button', className: 'link', 'data-testid': 'detail-close', onclick: closeDetail,
+      }, t('close'))),
     el('div', { className: 'tabs', role: 'tablist' },
       el('button', { type: 'button', role: 'tab', 'aria-selected': String(tab === 'details'), 'data-testid': 'tab-details', onclick: () => setTab('details') }, t('details')),
       el('button', { type: 'button', role: 'tab', 'aria-selected': String(tab === 'history'), 'data-testid': 'tab-history', onclick: () => setTab('history') }, t('history'))),
