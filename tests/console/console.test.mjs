@@ -539,7 +539,14 @@ test('the main flows work by keyboard alone, with a visible focus, on a 1280 px 
     'the page does not scroll sideways at 1280 px',
   );
   await page.keyboard.press('Control+A');
-  await page.keyboard.type('edr-a');
+  await page.keyboard.type('edr-');
+  await page.waitForFunction(() => document.querySelectorAll('tr[data-agent-id]').length === 2);
+  // A filter is a select: typing picks its option.
+  await tabTo(page, '[data-testid=filter-kind]');
+  await page.keyboard.type('edr');
+  await page.waitForFunction(() => document.querySelector('[data-testid=filter-kind]').value === 'edr');
+  await tabTo(page, '[data-testid=search]');
+  await page.keyboard.type('a');
   await page.waitForFunction(() => document.querySelectorAll('tr[data-agent-id]').length === 1);
 
   const row = 'tr[data-hostname="edr-a"]';
