@@ -127,7 +127,7 @@ impl ReadModel {
                 changes,
                 from_this_server,
             } => {
-                self.index.changed_elsewhere(changes);
+                self.index.told(changes);
                 if from_this_server {
                     return;
                 }

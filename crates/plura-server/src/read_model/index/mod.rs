@@ -251,8 +251,8 @@ impl AgentIndex {
         );
     }
 
-    /// Follows changes another server told.
-    pub fn changed_elsewhere(&self, changes: &[Change]) {
+    /// Follows changes the change feed told (every server's, this one's too, in commit order).
+    pub fn told(&self, changes: &[Change]) {
         self.apply(
             changes
                 .iter()
