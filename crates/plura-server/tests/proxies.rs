@@ -1,7 +1,8 @@
 //! The real binary behind a real nginx (Debian's) with `--trusted-proxy`, and behind a TCP
 //! balancer's PROXY protocol: each client counts as itself (its logins, the agent's source,
 //! `/metrics`), a client that is not a trusted proxy cannot claim another address, and logins
-//! with a wrong token never use up the real agents' logins.
+//! with a wrong token never use up the real agents' logins. And the shipped nginx sample's
+//! upstream settings keep servers answering 503 (a database outage) in use.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -28,7 +29,14 @@ struct Nginx {
 }
 
 impl Nginx {
+    /// Proxying to `upstream` (an address, or the name of an upstream block in `http_extra`).
     async fn start(upstream: &str) -> Self {
+        Self::start_with(upstream, "", "").await
+    }
+
+    /// Proxying to `upstream`, with `http_extra` in the `http` block and `location_extra` in
+    /// the proxied location.
+    async fn start_with(upstream: &str, http_extra: &str, location_extra: &str) -> Self {
         assert!(
             Path::new(NGINX).exists(),
             "nginx is missing: scripts/ensure-tools installs it"
@@ -48,6 +56,7 @@ impl Nginx {
                fastcgi_temp_path {root}/fastcgi;\n\
                uwsgi_temp_path {root}/uwsgi;\n\
                scgi_temp_path {root}/scgi;\n\
+               {http_extra}\n\
                server {{\n\
                  listen 127.0.0.1:{port};\n\
                  location / {{\n\
@@ -56,6 +65,7 @@ impl Nginx {
                    proxy_set_header Connection \"\";\n\
                    proxy_set_header Host $host;\n\
                    proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n\
+                   {location_extra}\n\
                  }}\n\
                }}\n\
              }}\n"
@@ -260,4 +270,98 @@ async fn the_proxy_protocol_states_the_client_for_trusted_balancers_only() {
     let mut stranger = connect_from([127, 0, 0, 6], addr).await.unwrap();
     let status = raw_login(&mut stranger, v1, &enrollment, 3).await;
     assert!(status.starts_with("HTTP/1.1 400"), "{status}");
+}
+
+/// The shipped nginx sample's upstream settings (`packaging/nginx/plura-fleet.conf`): each
+/// server line's parameters, and its `proxy_next_upstream`.
+fn shipped_nginx_settings() -> (String, String) {
+    let sample = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../packaging/nginx/plura-fleet.conf"
+    ))
+    .unwrap();
+    let lines: Vec<&str> = sample.lines().map(str::trim).collect();
+    let server = lines
+        .iter()
+        .find(|l| l.starts_with("server ") && l.contains(':'))
+        .expect("an upstream server line");
+    let parameters = server
+        .trim_end_matches(';')
+        .split_whitespace()
+        .skip(2)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let next = lines
+        .iter()
+        .find(|l| l.starts_with("proxy_next_upstream "))
+        .expect("a proxy_next_upstream line");
+    (parameters, next.to_string())
+}
+
+/// Two servers through a database outage: both answer logins 503 and heartbeats 204 (from
+/// memory). Behind the shipped nginx settings the heartbeats still get through: a 503 must not
+/// mark the servers down, or nginx answers every call 502 until they are back.
+#[tokio::test]
+async fn the_shipped_nginx_settings_do_not_take_a_503_for_a_dead_server() {
+    use axum::Router;
+    use axum::http::HeaderValue;
+    use axum::routing::post;
+    let in_outage = || {
+        Router::new()
+            .route(
+                "/api/v1/agents/login",
+                post(|| async {
+                    let mut response = axum::response::IntoResponse::into_response((
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "the database is unreachable",
+                    ));
+                    response
+                        .headers_mut()
+                        .insert("retry-after", HeaderValue::from_static("5"));
+                    response
+                }),
+            )
+            .route(
+                "/api/v1/agents/{id}/heartbeat",
+                post(|| async { StatusCode::NO_CONTENT }),
+            )
+    };
+    let mut upstreams = Vec::new();
+    for _ in 0..2 {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        upstreams.push(listener.local_addr().unwrap());
+        let app = in_outage();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+    }
+    let (parameters, next_upstream) = shipped_nginx_settings();
+    let servers: String = upstreams
+        .iter()
+        .map(|addr| format!("server {addr} {parameters};"))
+        .collect();
+    let nginx = Nginx::start_with(
+        "plura_fleet",
+        &format!("upstream plura_fleet {{ {servers} }}"),
+        &next_upstream,
+    )
+    .await;
+    let client = reqwest::Client::new();
+    for round in 0..3 {
+        let login = client
+            .post(format!("{}/api/v1/agents/login", nginx.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            login.status(),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "round {round}"
+        );
+        assert_eq!(login.headers()["retry-after"], "5");
+        let heartbeat = client
+            .post(format!("{}/api/v1/agents/1/heartbeat", nginx.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(heartbeat.status(), StatusCode::NO_CONTENT, "round {round}");
+    }
 }
