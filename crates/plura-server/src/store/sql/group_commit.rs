@@ -107,23 +107,22 @@ async fn write_batch(store: &SqlStore, mut batch: Vec<Waiting>) {
                 waiting.answer(Err(e));
             }
         }
-        // The database cannot serve: each alone would wait as long again, for the same answer.
-        Err(e) if e.unavailable().is_some() => {
-            let why = e.unavailable();
-            let mut errors =
-                std::iter::once(e).chain(why.into_iter().cycle().map(StoreError::Unavailable));
-            for waiting in batch {
-                if let Some(error) = errors.next() {
-                    waiting.answer(Err(error));
+        Err(e) => match e.unavailable() {
+            // The database cannot serve: each alone would wait as long again, for the same
+            // answer.
+            Some(why) => {
+                tracing::warn!("a batch of {} logins: {e}", batch.len());
+                for waiting in batch {
+                    waiting.answer(Err(StoreError::Unavailable(why)));
                 }
             }
-        }
-        Err(e) => {
-            tracing::debug!("a batch of {} logins failed ({e}); each alone", batch.len());
-            for mut waiting in batch {
-                let written = login_together(store, std::slice::from_mut(&mut waiting)).await;
-                waiting.answer(written);
+            None => {
+                tracing::debug!("a batch of {} logins failed ({e}); each alone", batch.len());
+                for mut waiting in batch {
+                    let written = login_together(store, std::slice::from_mut(&mut waiting)).await;
+                    waiting.answer(written);
+                }
             }
-        }
+        },
     }
 }

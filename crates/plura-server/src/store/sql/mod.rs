@@ -97,7 +97,10 @@ impl WriteTx {
             notices::notify(self.conn(), &teller, &changes).await?;
         }
         self.tx.commit().await?;
-        self.followers.each(|f| f.committed(&changes));
+        // A sweep or an alert's bookkeeping often changes no agent: nothing to follow.
+        if !changes.is_empty() {
+            self.followers.each(|f| f.committed(&changes));
+        }
         Ok(())
     }
 
