@@ -314,6 +314,55 @@ test('zone and Auto Scaling group columns filter the list; a login from another 
   await page.context().close();
 });
 
+test('a stopped agent shows why the cloud says it stopped, filters by it, and the groups show their coverage', async () => {
+  const cloud = (instance) => ({ instance_id: instance, zone: 'ap-northeast-2a', asg: 'edge-asg' });
+  const covering = await loginAgent('10.0.9.1', 'edge-live', { cloud: cloud('i-edge-live') });
+  const killed = await loginAgent('10.0.9.2', 'edge-killed', { heartbeat: false, cloud: cloud('i-edge-killed') });
+  const scaled = await loginAgent('10.0.9.3', 'edge-scaled', { heartbeat: false, cloud: cloud('i-edge-scaled') });
+  for (const id of [killed, scaled]) {
+    for (let tries = 0; (await apiGet(`/api/v1/agents/${id}`)).status !== 'stopped'; tries += 1) {
+      assert.ok(tries < 100, `agent ${id} stops`);
+      await new Promise((resolveWait) => setTimeout(resolveWait, 200));
+    }
+  }
+  // What plura-eni watch would report: one agent silent on a running instance, one scaled in,
+  // and the group's live instances, one of them with no agent for an hour.
+  const launched = new Date(Date.now() - 3600_000).toISOString();
+  const instance = (id) => ({ instance_id: id, zone: 'ap-northeast-2a', launched_at: launched });
+  const response = await fetch(`${base}/api/v1/cloud/report`, {
+    method: 'POST',
+    headers: { Authorization: `Bearer ${tokens.operator}`, 'Content-Type': 'application/json' },
+    body: JSON.stringify({
+      verdicts: [
+        { agent_id: killed, instance_id: 'i-edge-killed', verdict: 'running' },
+        { agent_id: scaled, instance_id: 'i-edge-scaled', verdict: 'terminated' },
+      ],
+      groups: [{ asg: 'edge-asg', instances: [instance('i-edge-live'), instance('i-edge-killed'), instance('i-edge-bare')] }],
+    }),
+  });
+  assert.equal(response.status, 200, await response.text());
+  assert.ok(covering);
+
+  const page = await signIn('monitor');
+  const group = page.locator('[data-testid=coverage-group][data-asg=edge-asg]');
+  await group.waitFor();
+  assert.equal(await group.locator('[data-testid=covered]').textContent(), 'covered 1 of 3');
+  const uncovered = await group.locator('[data-testid=uncovered]').allTextContents();
+  assert.equal(uncovered.length, 2);
+  assert.ok(uncovered.some((text) => text.includes('i-edge-bare') && text.includes('no agent has logged in')), uncovered.join(' | '));
+  assert.ok(uncovered.some((text) => text.includes('i-edge-killed') && text.includes(`#${killed}`)), uncovered.join(' | '));
+  await page.fill('[data-testid=search]', 'edge-');
+  await page.waitForFunction(() => document.querySelectorAll('tr[data-agent-id]').length === 3);
+  assert.equal(await rowOf(page, 'edge-killed').locator('[data-testid=verdict]').textContent(), 'silent on a running instance');
+  assert.equal(await rowOf(page, 'edge-scaled').locator('[data-testid=verdict]').textContent(), 'instance terminated');
+  assert.equal(await rowOf(page, 'edge-live').locator('[data-testid=verdict]').count(), 0);
+  await page.selectOption('[data-testid=filter-verdict]', 'running');
+  await page.waitForFunction(() => document.querySelectorAll('tr[data-agent-id]').length === 1);
+  assert.equal(await page.locator('tr[data-agent-id] [data-testid=hostname]').textContent(), 'edge-killed');
+  await page.screenshot({ path: join(screenshots, 'cloud-verdicts.png'), fullPage: true });
+  await page.context().close();
+});
+
 test('the fleet over time is drawn as inline SVG, for 24 h and 7 d', async () => {
   const page = await signIn('monitor');
   // The server samples the fleet as soon as it leads, then once a minute.

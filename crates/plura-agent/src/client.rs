@@ -52,7 +52,7 @@ impl ServerClient {
     /// A client for the server `config` names, trusting what it says to trust.
     pub fn new(config: &AgentConfig) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
-            .use_preconfigured_tls(crate::trust::client_config(config)?)
+            .use_preconfigured_tls(crate::trust::client_config(config.into())?)
             .timeout(REQUEST_TIMEOUT)
             .connect_timeout(CONNECT_TIMEOUT)
             .user_agent(concat!("plura-agent/", env!("CARGO_PKG_VERSION")))

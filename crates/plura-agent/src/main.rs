@@ -37,7 +37,7 @@ fn main() -> ExitCode {
         }
     };
     if cli.check {
-        if let Err(e) = plura_agent::trust::client_config(&config) {
+        if let Err(e) = plura_agent::trust::client_config((&config).into()) {
             println!("{}: {e:#}", cli.config.display());
             return ExitCode::from(EXIT_CONFIG);
         }

@@ -22,10 +22,28 @@ use rustls::{
 use plura_proto::Fingerprint;
 use plura_proto::config::AgentConfig;
 
-/// The TLS settings for talking to the server `config` names. Reads `ca_file`; contacts nobody.
-pub fn client_config(config: &AgentConfig) -> anyhow::Result<ClientConfig> {
+/// Whom to trust: `ca_file` (a private CA's certificates, PEM) besides the system's store, and
+/// with a pin only the certificate or CA of that fingerprint.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Trust<'a> {
+    pub ca_file: Option<&'a str>,
+    pub server_fingerprint: Option<Fingerprint>,
+}
+
+impl<'a> From<&'a AgentConfig> for Trust<'a> {
+    fn from(config: &'a AgentConfig) -> Self {
+        Self {
+            ca_file: config.ca_file.as_deref(),
+            server_fingerprint: config.server_fingerprint,
+        }
+    }
+}
+
+/// The TLS settings for talking to a server trusted as `trust` says. Reads `ca_file`; contacts
+/// nobody.
+pub fn client_config(trust: Trust<'_>) -> anyhow::Result<ClientConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let private = match &config.ca_file {
+    let private = match trust.ca_file {
         Some(path) => {
             let certs = CertificateDer::pem_file_iter(path)
                 .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
@@ -60,7 +78,7 @@ pub fn client_config(config: &AgentConfig) -> anyhow::Result<ClientConfig> {
     };
     let verifier = Verifier {
         usual,
-        pin: config.server_fingerprint,
+        pin: trust.server_fingerprint,
         private,
         provider: provider.clone(),
     };

@@ -336,10 +336,13 @@ async fn sends_the_ec2_instance_id_and_cloud_labels_when_imds_answers() {
     let agents = wait_for_agents(&server, "the agent registers", running).await;
     assert_eq!(agents[0].machine_id.as_deref(), Some("i-0123456789abcdef0"));
     let cloud = &agents[0].cloud;
-    assert_eq!(cloud.instance_id.as_deref(), Some("i-0123456789abcdef0"));
-    assert_eq!(cloud.zone.as_deref(), Some("ap-northeast-2c"));
-    assert_eq!(cloud.instance_type.as_deref(), Some("c6i.large"));
-    assert_eq!(cloud.asg.as_deref(), Some("waf-asg"));
+    assert_eq!(
+        cloud.labels.instance_id.as_deref(),
+        Some("i-0123456789abcdef0")
+    );
+    assert_eq!(cloud.labels.zone.as_deref(), Some("ap-northeast-2c"));
+    assert_eq!(cloud.labels.instance_type.as_deref(), Some("c6i.large"));
+    assert_eq!(cloud.labels.asg.as_deref(), Some("waf-asg"));
     assert!(agent.signal("-TERM").await.success());
 
     // Metadata tags off (or no group): the tag is a 404, and the group is simply unknown.
@@ -356,11 +359,15 @@ async fn sends_the_ec2_instance_id_and_cloud_labels_when_imds_answers() {
         ],
     );
     let agents = wait_for_agents(&server, "the agent logs in again", |agents| {
-        running(agents) && agents[0].cloud.instance_id.as_deref() == Some("i-0fedcba9876543210")
+        running(agents)
+            && agents[0].cloud.labels.instance_id.as_deref() == Some("i-0fedcba9876543210")
     })
     .await;
-    assert_eq!(agents[0].cloud.zone.as_deref(), Some("ap-northeast-2a"));
-    assert_eq!(agents[0].cloud.asg, None);
+    assert_eq!(
+        agents[0].cloud.labels.zone.as_deref(),
+        Some("ap-northeast-2a")
+    );
+    assert_eq!(agents[0].cloud.labels.asg, None);
     assert!(agent.signal("-TERM").await.success());
     server.finish().await;
 }

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use plura_proto::{Agent, AgentStatus, CloudLabels, Role, Timestamp};
+use plura_proto::{Agent, AgentCloud, AgentStatus, CloudLabels, Role, Timestamp};
 use plura_server::credentials;
 use plura_server::store::{self, AgentStore, Imported, ListStore, Store};
 use plura_testkit::served::Served;
@@ -52,14 +52,17 @@ pub(crate) fn agent(n: u32, now: Timestamp) -> Agent {
         last_login_at: heard.then_some(now),
         last_seen_at: heard.then(|| now.minus(Duration::from_millis(u64::from(n % 10_000)))),
         last_takeover_at: None,
-        cloud: CloudLabels {
-            instance_id: Some(format!("i-{n:017x}")),
-            zone: Some(format!(
-                "ap-northeast-2{}",
-                ['a', 'b', 'c', 'd'][n_usize % 4]
-            )),
-            instance_type: Some("c6i.large".into()),
-            asg: Some(format!("{}-asg", KINDS[n_usize % KINDS.len()])),
+        cloud: AgentCloud {
+            labels: CloudLabels {
+                instance_id: Some(format!("i-{n:017x}")),
+                zone: Some(format!(
+                    "ap-northeast-2{}",
+                    ['a', 'b', 'c', 'd'][n_usize % 4]
+                )),
+                instance_type: Some("c6i.large".into()),
+                asg: Some(format!("{}-asg", KINDS[n_usize % KINDS.len()])),
+            },
+            ..AgentCloud::default()
         },
     }
 }

@@ -6,11 +6,14 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
+use tokio_util::sync::CancellationToken;
 
 use crate::claim::{self, ClaimPolicy};
 use crate::error::EniError;
+use crate::fleet::FleetClient;
 use crate::pool::HostnameTemplate;
 use crate::provision::{self, Plan};
+use crate::watch::Watch;
 use crate::{aws, host, lifecycle, pool, status, templates};
 
 /// A bounded pool of fixed-IP network interfaces for EC2 Auto Scaling groups: each new
@@ -37,8 +40,12 @@ enum Command {
     UserData(UserDataArgs),
     /// Print a CloudFormation template: interfaces, instance role, launch template, group.
     Cloudformation(CloudformationArgs),
-    /// Print the instance role's least-privilege IAM policy.
-    Policy(PoolArg),
+    /// Print a least-privilege IAM policy: the instance role's for the pool, or the watch's.
+    Policy(PolicyArgs),
+    /// Ask EC2 why agents went silent and which instances of the watched groups have no
+    /// agent, and tell the PLURA server, every --interval (or --once). The operator token is
+    /// read from PLURA_TOKEN or --token-file.
+    Watch(WatchArgs),
 }
 
 impl Cli {
@@ -50,10 +57,14 @@ impl Cli {
             Command::Release(args) => release(args).await,
             Command::UserData(args) => user_data(args),
             Command::Cloudformation(args) => cloudformation(args),
-            Command::Policy(PoolArg { pool }) => {
-                print_json(&templates::policy(&pool));
+            Command::Policy(args) => {
+                print_json(&match args.pool {
+                    Some(pool) => templates::policy(&pool),
+                    None => templates::watch_policy(),
+                });
                 Ok(())
             }
+            Command::Watch(args) => watch(args).await,
         }
     }
 }
@@ -312,6 +323,93 @@ fn cloudformation(args: CloudformationArgs) -> Result<(), EniError> {
         description: &args.layout.description(pool),
     }));
     Ok(())
+}
+
+#[derive(Debug, Args)]
+struct PolicyArgs {
+    /// The pool's name (tag plura:pool): the instance role's policy.
+    #[arg(long, required_unless_present = "watch", conflicts_with = "watch")]
+    pool: Option<String>,
+    /// The watch's policy instead: reads instances and groups, writes nothing.
+    #[arg(long)]
+    watch: bool,
+}
+
+#[derive(Debug, Args)]
+struct WatchArgs {
+    /// The PLURA server's URL, e.g. https://plura.example.com (http:// only to this host).
+    #[arg(long, env = "PLURA_SERVER")]
+    server: String,
+    /// An Auto Scaling group whose coverage is reported (repeat the flag).
+    #[arg(long = "asg", value_name = "NAME")]
+    groups: Vec<String>,
+    /// Time between rounds.
+    #[arg(long, default_value = "30s", value_parser = parse_seconds)]
+    interval: Duration,
+    /// Run one round and exit (0 once the server has the report).
+    #[arg(long)]
+    once: bool,
+    /// Read the operator token from this file instead of PLURA_TOKEN.
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    /// Trust the server's certificate if it chains to these CA certificates (PEM), besides the
+    /// system's store.
+    #[arg(long, value_name = "FILE")]
+    ca_file: Option<String>,
+    /// Trust only the certificate or CA with this SHA-256 fingerprint (as plura.conf's
+    /// server_fingerprint).
+    #[arg(long, value_name = "SHA256")]
+    server_fingerprint: Option<plura_proto::Fingerprint>,
+}
+
+async fn watch(args: WatchArgs) -> Result<(), EniError> {
+    let token = match &args.token_file {
+        Some(file) => std::fs::read_to_string(file)
+            .map_err(|source| EniError::Host {
+                what: format!("--token-file {}", file.display()),
+                source,
+            })?
+            .trim()
+            .to_string(),
+        None => std::env::var("PLURA_TOKEN").map_err(|_| {
+            EniError::Invalid(
+                "no operator token: set PLURA_TOKEN or give --token-file (plura-server token \
+                 create --role operator makes one)"
+                    .into(),
+            )
+        })?,
+    };
+    let trust = plura_agent::trust::Trust {
+        ca_file: args.ca_file.as_deref(),
+        server_fingerprint: args.server_fingerprint,
+    };
+    let fleet = FleetClient::new(&args.server, token, trust)?;
+    let mut watch = Watch::new(fleet, args.groups).await;
+    if args.once {
+        let round = watch.round().await?;
+        println!("{}", round.describe());
+        return Ok(());
+    }
+    let stop = CancellationToken::new();
+    tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            shutdown_signal().await;
+            stop.cancel();
+        }
+    });
+    watch.run(args.interval, stop).await;
+    Ok(())
+}
+
+/// SIGINT or SIGTERM (systemd's stop).
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
 }
 
 /// `180s` or `180`: a whole number of seconds.

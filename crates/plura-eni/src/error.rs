@@ -64,6 +64,9 @@ pub enum EniError {
     /// An argument that cannot work.
     #[error("{0}")]
     Invalid(String),
+    /// The PLURA server could not be reached, or refused a call.
+    #[error("the PLURA server {server}: {why}")]
+    Server { server: String, why: String },
 }
 
 /// `ap-northeast-2a has 1 free, ap-northeast-2c has 0 free`.
@@ -142,7 +145,7 @@ impl Error for AwsError {
 
 /// An error and its causes, `: `-separated: the SDK's own top-level messages ("dispatch
 /// failure") say little without them.
-fn chain(e: &(dyn Error + 'static)) -> String {
+pub(crate) fn chain(e: &(dyn Error + 'static)) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(cause) = source {

@@ -135,6 +135,21 @@ pub fn policy(pool: &str) -> Value {
     })
 }
 
+/// The watch's policy: it reads instances and groups, and writes nothing.
+pub fn watch_policy() -> Value {
+    json!({
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "ReadInstancesAndGroups",
+                "Effect": "Allow",
+                "Action": ["ec2:DescribeInstances", "autoscaling:DescribeAutoScalingGroups"],
+                "Resource": "*"
+            }
+        ]
+    })
+}
+
 pub struct Stack<'a> {
     pub pool: &'a str,
     /// One subnet per zone, for the pool's interfaces and the group's instances.

@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 
 use crate::rules::{FieldError, field_error};
 use crate::text_enum::text_enum;
-use crate::{Agent, Timestamp};
+use crate::{Agent, Timestamp, UncoveredInstance};
 
 /// Longest webhook URL taken.
 pub const MAX_URL_LEN: usize = 2048;
@@ -31,6 +31,15 @@ pub enum AlertKind {
     /// A new identity was refused: the fleet holds the agents `--max-agents` allows. Alerted
     /// once each time the fleet reaches its limit.
     RegistrationRefused,
+    /// An agent stopped without a goodbye while its EC2 instance runs: killed, crashed or cut
+    /// off (`plura-eni watch` asked the cloud).
+    AgentSilentOnRunningInstance,
+    /// Agents stopped with their instances (terminated or stopped): expected churn, sent only
+    /// with `--alert-on-scale-in`.
+    AgentInstanceGone,
+    /// Instances of a watched Auto Scaling group that have had no running agent past the
+    /// grace a new instance has.
+    InstancesWithoutAgent,
 }
 
 text_enum!(AlertKind {
@@ -38,6 +47,9 @@ text_enum!(AlertKind {
     AgentTakenOver => "agent_taken_over",
     AgentBack => "agent_back",
     RegistrationRefused => "registration_refused",
+    AgentSilentOnRunningInstance => "agent_silent_on_running_instance",
+    AgentInstanceGone => "agent_instance_gone",
+    InstancesWithoutAgent => "instances_without_agent",
 });
 
 /// How a webhook's body is written.
@@ -195,8 +207,21 @@ pub struct AlertMessage {
     /// The same, for a person.
     pub text: String,
     pub agents: Vec<AlertedAgent>,
-    /// How many of `count` are not in `agents`.
+    /// For `instances_without_agent`: the instances, named as `agents` are.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub instances: Vec<AlertedInstance>,
+    /// How many of `count` are not in `agents` (or `instances`).
     pub more: u64,
+}
+
+/// One instance in an alert.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct AlertedInstance {
+    pub at: Timestamp,
+    /// Its Auto Scaling group.
+    pub asg: String,
+    pub instance: UncoveredInstance,
 }
 
 /// A delivery of an alert to a webhook, as the console shows it.

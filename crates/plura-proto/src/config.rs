@@ -172,8 +172,7 @@ pub fn parse(path: &str, text: &str) -> Result<AgentConfig, ConfigError> {
         ));
     }
     let allow_plain_http = number("allow_plain_http", 1)? == 1;
-    let plain_host = server_url.strip_prefix("http://").map(url_host);
-    if plain_host.is_some_and(|host| !is_loopback(host)) && !allow_plain_http {
+    if is_plain_http_off_loopback(server_url) && !allow_plain_http {
         return Err(value_error(
             "server_url",
             "plain http:// would send the enrollment token and the agent's key in the clear; \
@@ -211,6 +210,14 @@ pub fn parse(path: &str, text: &str) -> Result<AgentConfig, ConfigError> {
         server_fingerprint,
         allow_plain_http,
     })
+}
+
+/// Whether `url` is plain `http://` to another host than this one: what it carries (tokens,
+/// keys) would cross the network in the clear.
+pub fn is_plain_http_off_loopback(url: &str) -> bool {
+    url.strip_prefix("http://")
+        .map(url_host)
+        .is_some_and(|host| !is_loopback(host))
 }
 
 /// The host of a URL's authority (`user@host:port/…`), without brackets around an IPv6 one.

@@ -5,6 +5,7 @@
 //! written in Rust can share one definition of the protocol.
 
 mod alerts;
+mod cloud;
 pub mod config;
 mod credentials;
 mod fingerprint;
@@ -16,6 +17,7 @@ mod time;
 mod wire;
 
 pub use alerts::*;
+pub use cloud::*;
 pub use credentials::*;
 pub use fingerprint::Fingerprint;
 pub use rules::{

@@ -7,12 +7,12 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::Timestamp;
 use crate::rules::{
     FieldError, host_address, hostname_form, validate_identity, validate_optional_text,
     validate_text,
 };
 use crate::text_enum::text_enum;
+use crate::{AgentCloud, Timestamp};
 
 #[cfg(feature = "openapi")]
 use utoipa::ToSchema;
@@ -183,9 +183,10 @@ pub struct Agent {
     /// before it.
     #[serde(default)]
     pub last_takeover_at: Option<Timestamp>,
-    /// Where it runs, as its last login said.
+    /// Where it runs, as its last login said, and what the cloud said of it since it went
+    /// silent.
     #[serde(default)]
-    pub cloud: CloudLabels,
+    pub cloud: AgentCloud,
 }
 
 impl Agent {
@@ -350,6 +351,9 @@ pub struct Summary {
     pub by_os: BTreeMap<String, u64>,
     /// Agents per group; agents in no group are not counted here.
     pub by_group: BTreeMap<String, u64>,
+    /// Agents stopped without a goodbye, per verdict of the cloud on their instance.
+    #[serde(default)]
+    pub by_verdict: BTreeMap<String, u64>,
 }
 
 /// Who may do what with an API token, each role including the ones below it.

@@ -6,7 +6,7 @@
 
 use plura_proto::{Agent, Timestamp};
 
-const HEADER: [&str; 19] = [
+const HEADER: [&str; 21] = [
     "id",
     "ip",
     "hostname",
@@ -26,6 +26,8 @@ const HEADER: [&str; 19] = [
     "zone",
     "instance_type",
     "asg",
+    "verdict",
+    "verdict_at",
 ];
 
 /// The header line.
@@ -60,10 +62,12 @@ pub fn row(a: &Agent) -> String {
         time(a.last_login_at),
         time(a.last_seen_at),
         time(a.last_takeover_at),
-        a.cloud.instance_id.clone().unwrap_or_default(),
-        a.cloud.zone.clone().unwrap_or_default(),
-        a.cloud.instance_type.clone().unwrap_or_default(),
-        a.cloud.asg.clone().unwrap_or_default(),
+        a.cloud.labels.instance_id.clone().unwrap_or_default(),
+        a.cloud.labels.zone.clone().unwrap_or_default(),
+        a.cloud.labels.instance_type.clone().unwrap_or_default(),
+        a.cloud.labels.asg.clone().unwrap_or_default(),
+        a.cloud.verdict.map(|v| v.to_string()).unwrap_or_default(),
+        time(a.cloud.verdict_at),
     ];
     let fields = std::iter::once(Field::Number(a.id)).chain(texts.into_iter().map(Field::Text));
     push_row(&mut out, fields);

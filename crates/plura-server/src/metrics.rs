@@ -8,7 +8,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use plura_proto::Summary;
+use plura_proto::{Coverage, Summary, Verdict};
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EventLabel {
@@ -18,6 +18,16 @@ pub struct EventLabel {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StatusLabel {
     pub status: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VerdictLabel {
+    pub verdict: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GroupLabel {
+    pub asg: String,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -62,6 +72,15 @@ pub struct Metrics {
     /// 1 while the database serves this server's reads and writes, 0 while it does not (as the
     /// liveness tick and the readiness check last found).
     pub database_up: Gauge,
+    /// Agents stopped without a goodbye, by the cloud's verdict on their instance.
+    agents_by_verdict: Family<VerdictLabel, Gauge>,
+    /// Per watched Auto Scaling group: live instances, those with a running agent, and those
+    /// without one past the grace.
+    group_instances: Family<GroupLabel, Gauge>,
+    group_covered: Family<GroupLabel, Gauge>,
+    group_uncovered: Family<GroupLabel, Gauge>,
+    /// When a cloud watch last reported (Unix seconds; 0: never).
+    watch_reported: Gauge,
 }
 
 impl Default for Metrics {
@@ -151,8 +170,44 @@ impl Default for Metrics {
             "1 while the database serves this server's reads and writes, 0 while it does not",
             database_up.clone(),
         );
+        let agents_by_verdict = Family::<VerdictLabel, Gauge>::default();
+        registry.register(
+            "agents_by_verdict",
+            "Agents stopped without a goodbye, by the cloud's verdict on their instance \
+             (plura-eni watch)",
+            agents_by_verdict.clone(),
+        );
+        let group_instances = Family::<GroupLabel, Gauge>::default();
+        registry.register(
+            "cloud_group_instances",
+            "Live instances of each watched Auto Scaling group",
+            group_instances.clone(),
+        );
+        let group_covered = Family::<GroupLabel, Gauge>::default();
+        registry.register(
+            "cloud_group_covered_instances",
+            "Instances of each watched group with a running agent",
+            group_covered.clone(),
+        );
+        let group_uncovered = Family::<GroupLabel, Gauge>::default();
+        registry.register(
+            "cloud_group_uncovered_instances",
+            "Instances of each watched group without a running agent past the coverage grace",
+            group_uncovered.clone(),
+        );
+        let watch_reported = Gauge::default();
+        registry.register(
+            "cloud_watch_last_report_timestamp_seconds",
+            "When a cloud watch last reported (Unix time; 0: never)",
+            watch_reported.clone(),
+        );
         Self {
             registry,
+            agents_by_verdict,
+            group_instances,
+            group_covered,
+            group_uncovered,
+            watch_reported,
             alert_deliveries,
             database_failures,
             database_up,
@@ -173,21 +228,72 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// The Prometheus text exposition, with the agent counts taken from `summary` (as they last
-    /// were when the database cannot give them), and how many agents the search index holds
-    /// (`None`: none loaded).
-    pub fn render(&self, summary: Option<&Summary>, search_index_agents: Option<usize>) -> String {
+    /// The Prometheus text exposition, with the agent counts taken from `summary` and the
+    /// groups' from `coverage` (as they last were when the database cannot give them), and how
+    /// many agents the search index holds (`None`: none loaded).
+    pub fn render(
+        &self,
+        summary: Option<&Summary>,
+        coverage: Option<&Coverage>,
+        search_index_agents: Option<usize>,
+    ) -> String {
         self.search_index_agents
             .set(search_index_agents.map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX)));
         if let Some(summary) = summary {
             self.set_agents(summary);
+        }
+        if let Some(coverage) = coverage {
+            self.set_coverage(coverage);
         }
         let mut text = String::new();
         encode(&mut text, &self.registry).expect("writing to a String cannot fail");
         text
     }
 
+    fn set_coverage(&self, coverage: &Coverage) {
+        let families = [
+            &self.group_instances,
+            &self.group_covered,
+            &self.group_uncovered,
+        ];
+        // A group no longer watched goes from the exposition.
+        for family in families {
+            family.clear();
+        }
+        for group in &coverage.groups {
+            let past_grace = group.uncovered.iter().filter(|i| !i.in_grace).count() as u64;
+            for (family, n) in
+                families
+                    .into_iter()
+                    .zip([group.instances, group.covered, past_grace])
+            {
+                family
+                    .get_or_create(&GroupLabel {
+                        asg: group.asg.clone(),
+                    })
+                    .set(i64::try_from(n).unwrap_or(i64::MAX));
+            }
+        }
+        self.watch_reported.set(
+            coverage
+                .reported_at
+                .map_or(0, |at| at.as_millis().div_euclid(1000)),
+        );
+    }
+
     fn set_agents(&self, summary: &Summary) {
+        for verdict in Verdict::ALL {
+            let count = summary
+                .by_verdict
+                .get(verdict.as_str())
+                .copied()
+                .unwrap_or(0);
+            self.agents_by_verdict
+                .get_or_create(&VerdictLabel {
+                    verdict: verdict.as_str(),
+                })
+                .set(i64::try_from(count).unwrap_or(i64::MAX));
+        }
         for (status, count) in [
             ("running", summary.running),
             ("stopped", summary.stopped),

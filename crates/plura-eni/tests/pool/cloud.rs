@@ -152,7 +152,17 @@ impl Cloud {
 
     /// Runs plura-eni as an operator (no instance) or on `vm`.
     pub async fn eni(&self, args: &[&str], vm: Option<&Vm>) -> Run {
+        self.run_eni(args, vm, &[]).await
+    }
+
+    /// Runs plura-eni as an operator with `env` set besides the emulator's.
+    pub async fn eni_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        self.run_eni(args, None, env).await
+    }
+
+    async fn run_eni(&self, args: &[&str], vm: Option<&Vm>, env: &[(&str, &str)]) -> Run {
         let mut command = Command::new(BIN);
+        command.envs(env.iter().copied());
         command
             .args(args)
             .env("AWS_ENDPOINT_URL", &self.endpoint)

@@ -6,3 +6,4 @@ mod boot;
 mod claim;
 mod cloud;
 mod provision;
+mod watch;

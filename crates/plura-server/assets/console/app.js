@@ -13,11 +13,12 @@ const state = {
   token: sessionStorage.getItem('plura.token'),
   me: null,
   query: {
-    status: '', group: '', kind: '', os: '', zone: '', asg: '', source_differs: '', q: '',
+    status: '', group: '', kind: '', os: '', zone: '', asg: '', verdict: '', source_differs: '', q: '',
     sort: 'id', page: 1, per_page: 20,
   },
   list: { total: 0, items: [] },
   summary: null,
+  coverage: null, // the watched Auto Scaling groups (plura-eni watch)
   view: 'agents', // agents | alerts | audit | people
   history: null, // the fleet over time, for the chart
   range: '24h',
@@ -201,13 +202,15 @@ async function refresh() {
           render();
           continue;
         }
-        const [summary, list] = await Promise.all([
+        const [summary, list, coverage] = await Promise.all([
           getJson('/api/v1/summary'),
           getJson(`/api/v1/agents?${listParams()}`),
+          getJson('/api/v1/coverage'),
           loadHistory(),
         ]);
         state.summary = summary;
         state.list = list;
+        state.coverage = coverage;
         if (state.detail) {
           const id = state.detail.agent.id;
           const agent = list.items.find((a) => a.id === id) || await getJson(`/api/v1/agents/${id}`).catch(() => null);
@@ -311,7 +314,7 @@ function render() {
   // keeps their place.
   const focused = focusKey(document.activeElement);
   const views = {
-    agents: () => [cards(), chart(), toolbar(), table(), pager()],
+    agents: () => [cards(), coverage(), chart(), toolbar(), table(), pager()],
     alerts: () => alertsView({
       ...state.alerts,
       newSecret: state.newSecret,
@@ -405,6 +408,38 @@ function select(name, label, options) {
 
 let searchTimer;
 
+/** Per watched Auto Scaling group, how many of its instances have a running agent, and the
+ * instances that have none past the grace (with their silent agent, when one is known). */
+function coverage() {
+  const groups = state.coverage?.groups || [];
+  if (!groups.length) return null;
+  return el('section', { className: 'coverage', 'data-testid': 'coverage', 'aria-label': t('coverage') },
+    el('h2', {}, t('coverage')),
+    groups.map((g) => {
+      const missing = g.uncovered.filter((i) => !i.in_grace);
+      const booting = g.uncovered.length - missing.length;
+      return el('div', {
+        className: missing.length ? 'group uncovered' : 'group', 'data-testid': 'coverage-group', 'data-asg': g.asg,
+      },
+      el('strong', {}, g.asg), ' ',
+      el('span', { 'data-testid': 'covered' }, t('coveredOf', { covered: g.covered, instances: g.instances })),
+      booting ? el('span', { className: 'sub' }, ` · ${t('booting', { n: booting })}`) : null,
+      missing.length ? el('ul', {}, missing.map((i) => el('li', { 'data-testid': 'uncovered', 'data-instance': i.instance_id },
+        el('span', { className: 'mono' }, i.instance_id), ` ${i.zone} · `,
+        i.agent_id ? t('agentSilent', { id: i.agent_id }) : t('noAgent')))) : null);
+    }));
+}
+
+/** Why a stopped agent stopped, as the cloud said (plura-eni watch). */
+function verdictBadge(agent) {
+  const verdict = agent.cloud?.verdict;
+  if (!verdict || agent.status !== 'stopped') return '';
+  return el('span', {
+    className: verdict === 'running' ? 'badge danger' : 'badge', 'data-testid': 'verdict', 'data-verdict': verdict,
+    title: agent.cloud.verdict_at ? `${t('verdictAt')} ${time(agent.cloud.verdict_at)}` : '',
+  }, t(`verdict_${verdict}`));
+}
+
 /** A filter typed in (zone, group of instances), applied a moment after typing stops. */
 function textFilter(name, label, placeholder) {
   return el('label', { className: 'filter' }, label, el('input', {
@@ -441,6 +476,7 @@ function toolbar() {
     select('os', t('os'), names(s.by_os)),
     textFilter('zone', t('zone'), 'ap-northeast-2a'),
     textFilter('asg', t('asg'), 'waf-asg'),
+    select('verdict', t('reason'), ['running', 'terminated', 'instance_stopped', 'unknown'].map((v) => [v, t(`verdict_${v}`)])),
     el('label', { className: 'filter', title: t('sourceDiffersHint') },
       el('input', {
         type: 'checkbox', id: 'filter-source-differs', 'data-testid': 'filter-source-differs',
@@ -528,7 +564,7 @@ function row(agent, index) {
   el('td', {}, toggle),
   el('td', {}, el('span', {
     className: `status ${agent.status}`, 'data-testid': 'status', 'data-status': agent.status, title: t(agent.status),
-  }), ' ', agent.version || '-'),
+  }), ' ', agent.version || '-', verdictBadge(agent)),
   el('td', {}, agent.group || '-'),
   el('td', { className: 'mono' }, agent.ip, sourceDiffers(agent)
     ? el('span', {
@@ -659,6 +695,8 @@ function detailPanel() {
     ['machineId', agent.machine_id || '-'], ['sourceIp', agent.source_ip || '-'],
     ['instanceId', agent.cloud?.instance_id || '-'], ['zone', agent.cloud?.zone || '-'],
     ['instanceType', agent.cloud?.instance_type || '-'], ['asg', agent.cloud?.asg || '-'],
+    ['reason', agent.cloud?.verdict && agent.status === 'stopped'
+      ? `${t(`verdict_${agent.cloud.verdict}`)} (${time(agent.cloud.verdict_at)})` : '-'],
     ['registeredAt', time(agent.registered_at)], ['lastLogin', time(agent.last_login_at)],
     ['lastSeen', time(agent.last_seen_at)],
   ];

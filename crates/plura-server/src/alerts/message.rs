@@ -4,7 +4,7 @@
 
 use plura_proto::{AlertKind, AlertMessage, AlertedAgent, WebhookFormat};
 
-use crate::store::Alert;
+use crate::store::{Alert, AlertSubject};
 
 /// Agents named in a JSON message; the rest are counted.
 const NAMED_IN_JSON: usize = 100;
@@ -30,26 +30,41 @@ pub fn messages(alerts: &[Alert]) -> Vec<AlertMessage> {
 
 fn message(kind: AlertKind, alerts: &[&Alert]) -> AlertMessage {
     let count = alerts.len() as u64;
+    let named = || alerts.iter().take(NAMED_IN_JSON);
     AlertMessage {
         event: kind,
         count,
         text: text(kind, alerts),
-        agents: alerts
-            .iter()
-            .take(NAMED_IN_JSON)
-            .map(|a| AlertedAgent {
-                at: a.at,
-                detail: a.detail.clone(),
-                holder_was_running: a.holder_running,
-                agent: a.agent.clone(),
+        agents: named()
+            .filter_map(|a| match &a.subject {
+                AlertSubject::Agent(agent) => Some(AlertedAgent {
+                    at: a.at,
+                    detail: a.detail.clone(),
+                    holder_was_running: a.holder_running,
+                    agent: agent.as_ref().clone(),
+                }),
+                AlertSubject::Instance(_) => None,
+            })
+            .collect(),
+        instances: named()
+            .filter_map(|a| match &a.subject {
+                AlertSubject::Instance(instance) => Some(instance.clone()),
+                AlertSubject::Agent(_) => None,
             })
             .collect(),
         more: count.saturating_sub(NAMED_IN_JSON as u64),
     }
 }
 
+/// An agent by its hostname and address; an instance by its id and group.
 fn name(alert: &Alert) -> String {
-    format!("{} ({})", alert.agent.hostname, alert.agent.ip)
+    match &alert.subject {
+        AlertSubject::Agent(agent) => format!("{} ({})", agent.hostname, agent.ip),
+        AlertSubject::Instance(i) => format!(
+            "{} ({}, {})",
+            i.instance.instance_id, i.asg, i.instance.zone
+        ),
+    }
 }
 
 /// The message for a person: what happened, to whom, and for one agent why.
@@ -75,6 +90,16 @@ fn text(kind: AlertKind, alerts: &[&Alert]) -> String {
             AlertKind::RegistrationRefused => {
                 format!("A new agent, {name}, was refused: {}", alert.detail)
             }
+            AlertKind::AgentSilentOnRunningInstance => format!(
+                "Agent {name} is silent on a running instance (killed, crashed or cut off?): {}",
+                alert.detail
+            ),
+            AlertKind::AgentInstanceGone => {
+                format!("Agent {name} stopped with its instance: {}", alert.detail)
+            }
+            AlertKind::InstancesWithoutAgent => {
+                format!("Instance {name} has no running agent: {}", alert.detail)
+            }
         };
     }
     let what = match kind {
@@ -96,6 +121,13 @@ fn text(kind: AlertKind, alerts: &[&Alert]) -> String {
         }
         AlertKind::AgentBack => "agents are back after stopping without a goodbye",
         AlertKind::RegistrationRefused => "new agents were refused at the fleet's limit",
+        AlertKind::AgentSilentOnRunningInstance => {
+            "agents are silent on running instances (killed, crashed or cut off?)"
+        }
+        AlertKind::AgentInstanceGone => {
+            "agents stopped with their instances (terminated or stopped: scale-in)"
+        }
+        AlertKind::InstancesWithoutAgent => "instances of watched groups have no running agent",
     };
     format!("{} {what}: {}", alerts.len(), names(alerts))
 }
@@ -126,6 +158,9 @@ pub fn body(message: &AlertMessage, format: WebhookFormat) -> String {
                 AlertKind::AgentTakenOver => ":warning:",
                 AlertKind::AgentBack => ":large_green_circle:",
                 AlertKind::RegistrationRefused => ":no_entry:",
+                AlertKind::AgentSilentOnRunningInstance => ":rotating_light:",
+                AlertKind::AgentInstanceGone => ":information_source:",
+                AlertKind::InstancesWithoutAgent => ":mag:",
             };
             serde_json::to_string(&serde_json::json!({
                 "text": format!("{icon} PLURA Fleet: {}", slack_escaped(&message.text)),
@@ -146,7 +181,7 @@ mod tests {
             id: n,
             kind,
             at: Timestamp::from_millis(1_000 * n),
-            agent: Agent {
+            subject: AlertSubject::Agent(Box::new(Agent {
                 id: n,
                 ip: format!("10.0.0.{n}"),
                 hostname: format!("web-{n}"),
@@ -163,7 +198,7 @@ mod tests {
                 last_seen_at: None,
                 last_takeover_at: None,
                 cloud: Default::default(),
-            },
+            })),
             detail: "no heartbeat since then".into(),
             holder_running: (kind == AlertKind::AgentTakenOver).then_some(n % 2 == 0),
         }
@@ -200,7 +235,9 @@ mod tests {
     #[test]
     fn slack_text_cannot_ping_or_link() {
         let mut hostile = alert(1, AlertKind::AgentStopped);
-        hostile.agent.hostname = "<!channel> <https://evil.example/sso|re-login> &amp;".into();
+        if let AlertSubject::Agent(agent) = &mut hostile.subject {
+            agent.hostname = "<!channel> <https://evil.example/sso|re-login> &amp;".into();
+        }
         let message = &messages(&[hostile])[0];
         let slack: serde_json::Value =
             serde_json::from_str(&body(message, WebhookFormat::Slack)).unwrap();

@@ -85,10 +85,12 @@ impl Alerter {
         loop {
             let alerts = self
                 .store
-                .waiting_alerts(ALERTS_PER_ROUND)
+                .waiting_alerts(Timestamp::now(), ALERTS_PER_ROUND)
                 .await
                 .doing(|| "reading the alerts waiting to be sent".into())?;
-            let Some(last) = alerts.last() else { break };
+            if alerts.is_empty() {
+                break;
+            }
             let hooks = self
                 .store
                 .webhooks()
@@ -107,7 +109,7 @@ impl Alerter {
                 })
                 .collect();
             self.store
-                .queue_deliveries(last.id, &deliveries, Timestamp::now())
+                .queue_deliveries(&ids(&alerts), &deliveries, Timestamp::now())
                 .await
                 .doing(|| format!("queueing {} deliveries", deliveries.len()))?;
             if alerts.len() < ALERTS_PER_ROUND as usize {
@@ -214,6 +216,10 @@ impl Alerter {
         }
         Ok(deliveries)
     }
+}
+
+fn ids(alerts: &[store::Alert]) -> Vec<i64> {
+    alerts.iter().map(|alert| alert.id).collect()
 }
 
 /// A webhook as the API shows it.

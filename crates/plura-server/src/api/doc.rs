@@ -15,6 +15,7 @@ use utoipa::{Modify, OpenApi as DeriveOpenApi};
         (name = "fleet", description = "Called by people and scripts, with a role token"),
         (name = "alerts", description = "Webhooks that alerts go to, and their deliveries"),
         (name = "credentials", description = "API tokens and console users (admins)"),
+        (name = "cloud", description = "What plura-eni watch reports from EC2: why silent agents went silent, and which instances have no agent"),
         (name = "ops", description = "Health and metrics"),
     )
 )]

@@ -13,7 +13,7 @@ use utoipa::IntoParams;
 
 use plura_proto::{
     Agent, AgentList, AgentStatus, AuditList, ErrorBody, EventList, FleetHistory, PatchAgent,
-    RegisterAgent, Summary, WhoAmI,
+    RegisterAgent, Summary, Verdict, WhoAmI,
 };
 
 use super::error::{Json, Path, Query};
@@ -51,6 +51,9 @@ pub struct ListParams {
     zone: Option<String>,
     /// Auto Scaling group.
     asg: Option<String>,
+    /// What the cloud said of a silent agent's instance: `running`, `terminated`,
+    /// `instance_stopped` or `unknown`.
+    verdict: Option<String>,
     /// `true`: only agents whose last login came from another address than the one they claim.
     source_differs: Option<bool>,
     /// Text found anywhere in ip, hostname, group, OS, version or machine id.
@@ -107,6 +110,10 @@ impl ListParams {
             enabled: self.enabled,
             zone: checked("zone", &self.zone)?,
             asg: checked("asg", &self.asg)?,
+            verdict: non_empty(&self.verdict)
+                .map(|v| v.parse::<Verdict>())
+                .transpose()
+                .map_err(|e| ApiError::bad_request(format!("verdict: {e}")))?,
             source_differs: self.source_differs.unwrap_or(false),
             text: checked("q", &self.q)?,
             sort,

@@ -3,6 +3,7 @@
 
 mod agent;
 mod alerts;
+mod cloud;
 mod console;
 mod credentials;
 mod doc;
@@ -112,6 +113,13 @@ fn documented() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))
         .routes(routes!(ops::metrics))
+        .routes(routes!(cloud::silent))
+        .routes(routes!(cloud::coverage))
+        .merge(
+            OpenApiRouter::new()
+                .routes(routes!(cloud::report))
+                .layer(DefaultBodyLimit::max(cloud::REPORT_BODY_LIMIT)),
+        )
         .split_for_parts();
     doc::with_common_errors(&mut openapi);
     (routes, openapi)
@@ -158,11 +166,16 @@ async fn refuse_declared_oversize(request: Request, next: Next) -> Result<Respon
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
+    let limit = if request.uri().path() == cloud::REPORT_PATH {
+        cloud::REPORT_BODY_LIMIT
+    } else {
+        BODY_LIMIT
+    };
     match declared {
-        Some(length) if length > BODY_LIMIT as u64 => Err(ApiError::new(
+        Some(length) if length > limit as u64 => Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "too_large",
-            format!("the body is {length} bytes; at most {BODY_LIMIT} are accepted"),
+            format!("the body is {length} bytes; at most {limit} are accepted"),
         )),
         _ => Ok(next.run(request).await),
     }

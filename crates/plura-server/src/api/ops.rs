@@ -118,13 +118,22 @@ pub async fn metrics(
             None
         }
     };
+    let coverage = match state.fleet.coverage().await {
+        Ok(coverage) => Some(coverage),
+        Err(e) => {
+            tracing::warn!("metrics without fresh coverage: {e}");
+            None
+        }
+    };
     Ok((
         [(
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        state
-            .metrics
-            .render(summary.as_ref(), state.fleet.search_index_agents()),
+        state.metrics.render(
+            summary.as_ref(),
+            coverage.as_ref(),
+            state.fleet.search_index_agents(),
+        ),
     ))
 }

@@ -13,7 +13,10 @@ use tokio_util::sync::CancellationToken;
 
 use plura_proto::redact_webhook_url;
 
-use crate::fleet::{DEFAULT_EVENT_RETENTION, DEFAULT_HEARTBEAT_INTERVAL, LivenessPolicy};
+use crate::fleet::{
+    CloudPolicy, DEFAULT_COVERAGE_GRACE, DEFAULT_EVENT_RETENTION, DEFAULT_HEARTBEAT_INTERVAL,
+    DEFAULT_VERDICT_WAIT, LivenessPolicy,
+};
 use crate::store::Store;
 use crate::tls::{Certified, TlsFiles};
 use crate::{alerts, auth, secret, server, store};
@@ -40,6 +43,18 @@ pub(super) struct ServeArgs {
     /// Delete agents' history events older than this; 0 keeps them forever.
     #[arg(long, default_value_t = Span(DEFAULT_EVENT_RETENTION))]
     keep_events_for: Span,
+    /// While `plura-eni watch` reports, how long the stop alert of an agent on EC2 waits for the
+    /// cloud's verdict on its instance before it goes out as it is.
+    #[arg(long, default_value_t = Span(DEFAULT_VERDICT_WAIT))]
+    cloud_verdict_wait: Span,
+    /// Alert agents that stopped with their instances (terminated or stopped: scale-in), as
+    /// one informational message; without it they raise no alert.
+    #[arg(long)]
+    alert_on_scale_in: bool,
+    /// How long a new instance of a watched group has to boot and log its agent in before it
+    /// counts as uncovered.
+    #[arg(long, default_value_t = Span(DEFAULT_COVERAGE_GRACE))]
+    coverage_grace: Span,
     /// Connections served at once [default: the open-file limit, raised to its hard limit, less
     /// 256].
     #[arg(long)]
@@ -140,6 +155,11 @@ impl ServeArgs {
             heartbeat_interval: self.heartbeat_interval.0,
             prune_stopped_after: self.prune_stopped_after,
             keep_events_for: Some(self.keep_events_for.0).filter(|d| !d.is_zero()),
+            cloud: CloudPolicy {
+                verdict_wait: self.cloud_verdict_wait.0,
+                alert_on_scale_in: self.alert_on_scale_in,
+                coverage_grace: self.coverage_grace.0,
+            },
             ..LivenessPolicy::default()
         };
         let tls = match (self.tls_cert, self.tls_key) {

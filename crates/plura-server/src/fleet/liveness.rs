@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use plura_proto::Timestamp;
 
+use super::cloud::CloudPolicy;
 use crate::read_model::Due;
 
 /// How liveness is judged.
@@ -18,6 +19,8 @@ pub struct LivenessPolicy {
     pub keep_events_for: Option<Duration>,
     /// How often the fleet's counts are sampled for its chart over time.
     pub sample_every: Duration,
+    /// How the cloud's verdicts and coverage are weighed.
+    pub cloud: CloudPolicy,
 }
 
 /// The fleet's counts are sampled once a minute: 10,080 rows a week.
@@ -37,6 +40,7 @@ impl Default for LivenessPolicy {
             prune_stopped_after: None,
             keep_events_for: Some(DEFAULT_EVENT_RETENTION),
             sample_every: DEFAULT_SAMPLE_EVERY,
+            cloud: CloudPolicy::default(),
         }
     }
 }

@@ -5,6 +5,7 @@
 //! freshest last-seen: a caller has no other way to reach the agents.
 
 mod changes;
+mod cloud;
 mod liveness;
 mod registrations;
 mod sweeps;
@@ -19,8 +20,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
 use plura_proto::{
-    Agent, AgentStatus, AuditRecord, Event, FleetHistory, LoginRequest, PatchAgent, RegisterAgent,
-    Summary, Timestamp,
+    Agent, AgentCloud, AgentStatus, AuditRecord, Event, FleetHistory, LoginRequest, PatchAgent,
+    RegisterAgent, Summary, Timestamp,
 };
 
 use crate::cluster::{Cluster, Notice};
@@ -32,6 +33,7 @@ use crate::store::{
 };
 use changes::ChangeFeed;
 pub use changes::Published;
+pub use cloud::{CloudPolicy, DEFAULT_COVERAGE_GRACE, DEFAULT_VERDICT_WAIT};
 
 pub use liveness::{DEFAULT_EVENT_RETENTION, DEFAULT_HEARTBEAT_INTERVAL, LivenessPolicy};
 pub use registrations::AgentLimit;
@@ -143,7 +145,10 @@ impl Fleet {
             version: login.version.clone(),
             machine_id: login.machine_id.clone(),
             source_ip: source_ip.map(str::to_string),
-            cloud: login.cloud.clone(),
+            cloud: AgentCloud {
+                labels: login.cloud.clone(),
+                ..AgentCloud::default()
+            },
             ..registrations::claimed(identity, &login.kind, &login.os)
         };
         self.within_bound(identity, claimed, self.log_in(login, source_ip))

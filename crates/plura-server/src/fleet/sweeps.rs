@@ -76,9 +76,11 @@ impl Fleet {
             return Ok(());
         }
         let heard_through = self.heard_through(tick).await?;
+        let now = Timestamp::now();
+        let hold = self.verdict_hold(now).await?;
         let stopped = self
             .store
-            .stop_silent(heard_through.minus(limit), Timestamp::now())
+            .stop_silent(heard_through.minus(limit), now, hold)
             .await
             .doing(|| "stopping the agents silent for too long".into())?;
         self.publish_sweep(stopped, "agent stopped: no heartbeat");

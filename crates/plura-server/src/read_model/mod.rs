@@ -154,6 +154,12 @@ impl ReadModel {
         }
     }
 
+    /// Clears the summary's cache after a change that is no agent's history (the cloud's
+    /// verdicts).
+    pub fn forget_summary(&self) {
+        self.summary.forget();
+    }
+
     /// The running agents this server tracks.
     pub fn running(&self) -> &RunningAgents {
         &self.running

@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use plura_proto::{
     Agent, AgentStatus, AuditRecord, Event, FleetPoint, LoginRequest, PatchAgent, RegisterAgent,
-    Summary, Timestamp,
+    Summary, Timestamp, Verdict,
 };
 
 use super::{Changed, Result};
@@ -149,6 +149,8 @@ pub struct ListFilter {
     /// Availability zone and Auto Scaling group, as the agents' logins said.
     pub zone: Option<String>,
     pub asg: Option<String>,
+    /// Only agents whose instance the cloud gave this verdict on.
+    pub verdict: Option<Verdict>,
     /// Only agents whose last login came from another address than the one they claim.
     pub source_differs: bool,
     /// Free text, matched case-insensitively anywhere in ip, hostname, group, OS, version or
@@ -171,6 +173,7 @@ impl Default for ListFilter {
             enabled: None,
             zone: None,
             asg: None,
+            verdict: None,
             source_differs: false,
             text: None,
             sort: SortColumn::Id,
@@ -253,8 +256,14 @@ pub trait AgentStore: Send + Sync {
     /// whose times are not written.
     async fn flush_last_seen(&self, seen: &[LastSeen]) -> Result<Vec<i64>>;
 
-    /// Marks stopped every running agent not seen since `cutoff`.
-    async fn stop_silent(&self, cutoff: Timestamp, at: Timestamp) -> Result<Vec<Changed>>;
+    /// Marks stopped every running agent not seen since `cutoff`; the stop alerts of agents on
+    /// an EC2 instance wait for the cloud's verdict until `hold_until`, when given.
+    async fn stop_silent(
+        &self,
+        cutoff: Timestamp,
+        at: Timestamp,
+        hold_until: Option<Timestamp>,
+    ) -> Result<Vec<Changed>>;
 
     /// Deletes agents stopped and not seen since `cutoff`, keeping a record in the audit log.
     async fn prune_stopped(&self, cutoff: Timestamp, at: Timestamp) -> Result<Vec<Changed>>;

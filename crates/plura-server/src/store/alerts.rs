@@ -1,7 +1,7 @@
 //! What the alerts' storage takes and answers: alerts waiting to be sent, webhooks, deliveries.
 
 use async_trait::async_trait;
-use plura_proto::{Agent, AlertKind, Delivery, Timestamp, WebhookFormat};
+use plura_proto::{Agent, AlertKind, AlertedInstance, Delivery, Timestamp, WebhookFormat};
 
 use super::{Actor, Result};
 
@@ -11,11 +11,19 @@ pub struct Alert {
     pub id: i64,
     pub kind: AlertKind,
     pub at: Timestamp,
-    /// The agent as it was then.
-    pub agent: Agent,
+    pub subject: AlertSubject,
     pub detail: String,
     /// For a takeover: whether the previous holder was still running.
     pub holder_running: Option<bool>,
+}
+
+/// What an alert is about.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AlertSubject {
+    /// The agent as it was then.
+    Agent(Box<Agent>),
+    /// An instance with no agent.
+    Instance(AlertedInstance),
 }
 
 /// A webhook with what sending to it takes.
@@ -107,14 +115,14 @@ pub trait AlertStore: Send + Sync {
         at: Timestamp,
     ) -> Result<()>;
 
-    /// Alerts not yet made into deliveries, oldest first.
-    async fn waiting_alerts(&self, limit: u32) -> Result<Vec<Alert>>;
+    /// Alerts not yet made into deliveries and not held past `now`, oldest first.
+    async fn waiting_alerts(&self, now: Timestamp, limit: u32) -> Result<Vec<Alert>>;
 
-    /// Queues `deliveries` and marks the alerts they were made from (up to `last_alert`) done,
-    /// in one transaction.
+    /// Queues `deliveries` and marks the `alerts` they were made from done, in one
+    /// transaction.
     async fn queue_deliveries(
         &self,
-        last_alert: i64,
+        alerts: &[i64],
         deliveries: &[NewDelivery],
         at: Timestamp,
     ) -> Result<()>;

@@ -2,7 +2,8 @@
 //! choice of backend from the database URL.
 //!
 //! The traits are split by what they store, a file each: agents, their list and their history
-//! (`agents.rs`), credentials (`credentials.rs`), alerts (`alerts.rs`); settings and `Store`,
+//! (`agents.rs`), credentials (`credentials.rs`), alerts (`alerts.rs`), what the cloud watch
+//! reports (`cloud.rs`); settings and `Store`,
 //! all of them, are here. The SQL implementation (`sql/`) serves both backends.
 //!
 //! Every change is written with its history event or audit record in the same transaction, and
@@ -13,6 +14,7 @@ mod agents;
 mod alerts;
 mod backend;
 mod backup;
+mod cloud;
 mod credentials;
 mod marks;
 mod sql;
@@ -26,6 +28,7 @@ pub use alerts::*;
 use backend::Dialect;
 pub use backend::{Backend, redact_url};
 pub use backup::{BackupError, backup};
+pub use cloud::{CloudStore, ReportRules};
 pub use credentials::*;
 pub use marks::MarkStore;
 pub use sql::notices;
@@ -183,7 +186,14 @@ pub trait SettingStore: Send + Sync {
 /// All of the storage, and the database beneath it.
 #[async_trait]
 pub trait Store:
-    AgentStore + ListStore + HistoryStore + CredentialStore + SettingStore + AlertStore + MarkStore
+    AgentStore
+    + ListStore
+    + HistoryStore
+    + CredentialStore
+    + SettingStore
+    + AlertStore
+    + MarkStore
+    + CloudStore
 {
     /// Answers when the database does.
     async fn ping(&self) -> Result<()>;

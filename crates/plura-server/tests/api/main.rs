@@ -2,6 +2,7 @@
 //! every scenario runs once on each, against a real server on a random port.
 
 mod access;
+mod cloud;
 mod credentials;
 mod lifecycle;
 mod operators;
@@ -11,6 +12,7 @@ mod registrations;
 use std::time::Duration;
 
 use access::*;
+use cloud::*;
 use credentials::*;
 use lifecycle::*;
 use operators::*;
@@ -52,6 +54,10 @@ plura_testkit::on_both_backends!(
     tokens_are_listed_revoked_and_expire,
     users_are_disabled_enabled_deleted_and_their_sign_ins_end,
     registrations_past_the_bound_are_refused_alerted_once_and_counted,
+    verdicts_decide_the_held_stop_alerts_and_a_return_clears_them,
+    scale_in_is_alerted_as_information_when_asked,
+    young_instances_are_in_their_grace,
+    cloud_reports_are_checked_and_bounded,
 );
 
 /// PostgreSQL's alone: SQLite's planner needs no statistics to use an index.

@@ -239,7 +239,10 @@ pub async fn cloud_labels_are_kept_filtered_and_exported(db: Db) {
     );
     let waf = server.agents("?asg=waf-asg&sort=ip").await;
     assert_eq!(waf.total, 2);
-    assert_eq!(waf.items[1].cloud.zone.as_deref(), Some("ap-northeast-2c"));
+    assert_eq!(
+        waf.items[1].cloud.labels.zone.as_deref(),
+        Some("ap-northeast-2c")
+    );
     assert_eq!(
         hosts(server.agents("?zone=ap-northeast-2a&asg=waf-asg").await),
         ["10.1.0.1"]
@@ -250,7 +253,7 @@ pub async fn cloud_labels_are_kept_filtered_and_exported(db: Db) {
     assert!(differing.items.iter().all(Agent::source_differs));
     let local = server.agents("?q=on-premises").await;
     assert!(!local.items[0].source_differs());
-    assert_eq!(local.items[0].cloud, CloudLabels::default());
+    assert_eq!(local.items[0].cloud.labels, CloudLabels::default());
 
     let csv = server
         .request(
@@ -264,11 +267,11 @@ pub async fn cloud_labels_are_kept_filtered_and_exported(db: Db) {
         .unwrap();
     let lines: Vec<&str> = csv.lines().collect();
     assert!(
-        lines[0].ends_with(r#","instance_id","zone","instance_type","asg""#),
+        lines[0].ends_with(r#","instance_id","zone","instance_type","asg","verdict","verdict_at""#),
         "{csv}"
     );
     assert!(
-        lines[1].ends_with(r#","i-10101","ap-northeast-2a","c6i.large","waf-asg""#),
+        lines[1].ends_with(r#","i-10101","ap-northeast-2a","c6i.large","waf-asg","","""#),
         "{csv}"
     );
     assert_eq!(lines.len(), 3, "{csv}");
@@ -639,7 +642,7 @@ pub async fn summary_counts_stay_right_through_every_change(db: Db) {
         store.delete(*id, "test", Timestamp::now()).await.unwrap();
     }
     let later = Timestamp::from_millis(Timestamp::now().as_millis() + 3_600_000);
-    store.stop_silent(later, later).await.unwrap();
+    store.stop_silent(later, later, None).await.unwrap();
     check("after registering, deleting and stopping the silent").await;
     store
         .prune_stopped(Timestamp::from_millis(later.as_millis() + 1), later)

@@ -28,7 +28,8 @@ async fn set_status(
     at: Timestamp,
 ) -> Result<Option<Agent>> {
     let row = sqlx::query(&format!(
-        "UPDATE agents SET status = $1, last_seen_at = $2, lost = 0 WHERE id = $3 \
+        "UPDATE agents SET status = $1, last_seen_at = $2, lost = 0, cloud_verdict = NULL, \
+         cloud_verdict_at = NULL WHERE id = $3 \
          RETURNING {AGENT_COLUMNS}"
     ))
     .bind(status.as_str())
@@ -128,7 +129,7 @@ impl AgentStore for SqlStore {
             agent: resumed,
             events: vec![new_event(at, EventKind::Resumed, detail)],
         };
-        if was_lost {
+        if was_lost && alerts::drop_held(tx.conn(), &[id]).await?.is_empty() {
             let back = NewAlert::of(AlertKind::AgentBack, &changed);
             let dialect = tx.dialect();
             alerts::record(tx.conn(), dialect, &[back]).await?;
@@ -145,6 +146,8 @@ impl AgentStore for SqlStore {
         let Some(agent) = set_status(tx.conn(), id, AgentStatus::Stopped, at).await? else {
             return Ok(KeyedCall::NoAgent);
         };
+        // A goodbye after a silence: the agent was alive, and its held stop alert is no news.
+        alerts::drop_held(tx.conn(), &[id]).await?;
         // The key ends with the goodbye: whoever holds it now (the agent's next start, or
         // someone who copied it) must log in again.
         sqlx::query("UPDATE agents SET key_hash = NULL WHERE id = $1")
@@ -196,8 +199,13 @@ impl AgentStore for SqlStore {
         self.write_last_seen(seen).await
     }
 
-    async fn stop_silent(&self, cutoff: Timestamp, at: Timestamp) -> Result<Vec<Changed>> {
-        self.stop_silent_agents(cutoff, at).await
+    async fn stop_silent(
+        &self,
+        cutoff: Timestamp,
+        at: Timestamp,
+        hold_until: Option<Timestamp>,
+    ) -> Result<Vec<Changed>> {
+        self.stop_silent_agents(cutoff, at, hold_until).await
     }
 
     async fn prune_stopped(&self, cutoff: Timestamp, at: Timestamp) -> Result<Vec<Changed>> {
@@ -267,7 +275,7 @@ impl AgentStore for SqlStore {
                     .bind(agent.last_login_at.map(Timestamp::as_millis))
                     .bind(agent.last_seen_at.map(Timestamp::as_millis))
                     .bind(key_hash.clone());
-                query = bind_cloud(query, &agent.cloud);
+                query = bind_cloud(query, &agent.cloud.labels);
             }
             imported += query.execute(tx.conn()).await?.rows_affected();
         }

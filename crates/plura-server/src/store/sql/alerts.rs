@@ -13,8 +13,8 @@ use super::SqlStore;
 use super::rows::{self, placeholders, rows_per_statement};
 use crate::alerts::COMMAND_LINE;
 use crate::store::{
-    Actor, Alert, AlertStore, Attempt, Audit, Changed, Dialect, DueDelivery, NewDelivery, Result,
-    StoreError, StoredWebhook,
+    Actor, Alert, AlertStore, AlertSubject, Attempt, Audit, Changed, Dialect, DueDelivery,
+    NewDelivery, Result, StoreError, StoredWebhook,
 };
 
 /// An alert a change is about to commit.
@@ -24,6 +24,9 @@ pub struct NewAlert<'a> {
     /// The history event that tells it.
     pub event: &'a Event,
     pub holder_running: Option<bool>,
+    /// Sent only from then on, unless the cloud's verdict on the agent's instance changes it
+    /// first.
+    pub held_until: Option<Timestamp>,
 }
 
 impl<'a> NewAlert<'a> {
@@ -34,6 +37,7 @@ impl<'a> NewAlert<'a> {
             agent: &changed.agent,
             event: &changed.events[0],
             holder_running: None,
+            held_until: None,
         }
     }
 }
@@ -44,35 +48,68 @@ pub async fn record(
     dialect: Dialect,
     alerts: &[NewAlert<'_>],
 ) -> Result<()> {
-    for chunk in alerts.chunks(rows_per_statement(5)) {
+    for chunk in alerts.chunks(rows_per_statement(7)) {
         let sql = format!(
-            "INSERT INTO alerts (at, kind, agent, detail, holder_running) VALUES {}",
-            placeholders(dialect, chunk.len(), 5)
+            "INSERT INTO alerts (at, kind, agent, detail, holder_running, agent_id, held_until) \
+             VALUES {}",
+            placeholders(dialect, chunk.len(), 7)
         );
         let mut query = sqlx::query(&sql);
         for alert in chunk {
-            let agent = serde_json::to_string(alert.agent)
-                .map_err(|e| StoreError::Corrupt(format!("an agent as JSON: {e}")))?;
             query = query
                 .bind(alert.event.at.as_millis())
                 .bind(alert.kind.as_str())
-                .bind(agent)
+                .bind(subject_json(alert.agent)?)
                 .bind(alert.event.detail.clone())
-                .bind(alert.holder_running.map(i64::from));
+                .bind(alert.holder_running.map(i64::from))
+                .bind(Some(alert.agent.id))
+                .bind(alert.held_until.map(Timestamp::as_millis));
         }
         query.execute(&mut *conn).await?;
     }
     Ok(())
 }
 
+/// Drops the held stop alerts of `agents`, which came back before their verdict did: those
+/// alerts never went out, so the return is no news either. Answers the agents whose alert was
+/// dropped.
+pub async fn drop_held(conn: &mut AnyConnection, agents: &[i64]) -> Result<Vec<i64>> {
+    let mut dropped = Vec::new();
+    for chunk in agents.chunks(rows_per_statement(1)) {
+        // Ids the database gave, written into the statement as they are.
+        let ids: Vec<String> = chunk.iter().map(i64::to_string).collect();
+        let sql = format!(
+            "UPDATE alerts SET dispatched = 1, held_until = NULL WHERE dispatched = 0 \
+             AND held_until IS NOT NULL AND agent_id IN ({}) RETURNING agent_id",
+            ids.join(",")
+        );
+        for row in sqlx::query(&sql).fetch_all(&mut *conn).await? {
+            dropped.push(row.try_get("agent_id")?);
+        }
+    }
+    Ok(dropped)
+}
+
+/// What an alert is about, as its row keeps it.
+pub fn subject_json(subject: &impl serde::Serialize) -> Result<String> {
+    serde_json::to_string(subject)
+        .map_err(|e| StoreError::Corrupt(format!("an alert's subject as JSON: {e}")))
+}
+
 fn alert(row: &AnyRow) -> Result<Alert> {
-    let agent: String = row.try_get("agent")?;
+    let kind: AlertKind = rows::parsed(row, "kind")?;
+    let subject: String = row.try_get("agent")?;
+    let corrupt = |e: serde_json::Error| StoreError::Corrupt(format!("an alert's subject: {e}"));
+    let subject = if kind == AlertKind::InstancesWithoutAgent {
+        AlertSubject::Instance(serde_json::from_str(&subject).map_err(corrupt)?)
+    } else {
+        AlertSubject::Agent(serde_json::from_str(&subject).map_err(corrupt)?)
+    };
     Ok(Alert {
         id: row.try_get("id")?,
-        kind: rows::parsed(row, "kind")?,
+        kind,
         at: rows::time(row, "at")?,
-        agent: serde_json::from_str(&agent)
-            .map_err(|e| StoreError::Corrupt(format!("an alert's agent: {e}")))?,
+        subject,
         detail: row.try_get("detail")?,
         holder_running: row
             .try_get::<Option<i64>, _>("holder_running")?
@@ -117,6 +154,7 @@ impl AlertStore for SqlStore {
             agent,
             event: &event,
             holder_running: None,
+            held_until: None,
         };
         let mut conn = self.writer.acquire().await?;
         record(&mut conn, self.backend.dialect(), &[alert]).await
@@ -217,11 +255,13 @@ impl AlertStore for SqlStore {
         tx.commit(&[]).await
     }
 
-    async fn waiting_alerts(&self, limit: u32) -> Result<Vec<Alert>> {
+    async fn waiting_alerts(&self, now: Timestamp, limit: u32) -> Result<Vec<Alert>> {
         let rows = sqlx::query(
             "SELECT id, at, kind, agent, detail, holder_running FROM alerts \
-             WHERE dispatched = 0 ORDER BY id LIMIT $1",
+             WHERE dispatched = 0 AND (held_until IS NULL OR held_until <= $1) \
+             ORDER BY id LIMIT $2",
         )
+        .bind(now.as_millis())
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
@@ -230,7 +270,7 @@ impl AlertStore for SqlStore {
 
     async fn queue_deliveries(
         &self,
-        last_alert: i64,
+        alerts: &[i64],
         deliveries: &[NewDelivery],
         at: Timestamp,
     ) -> Result<()> {
@@ -257,10 +297,15 @@ impl AlertStore for SqlStore {
             }
             query.execute(tx.conn()).await?;
         }
-        sqlx::query("UPDATE alerts SET dispatched = 1 WHERE dispatched = 0 AND id <= $1")
-            .bind(last_alert)
-            .execute(tx.conn())
-            .await?;
+        for chunk in alerts.chunks(rows_per_statement(1)) {
+            // Ids the database gave, written into the statement as they are.
+            let ids: Vec<String> = chunk.iter().map(i64::to_string).collect();
+            let sql = format!(
+                "UPDATE alerts SET dispatched = 1 WHERE id IN ({})",
+                ids.join(",")
+            );
+            sqlx::query(&sql).execute(tx.conn()).await?;
+        }
         tx.commit(&[]).await
     }
 

@@ -67,6 +67,9 @@ pub fn selection(filter: &ListFilter) -> Selection {
             push(&format!("{column} = $?"), Param::Text(value.clone()));
         }
     }
+    if let Some(verdict) = filter.verdict {
+        push("cloud_verdict = $?", Param::Text(verdict.as_str().into()));
+    }
     if let Some(enabled) = filter.enabled {
         push("enabled = $?", Param::Int(enabled.into()));
     }

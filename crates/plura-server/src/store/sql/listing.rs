@@ -53,6 +53,7 @@ fn counted_total(filter: &ListFilter) -> Option<(&'static str, Option<String>)> 
         enabled,
         zone: None,
         asg: None,
+        verdict: None,
         source_differs: false,
         text: None,
         ..
@@ -302,6 +303,17 @@ impl ListStore for SqlStore {
                 }
                 _ => {}
             }
+        }
+        let verdicts = sqlx::query(
+            "SELECT cloud_verdict, COUNT(*) AS n FROM agents WHERE cloud_verdict IS NOT NULL \
+             GROUP BY cloud_verdict",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        for row in verdicts {
+            summary
+                .by_verdict
+                .insert(row.try_get("cloud_verdict")?, rows::count(&row, "n")?);
         }
         Ok(summary)
     }

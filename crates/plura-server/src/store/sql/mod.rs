@@ -7,6 +7,7 @@
 
 mod agents;
 mod alerts;
+mod cloud;
 mod credentials;
 mod filter;
 mod group_commit;

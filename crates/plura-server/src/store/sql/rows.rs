@@ -6,13 +6,15 @@ use std::str::FromStr;
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
-use plura_proto::{Agent, AuditAction, AuditRecord, CloudLabels, Event, EventKind, Timestamp};
+use plura_proto::{
+    Agent, AgentCloud, AuditAction, AuditRecord, CloudLabels, Event, EventKind, Timestamp,
+};
 
 use crate::store::{Changed, Dialect, Result, Searchable, StoreError};
 
 pub const AGENT_COLUMNS: &str = "id, ip, hostname, status, enabled, group_name, kind, os, \
      version, machine_id, source_ip, registered_at, last_login_at, last_seen_at, last_takeover_at, \
-     instance_id, zone, instance_type, asg";
+     instance_id, zone, instance_type, asg, cloud_verdict, cloud_verdict_at";
 
 /// Bound parameters per multi-row statement: far below both backends' limits, and few enough
 /// that a statement holds the write lock briefly.
@@ -28,6 +30,14 @@ pub const fn rows_per_statement(width: usize) -> usize {
 pub fn parsed<T: FromStr<Err = String>>(row: &AnyRow, column: &str) -> Result<T> {
     row.try_get::<String, _>(column)?
         .parse()
+        .map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
+}
+
+/// A nullable text column holding one of our enums.
+pub fn optional_parsed<T: FromStr<Err = String>>(row: &AnyRow, column: &str) -> Result<Option<T>> {
+    row.try_get::<Option<String>, _>(column)?
+        .map(|text| text.parse())
+        .transpose()
         .map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
 }
 
@@ -63,11 +73,15 @@ pub fn agent(row: &AnyRow) -> Result<Agent> {
         last_login_at: optional_time(row, "last_login_at")?,
         last_seen_at: optional_time(row, "last_seen_at")?,
         last_takeover_at: optional_time(row, "last_takeover_at")?,
-        cloud: CloudLabels {
-            instance_id: row.try_get("instance_id")?,
-            zone: row.try_get("zone")?,
-            instance_type: row.try_get("instance_type")?,
-            asg: row.try_get("asg")?,
+        cloud: AgentCloud {
+            labels: CloudLabels {
+                instance_id: row.try_get("instance_id")?,
+                zone: row.try_get("zone")?,
+                instance_type: row.try_get("instance_type")?,
+                asg: row.try_get("asg")?,
+            },
+            verdict: optional_parsed(row, "cloud_verdict")?,
+            verdict_at: optional_time(row, "cloud_verdict_at")?,
         },
     })
 }

@@ -50,11 +50,13 @@ impl SqlStore {
         Ok(stale)
     }
 
-    /// Stops the agents running but silent since before `cutoff`, each with its alert.
+    /// Stops the agents running but silent since before `cutoff`, each with its alert; the
+    /// alerts of agents on an EC2 instance are held until `hold_until`, when given.
     pub(super) async fn stop_silent_agents(
         &self,
         cutoff: Timestamp,
         at: Timestamp,
+        hold_until: Option<Timestamp>,
     ) -> Result<Vec<Changed>> {
         let mut tx = self.begin_write().await?;
         let stopped = sqlx::query(&stop_silent_statement(tx.dialect()))
@@ -73,7 +75,10 @@ impl SqlStore {
             .collect();
         let stops: Vec<NewAlert> = changes
             .iter()
-            .map(|c| NewAlert::of(AlertKind::AgentStopped, c))
+            .map(|c| NewAlert {
+                held_until: hold_until.filter(|_| c.agent.cloud.labels.instance_id.is_some()),
+                ..NewAlert::of(AlertKind::AgentStopped, c)
+            })
             .collect();
         let dialect = tx.dialect();
         alerts::record(tx.conn(), dialect, &stops).await?;
@@ -216,7 +221,10 @@ mod tests {
                 async move {
                     let now = Timestamp::now();
                     match writer {
-                        "sweep" => store.stop_silent(long_ago, now).await.map(|c| c.len()),
+                        "sweep" => store
+                            .stop_silent(long_ago, now, None)
+                            .await
+                            .map(|c| c.len()),
                         "prune" => store.prune_stopped(long_ago, now).await.map(|c| c.len()),
                         _ => store
                             .flush_last_seen(&seen)

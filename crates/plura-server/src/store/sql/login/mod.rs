@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
-use plura_proto::{Agent, AgentStatus, AlertKind, CloudLabels, EventKind, Timestamp};
+use plura_proto::{Agent, AgentCloud, AgentStatus, AlertKind, CloudLabels, EventKind, Timestamp};
 
 use super::SqlStore;
 use super::alerts::{self, NewAlert};
@@ -115,7 +115,16 @@ where
         )));
     }
     let done: Vec<&LoginOutcome> = outcomes.iter().flatten().collect();
-    let alerts: Vec<NewAlert> = done.iter().copied().filter_map(login_alert).collect();
+    let mut alerts: Vec<NewAlert> = done.iter().copied().filter_map(login_alert).collect();
+    let back: Vec<i64> = alerts
+        .iter()
+        .filter(|a| a.kind == AlertKind::AgentBack)
+        .map(|a| a.agent.id)
+        .collect();
+    if !back.is_empty() {
+        let unsent = alerts::drop_held(tx.conn(), &back).await?;
+        alerts.retain(|a| a.kind != AlertKind::AgentBack || !unsent.contains(&a.agent.id));
+    }
     let dialect = tx.dialect();
     alerts::record(tx.conn(), dialect, &alerts).await?;
     tx.commit(done.iter().map(|o| &o.changed)).await?;
@@ -141,6 +150,7 @@ fn login_alert(outcome: &LoginOutcome) -> Option<NewAlert<'_>> {
         agent: &changed.agent,
         event,
         holder_running,
+        held_until: None,
     })
 }
 
@@ -329,6 +339,7 @@ async fn login_known(
              os = v.column4, kind = v.column5, source_ip = v.column6, \
              last_login_at = v.column7, last_seen_at = v.column7, key_hash = v.column8, \
              last_takeover_at = COALESCE(v.column9, agents.last_takeover_at), lost = 0, \
+             cloud_verdict = NULL, cloud_verdict_at = NULL, \
              instance_id = v.column10, zone = v.column11, instance_type = v.column12, \
              asg = v.column13 \
              FROM (VALUES {}) AS v WHERE agents.id = v.column1 \
@@ -428,7 +439,10 @@ fn logged_in_agent(id: i64, login: &Login) -> Agent {
         last_login_at: Some(login.at),
         last_seen_at: Some(login.at),
         last_takeover_at: None,
-        cloud: request.cloud.clone(),
+        cloud: AgentCloud {
+            labels: request.cloud.clone(),
+            ..AgentCloud::default()
+        },
     }
 }
 
