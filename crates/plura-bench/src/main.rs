@@ -73,6 +73,17 @@ enum Bench {
         #[arg(long, default_value_t = 64)]
         connections: usize,
     },
+    /// The cloud watch's reports: a round of verdicts on a silent fleet, steady rounds with the
+    /// watched groups' instances, and the coverage and metrics read after them.
+    Cloud {
+        #[arg(long, default_value_t = 10_000)]
+        agents: u32,
+        /// Instances of the watched groups (half of them the agents', half with none).
+        #[arg(long, default_value_t = 20_000)]
+        instances: u32,
+        #[arg(long, default_value_t = 10)]
+        rounds: u32,
+    },
     /// Heartbeats of logged-in agents, as fast as they are answered, for a bounded time.
     Heartbeats {
         #[arg(long, default_value_t = 1000)]
@@ -129,6 +140,11 @@ async fn main() -> anyhow::Result<()> {
             parallel,
             concurrency,
         } => plura_bench::registry::csv(database, agents, parallel, concurrency).await?,
+        Bench::Cloud {
+            agents,
+            instances,
+            rounds,
+        } => plura_bench::cloud::cloud(database, agents, instances, rounds).await?,
         Bench::Heartbeats {
             agents,
             seconds,

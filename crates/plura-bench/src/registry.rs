@@ -22,7 +22,7 @@ async fn server(db: Db) -> TestServer {
 }
 
 /// The `n`th agent of the fleet: its own address, hostname and instance id.
-fn agent(n: u32) -> LoginRequest {
+pub(crate) fn agent(n: u32) -> LoginRequest {
     let [_, a, b, c] = (0x0a00_0000u32 + n).to_be_bytes();
     LoginRequest {
         machine_id: Some(format!("i-{n:017x}")),
@@ -58,6 +58,16 @@ async fn login_all(
     target: &TestServer,
     agents: u32,
     concurrency: usize,
+) -> anyhow::Result<(Vec<LoginResponse>, Timings)> {
+    login_each(target, agents, concurrency, agent).await
+}
+
+/// Logs in `agents` agents as `agent` makes them, `concurrency` at a time.
+pub(crate) async fn login_each(
+    target: &TestServer,
+    agents: u32,
+    concurrency: usize,
+    agent: fn(u32) -> LoginRequest,
 ) -> anyhow::Result<(Vec<LoginResponse>, Timings)> {
     let next = Arc::new(AtomicU32::new(0));
     let enrollment: Arc<str> = target.enrollment.clone().into();
@@ -96,6 +106,29 @@ async fn login_all(
     let elapsed = started.elapsed();
     let (logins, latencies) = results.into_iter().unzip();
     Ok((logins, Timings::new(latencies, elapsed)))
+}
+
+/// `rounds` reads of `url` one after another, with `token`.
+pub(crate) async fn timed_gets(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    rounds: u32,
+) -> anyhow::Result<Timings> {
+    let started = Instant::now();
+    let mut latencies = Vec::with_capacity(rounds as usize);
+    for _ in 0..rounds {
+        let sent = Instant::now();
+        http.get(url)
+            .bearer_auth(token)
+            .send()
+            .await?
+            .error_for_status()?
+            .bytes()
+            .await?;
+        latencies.push(sent.elapsed());
+    }
+    Ok(Timings::new(latencies, started.elapsed()))
 }
 
 /// `agents` first logins (registrations), then the same agents logging in again; beside them, the
@@ -173,20 +206,7 @@ pub async fn list(db: Db, agents: u32, rounds: u32, concurrency: usize) -> anyho
         } else {
             format!("{}/api/v1/agents?{query}", target.base)
         };
-        let started = Instant::now();
-        let mut latencies = Vec::with_capacity(rounds as usize);
-        for _ in 0..rounds {
-            let sent = Instant::now();
-            http.get(&url)
-                .bearer_auth(&target.admin)
-                .send()
-                .await?
-                .error_for_status()?
-                .bytes()
-                .await?;
-            latencies.push(sent.elapsed());
-        }
-        let timings = Timings::new(latencies, started.elapsed());
+        let timings = timed_gets(&http, &url, &target.admin, rounds).await?;
         println!("  {}", timings.figures(name));
         figures.push(' ');
         figures.push_str(&timings.figures(name));

@@ -108,3 +108,35 @@ impl FleetClient {
             .map_err(|e| failed(format!("an answer that cannot be read: {e}")))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(server: &str, token: &str) -> Result<FleetClient, EniError> {
+        FleetClient::new(server, token.into(), Trust::default())
+    }
+
+    #[test]
+    fn the_token_travels_in_the_clear_only_to_this_host() {
+        let refused = client("http://plura.example.com", "plura_x").err().unwrap();
+        assert!(refused.to_string().contains("in the clear"), "{refused}");
+        for server in [
+            "https://plura.example.com/",
+            "http://127.0.0.1:8080",
+            "http://localhost:8080",
+            "http://[::1]:8080",
+        ] {
+            assert!(client(server, "plura_x").is_ok(), "{server}");
+        }
+        let refused = client("ftp://plura.example.com", "plura_x").err().unwrap();
+        assert!(refused.to_string().contains("https://"), "{refused}");
+        for token in ["", " ", "plura x"] {
+            let refused = client("https://plura.example.com", token).err().unwrap();
+            assert!(
+                refused.to_string().contains("token"),
+                "{token:?}: {refused}"
+            );
+        }
+    }
+}

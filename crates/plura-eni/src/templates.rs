@@ -364,4 +364,23 @@ mod tests {
             "hostnames alternate zones as in the seed"
         );
     }
+
+    #[test]
+    fn the_watch_reads_and_writes_nothing() {
+        let policy = watch_policy();
+        let actions: Vec<&str> = policy["Statement"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|statement| statement["Action"].as_array().unwrap())
+            .map(|action| action.as_str().unwrap())
+            .collect();
+        assert_eq!(
+            actions,
+            [
+                "ec2:DescribeInstances",
+                "autoscaling:DescribeAutoScalingGroups"
+            ]
+        );
+    }
 }

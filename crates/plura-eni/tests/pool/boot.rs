@@ -12,39 +12,8 @@ use crate::cloud::*;
 async fn the_lifecycle_hook_continues_a_claimed_launch_and_abandons_an_empty_pool() {
     let cloud = Cloud::start().await;
     cloud.provision(&[&cloud.subnet_a], 1).await;
-    let template = cloud
-        .ec2
-        .create_launch_template()
-        .launch_template_name("waf")
-        .launch_template_data(
-            aws_sdk_ec2::types::RequestLaunchTemplateData::builder()
-                .image_id(&cloud.image)
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
-    let template_id = template
-        .launch_template()
-        .unwrap()
-        .launch_template_id()
-        .unwrap();
-    let asg = aws_sdk_autoscaling::Client::new(&cloud.sdk);
-    asg.create_auto_scaling_group()
-        .auto_scaling_group_name("waf")
-        .launch_template(
-            aws_sdk_autoscaling::types::LaunchTemplateSpecification::builder()
-                .launch_template_id(template_id)
-                .version("$Latest")
-                .build(),
-        )
-        .min_size(0)
-        .max_size(2)
-        .desired_capacity(2)
-        .vpc_zone_identifier(&cloud.subnet_a)
-        .send()
-        .await
-        .unwrap();
+    cloud.create_group("waf", 2).await;
+    let asg = cloud.autoscaling();
     asg.put_lifecycle_hook()
         .auto_scaling_group_name("waf")
         .lifecycle_hook_name("plura-eni-claim")
@@ -52,17 +21,7 @@ async fn the_lifecycle_hook_continues_a_claimed_launch_and_abandons_an_empty_poo
         .send()
         .await
         .unwrap();
-    let group = asg
-        .describe_auto_scaling_groups()
-        .auto_scaling_group_names("waf")
-        .send()
-        .await
-        .unwrap();
-    let ids: Vec<String> = group.auto_scaling_groups()[0]
-        .instances()
-        .iter()
-        .map(|i| i.instance_id().unwrap().to_string())
-        .collect();
+    let ids = cloud.group_instances("waf").await;
     assert_eq!(ids.len(), 2);
     let vms = join_all(ids.into_iter().map(|id| Vm::start(id, ZONE_A))).await;
 

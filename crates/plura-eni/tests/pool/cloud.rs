@@ -162,7 +162,10 @@ impl Cloud {
 
     async fn run_eni(&self, args: &[&str], vm: Option<&Vm>, env: &[(&str, &str)]) -> Run {
         let mut command = Command::new(BIN);
-        command.envs(env.iter().copied());
+        command
+            .env_remove("PLURA_TOKEN")
+            .env_remove("PLURA_SERVER")
+            .envs(env.iter().copied());
         command
             .args(args)
             .env("AWS_ENDPOINT_URL", &self.endpoint)
@@ -222,6 +225,62 @@ impl Cloud {
             .map(|i| i.instance_id().unwrap().to_string())
             .collect();
         join_all(ids.into_iter().map(|id| Vm::start(id, zone))).await
+    }
+
+    pub fn autoscaling(&self) -> aws_sdk_autoscaling::Client {
+        aws_sdk_autoscaling::Client::new(&self.sdk)
+    }
+
+    /// An Auto Scaling group `name` of `size` instances in zone a, from a launch template of its
+    /// own.
+    pub async fn create_group(&self, name: &str, size: i32) {
+        let template = self
+            .ec2
+            .create_launch_template()
+            .launch_template_name(name)
+            .launch_template_data(
+                aws_sdk_ec2::types::RequestLaunchTemplateData::builder()
+                    .image_id(&self.image)
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+        let template_id = template.launch_template().unwrap().launch_template_id();
+        self.autoscaling()
+            .create_auto_scaling_group()
+            .auto_scaling_group_name(name)
+            .launch_template(
+                aws_sdk_autoscaling::types::LaunchTemplateSpecification::builder()
+                    .set_launch_template_id(template_id.map(str::to_string))
+                    .version("$Latest")
+                    .build(),
+            )
+            .min_size(0)
+            .max_size(size)
+            .desired_capacity(size)
+            .vpc_zone_identifier(&self.subnet_a)
+            .send()
+            .await
+            .unwrap();
+    }
+
+    /// The ids of group `name`'s instances, sorted.
+    pub async fn group_instances(&self, name: &str) -> Vec<String> {
+        let group = self
+            .autoscaling()
+            .describe_auto_scaling_groups()
+            .auto_scaling_group_names(name)
+            .send()
+            .await
+            .unwrap();
+        let mut ids: Vec<String> = group.auto_scaling_groups()[0]
+            .instances()
+            .iter()
+            .map(|i| i.instance_id().unwrap().to_string())
+            .collect();
+        ids.sort();
+        ids
     }
 
     pub async fn claim(&self, vm: &Vm, extra: &[&str]) -> Run {

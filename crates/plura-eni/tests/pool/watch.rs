@@ -26,56 +26,6 @@ async fn the_watch_tells_a_scale_in_from_a_silent_agent_and_finds_instances_with
     scale_in_silence_and_coverage(Db::Postgres).await;
 }
 
-/// A group of `size` instances in zone a, as Auto Scaling launches them; answers their ids.
-async fn group_of(cloud: &Cloud, size: i32) -> Vec<String> {
-    let template = cloud
-        .ec2
-        .create_launch_template()
-        .launch_template_name(GROUP)
-        .launch_template_data(
-            aws_sdk_ec2::types::RequestLaunchTemplateData::builder()
-                .image_id(&cloud.image)
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
-    let template_id = template.launch_template().unwrap().launch_template_id();
-    autoscaling(cloud)
-        .create_auto_scaling_group()
-        .auto_scaling_group_name(GROUP)
-        .launch_template(
-            aws_sdk_autoscaling::types::LaunchTemplateSpecification::builder()
-                .set_launch_template_id(template_id.map(str::to_string))
-                .version("$Latest")
-                .build(),
-        )
-        .min_size(0)
-        .max_size(size)
-        .desired_capacity(size)
-        .vpc_zone_identifier(&cloud.subnet_a)
-        .send()
-        .await
-        .unwrap();
-    let group = autoscaling(cloud)
-        .describe_auto_scaling_groups()
-        .auto_scaling_group_names(GROUP)
-        .send()
-        .await
-        .unwrap();
-    let mut ids: Vec<String> = group.auto_scaling_groups()[0]
-        .instances()
-        .iter()
-        .map(|i| i.instance_id().unwrap().to_string())
-        .collect();
-    ids.sort();
-    ids
-}
-
-fn autoscaling(cloud: &Cloud) -> aws_sdk_autoscaling::Client {
-    aws_sdk_autoscaling::Client::new(&cloud.sdk)
-}
-
 /// One round of the watch, as cron would run it; with the group's coverage unless `alone`.
 async fn watch_once(cloud: &Cloud, server: &TestServer, token: &str, alone: bool) -> Run {
     let mut args = vec!["watch", "--server", &server.base, "--once"];
@@ -89,7 +39,8 @@ async fn watch_once(cloud: &Cloud, server: &TestServer, token: &str, alone: bool
 
 async fn scale_in_silence_and_coverage(db: Db) {
     let cloud = Cloud::start().await;
-    let instances = group_of(&cloud, 4).await;
+    cloud.create_group(GROUP, 4).await;
+    let instances = cloud.group_instances(GROUP).await;
     let policy = LivenessPolicy {
         cloud: CloudPolicy {
             // Longer than the test: a stop alert that goes out did so by its verdict.
@@ -134,7 +85,8 @@ async fn scale_in_silence_and_coverage(db: Db) {
         }
     });
     // Scale-in takes the second instance; the third's agent is killed on a running instance.
-    autoscaling(&cloud)
+    cloud
+        .autoscaling()
         .terminate_instance_in_auto_scaling_group()
         .instance_id(&instances[1])
         .should_decrement_desired_capacity(true)
@@ -254,4 +206,50 @@ async fn scale_in_silence_and_coverage(db: Db) {
     let coverage: Coverage = server.get("/api/v1/coverage").await;
     assert_eq!(coverage.groups[0].covered, 2);
     heartbeats.abort();
+}
+
+#[tokio::test]
+async fn the_watch_says_clearly_when_the_server_cannot_be_told() {
+    let cloud = Cloud::start().await;
+    let server = TestServer::start(Db::Sqlite).await;
+    // A monitor reads, but may not report.
+    let monitor = server.token(Role::Monitor).await;
+    let run = cloud
+        .eni_with_env(
+            &["watch", "--server", &server.base, "--once"],
+            &[("PLURA_TOKEN", &monitor)],
+        )
+        .await;
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let last = run.stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.contains("/api/v1/cloud/report: 403 Forbidden"),
+        "{}",
+        run.stderr
+    );
+    // Nobody listens there.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let nobody = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let run = cloud
+        .eni_with_env(
+            &["watch", "--server", &nobody, "--once"],
+            &[("PLURA_TOKEN", &monitor)],
+        )
+        .await;
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let last = run.stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with(&format!(
+            "plura-eni: the PLURA server {nobody}: /api/v1/cloud/silent"
+        )),
+        "{}",
+        run.stderr
+    );
+    // No token at all.
+    let run = cloud
+        .eni_with_env(&["watch", "--server", &server.base, "--once"], &[])
+        .await;
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.stderr.contains("PLURA_TOKEN"), "{}", run.stderr);
 }

@@ -262,4 +262,39 @@ mod tests {
              no heartbeat since then"
         );
     }
+
+    #[test]
+    fn instances_without_an_agent_are_named_as_instances() {
+        let instance = |n: i64| Alert {
+            id: n,
+            kind: AlertKind::InstancesWithoutAgent,
+            at: Timestamp::from_millis(n),
+            subject: AlertSubject::Instance(plura_proto::AlertedInstance {
+                at: Timestamp::from_millis(n),
+                asg: "web".into(),
+                instance: plura_proto::UncoveredInstance {
+                    instance_id: format!("i-{n}"),
+                    zone: "ap-northeast-2a".into(),
+                    launched_at: Timestamp::from_millis(0),
+                    agent_id: None,
+                    in_grace: false,
+                },
+            }),
+            detail: "no agent has logged in from it".into(),
+            holder_running: None,
+        };
+        let message = &messages(&[instance(1), instance(2)])[0];
+        assert_eq!((message.count, message.agents.len()), (2, 0));
+        assert_eq!(message.instances[1].instance.instance_id, "i-2");
+        assert_eq!(
+            message.text,
+            "2 instances of watched groups have no running agent: \
+             i-1 (web, ap-northeast-2a), i-2 (web, ap-northeast-2a)"
+        );
+        let one = &messages(&[instance(3)])[0];
+        assert!(
+            one.text
+                .starts_with("Instance i-3 (web, ap-northeast-2a) has no running agent")
+        );
+    }
 }

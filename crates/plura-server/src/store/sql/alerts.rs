@@ -76,12 +76,10 @@ pub async fn record(
 pub async fn drop_held(conn: &mut AnyConnection, agents: &[i64]) -> Result<Vec<i64>> {
     let mut dropped = Vec::new();
     for chunk in agents.chunks(rows_per_statement(1)) {
-        // Ids the database gave, written into the statement as they are.
-        let ids: Vec<String> = chunk.iter().map(i64::to_string).collect();
         let sql = format!(
             "UPDATE alerts SET dispatched = 1, held_until = NULL WHERE dispatched = 0 \
              AND held_until IS NOT NULL AND agent_id IN ({}) RETURNING agent_id",
-            ids.join(",")
+            rows::id_list(chunk)
         );
         for row in sqlx::query(&sql).fetch_all(&mut *conn).await? {
             dropped.push(row.try_get("agent_id")?);
@@ -298,11 +296,9 @@ impl AlertStore for SqlStore {
             query.execute(tx.conn()).await?;
         }
         for chunk in alerts.chunks(rows_per_statement(1)) {
-            // Ids the database gave, written into the statement as they are.
-            let ids: Vec<String> = chunk.iter().map(i64::to_string).collect();
             let sql = format!(
                 "UPDATE alerts SET dispatched = 1 WHERE id IN ({})",
-                ids.join(",")
+                rows::id_list(chunk)
             );
             sqlx::query(&sql).execute(tx.conn()).await?;
         }

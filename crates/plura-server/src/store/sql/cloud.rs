@@ -201,12 +201,10 @@ async fn lost_agents(tx: &mut WriteTx, report: &CloudReport) -> Result<HashMap<i
     };
     let mut current = HashMap::with_capacity(ids.len());
     for chunk in ids.chunks(rows_per_statement(1)) {
-        // Integers, written into the statement as they are.
-        let list: Vec<String> = chunk.iter().map(i64::to_string).collect();
         let sql = format!(
             "SELECT id, instance_id, cloud_verdict FROM agents \
              WHERE lost = 1 AND id IN ({}) ORDER BY id{lock}",
-            list.join(",")
+            rows::id_list(chunk)
         );
         for row in sqlx::query(&sql).fetch_all(tx.conn()).await? {
             let Some(instance_id) = row.try_get::<Option<String>, _>("instance_id")? else {
@@ -273,10 +271,9 @@ async fn alert_running(tx: &mut WriteTx, ids: &[i64], at: Timestamp) -> Result<(
     if ids.is_empty() {
         return Ok(());
     }
-    let list: Vec<String> = ids.iter().map(i64::to_string).collect();
     let sql = format!(
         "SELECT {AGENT_COLUMNS} FROM agents WHERE id IN ({})",
-        list.join(",")
+        rows::id_list(ids)
     );
     let agents = rows::agents(&sqlx::query(&sql).fetch_all(tx.conn()).await?)?;
     let events: Vec<_> = agents

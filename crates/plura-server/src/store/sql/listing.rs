@@ -29,14 +29,13 @@ async fn page_of(pool: &AnyPool, ids: &[i64], filter: &ListFilter) -> Result<Vec
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    let ids: Vec<String> = ids.iter().map(i64::to_string).collect();
     let page = match filter.limit {
         Some(limit) => format!("LIMIT {limit} OFFSET {}", filter.offset),
         None => String::new(),
     };
     let sql = format!(
         "SELECT {AGENT_COLUMNS} FROM agents WHERE id IN ({}) {} {page}",
-        ids.join(","),
+        rows::id_list(ids),
         order_by(filter.sort, filter.descending)
     );
     rows::agents(&sqlx::query(&sql).fetch_all(pool).await?)
@@ -190,10 +189,9 @@ impl ListStore for SqlStore {
         if ids.is_empty() || !selected.is_conditioned() {
             return Ok(ids.to_vec());
         }
-        let ids: Vec<String> = ids.iter().map(i64::to_string).collect();
         let sql = format!(
             "SELECT id {} {}",
-            selected.and(&format!("id IN ({})", ids.join(","))),
+            selected.and(&format!("id IN ({})", rows::id_list(ids))),
             order_by(SortColumn::Id, descending)
         );
         let rows = bind_params(sqlx::query(&sql), &selected.params)
@@ -215,10 +213,9 @@ impl ListStore for SqlStore {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let ids: Vec<String> = ids.iter().map(i64::to_string).collect();
         let sql = format!(
             "SELECT {SEARCHABLE_COLUMNS} FROM agents WHERE id IN ({})",
-            ids.join(",")
+            rows::id_list(ids)
         );
         let rows = sqlx::query(&sql).fetch_all(&self.pool).await?;
         rows.iter().map(searchable).collect()

@@ -33,6 +33,13 @@ pub fn parsed<T: FromStr<Err = String>>(row: &AnyRow, column: &str) -> Result<T>
         .map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
 }
 
+/// `1,2,3`: ids for an `IN (…)`, written into the statement as they are. They are integers
+/// (the database gave them, or serde read them as such), so nothing can be injected.
+pub fn id_list(ids: &[i64]) -> String {
+    let ids: Vec<String> = ids.iter().map(i64::to_string).collect();
+    ids.join(",")
+}
+
 /// A nullable text column holding one of our enums.
 pub fn optional_parsed<T: FromStr<Err = String>>(row: &AnyRow, column: &str) -> Result<Option<T>> {
     row.try_get::<Option<String>, _>(column)?
