@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::ensure;
 use serde_json::{Value, json};
 
-use plura_proto::{LoginRequest, Role, Summary};
+use plura_proto::{LoginRequest, Role, SilentAgent, SilentAgentList, Summary};
 use plura_testkit::{Db, TestServer, fast_policy};
 
 use crate::registry::{agent, login_each, timed_gets};
@@ -39,14 +39,19 @@ pub async fn cloud(db: Db, agents: u32, instances: u32, rounds: u32) -> anyhow::
         ensure!(Instant::now() < deadline, "the agents never all stopped");
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let verdicts: Vec<Value> = logins
+    // Verdicts on what the server says is silent, as the watch asks: one in ten running.
+    let silent_path = format!("/api/v1/cloud/silent?limit={}", agents.min(10_000));
+    let silent: SilentAgentList = target.get(&silent_path).await;
+    ensure!(
+        silent.items.len() == logins.len().min(10_000),
+        "every agent is silent"
+    );
+    let verdict = |agent: &SilentAgent, verdict: &str| json!({"agent_id": agent.agent_id, "instance_id": agent.instance_id, "verdict": verdict});
+    let verdicts: Vec<Value> = silent
+        .items
         .iter()
         .enumerate()
-        .map(|(n, login)| {
-            let verdict = if n % 10 == 0 { "running" } else { "terminated" };
-            json!({"agent_id": login.agent_id, "instance_id": format!("i-{n:017x}"),
-                   "verdict": verdict})
-        })
+        .map(|(n, agent)| verdict(agent, if n % 10 == 0 { "running" } else { "terminated" }))
         .collect();
     // The instances of the groups: the first half are the agents' own (their agents silent), the
     // rest have none.
@@ -97,25 +102,14 @@ pub async fn cloud(db: Db, agents: u32, instances: u32, rounds: u32) -> anyhow::
          first_report_ms={:.1}",
         first.as_secs_f64() * 1000.0
     );
-    // Steady rounds: what is still silent is asked again (terminated ones are settled).
-    let silent: Value = target
-        .get(&format!(
-            "/api/v1/cloud/silent?limit={}",
-            agents.min(10_000)
-        ))
-        .await;
-    let unsettled: Vec<Value> = silent["items"]
-        .as_array()
-        .map(|items| {
-            items
-                .iter()
-                .map(|a| {
-                    json!({"agent_id": a["agent_id"], "instance_id": a["instance_id"],
-                           "verdict": "running"})
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    // Steady rounds: what is still silent is asked again (terminated ones are settled), and
+    // nothing changes.
+    let silent: SilentAgentList = target.get(&silent_path).await;
+    let unsettled: Vec<Value> = silent
+        .items
+        .iter()
+        .map(|agent| verdict(agent, "running"))
+        .collect();
     println!("  {} agents left to ask each round", unsettled.len());
     let started = Instant::now();
     let mut latencies = Vec::new();

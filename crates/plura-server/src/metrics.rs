@@ -8,7 +8,9 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use plura_proto::{Coverage, Summary, Verdict};
+use plura_proto::{Summary, Verdict};
+
+use crate::store::CoverageCounts;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EventLabel {
@@ -74,8 +76,8 @@ pub struct Metrics {
     pub database_up: Gauge,
     /// Agents stopped without a goodbye, by the cloud's verdict on their instance.
     agents_by_verdict: Family<VerdictLabel, Gauge>,
-    /// Per watched Auto Scaling group: live instances, those with a running agent, and those
-    /// without one past the grace.
+    /// Per watched Auto Scaling group, as its last round found them: live instances, those
+    /// with a running agent, and those without one past the grace.
     group_instances: Family<GroupLabel, Gauge>,
     group_covered: Family<GroupLabel, Gauge>,
     group_uncovered: Family<GroupLabel, Gauge>,
@@ -234,7 +236,7 @@ impl Metrics {
     pub fn render(
         &self,
         summary: Option<&Summary>,
-        coverage: Option<&Coverage>,
+        coverage: Option<&CoverageCounts>,
         search_index_agents: Option<usize>,
     ) -> String {
         self.search_index_agents
@@ -250,7 +252,7 @@ impl Metrics {
         text
     }
 
-    fn set_coverage(&self, coverage: &Coverage) {
+    fn set_coverage(&self, coverage: &CoverageCounts) {
         let families = [
             &self.group_instances,
             &self.group_covered,
@@ -261,11 +263,10 @@ impl Metrics {
             family.clear();
         }
         for group in &coverage.groups {
-            let past_grace = group.uncovered.iter().filter(|i| !i.in_grace).count() as u64;
             for (family, n) in
                 families
                     .into_iter()
-                    .zip([group.instances, group.covered, past_grace])
+                    .zip([group.instances, group.covered, group.uncovered])
             {
                 family
                     .get_or_create(&GroupLabel {

@@ -19,6 +19,7 @@ const state = {
   list: { total: 0, items: [] },
   summary: null,
   coverage: null, // the watched Auto Scaling groups (plura-eni watch)
+  coverageAt: 0,
   view: 'agents', // agents | alerts | audit | people
   history: null, // the fleet over time, for the chart
   range: '24h',
@@ -202,15 +203,14 @@ async function refresh() {
           render();
           continue;
         }
-        const [summary, list, coverage] = await Promise.all([
+        const [summary, list] = await Promise.all([
           getJson('/api/v1/summary'),
           getJson(`/api/v1/agents?${listParams()}`),
-          getJson('/api/v1/coverage'),
+          loadCoverage(),
           loadHistory(),
         ]);
         state.summary = summary;
         state.list = list;
-        state.coverage = coverage;
         if (state.detail) {
           const id = state.detail.agent.id;
           const agent = list.items.find((a) => a.id === id) || await getJson(`/api/v1/agents/${id}`).catch(() => null);
@@ -241,6 +241,14 @@ async function loadHistory(force = false) {
   if (!force && fresh) return;
   state.history = await getJson(`/api/v1/fleet/history?range=${state.range}`);
   state.historyAt = Date.now();
+}
+
+/** The watched groups' coverage: at most every 10 s (a watch reports every 30 s by default,
+ * and each look checks every instance for a running agent). */
+async function loadCoverage() {
+  if (state.coverage && Date.now() - state.coverageAt < 10000) return;
+  state.coverage = await getJson('/api/v1/coverage');
+  state.coverageAt = Date.now();
 }
 
 async function loadAlerts() {

@@ -118,7 +118,7 @@ pub async fn metrics(
             None
         }
     };
-    let coverage = match state.fleet.coverage().await {
+    let coverage = match state.fleet.coverage_counts().await {
         Ok(coverage) => Some(coverage),
         Err(e) => {
             tracing::warn!("metrics without fresh coverage: {e}");

@@ -7,7 +7,7 @@ use std::time::Duration;
 use plura_proto::{CloudReport, CloudReportOutcome, Coverage, SilentAgent, Timestamp};
 
 use super::Fleet;
-use crate::store::{self, Doing, ReportRules};
+use crate::store::{self, CoverageCounts, Doing, ReportRules};
 
 /// A watch that reported within this long counts as running: stop alerts wait for it.
 pub const WATCH_FRESH_FOR: Duration = Duration::from_secs(10 * 60);
@@ -80,6 +80,14 @@ impl Fleet {
             .coverage(grace_from)
             .await
             .doing(|| "reading the watched groups' coverage".into())
+    }
+
+    /// Each watched group's counts as its last round found them, for the metrics.
+    pub async fn coverage_counts(&self) -> store::Result<CoverageCounts> {
+        self.store
+            .coverage_counts()
+            .await
+            .doing(|| "reading the watched groups' counts".into())
     }
 
     /// Until when the stop alerts of agents on EC2 stopped now wait for their verdict: `None`

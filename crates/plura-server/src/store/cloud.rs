@@ -16,6 +16,22 @@ pub struct ReportRules {
     pub launched_before: Timestamp,
 }
 
+/// A watched group's figures, as its last round found them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupCounts {
+    pub asg: String,
+    pub instances: u64,
+    pub covered: u64,
+    /// Without a running agent past the grace.
+    pub uncovered: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CoverageCounts {
+    pub groups: Vec<GroupCounts>,
+    pub reported_at: Option<Timestamp>,
+}
+
 #[async_trait]
 pub trait CloudStore: Send + Sync {
     /// Agents stopped without a goodbye on an EC2 instance whose verdict is not settled, with
@@ -36,6 +52,10 @@ pub trait CloudStore: Send + Sync {
     /// Each watched group's instances and which of them have no running agent; instances
     /// launched at or after `grace_from` are in their grace.
     async fn coverage(&self, grace_from: Timestamp) -> Result<Coverage>;
+
+    /// Each watched group's counts as its last round found them (uncovered: past the grace
+    /// then), with its time; and when a watch last reported.
+    async fn coverage_counts(&self) -> Result<CoverageCounts>;
 
     /// When a watch last reported.
     async fn watch_reported_at(&self) -> Result<Option<Timestamp>>;

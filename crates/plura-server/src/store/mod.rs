@@ -28,7 +28,7 @@ pub use alerts::*;
 use backend::Dialect;
 pub use backend::{Backend, redact_url};
 pub use backup::{BackupError, backup};
-pub use cloud::{CloudStore, ReportRules};
+pub use cloud::{CloudStore, CoverageCounts, GroupCounts, ReportRules};
 pub use credentials::*;
 pub use marks::MarkStore;
 pub use sql::notices;

@@ -10,13 +10,15 @@ use sqlx::{AnyConnection, Row};
 
 use plura_proto::{
     AlertKind, AlertedInstance, CloudReport, CloudReportOutcome, Coverage, GroupCoverage,
-    GroupReport, SilentAgent, Timestamp, UncoveredInstance, Verdict,
+    GroupInstance, GroupReport, SilentAgent, Timestamp, UncoveredInstance, Verdict,
 };
 
 use super::alerts::{self, NewAlert, subject_json};
 use super::rows::{self, AGENT_COLUMNS, new_event, placeholders, rows_per_statement};
 use super::{SqlStore, WriteTx};
-use crate::store::{CloudStore, Dialect, ReportRules, Result, SettingStore};
+use crate::store::{
+    CloudStore, CoverageCounts, Dialect, GroupCounts, ReportRules, Result, SettingStore,
+};
 
 /// The setting that holds when a watch last reported.
 const REPORTED_AT: &str = "cloud_watch_reported_at";
@@ -68,7 +70,7 @@ impl CloudStore for SqlStore {
             keep_group(&mut tx, group, at).await?;
         }
         forget_unreported_groups(tx.conn(), at).await?;
-        alert_uncovered(&mut tx, &report.groups, rules.launched_before, at).await?;
+        judge_coverage(&mut tx, &report.groups, rules.launched_before, at).await?;
         tx.commit(&[]).await?;
         Ok(CloudReportOutcome {
             verdicts_kept,
@@ -116,6 +118,28 @@ impl CloudStore for SqlStore {
             });
         }
         Ok(Coverage {
+            groups,
+            reported_at: self.watch_reported_at().await?,
+        })
+    }
+
+    async fn coverage_counts(&self) -> Result<CoverageCounts> {
+        let rows =
+            sqlx::query("SELECT asg, instances, covered, uncovered FROM cloud_groups ORDER BY asg")
+                .fetch_all(&self.pool)
+                .await?;
+        let groups = rows
+            .iter()
+            .map(|row| {
+                Ok(GroupCounts {
+                    asg: row.try_get("asg")?,
+                    instances: rows::count(row, "instances")?,
+                    covered: rows::count(row, "covered")?,
+                    uncovered: rows::count(row, "uncovered")?,
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok(CoverageCounts {
             groups,
             reported_at: self.watch_reported_at().await?,
         })
@@ -178,10 +202,17 @@ async fn keep_verdicts(
         query.execute(tx.conn()).await?;
     }
     let mut newly_running = Vec::new();
-    for &(id, verdict) in &changed {
-        let released = decide_held_alert(tx.conn(), id, verdict, rules).await?;
-        if verdict == Verdict::Running && !released {
-            newly_running.push(id);
+    for verdict in Verdict::ALL.iter().copied() {
+        let agents: Vec<i64> = changed
+            .iter()
+            .filter(|(_, v)| *v == verdict)
+            .map(|(id, _)| *id)
+            .collect();
+        for chunk in agents.chunks(rows_per_statement(1)) {
+            let released = decide_held_alerts(tx.conn(), chunk, verdict, rules).await?;
+            if verdict == Verdict::Running {
+                newly_running.extend(chunk.iter().filter(|id| !released.contains(id)));
+            }
         }
     }
     alert_running(tx, &newly_running, at).await?;
@@ -222,47 +253,49 @@ async fn lost_agents(tx: &mut WriteTx, report: &CloudReport) -> Result<HashMap<i
     Ok(current)
 }
 
-/// What a new verdict does to the agent's stop alert while it is held: `running` sends it at
-/// once as `agent_silent_on_running_instance`; a gone instance drops it, or sends it as the
-/// informational `agent_instance_gone` with `--alert-on-scale-in`; `unknown` leaves it to
-/// wait. Answers whether a held alert was sent on.
-async fn decide_held_alert(
+/// What a new verdict does to the held stop alerts of `agents`: `running` sends them at once as
+/// `agent_silent_on_running_instance`; a gone instance drops them, or sends them as the
+/// informational `agent_instance_gone` with `--alert-on-scale-in`; `unknown` leaves them to
+/// wait. Answers the agents whose held alert was sent on.
+async fn decide_held_alerts(
     conn: &mut AnyConnection,
-    agent: i64,
+    agents: &[i64],
     verdict: Verdict,
     rules: ReportRules,
-) -> Result<bool> {
+) -> Result<Vec<i64>> {
     let change = match verdict {
         Verdict::Running => Some(AlertKind::AgentSilentOnRunningInstance),
         Verdict::Terminated | Verdict::InstanceStopped if rules.alert_on_scale_in => {
             Some(AlertKind::AgentInstanceGone)
         }
         Verdict::Terminated | Verdict::InstanceStopped => None,
-        Verdict::Unknown => return Ok(false),
+        Verdict::Unknown => return Ok(Vec::new()),
     };
-    let held = "agent_id = $1 AND dispatched = 0 AND held_until IS NOT NULL";
-    let sent_on = match change {
+    let held = format!(
+        "agent_id IN ({}) AND dispatched = 0 AND held_until IS NOT NULL",
+        rows::id_list(agents)
+    );
+    match change {
         Some(kind) => {
             let sql = format!(
-                "UPDATE alerts SET kind = $2, held_until = NULL, detail = $3 || detail \
-                 WHERE {held}"
+                "UPDATE alerts SET kind = $1, held_until = NULL, detail = $2 || detail \
+                 WHERE {held} RETURNING agent_id"
             );
-            sqlx::query(&sql)
-                .bind(agent)
+            let rows = sqlx::query(&sql)
                 .bind(kind.as_str())
                 .bind(format!("{}; ", verdict.reason()))
-                .execute(conn)
-                .await?
-                .rows_affected()
-                > 0
+                .fetch_all(conn)
+                .await?;
+            rows.iter()
+                .map(|row| Ok(row.try_get("agent_id")?))
+                .collect()
         }
         None => {
             let sql = format!("UPDATE alerts SET dispatched = 1, held_until = NULL WHERE {held}");
-            sqlx::query(&sql).bind(agent).execute(conn).await?;
-            false
+            sqlx::query(&sql).execute(conn).await?;
+            Ok(Vec::new())
         }
-    };
-    Ok(sent_on)
+    }
 }
 
 /// Alerts the agents found silent on a running instance whose stop alert was not held (it went
@@ -306,14 +339,25 @@ async fn alert_running(tx: &mut WriteTx, ids: &[i64], at: Timestamp) -> Result<(
 
 /// Makes the group's instances the reported ones, keeping whether each was alerted.
 async fn keep_group(tx: &mut WriteTx, group: &GroupReport, at: Timestamp) -> Result<()> {
+    let digest = digest_of(group);
+    let before: Option<Option<String>> =
+        sqlx::query_scalar("SELECT digest FROM cloud_groups WHERE asg = $1")
+            .bind(group.asg.clone())
+            .fetch_optional(tx.conn())
+            .await?;
     sqlx::query(
-        "INSERT INTO cloud_groups (asg, reported_at) VALUES ($1, $2) \
-         ON CONFLICT (asg) DO UPDATE SET reported_at = excluded.reported_at",
+        "INSERT INTO cloud_groups (asg, reported_at, digest) VALUES ($1, $2, $3) \
+         ON CONFLICT (asg) DO UPDATE SET reported_at = excluded.reported_at, \
+         digest = excluded.digest",
     )
     .bind(group.asg.clone())
     .bind(at.as_millis())
+    .bind(digest.clone())
     .execute(tx.conn())
     .await?;
+    if before.flatten().as_deref() == Some(digest.as_str()) {
+        return Ok(());
+    }
     let known: HashSet<String> =
         sqlx::query_scalar::<_, String>("SELECT instance_id FROM cloud_instances WHERE asg = $1")
             .bind(group.asg.clone())
@@ -366,6 +410,22 @@ async fn keep_group(tx: &mut WriteTx, group: &GroupReport, at: Timestamp) -> Res
     Ok(())
 }
 
+/// What identifies a group's reported instances, whatever order they came in.
+fn digest_of(group: &GroupReport) -> String {
+    use sha2::{Digest, Sha256};
+    let mut instances: Vec<&GroupInstance> = group.instances.iter().collect();
+    instances.sort_by(|a, b| a.instance_id.cmp(&b.instance_id));
+    let mut hasher = Sha256::new();
+    for i in instances {
+        hasher.update(i.instance_id.as_bytes());
+        hasher.update([0]);
+        hasher.update(i.zone.as_bytes());
+        hasher.update([0]);
+        hasher.update(i.launched_at.as_millis().to_le_bytes());
+    }
+    format!("{:x}", hasher.finalize())
+}
+
 async fn forget_unreported_groups(conn: &mut AnyConnection, at: Timestamp) -> Result<()> {
     let cutoff = at.minus(FORGET_GROUPS_AFTER).as_millis();
     sqlx::query(
@@ -382,9 +442,19 @@ async fn forget_unreported_groups(conn: &mut AnyConnection, at: Timestamp) -> Re
     Ok(())
 }
 
+/// An instance of a reported group whose alert this round changes.
+struct Seen {
+    asg: String,
+    instance: UncoveredInstance,
+    /// Its alert was recorded; it is covered now.
+    covered_again: bool,
+}
+
 /// Alerts each instance of the reported groups launched before `launched_before` with no
-/// running agent, once; an instance covered since may be alerted again.
-async fn alert_uncovered(
+/// running agent (once; again only after it was covered in between), and writes each group's
+/// counts. Only the instances whose alert changes cross from the database; the counts are
+/// summed there.
+async fn judge_coverage(
     tx: &mut WriteTx,
     groups: &[GroupReport],
     launched_before: Timestamp,
@@ -394,76 +464,119 @@ async fn alert_uncovered(
         return Ok(());
     }
     let names = numbered_list(1, groups.len());
-    let bind_names = |sql| {
+    let before = groups.len() + 1;
+    let bind = |sql| {
         groups
             .iter()
             .fold(sqlx::query(sql), |query, g| query.bind(g.asg.clone()))
+            .bind(launched_before.as_millis())
     };
-    let covered_again = format!(
-        "UPDATE cloud_instances SET alerted = 0 WHERE asg IN ({names}) AND alerted = 1 \
-         AND EXISTS (SELECT 1 FROM agents a WHERE a.instance_id = cloud_instances.instance_id \
-         AND a.status = 'running')"
+    let changing = format!(
+        "SELECT i.asg, i.instance_id, i.zone, i.launched_at, i.alerted, {AGENT_ON_IT} \
+         FROM cloud_instances i WHERE i.asg IN ({names}) \
+         AND ((i.alerted = 1 AND {RUNNING_ON_IT}) \
+           OR (i.alerted = 0 AND i.launched_at < ${before} AND NOT {RUNNING_ON_IT})) \
+         ORDER BY i.asg, i.instance_id"
     );
-    bind_names(&covered_again).execute(tx.conn()).await?;
-    let uncovered = format!(
-        "SELECT i.asg, i.instance_id, i.zone, i.launched_at, {AGENT_ON_IT} \
-         FROM cloud_instances i WHERE i.asg IN ({names}) AND i.alerted = 0 \
-         AND i.launched_at < ${} AND NOT {RUNNING_ON_IT} ORDER BY i.asg, i.instance_id",
-        groups.len() + 1
-    );
-    let rows = bind_names(&uncovered)
-        .bind(launched_before.as_millis())
-        .fetch_all(tx.conn())
-        .await?;
-    if rows.is_empty() {
-        return Ok(());
-    }
-    let mut alerted = Vec::with_capacity(rows.len());
-    for row in &rows {
-        let instance = AlertedInstance {
-            at,
+    let mut seen = Vec::new();
+    for row in bind(&changing).fetch_all(tx.conn()).await? {
+        seen.push(Seen {
             asg: row.try_get("asg")?,
             instance: UncoveredInstance {
                 instance_id: row.try_get("instance_id")?,
                 zone: row.try_get("zone")?,
-                launched_at: rows::time(row, "launched_at")?,
+                launched_at: rows::time(&row, "launched_at")?,
                 agent_id: row.try_get("agent_id")?,
                 in_grace: false,
             },
-        };
-        alerted.push(instance);
+            covered_again: row.try_get::<i64, _>("alerted")? != 0,
+        });
     }
+    let (covered_again, newly_uncovered): (Vec<&Seen>, Vec<&Seen>) =
+        seen.iter().partition(|i| i.covered_again);
+    set_alerted(tx, &covered_again, false).await?;
+    alert_instances(tx, &newly_uncovered, at).await?;
+    set_alerted(tx, &newly_uncovered, true).await?;
+    let counts = format!(
+        "SELECT asg, COUNT(*) AS instances, CAST(SUM(covered) AS BIGINT) AS covered, \
+         CAST(SUM(CASE WHEN covered = 0 AND launched_at < ${before} THEN 1 ELSE 0 END) \
+         AS BIGINT) AS uncovered \
+         FROM (SELECT i.asg, i.launched_at, \
+               CAST(CASE WHEN {RUNNING_ON_IT} THEN 1 ELSE 0 END AS BIGINT) AS covered \
+               FROM cloud_instances i WHERE i.asg IN ({names})) AS x GROUP BY asg"
+    );
+    let mut counted: HashMap<String, [i64; 3]> = HashMap::new();
+    for row in bind(&counts).fetch_all(tx.conn()).await? {
+        counted.insert(
+            row.try_get("asg")?,
+            [
+                rows::count(&row, "instances")? as i64,
+                rows::count(&row, "covered")? as i64,
+                rows::count(&row, "uncovered")? as i64,
+            ],
+        );
+    }
+    for group in groups {
+        let [instances, covered, uncovered] = counted.get(&group.asg).copied().unwrap_or_default();
+        sqlx::query(
+            "UPDATE cloud_groups SET instances = $2, covered = $3, uncovered = $4 WHERE asg = $1",
+        )
+        .bind(group.asg.clone())
+        .bind(instances)
+        .bind(covered)
+        .bind(uncovered)
+        .execute(tx.conn())
+        .await?;
+    }
+    Ok(())
+}
+
+/// Records an `instances_without_agent` alert for each of `instances`.
+async fn alert_instances(tx: &mut WriteTx, instances: &[&Seen], at: Timestamp) -> Result<()> {
     let dialect = tx.dialect();
-    for chunk in alerted.chunks(rows_per_statement(4)) {
+    for chunk in instances.chunks(rows_per_statement(4)) {
         let sql = format!(
             "INSERT INTO alerts (at, kind, agent, detail) VALUES {}",
             placeholders(dialect, chunk.len(), 4)
         );
         let mut query = sqlx::query(&sql);
-        for instance in chunk {
-            let detail = match instance.instance.agent_id {
+        for seen in chunk {
+            let instance = &seen.instance;
+            let detail = match instance.agent_id {
                 Some(id) => format!(
                     "launched at {}; its agent (id {id}) is not running",
-                    instance.instance.launched_at
+                    instance.launched_at
                 ),
                 None => format!(
                     "launched at {}; no agent has logged in from it",
-                    instance.instance.launched_at
+                    instance.launched_at
                 ),
+            };
+            let subject = AlertedInstance {
+                at,
+                asg: seen.asg.clone(),
+                instance: instance.clone(),
             };
             query = query
                 .bind(at.as_millis())
                 .bind(AlertKind::InstancesWithoutAgent.as_str())
-                .bind(subject_json(instance)?)
+                .bind(subject_json(&subject)?)
                 .bind(detail);
         }
         query.execute(tx.conn()).await?;
+    }
+    Ok(())
+}
+
+/// Marks `instances` alerted, or not.
+async fn set_alerted(tx: &mut WriteTx, instances: &[&Seen], alerted: bool) -> Result<()> {
+    let dialect = tx.dialect();
+    for chunk in instances.chunks(rows_per_statement(2)) {
         let sql = format!(
-            "UPDATE cloud_instances SET alerted = 1 WHERE {}",
-            (0..chunk.len())
-                .map(|n| format!("(asg = ${} AND instance_id = ${})", 2 * n + 1, 2 * n + 2))
-                .collect::<Vec<_>>()
-                .join(" OR ")
+            "UPDATE cloud_instances SET alerted = {} FROM (VALUES {}) AS v \
+             WHERE cloud_instances.asg = v.column1 AND cloud_instances.instance_id = v.column2",
+            i64::from(alerted),
+            placeholders(dialect, chunk.len(), 2)
         );
         let query = chunk.iter().fold(sqlx::query(&sql), |query, i| {
             query
