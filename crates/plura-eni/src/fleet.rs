@@ -89,11 +89,18 @@ impl FleetClient {
             server: self.base.clone(),
             why: format!("{path}: {why}"),
         };
-        let response = request
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .map_err(|e| failed(chain(&e)))?;
+        let response = request.bearer_auth(&self.token).send().await.map_err(|e| {
+            let why = chain(&e);
+            // The same words as the agent's, for the same cause.
+            if why.contains("certificate") {
+                failed(format!(
+                    "{why}; the server is not trusted: check --ca-file and \
+                         --server-fingerprint"
+                ))
+            } else {
+                failed(why)
+            }
+        })?;
         let status = response.status();
         if !status.is_success() {
             let body = response.text().await.unwrap_or_default();

@@ -66,11 +66,9 @@ impl Watch {
                 }
                 Err(e) => {
                     failures = failures.saturating_add(1);
-                    let backoff = Duration::from_secs(5)
-                        .saturating_mul(1 << failures.min(8))
-                        .min(interval.max(MAX_BACKOFF));
-                    tracing::warn!("{e}; next round in {}s", backoff.as_secs());
-                    backoff
+                    let wait = backoff(failures, interval);
+                    tracing::warn!("{e}; next round in {}s", wait.as_secs());
+                    wait
                 }
             };
             tokio::select! {
@@ -239,6 +237,14 @@ impl Watch {
     }
 }
 
+/// How long to wait after `failures` failed rounds in a row: 10 s, doubling, up to five minutes
+/// (or the interval, when it is longer).
+fn backoff(failures: u32, interval: Duration) -> Duration {
+    Duration::from_secs(5)
+        .saturating_mul(1 << failures.min(8))
+        .min(interval.max(MAX_BACKOFF))
+}
+
 impl Round {
     pub fn describe(&self) -> String {
         let mut verdicts: Vec<String> = self
@@ -323,6 +329,15 @@ pub fn region_of_zone(zone: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failed_rounds_back_off_up_to_five_minutes() {
+        let interval = Duration::from_secs(30);
+        let waits: Vec<u64> = (1..=7).map(|n| backoff(n, interval).as_secs()).collect();
+        assert_eq!(waits, [10, 20, 40, 80, 160, 300, 300]);
+        assert_eq!(backoff(1, Duration::from_secs(3600)).as_secs(), 10);
+        assert_eq!(backoff(20, Duration::from_secs(3600)).as_secs(), 1280);
+    }
 
     #[test]
     fn a_zone_names_its_region() {

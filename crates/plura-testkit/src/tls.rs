@@ -10,6 +10,8 @@ use plura_server::tls::{Certified, TlsFiles, quick_start};
 
 pub struct TestCa {
     pub files: TlsFiles,
+    /// The CA's certificate (PEM), as an agent's `ca_file` names it.
+    pub ca_file: std::path::PathBuf,
     ca_pem: Vec<u8>,
     _dir: tempfile::TempDir,
 }
@@ -26,6 +28,7 @@ impl TestCa {
                 key: made.key,
             },
             ca_pem: std::fs::read(&made.ca_cert).expect("the CA certificate"),
+            ca_file: made.ca_cert,
             _dir: dir,
         }
     }

@@ -253,3 +253,46 @@ async fn the_watch_says_clearly_when_the_server_cannot_be_told() {
     assert_eq!(run.code, 1, "{}", run.stderr);
     assert!(run.stderr.contains("PLURA_TOKEN"), "{}", run.stderr);
 }
+
+#[tokio::test]
+async fn the_watch_trusts_the_server_as_the_agent_does() {
+    let cloud = Cloud::start().await;
+    let ca = Arc::new(plura_testkit::tls::TestCa::new());
+    let server = TestServer::start_tls(Db::Sqlite, fast_policy(), ca.clone()).await;
+    assert!(server.base.starts_with("https://"), "{}", server.base);
+    let operator = server.token(Role::Operator).await;
+    let token_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(token_file.path(), format!("{operator}\n")).unwrap();
+    let token_file = token_file.path().to_str().unwrap();
+    let ca_file = ca.ca_file.to_str().unwrap();
+    let watch = |trust: &[&str]| {
+        let mut args = vec![
+            "watch",
+            "--server",
+            &server.base,
+            "--once",
+            "--token-file",
+            token_file,
+        ];
+        args.extend(trust);
+        args.iter().map(|a| a.to_string()).collect::<Vec<String>>()
+    };
+    // The private CA that signed the server's certificate: trusted.
+    let run = eni_owned(&cloud, watch(&["--ca-file", ca_file])).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    // Neither the system's store nor a pin of another certificate trusts it.
+    let run = eni_owned(&cloud, watch(&[])).await;
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.stderr.contains("UnknownIssuer"), "{}", run.stderr);
+    assert!(run.stderr.contains("check --ca-file"), "{}", run.stderr);
+    let other = "sha256:".to_string() + &"ab".repeat(32);
+    let pinned = watch(&["--ca-file", ca_file, "--server-fingerprint", &other]);
+    let run = eni_owned(&cloud, pinned).await;
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.stderr.contains("PinMismatch"), "{}", run.stderr);
+}
+
+async fn eni_owned(cloud: &Cloud, args: Vec<String>) -> Run {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    cloud.eni_with_env(&args, &[]).await
+}
