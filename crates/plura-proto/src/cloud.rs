@@ -216,7 +216,11 @@ pub struct GroupCoverage {
     pub asg: String,
     pub instances: u64,
     pub covered: u64,
+    /// The instances without a running agent, oldest first, up to the asked limit.
     pub uncovered: Vec<UncoveredInstance>,
+    /// Uncovered instances past the limit, not listed.
+    #[serde(default)]
+    pub uncovered_more: u64,
     /// When a watch last reported the group.
     pub reported_at: Timestamp,
 }

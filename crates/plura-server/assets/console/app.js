@@ -247,7 +247,7 @@ async function loadHistory(force = false) {
  * and each look checks every instance for a running agent). */
 async function loadCoverage() {
   if (state.coverage && Date.now() - state.coverageAt < 10000) return;
-  state.coverage = await getJson('/api/v1/coverage');
+  state.coverage = await getJson('/api/v1/coverage?limit=20');
   state.coverageAt = Date.now();
 }
 
@@ -434,7 +434,8 @@ function coverage() {
       booting ? el('span', { className: 'sub' }, ` · ${t('booting', { n: booting })}`) : null,
       missing.length ? el('ul', {}, missing.map((i) => el('li', { 'data-testid': 'uncovered', 'data-instance': i.instance_id },
         el('span', { className: 'mono' }, i.instance_id), ` ${i.zone} · `,
-        i.agent_id ? t('agentSilent', { id: i.agent_id }) : t('noAgent')))) : null);
+        i.agent_id ? t('agentSilent', { id: i.agent_id }) : t('noAgent'))),
+      g.uncovered_more ? el('li', {}, t('andMore', { n: g.uncovered_more })) : null) : null);
     }));
 }
 

@@ -80,13 +80,28 @@ pub async fn report(
     Ok(Json(outcome))
 }
 
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct CoverageParams {
+    /// Uncovered instances listed per group, oldest first: 1 to 10000, default 1000.
+    limit: Option<u32>,
+}
+
 /// Per watched Auto Scaling group: its live instances, how many have a running agent, and the
 /// others, with the agent known for each if any (monitor).
 #[utoipa::path(
-    get, path = "/api/v1/coverage", tag = "cloud",
+    get, path = "/api/v1/coverage", tag = "cloud", params(CoverageParams),
     responses((status = 200, body = Coverage), (status = 403, body = ErrorBody)),
     security(("api_token" = ["monitor"]))
 )]
-pub async fn coverage(_: Monitor, State(state): State<AppState>) -> ApiResult<Json<Coverage>> {
-    Ok(Json(state.fleet.coverage().await?))
+pub async fn coverage(
+    _: Monitor,
+    State(state): State<AppState>,
+    Query(params): Query<CoverageParams>,
+) -> ApiResult<Json<Coverage>> {
+    let limit = params.limit.unwrap_or(1000);
+    if !(1..=10_000).contains(&limit) {
+        return Err(ApiError::bad_request("limit: must be from 1 to 10000"));
+    }
+    Ok(Json(state.fleet.coverage(limit as usize).await?))
 }

@@ -73,11 +73,12 @@ impl Fleet {
         Ok(outcome)
     }
 
-    /// Each watched group's instances, and those without a running agent.
-    pub async fn coverage(&self) -> store::Result<Coverage> {
+    /// Each watched group's instances, and those without a running agent (at most `limit`
+    /// listed per group).
+    pub async fn coverage(&self, limit: usize) -> store::Result<Coverage> {
         let grace_from = Timestamp::now().minus(self.policy.cloud.coverage_grace);
         self.store
-            .coverage(grace_from)
+            .coverage(grace_from, limit)
             .await
             .doing(|| "reading the watched groups' coverage".into())
     }

@@ -49,9 +49,10 @@ pub trait CloudStore: Send + Sync {
         at: Timestamp,
     ) -> Result<CloudReportOutcome>;
 
-    /// Each watched group's instances and which of them have no running agent; instances
-    /// launched at or after `grace_from` are in their grace.
-    async fn coverage(&self, grace_from: Timestamp) -> Result<Coverage>;
+    /// Each watched group's instances and which of them have no running agent (at most
+    /// `limit` listed per group, oldest first); instances launched at or after `grace_from` are
+    /// in their grace.
+    async fn coverage(&self, grace_from: Timestamp, limit: usize) -> Result<Coverage>;
 
     /// Each watched group's counts as its last round found them (uncovered: past the grace
     /// then), with its time; and when a watch last reported.

@@ -248,6 +248,16 @@ pub async fn young_instances_are_in_their_grace(db: Db) {
         .map(|i| (i.instance_id.as_str(), i.in_grace))
         .collect();
     assert_eq!(uncovered, [("i-bare", false), ("i-young", true)]);
+    let bounded: Coverage = server.get("/api/v1/coverage?limit=1").await;
+    let listed: Vec<&str> = bounded.groups[1]
+        .uncovered
+        .iter()
+        .map(|i| i.instance_id.as_str())
+        .collect();
+    assert_eq!(
+        (listed, bounded.groups[1].uncovered_more),
+        (vec!["i-bare"], 1)
+    );
     assert_eq!(
         server
             .metric(r#"plura_cloud_group_uncovered_instances{asg="web"}"#)
@@ -279,6 +289,21 @@ pub async fn young_instances_are_in_their_grace(db: Db) {
     .await;
     let coverage: Coverage = server.get("/api/v1/coverage").await;
     assert_eq!(coverage.groups[1].instances, 2);
+    // The list is bounded; what is left out is counted.
+    let first: Coverage = server.get("/api/v1/coverage?limit=1").await;
+    let web = &first.groups[1];
+    assert_eq!((web.uncovered.len(), web.uncovered_more), (1, 0));
+    assert_eq!(web.uncovered[0].instance_id, "i-bare");
+    for limit in ["0", "10001", "x"] {
+        let response = server
+            .request(
+                Method::GET,
+                &format!("/api/v1/coverage?limit={limit}"),
+                Some(&server.admin),
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{limit}");
+    }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let alerts = receiver
         .delivered()

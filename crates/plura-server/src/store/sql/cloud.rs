@@ -78,7 +78,7 @@ impl CloudStore for SqlStore {
         })
     }
 
-    async fn coverage(&self, grace_from: Timestamp) -> Result<Coverage> {
+    async fn coverage(&self, grace_from: Timestamp, limit: usize) -> Result<Coverage> {
         let rows = sqlx::query(&format!(
             "SELECT g.asg, g.reported_at, i.instance_id, i.zone, i.launched_at, \
              CAST(CASE WHEN {RUNNING_ON_IT} THEN 1 ELSE 0 END AS BIGINT) AS covered, {AGENT_ON_IT} \
@@ -96,6 +96,7 @@ impl CloudStore for SqlStore {
                     instances: 0,
                     covered: 0,
                     uncovered: Vec::new(),
+                    uncovered_more: 0,
                     reported_at: rows::time(row, "reported_at")?,
                 });
             }
@@ -106,6 +107,10 @@ impl CloudStore for SqlStore {
             group.instances += 1;
             if row.try_get::<i64, _>("covered")? != 0 {
                 group.covered += 1;
+                continue;
+            }
+            if group.uncovered.len() >= limit {
+                group.uncovered_more += 1;
                 continue;
             }
             let launched_at = rows::time(row, "launched_at")?;
