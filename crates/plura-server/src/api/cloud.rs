@@ -38,15 +38,10 @@ pub async fn silent(
     State(state): State<AppState>,
     Query(params): Query<SilentParams>,
 ) -> ApiResult<Json<SilentAgentList>> {
-    let limit = params.limit.unwrap_or(1000);
-    if !(1..=MAX_VERDICTS_PER_REPORT as u32).contains(&limit) {
-        return Err(ApiError::bad_request(format!(
-            "limit: must be from 1 to {MAX_VERDICTS_PER_REPORT}"
-        )));
-    }
+    let limit = listed(params.limit)?;
     let items = state
         .fleet
-        .silent_agents(params.after.unwrap_or(0), limit)
+        .silent_agents(params.after.unwrap_or(0), limit as u32)
         .await?;
     Ok(Json(SilentAgentList { items }))
 }
@@ -99,9 +94,16 @@ pub async fn coverage(
     State(state): State<AppState>,
     Query(params): Query<CoverageParams>,
 ) -> ApiResult<Json<Coverage>> {
-    let limit = params.limit.unwrap_or(1000);
-    if !(1..=10_000).contains(&limit) {
-        return Err(ApiError::bad_request("limit: must be from 1 to 10000"));
+    Ok(Json(state.fleet.coverage(listed(params.limit)?).await?))
+}
+
+/// How many items a list answers: 1 to as many as a report takes, 1,000 unless asked.
+fn listed(limit: Option<u32>) -> ApiResult<usize> {
+    let limit = limit.map_or(1000, |n| n as usize);
+    if !(1..=MAX_VERDICTS_PER_REPORT).contains(&limit) {
+        return Err(ApiError::bad_request(format!(
+            "limit: must be from 1 to {MAX_VERDICTS_PER_REPORT}"
+        )));
     }
-    Ok(Json(state.fleet.coverage(limit as usize).await?))
+    Ok(limit)
 }

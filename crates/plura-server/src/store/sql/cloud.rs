@@ -214,7 +214,10 @@ async fn keep_verdicts(
             .map(|(id, _)| *id)
             .collect();
         for chunk in agents.chunks(rows_per_statement(1)) {
-            let released = decide_held_alerts(tx.conn(), chunk, verdict, rules).await?;
+            let released: HashSet<i64> = decide_held_alerts(tx.conn(), chunk, verdict, rules)
+                .await?
+                .into_iter()
+                .collect();
             if verdict == Verdict::Running {
                 newly_running.extend(chunk.iter().filter(|id| !released.contains(id)));
             }
