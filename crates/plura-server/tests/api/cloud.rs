@@ -390,3 +390,36 @@ pub async fn cloud_reports_are_checked_and_bounded(db: Db) {
         .await;
     expect_error(response, StatusCode::BAD_REQUEST, "bad_request").await;
 }
+
+/// On a shared database a watch may report to any server: the one that sweeps holds the stop
+/// alert, and the verdict posted to another decides it.
+pub async fn a_watch_may_report_to_any_server() {
+    let cloud = CloudPolicy {
+        verdict_wait: Duration::from_secs(600),
+        ..CloudPolicy::default()
+    };
+    let (server, receiver, operator) = start(Db::Postgres, cloud).await;
+    let other = server.another().await;
+    kept(&other, &operator, json!({})).await;
+    let id = on_instance(&server, 1, "i-shared").await;
+    server
+        .wait_for_status(id, AgentStatus::Stopped, STOP_WITHIN)
+        .await;
+    // Held: a few ticks go by without it.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(receiver.delivered().is_empty(), "the stop alert waits");
+    kept(
+        &other,
+        &operator,
+        json!({"verdicts": [verdict(id, "i-shared", "running")]}),
+    )
+    .await;
+    let alert = receiver
+        .wait_for(STOP_WITHIN, |r| {
+            r.json()["event"] == "agent_silent_on_running_instance"
+        })
+        .await
+        .expect("the verdict given through the other server decides the held alert");
+    assert_eq!(alert.json()["agents"][0]["agent"]["id"], id);
+    assert_eq!(server.agent(id).await.cloud.verdict, Some(Verdict::Running));
+}

@@ -60,6 +60,12 @@ plura_testkit::on_both_backends!(
     cloud_reports_are_checked_and_bounded,
 );
 
+/// PostgreSQL's alone: several servers share one database.
+#[tokio::test]
+async fn a_watch_may_report_to_any_server_postgres() {
+    cloud::a_watch_may_report_to_any_server().await;
+}
+
 /// PostgreSQL's alone: SQLite's planner needs no statistics to use an index.
 #[tokio::test]
 async fn a_fleet_registering_at_once_is_analysed_again_postgres() {
