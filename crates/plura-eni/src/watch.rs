@@ -32,6 +32,7 @@ pub struct Watch {
     groups: Vec<String>,
     /// The region of the groups, and of agents whose zone is not known.
     config: aws_config::SdkConfig,
+    autoscaling: aws_sdk_autoscaling::Client,
     ec2: HashMap<String, aws_sdk_ec2::Client>,
 }
 
@@ -45,10 +46,12 @@ pub struct Round {
 
 impl Watch {
     pub async fn new(fleet: FleetClient, groups: Vec<String>) -> Self {
+        let config = aws::config(None).await;
         Self {
             fleet,
             groups,
-            config: aws::config(None).await,
+            autoscaling: aws_sdk_autoscaling::Client::new(&config),
+            config,
             ec2: HashMap::new(),
         }
     }
@@ -146,12 +149,12 @@ impl Watch {
         if self.groups.is_empty() {
             return Vec::new();
         }
-        let autoscaling = aws_sdk_autoscaling::Client::new(&self.config);
         let ec2 = self.ec2_in(None).await;
         let mut reports = Vec::new();
         let mut instances = 0;
         for names in self.groups.chunks(GROUPS_PER_CALL) {
-            let described = autoscaling
+            let described = self
+                .autoscaling
                 .describe_auto_scaling_groups()
                 .set_auto_scaling_group_names(Some(names.to_vec()))
                 .into_paginator()
