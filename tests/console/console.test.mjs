@@ -2,55 +2,22 @@
 // real plura-server with agents logged in through the API.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, execFileSync } from 'node:child_process';
 import { createServer } from 'node:http';
-import { mkdtempSync, mkdirSync, readFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
-import { chromium } from 'playwright-core';
-import AxeBuilder from '@axe-core/playwright';
+import { mkdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { startServer, launchBrowser, accessibilityViolations } from './support.mjs';
 
-const target = process.env.CARGO_TARGET_DIR || resolve(import.meta.dirname, '../../target');
-const serverBin = process.env.PLURA_SERVER_BIN || join(target, 'debug', 'plura-server');
-const work = mkdtempSync(join(tmpdir(), 'plura-console-'));
-const database = `sqlite://${work}/console.db`;
-const screenshots = process.env.PLURA_SCREENSHOTS || join(work, 'screenshots');
 // No spaces: a hostname may not hold any, and markup does not need them.
 const XSS = '<img/src=x/onerror=alert(1)>';
 
 let server;
 let base;
+let cli;
+let screenshots;
 let tokens = {};
 let enrollment;
 let browser;
 const beating = new Map(); // agent id -> heartbeat timer
-
-function cli(...args) {
-  const out = execFileSync(serverBin, [...args, '--database', database], { encoding: 'utf8' });
-  return out.trim().split('\n').pop().trim();
-}
-
-async function startServer() {
-  server = spawn(serverBin, ['serve', '--listen', '127.0.0.1:0', '--database', database,
-    '--heartbeat-interval', '1s', '--allow-loopback-webhooks'], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  server.stderr.on('data', (chunk) => { stderr += chunk; });
-  base = await new Promise((resolveBase, reject) => {
-    server.stdout.on('data', (chunk) => {
-      stdout += chunk;
-      // The server says where it listens, on stdout, after the first-start token.
-      const match = stdout.match(/^Listening on (\S+)$/m);
-      if (match) resolveBase(match[1]);
-    });
-    server.on('exit', (code) => reject(new Error(`plura-server exited (${code}): ${stderr}`)));
-  });
-  // The first start writes the admin token to an owner-only file and says where.
-  const file = stdout.match(/^First start: the admin API token is in (.+)$/m);
-  assert.ok(file, `first start names the admin token's file: ${stdout}`);
-  tokens.admin = readFileSync(file[1], 'utf8').trim();
-  assert.ok(tokens.admin.startsWith('plura_'), 'the file holds the token');
-}
 
 async function loginAgent(ip, hostname, { kind = 'waf', os = 'Ubuntu 24.04', heartbeat = true, machineId, cloud } = {}) {
   const response = await fetch(`${base}/api/v1/agents/login`, {
@@ -78,7 +45,10 @@ async function apiGet(path) {
 }
 
 before(async () => {
-  await startServer();
+  server = await startServer({ args: ['--heartbeat-interval', '1s', '--allow-loopback-webhooks'] });
+  ({ base, cli } = server);
+  tokens.admin = server.admin;
+  screenshots = process.env.PLURA_SCREENSHOTS || join(server.work, 'screenshots');
   enrollment = cli('enrollment-token');
   tokens.operator = cli('token', 'create', '--role', 'operator', '--name', 'ops');
   tokens.monitor = cli('token', 'create', '--role', 'monitor', '--name', 'noc');
@@ -87,10 +57,7 @@ before(async () => {
   await loginAgent('10.0.1.1', 'web-gateway');
   await loginAgent('10.0.2.1', 'edr-a', { kind: 'edr', os: 'Rocky 9' });
   await loginAgent('10.0.2.2', 'edr-b', { kind: 'edr', os: 'Rocky 9' });
-  browser = await chromium.launch({
-    executablePath: process.env.PLURA_CHROMIUM || '/usr/bin/chromium',
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
-  });
+  browser = await launchBrowser();
   mkdirSync(screenshots, { recursive: true });
   console.log(`screenshots: ${screenshots}`);
 });
@@ -98,7 +65,7 @@ before(async () => {
 after(async () => {
   for (const timer of beating.values()) clearInterval(timer);
   await browser?.close();
-  server?.kill('SIGTERM');
+  server?.stop();
 });
 
 /** A signed-in console page for `role`, in English unless `locale` says otherwise. */
@@ -507,18 +474,6 @@ test('a search matching more than its count limit says so and pages on', async (
   assert.match(await page.textContent('nav.pager'), /Page 2(?! of)/);
   await page.context().close();
 });
-
-/** What axe-core finds against WCAG 2.1 A and AA on the page as it is: one line per rule broken,
- * naming a few of the elements that break it. */
-async function accessibilityViolations(page) {
-  const results = await new AxeBuilder({ page })
-    .withTags(['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa'])
-    .analyze();
-  return results.violations.map((violation) => {
-    const where = violation.nodes.slice(0, 3).map((node) => node.target.join(' ')).join('; ');
-    return `${violation.id} (${violation.nodes.length}): ${where}`;
-  });
-}
 
 test('every view has no WCAG 2.1 A or AA violation', async () => {
   const signInContext = await browser.newContext();

@@ -77,6 +77,10 @@ pub struct UserInfo {
     pub last_sign_in_at: Option<Timestamp>,
     /// Its sign-ins that have not ended.
     pub sessions: u64,
+    /// The identity provider (OpenID Connect issuer) this person signs in through; `null`: a
+    /// local user with a password.
+    #[serde(default)]
+    pub sso_issuer: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -290,6 +290,12 @@ pub enum AuditAction {
     EnrollmentTokenRotated,
     WebhookAdded,
     WebhookDeleted,
+    /// A person signed in through the identity provider (OpenID Connect); the first time, their
+    /// user was made.
+    SsoSignedIn,
+    /// A sign-in through the identity provider refused: no role for the person, their user
+    /// disabled, or an answer from the provider that did not check out.
+    SsoRefused,
 }
 
 /// A record of the audit log: who did what (to which agent, if to one), kept after the agent is
@@ -394,6 +400,20 @@ pub struct Session {
     pub name: String,
     pub role: Role,
     pub expires_at: Timestamp,
+    /// For a sign-in through the identity provider: where the browser goes after signing out
+    /// here, to end the provider's sign-in too (when the provider has such an endpoint).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_session_url: Option<String>,
+}
+
+/// Sign-in through the company's identity provider, offered when the server is set up for it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct SingleSignOn {
+    /// Where the browser goes to start it.
+    pub login_url: String,
+    /// The provider (OpenID Connect issuer).
+    pub issuer: String,
 }
 
 /// Every error the API answers, with a 4xx or 5xx status.
@@ -425,6 +445,8 @@ text_enum!(AuditAction {
     EnrollmentTokenRotated => "enrollment_token_rotated",
     WebhookAdded => "webhook_added",
     WebhookDeleted => "webhook_deleted",
+    SsoSignedIn => "sso_signed_in",
+    SsoRefused => "sso_refused",
 });
 text_enum!(EventKind {
     Registered => "registered",

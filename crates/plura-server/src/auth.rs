@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::credentials;
 use crate::enrollment::EnrollmentCheck;
 use crate::secret::{hash_token, new_token};
-use crate::store::{self, Credential, Doing, Holder, Store};
+use crate::store::{self, Credential, Doing, Holder, SsoPerson, SsoSignIn, Store};
 
 const BOOTSTRAPPED_KEY: &str = "bootstrapped_at";
 
@@ -183,10 +183,7 @@ impl Auth {
         let (Some(role), true) = (role, valid) else {
             return Ok(None);
         };
-        let token = new_token("plura");
-        let now = Timestamp::now();
-        let expires_at =
-            Timestamp::from_millis(now.as_millis() + SESSION_LIFETIME.as_millis() as i64);
+        let (token, now, expires_at) = new_session();
         // A user disabled since its password was checked gets no sign-in.
         if !self
             .store
@@ -201,7 +198,29 @@ impl Auth {
             name: name.to_string(),
             role,
             expires_at,
+            end_session_url: None,
         }))
+    }
+
+    /// Starts a sign-in for a person the identity provider vouched for, making their user the
+    /// first time; `None` when an admin disabled that user.
+    pub async fn sso_sign_in(&self, person: &SsoPerson) -> store::Result<Option<Session>> {
+        let (token, now, expires_at) = new_session();
+        let signed_in = self
+            .store
+            .sso_sign_in(person, &hash_token(&token), now, expires_at)
+            .await
+            .doing(|| format!("signing in {:?} through the identity provider", person.name))?;
+        Ok(match signed_in {
+            SsoSignIn::Started { name, .. } => Some(Session {
+                token,
+                name,
+                role: person.role,
+                expires_at,
+                end_session_url: None,
+            }),
+            SsoSignIn::Disabled { .. } => None,
+        })
     }
 
     /// Whether `token` is an enrollment token agents may log in with now.
@@ -212,6 +231,13 @@ impl Auth {
 
 /// How long a console sign-in lasts.
 pub const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 3600);
+
+/// A new sign-in's token, when it starts (now) and when it ends.
+fn new_session() -> (String, Timestamp, Timestamp) {
+    let now = Timestamp::now();
+    let expires_at = Timestamp::from_millis(now.as_millis() + SESSION_LIFETIME.as_millis() as i64);
+    (new_token("plura"), now, expires_at)
+}
 
 /// A hash no password matches, checked for unknown users so they take as long as known ones.
 static DECOY_HASH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {

@@ -4,6 +4,7 @@
 //! - `server`: connections (accepting, TLS, trusted proxies, limits per source, shutdown).
 //! - `api`: the HTTP routes, the role each needs, the error body, the OpenAPI document.
 //! - `auth`, `credentials`, `enrollment`: who is calling, and the credentials' life cycle.
+//! - `oidc`: sign-in through the company's identity provider (OpenID Connect).
 //! - `fleet`: the domain's rules over the agents, and the one way to see and change them.
 //! - `read_model`: what this server keeps of the agents in memory (running agents, the index,
 //!   the summary's cache).
@@ -23,6 +24,7 @@ mod csv;
 pub mod enrollment;
 pub mod fleet;
 pub mod metrics;
+pub mod oidc;
 mod rate;
 pub mod read_model;
 pub mod secret;

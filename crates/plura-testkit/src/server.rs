@@ -138,6 +138,7 @@ impl TestServer {
             store.clone(),
             policy,
             carried.limits,
+            None,
             shutdown.clone(),
         ));
         Self {

@@ -77,16 +77,39 @@ function listParams(extra = {}) {
 // ---------------------------------------------------------------- sign-in
 
 function signOut() {
+  const endSession = sessionStorage.getItem('plura.end_session');
+  let ended = Promise.resolve();
   if (sessionStorage.getItem('plura.session') && state.token) {
-    // A token minted by a password sign-in ends here; a CLI token is not ours to revoke.
-    fetch('/api/v1/session', { method: 'DELETE', headers: { Authorization: `Bearer ${state.token}` } })
+    // A token minted by a sign-in ends here; a CLI token is not ours to revoke.
+    ended = fetch('/api/v1/session', { method: 'DELETE', headers: { Authorization: `Bearer ${state.token}` } })
       .catch(() => {});
   }
-  sessionStorage.removeItem('plura.token');
-  sessionStorage.removeItem('plura.session');
+  for (const key of ['plura.token', 'plura.session', 'plura.end_session']) sessionStorage.removeItem(key);
   state.token = null;
   state.me = null;
-  renderSignIn();
+  // A sign-in through the identity provider ends there too, which sends the browser back here.
+  if (endSession) ended.then(() => window.location.assign(endSession));
+  else renderSignIn();
+}
+
+/** Picks up the sign-in the identity provider's callback just started (it sent us to #sso). */
+async function pickUpSso() {
+  history.replaceState(null, '', '/');
+  const response = await fetch('/api/v1/session/sso', { method: 'POST' });
+  const body = await response.json().catch(() => ({}));
+  if (!response.ok) return renderSignIn(body.message || response.statusText);
+  if (body.end_session_url) sessionStorage.setItem('plura.end_session', body.end_session_url);
+  await signedIn(body.token, true);
+}
+
+/** Where sign-in through the identity provider starts, if this server offers it. */
+let ssoOffer;
+async function singleSignOn() {
+  if (ssoOffer === undefined) {
+    const response = await fetch('/api/v1/session/sso').catch(() => null);
+    ssoOffer = response?.ok ? await response.json() : null;
+  }
+  return ssoOffer;
 }
 
 let signInMode = 'token';
@@ -100,7 +123,8 @@ async function signedIn(token, session) {
   start();
 }
 
-function renderSignIn(message) {
+async function renderSignIn(message) {
+  const sso = await singleSignOn();
   const input = (id, type, label, extra = {}) => [
     el('label', { for: id }, label),
     el('input', { id, type, required: true, autocomplete: 'off', ...extra }),
@@ -139,6 +163,8 @@ function renderSignIn(message) {
     },
   },
   el('h1', {}, t('product')),
+  sso ? [el('a', { className: 'button primary', href: sso.login_url, 'data-testid': 'signin-sso' }, t('withSso')),
+    el('p', { className: 'or' }, t('orLocally'))] : null,
   el('div', { className: 'tabs', role: 'tablist' }, mode('token', t('withToken')), mode('password', t('withPassword'))),
   fields,
   message ? el('p', { className: 'error', role: 'alert' }, message) : null,
@@ -726,4 +752,4 @@ function detailPanel() {
           el('td', {}, time(e.at)), el('td', {}, el('span', { className: `event ${e.event}` }, e.event)), el('td', {}, e.detail))))));
 }
 
-if (state.token) start(); else renderSignIn();
+if (window.location.hash === '#sso') pickUpSso(); else if (state.token) start(); else renderSignIn();

@@ -4,6 +4,7 @@ const LABELS = {
     title: 'System Management', product: 'PLURA Fleet', signIn: 'Sign in', signOut: 'Sign out',
     tokenLabel: 'API token', tokenHint: 'plura-server token create --role admin|operator|monitor',
     badToken: 'That token was not accepted.', role: 'Role',
+    withSso: 'Sign in with SSO', sso: 'SSO', orLocally: 'or sign in here',
     withToken: 'API token', withPassword: 'User / password', username: 'User', password: 'Password',
     monitor: 'monitor', operator: 'operator', admin: 'admin',
     registered: 'Registered', onOff: 'ON / OFF', running: 'Running', stopped: 'Stopped',
@@ -55,11 +56,13 @@ const LABELS = {
     passwordOptional: 'Password (optional: one is made)',
     token_revoked: 'token revoked', user_disabled: 'user disabled', user_enabled: 'user enabled',
     user_deleted: 'user deleted', password_changed: 'password changed',
+    sso_signed_in: 'signed in (SSO)', sso_refused: 'sign-in refused (SSO)',
   },
   ko: {
     title: '시스템 관리', product: 'PLURA Fleet', signIn: '로그인', signOut: '로그아웃',
     tokenLabel: 'API 토큰', tokenHint: 'plura-server token create --role admin|operator|monitor',
     badToken: '토큰이 올바르지 않습니다.', role: '권한',
+    withSso: 'SSO로 로그인', sso: 'SSO', orLocally: '또는 여기서 로그인',
     withToken: 'API 토큰', withPassword: '사용자 / 비밀번호', username: '사용자', password: '비밀번호',
     monitor: '모니터', operator: '운영자', admin: '관리자',
     registered: '등록', onOff: 'ON / OFF', running: '실행 중', stopped: '중지',
@@ -111,6 +114,7 @@ const LABELS = {
     passwordOptional: '비밀번호 (선택: 비우면 생성)',
     token_revoked: '토큰 폐기', user_disabled: '사용자 비활성화', user_enabled: '사용자 활성화',
     user_deleted: '사용자 삭제', password_changed: '비밀번호 변경',
+    sso_signed_in: 'SSO 로그인', sso_refused: 'SSO 로그인 거부',
   },
 };
 

@@ -49,7 +49,9 @@ export function credentialsView({ tokens, users, shown, me, api, changed, made, 
         const patch = (body) => api(path, { method: 'PATCH', body });
         const self = user.name === me.name;
         return el('tr', { 'data-user': user.name, 'data-disabled': String(Boolean(user.disabled_at)) },
-          el('td', {}, user.name), el('td', {}, t(user.role)), el('td', {}, time(user.created_at)),
+          el('td', {}, user.name, user.sso_issuer
+            ? el('span', { className: 'badge', title: user.sso_issuer, 'data-testid': 'user-sso' }, t('sso')) : null),
+          el('td', {}, t(user.role)), el('td', {}, time(user.created_at)),
           el('td', {}, user.disabled_at ? `${t('userDisabled')} ${time(user.disabled_at)}` : t('userEnabled')),
           el('td', {}, time(user.last_sign_in_at)), el('td', {}, user.sessions),
           el('td', { className: 'actions' },
@@ -58,7 +60,8 @@ export function credentialsView({ tokens, users, shown, me, api, changed, made, 
               : self ? null : button('disable', 'user-disable', act(async () => {
                 if (confirm(t('confirmDisable', { name: user.name }))) await patch({ disabled: true });
               })),
-            button('setPassword', 'user-password', act(async () => {
+            // A person of the identity provider has no password here.
+            user.sso_issuer ? null : button('setPassword', 'user-password', act(async () => {
               const password = prompt(t('newPassword', { name: user.name }));
               if (password) await patch({ password });
             })),

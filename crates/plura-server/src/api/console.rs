@@ -51,8 +51,51 @@ pub async fn asset(Path(name): Path<String>) -> Response {
 
 fn file(content_type: &'static str, body: &'static str) -> Response {
     let mut response = body.into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    secured(response)
+}
+
+/// A page of its own (a refused sign-in), styled as the console, with a link back to it.
+pub fn page(status: StatusCode, title: &str, message: &str) -> Response {
+    let html = format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>{title} · PLURA Fleet</title><link rel=\"stylesheet\" href=\"/console/app.css\">\
+         </head><body><main class=\"signin notice\" data-testid=\"notice\"><h1>{title}</h1>\
+         <p role=\"alert\">{message}</p><p><a href=\"/\">Back to the sign-in page</a></p></main>\
+         </body></html>\n",
+        title = escape(title),
+        message = escape(message),
+    );
+    let mut response = (status, html).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    secured(response)
+}
+
+/// `text` as HTML text: what a person's name or a provider's message holds stays text.
+fn escape(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '<' => escaped.push_str("&lt;"),
+            '>' => escaped.push_str("&gt;"),
+            '&' => escaped.push_str("&amp;"),
+            '"' => escaped.push_str("&quot;"),
+            '\'' => escaped.push_str("&#39;"),
+            c => escaped.push(c),
+        }
+    }
+    escaped
+}
+
+/// The console's protections on a response of its own.
+fn secured(mut response: Response) -> Response {
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(CONTENT_SECURITY_POLICY),

@@ -140,6 +140,7 @@ impl From<StoreError> for ApiError {
             StoreError::AlreadyRegistered { .. }
             | StoreError::UserExists(_)
             | StoreError::TokenExists(_)
+            | StoreError::NotLocalUser(_)
             | StoreError::WebhookExists { .. } => {
                 Self::new(StatusCode::CONFLICT, "conflict", e.to_string())
             }

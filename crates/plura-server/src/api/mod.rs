@@ -9,6 +9,7 @@ mod credentials;
 mod doc;
 mod error;
 mod manage;
+mod oidc;
 mod ops;
 mod roles;
 mod session;
@@ -78,6 +79,11 @@ pub struct Shared {
     pub logins: Arc<SourceRate>,
     /// Logins with a wrong enrollment token per source address: a budget apart from `logins`.
     pub wrong_enrollment_tokens: Arc<SourceRate>,
+    /// Sign-in through the identity provider, when the server is set up for it.
+    pub oidc: Option<Arc<crate::oidc::RelyingParty>>,
+    /// Sign-ins through the identity provider begun or finished per source address: each makes
+    /// the server call the provider.
+    pub sso_tries: Arc<SourceRate>,
     /// Live streams open, in all and per credential.
     pub streams: Arc<crate::slots::Slots>,
     /// CSV exports running, in all and per credential.
@@ -109,6 +115,7 @@ fn documented() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(credentials::users, credentials::create_user))
         .routes(routes!(credentials::patch_user, credentials::delete_user))
         .routes(routes!(session::sign_in, session::sign_out))
+        .routes(routes!(oidc::offer, oidc::pick_up))
         .routes(routes!(stream::changes))
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))
@@ -135,6 +142,8 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
         get(move || async move { axum::Json(doc.as_ref().clone()) }),
     )
     .route("/", get(console::index))
+    .route(oidc::LOGIN_PATH, get(oidc::login))
+    .route(crate::oidc::CALLBACK_PATH, get(oidc::callback))
     .route("/console/{file}", get(console::asset))
     .fallback(|| async { ApiError::not_found("no such route") })
     .method_not_allowed_fallback(|| async {

@@ -17,6 +17,7 @@ use crate::fleet::{
     CloudPolicy, DEFAULT_COVERAGE_GRACE, DEFAULT_EVENT_RETENTION, DEFAULT_HEARTBEAT_INTERVAL,
     DEFAULT_VERDICT_WAIT, LivenessPolicy,
 };
+use crate::oidc::{self, OidcSettings, RelyingParty, RoleRules};
 use crate::store::Store;
 use crate::tls::{Certified, TlsFiles};
 use crate::{alerts, auth, secret, server, store};
@@ -130,6 +131,105 @@ pub(super) struct ServeArgs {
     /// command line that `ps` shows.
     #[arg(long, env = "PLURA_ALERT_SECRET", hide_env_values = true)]
     alert_secret: Option<String>,
+    #[command(flatten)]
+    oidc: OidcArgs,
+}
+
+/// Sign-in through the company's identity provider (OpenID Connect).
+#[derive(Debug, Args)]
+struct OidcArgs {
+    /// The address people reach the console at (https://fleet.example.com); the identity
+    /// provider sends them back to {URL}/auth/oidc/callback.
+    #[arg(long, env = "PLURA_PUBLIC_URL", value_name = "URL")]
+    public_url: Option<String>,
+    /// Let people sign in through this OpenID Connect provider: its issuer URL, exactly as its
+    /// discovery document has it. The client secret is read from PLURA_OIDC_CLIENT_SECRET or
+    /// --oidc-client-secret-file.
+    #[arg(
+        long,
+        env = "PLURA_OIDC_ISSUER",
+        value_name = "URL",
+        requires_all = ["public_url", "oidc_client_id"]
+    )]
+    oidc_issuer: Option<String>,
+    /// This server's client id at the provider.
+    #[arg(long, env = "PLURA_OIDC_CLIENT_ID", requires = "oidc_issuer")]
+    oidc_client_id: Option<String>,
+    /// Read the client secret from this file (without it, PLURA_OIDC_CLIENT_SECRET; with
+    /// neither, a public client proven by PKCE alone).
+    #[arg(
+        long,
+        env = "PLURA_OIDC_CLIENT_SECRET_FILE",
+        value_name = "FILE",
+        requires = "oidc_issuer"
+    )]
+    oidc_client_secret_file: Option<PathBuf>,
+    /// The scopes asked for, separated by spaces.
+    #[arg(long, default_value = oidc::DEFAULT_SCOPES, requires = "oidc_issuer")]
+    oidc_scopes: String,
+    /// The claim (of the ID token or the UserInfo answer) whose values give roles; a dotted
+    /// path reaches into objects (realm_access.roles).
+    #[arg(long, default_value = "groups", requires = "oidc_issuer")]
+    oidc_role_claim: String,
+    /// Values of the role claim that make a person an admin. The highest role matched wins;
+    /// a person matching none is refused.
+    #[arg(long, value_name = "VALUE", num_args = 1.., requires = "oidc_issuer")]
+    oidc_admin: Vec<String>,
+    /// Values of the role claim that make a person an operator.
+    #[arg(long, value_name = "VALUE", num_args = 1.., requires = "oidc_issuer")]
+    oidc_operator: Vec<String>,
+    /// Values of the role claim that make a person a monitor.
+    #[arg(long, value_name = "VALUE", num_args = 1.., requires = "oidc_issuer")]
+    oidc_monitor: Vec<String>,
+    /// Trust the provider's certificate through this CA (PEM) besides the system's.
+    #[arg(long, value_name = "FILE", requires = "oidc_issuer")]
+    oidc_ca_file: Option<PathBuf>,
+}
+
+impl OidcArgs {
+    /// The relying party these settings make, if the server is to be one.
+    fn check(self) -> anyhow::Result<Option<Arc<RelyingParty>>> {
+        let (Some(issuer), Some(client_id), Some(public_url)) =
+            (self.oidc_issuer, self.oidc_client_id, self.public_url)
+        else {
+            return Ok(None);
+        };
+        let client_secret = match &self.oidc_client_secret_file {
+            Some(file) => Some(
+                std::fs::read_to_string(file)
+                    .with_context(|| {
+                        format!("cannot read --oidc-client-secret-file {}", file.display())
+                    })?
+                    .trim()
+                    .to_string(),
+            ),
+            None => std::env::var("PLURA_OIDC_CLIENT_SECRET").ok(),
+        }
+        .filter(|secret| !secret.is_empty());
+        let party = RelyingParty::new(OidcSettings {
+            issuer,
+            client_id,
+            client_secret,
+            public_url,
+            scopes: self
+                .oidc_scopes
+                .split_whitespace()
+                .map(String::from)
+                .collect(),
+            roles: RoleRules {
+                claim: self.oidc_role_claim,
+                admin: self.oidc_admin,
+                operator: self.oidc_operator,
+                monitor: self.oidc_monitor,
+            },
+            ca_file: self.oidc_ca_file,
+        })?;
+        tracing::info!(
+            issuer = party.issuer(),
+            "sign-in through the identity provider is on"
+        );
+        Ok(Some(Arc::new(party)))
+    }
 }
 
 /// Everything `serve` was told, checked: nothing reaches the database before this is done.
@@ -139,6 +239,7 @@ pub(super) struct Settings {
     limits: server::Limits,
     front: server::Front,
     webhooks: CommandLineWebhooks,
+    oidc: Option<Arc<RelyingParty>>,
 }
 
 /// The alert webhooks the command line names, with the secret that signs them.
@@ -172,6 +273,7 @@ impl ServeArgs {
             self.alert_slack_file.as_deref(),
             self.alert_secret,
         )?;
+        let oidc = self.oidc.check()?;
         Ok(Settings {
             listen: self.listen,
             policy,
@@ -190,6 +292,7 @@ impl ServeArgs {
                 proxy_protocol: self.proxy_protocol,
             },
             webhooks,
+            oidc,
         })
     }
 }
@@ -261,6 +364,7 @@ pub(super) async fn serve(store: store::SqlStore, settings: Settings) -> anyhow:
         limits,
         front,
         webhooks,
+        oidc,
     } = settings;
     tracing::info!(database = ?store.backend(), "database ready");
     for (id, ip, hostname) in store.hostnames_not_in_normal_form(100).await? {
@@ -305,7 +409,16 @@ pub(super) async fn serve(store: store::SqlStore, settings: Settings) -> anyhow:
     tracing::info!("open-file limit: {files}");
     let shutdown = CancellationToken::new();
     let signals = tokio::spawn(server::cancel_on_signal(shutdown.clone()));
-    let served = server::serve(listener, front, Arc::new(store), policy, limits, shutdown).await;
+    let served = server::serve(
+        listener,
+        front,
+        Arc::new(store),
+        policy,
+        limits,
+        oidc,
+        shutdown,
+    )
+    .await;
     signals.abort();
     served
 }

@@ -54,6 +54,10 @@ pub struct Peer {
     pub stated_client: Option<std::net::SocketAddr>,
 }
 
+/// Sign-ins through the identity provider each source may begin or finish per second (in bursts
+/// of ten seconds' worth): a person needs two.
+const SSO_TRIES_PER_SOURCE: u32 = 2;
+
 /// Tries with a wrong enrollment token each source may make per second (in bursts of ten
 /// seconds' worth): an agent with a stale token retries far less often.
 const WRONG_ENROLLMENT_TOKENS_PER_SOURCE: u32 = 1;
@@ -136,6 +140,7 @@ pub async fn serve(
     store: Arc<dyn Store>,
     policy: LivenessPolicy,
     limits: Limits,
+    oidc: Option<Arc<crate::oidc::RelyingParty>>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
@@ -164,6 +169,8 @@ pub async fn serve(
         wrong_enrollment_tokens: Arc::new(SourceRate::new(Some(
             WRONG_ENROLLMENT_TOKENS_PER_SOURCE,
         ))),
+        oidc,
+        sso_tries: Arc::new(SourceRate::new(Some(SSO_TRIES_PER_SOURCE))),
         streams: Arc::new(crate::slots::Slots::new(
             api::MAX_STREAMS,
             api::MAX_STREAMS_PER_CREDENTIAL,

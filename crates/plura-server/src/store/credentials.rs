@@ -1,10 +1,10 @@
-//! What the credentials' storage takes and answers: role tokens, console users and their
-//! sign-ins.
+//! What the credentials' storage takes and answers: role tokens, console users (local, or people
+//! of the identity provider) and their sign-ins.
 
 use async_trait::async_trait;
 use plura_proto::{Role, Timestamp, TokenInfo, UserInfo};
 
-use super::{Actor, Result};
+use super::{Actor, Audit, Result};
 
 /// Which credential a caller showed, by its id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -22,6 +22,8 @@ pub struct Holder {
     /// The token's or the signed-in user's name.
     pub name: String,
     pub role: Role,
+    /// When the credential stops working, if it ever does.
+    pub expires_at: Option<Timestamp>,
 }
 
 /// A console user as a sign-in checks it.
@@ -30,6 +32,29 @@ pub struct StoredUser {
     pub password_hash: String,
     pub role: Role,
     pub disabled: bool,
+}
+
+/// A person the identity provider vouched for, as a sign-in through it records them.
+#[derive(Debug, Clone)]
+pub struct SsoPerson {
+    /// The provider (OpenID Connect issuer) and its id for the person (`sub`): who they are.
+    pub issuer: String,
+    pub subject: String,
+    /// The name their user gets when it is made (`sso:` and their preferred name or email).
+    pub name: String,
+    /// The role their claims give them now.
+    pub role: Role,
+    /// Which claim value gave that role, for the audit log.
+    pub because: String,
+}
+
+/// What became of a sign-in through the identity provider.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SsoSignIn {
+    /// Signed in as the user `name`; `made` at this first sign-in.
+    Started { name: String, made: bool },
+    /// The person's user was disabled by an admin: no sign-in (and it stays disabled).
+    Disabled { name: String },
 }
 
 /// A token named by its name or its id (names are never all digits, so the two cannot mix).
@@ -107,7 +132,22 @@ pub trait CredentialStore: Send + Sync {
         by: Actor<'_>,
     ) -> Result<UserInfo>;
 
-    /// The user with this name, as a sign-in checks it.
+    /// Signs in a person the identity provider vouched for, with a session of this hash: makes
+    /// their user at the first sign-in, and sets its role again each time, unless an admin
+    /// disabled it. The sign-in, or its refusal, is in the audit log.
+    async fn sso_sign_in(
+        &self,
+        person: &SsoPerson,
+        hash: &str,
+        at: Timestamp,
+        expires_at: Timestamp,
+    ) -> Result<SsoSignIn>;
+
+    /// Writes an audit record of something that changed nothing (a refused sign-in).
+    async fn record_audit(&self, audit: Audit<'_>) -> Result<()>;
+
+    /// The local user with this name, as a password sign-in checks it (a person of the identity
+    /// provider has no password here, so is not one).
     async fn user(&self, name: &str) -> Result<Option<StoredUser>>;
 
     /// Every console user, by name.

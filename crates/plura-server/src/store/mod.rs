@@ -45,6 +45,11 @@ pub enum StoreError {
     UserExists(String),
     #[error("a token named {0:?} exists already")]
     TokenExists(String),
+    #[error(
+        "{0:?} signs in through the identity provider: it has no password here (disable it to \
+         keep it out)"
+    )]
+    NotLocalUser(String),
     #[error("a {format} webhook to that URL exists already")]
     WebhookExists { format: WebhookFormat },
     /// Concurrent writers (other servers on the same database) kept winning; the caller may

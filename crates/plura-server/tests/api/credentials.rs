@@ -383,3 +383,142 @@ pub async fn users_are_disabled_enabled_deleted_and_their_sign_ins_end(db: Db) {
     );
     server.finish().await;
 }
+
+/// A person the identity provider vouched for, as the callback hands them to the store.
+fn person(subject: &str, name: &str, role: Role) -> store::SsoPerson {
+    store::SsoPerson {
+        issuer: "https://idp.example.com".into(),
+        subject: subject.into(),
+        name: name.into(),
+        role,
+        because: format!("groups={role}s"),
+    }
+}
+
+/// Signs `person` in with a new session token; answers the token and what became of it.
+async fn sso_sign_in(server: &TestServer, person: &store::SsoPerson) -> (String, store::SsoSignIn) {
+    let token = plura_server::secret::new_token("plura");
+    let now = Timestamp::now();
+    let until = Timestamp::from_millis(now.as_millis() + 60_000);
+    let outcome = server
+        .store()
+        .sso_sign_in(person, &hash_token(&token), now, until)
+        .await
+        .unwrap();
+    (token, outcome)
+}
+
+/// People of the identity provider are users keyed by (issuer, subject), never the local user of
+/// the same name; their role is set at each sign-in, a disabled one stays out, and they have no
+/// password here. (The whole flow, with a real provider, is in the console's tests.)
+pub async fn people_of_the_identity_provider_are_users_apart(db: Db) {
+    let server = TestServer::start(db).await;
+    let (token, outcome) = sso_sign_in(&server, &person("s-1", "sso:alice", Role::Admin)).await;
+    let started = |name: &str, made| store::SsoSignIn::Started {
+        name: name.into(),
+        made,
+    };
+    assert_eq!(outcome, started("sso:alice", true));
+    let me: plura_proto::WhoAmI = json_ok(
+        server
+            .request(Method::GET, "/api/v1/me", Some(&token))
+            .await,
+    )
+    .await;
+    assert_eq!((me.name.as_str(), me.role), ("sso:alice", Role::Admin));
+
+    // Signed in again with fewer groups: the role follows; the user is the same one.
+    let (token, outcome) = sso_sign_in(&server, &person("s-1", "sso:alice", Role::Monitor)).await;
+    assert_eq!(outcome, started("sso:alice", false));
+    let me: plura_proto::WhoAmI = json_ok(
+        server
+            .request(Method::GET, "/api/v1/me", Some(&token))
+            .await,
+    )
+    .await;
+    assert_eq!(me.role, Role::Monitor);
+
+    // Another person who prefers the same name is another user.
+    let (_, outcome) = sso_sign_in(&server, &person("s-2", "sso:alice", Role::Operator)).await;
+    let store::SsoSignIn::Started {
+        name: other,
+        made: true,
+    } = outcome
+    else {
+        panic!("{outcome:?}")
+    };
+    assert!(
+        other.starts_with("sso:alice~") && other.len() == "sso:alice~".len() + 8,
+        "{other}"
+    );
+
+    let users: UserList = server.get("/api/v1/users").await;
+    let alice = users.items.iter().find(|u| u.name == "sso:alice").unwrap();
+    assert_eq!(alice.sso_issuer.as_deref(), Some("https://idp.example.com"));
+    assert_eq!(alice.sessions, 2);
+
+    // No password gets them in, and none can be given to them.
+    let refused = sign_in(&server, "sso:alice", "").await;
+    expect_error(refused, StatusCode::UNAUTHORIZED, "unauthorized").await;
+    let set = server
+        .call(
+            Method::PATCH,
+            "/api/v1/users/sso:alice",
+            Some(&server.admin),
+            Some(&json!({"password": "a-long-enough-password"})),
+        )
+        .await;
+    let body = expect_error(set, StatusCode::CONFLICT, "conflict").await;
+    assert!(
+        body.message.contains("identity provider"),
+        "{}",
+        body.message
+    );
+
+    // Disabled by an admin: their sign-ins end, and the next one is refused and audited.
+    let disable = server
+        .call(
+            Method::PATCH,
+            "/api/v1/users/sso:alice",
+            Some(&server.admin),
+            Some(&json!({"disabled": true})),
+        )
+        .await;
+    assert_eq!(disable.status(), StatusCode::OK);
+    refused_soon(&server, &token, "a disabled person's sign-in").await;
+    let (_, outcome) = sso_sign_in(&server, &person("s-1", "sso:alice", Role::Admin)).await;
+    assert_eq!(
+        outcome,
+        store::SsoSignIn::Disabled {
+            name: "sso:alice".into()
+        }
+    );
+    let audit = audited(&server).await;
+    assert!(
+        audit
+            .iter()
+            .any(|(action, actor, detail)| *action == AuditAction::SsoRefused
+                && actor == "sso:alice"
+                && detail.contains("disabled")),
+        "{audit:?}"
+    );
+    assert!(
+        audit
+            .iter()
+            .any(|(action, _, detail)| *action == AuditAction::SsoSignedIn
+                && detail.contains("groups=admins")
+                && detail.contains("user made"))
+    );
+
+    // Without an identity provider set up, its routes say so.
+    for method in [Method::GET, Method::POST] {
+        let offer = server
+            .call(method, "/api/v1/session/sso", None, None::<&()>)
+            .await;
+        expect_error(offer, StatusCode::NOT_FOUND, "not_found").await;
+    }
+    let login = server.request(Method::GET, "/auth/oidc/login", None).await;
+    assert_eq!(login.status(), StatusCode::NOT_FOUND);
+    assert!(login.headers().contains_key("content-security-policy"));
+    assert!(login.text().await.unwrap().contains("not set up"));
+}

@@ -53,6 +53,7 @@ plura_testkit::on_both_backends!(
     hostnames_compare_as_dns_does,
     tokens_are_listed_revoked_and_expire,
     users_are_disabled_enabled_deleted_and_their_sign_ins_end,
+    people_of_the_identity_provider_are_users_apart,
     registrations_past_the_bound_are_refused_alerted_once_and_counted,
     verdicts_decide_the_held_stop_alerts_and_a_return_clears_them,
     scale_in_is_alerted_as_information_when_asked,

@@ -1,5 +1,6 @@
-//! Role tokens (only their hashes), console users (only Argon2 hashes of their passwords) and
-//! their sign-ins. Each change is one transaction with its audit record.
+//! Role tokens (only their hashes), console users (only Argon2 hashes of their passwords; people
+//! of the identity provider have none) and their sign-ins. Each change is one transaction with
+//! its audit record.
 
 use async_trait::async_trait;
 use sqlx::any::AnyRow;
@@ -9,8 +10,8 @@ use plura_proto::{AuditAction, Role, Timestamp, TokenInfo, UserInfo};
 
 use super::{SqlStore, rows};
 use crate::store::{
-    Actor, Audit, Credential, CredentialStore, Holder, Result, StoreError, StoredUser, TokenRef,
-    UserChange,
+    Actor, Audit, Credential, CredentialStore, Holder, Result, SsoPerson, SsoSignIn, StoreError,
+    StoredUser, TokenRef, UserChange,
 };
 
 const TOKEN_COLUMNS: &str = "id, name, role, created_at, last_used_at, expires_at";
@@ -28,11 +29,11 @@ fn token_info(row: &AnyRow) -> Result<TokenInfo> {
 
 /// A user with its sign-ins that last past `$1`.
 const USER_QUERY: &str = "SELECT users.name, users.role, users.created_at, users.disabled_at, \
-     max(sessions.created_at) AS last_sign_in_at, count(sessions.id) AS sessions \
+     users.sso_issuer, max(sessions.created_at) AS last_sign_in_at, count(sessions.id) AS sessions \
      FROM users LEFT JOIN sessions \
      ON sessions.user_id = users.id AND sessions.expires_at > $1";
-const USER_GROUPING: &str =
-    "GROUP BY users.id, users.name, users.role, users.created_at, users.disabled_at";
+const USER_GROUPING: &str = "GROUP BY users.id, users.name, users.role, users.created_at, \
+     users.disabled_at, users.sso_issuer";
 
 fn user_info(row: &AnyRow) -> Result<UserInfo> {
     Ok(UserInfo {
@@ -42,6 +43,7 @@ fn user_info(row: &AnyRow) -> Result<UserInfo> {
         disabled_at: rows::optional_time(row, "disabled_at")?,
         last_sign_in_at: rows::optional_time(row, "last_sign_in_at")?,
         sessions: rows::count(row, "sessions")?,
+        sso_issuer: row.try_get("sso_issuer")?,
     })
 }
 
@@ -69,6 +71,58 @@ async fn end_sessions(conn: &mut AnyConnection, name: &str) -> Result<u64> {
             .await?
             .rows_affected(),
     )
+}
+
+/// The user of a person of the identity provider: its id, name, and whether it is disabled.
+async fn sso_user(
+    conn: &mut AnyConnection,
+    person: &SsoPerson,
+) -> Result<Option<(i64, String, bool)>> {
+    let row = sqlx::query(
+        "SELECT id, name, disabled_at FROM users WHERE sso_issuer = $1 AND sso_subject = $2",
+    )
+    .bind(person.issuer.clone())
+    .bind(person.subject.clone())
+    .fetch_optional(conn)
+    .await?;
+    row.map(|row| {
+        Ok((
+            row.try_get("id")?,
+            row.try_get("name")?,
+            rows::optional_time(&row, "disabled_at")?.is_some(),
+        ))
+    })
+    .transpose()
+}
+
+/// Makes the user of a person of the identity provider, named as they prefer unless another
+/// has that name (then with a few characters of their identity's hash added); answers whether
+/// this call made it (another server signing them in at once may have).
+async fn add_sso_user(conn: &mut AnyConnection, person: &SsoPerson, at: Timestamp) -> Result<bool> {
+    let taken = sqlx::query("SELECT 1 AS taken FROM users WHERE name = $1")
+        .bind(person.name.clone())
+        .fetch_optional(&mut *conn)
+        .await?
+        .is_some();
+    let name = if taken {
+        let identity = crate::secret::hash_token(&format!("{}\n{}", person.issuer, person.subject));
+        format!("{}~{}", person.name, &identity[..8])
+    } else {
+        person.name.clone()
+    };
+    let added = sqlx::query(
+        "INSERT INTO users (name, role, password_hash, created_at, sso_issuer, sso_subject) \
+         VALUES ($1, $2, '', $3, $4, $5) ON CONFLICT DO NOTHING",
+    )
+    .bind(name)
+    .bind(person.role.as_str())
+    .bind(at.as_millis())
+    .bind(person.issuer.clone())
+    .bind(person.subject.clone())
+    .execute(conn)
+    .await?
+    .rows_affected();
+    Ok(added > 0)
 }
 
 #[async_trait]
@@ -145,10 +199,10 @@ impl CredentialStore for SqlStore {
 
     async fn holder(&self, hash: &str, now: Timestamp) -> Result<Option<Holder>> {
         let row = sqlx::query(
-            "SELECT 'token' AS kind, id, name, role FROM api_tokens \
+            "SELECT 'token' AS kind, id, name, role, expires_at FROM api_tokens \
              WHERE token_hash = $1 AND (expires_at IS NULL OR expires_at > $2) \
              UNION ALL \
-             SELECT 'session' AS kind, sessions.id, users.name, users.role \
+             SELECT 'session' AS kind, sessions.id, users.name, users.role, sessions.expires_at \
              FROM sessions JOIN users ON users.id = sessions.user_id \
              WHERE sessions.token_hash = $3 AND sessions.expires_at > $4 \
              AND users.disabled_at IS NULL",
@@ -170,6 +224,7 @@ impl CredentialStore for SqlStore {
             credential,
             name,
             role,
+            expires_at: rows::optional_time(&row, "expires_at")?,
         }))
     }
 
@@ -253,11 +308,81 @@ impl CredentialStore for SqlStore {
         })
     }
 
-    async fn user(&self, name: &str) -> Result<Option<StoredUser>> {
-        let row = sqlx::query("SELECT password_hash, role, disabled_at FROM users WHERE name = $1")
-            .bind(name.to_string())
-            .fetch_optional(&self.pool)
+    async fn sso_sign_in(
+        &self,
+        person: &SsoPerson,
+        hash: &str,
+        at: Timestamp,
+        expires_at: Timestamp,
+    ) -> Result<SsoSignIn> {
+        let mut tx = self.writer.begin(self.backend.begin_write()).await?;
+        let mut made = false;
+        let (id, name, disabled) = match sso_user(tx.conn(), person).await? {
+            Some(user) => user,
+            None => {
+                made = add_sso_user(tx.conn(), person, at).await?;
+                sso_user(tx.conn(), person).await?.ok_or_else(|| {
+                    StoreError::Contended(format!("making the user of {:?}", person.name))
+                })?
+            }
+        };
+        let by = Actor { name: &name, at };
+        if disabled {
+            let audit = Audit {
+                by,
+                action: AuditAction::SsoRefused,
+                detail: format!("{name:?}: disabled by an admin"),
+            };
+            rows::record(tx.conn(), &audit).await?;
+            tx.commit().await?;
+            return Ok(SsoSignIn::Disabled { name });
+        }
+        sqlx::query("UPDATE users SET role = $1 WHERE id = $2")
+            .bind(person.role.as_str())
+            .bind(id)
+            .execute(tx.conn())
             .await?;
+        sqlx::query(
+            "INSERT INTO sessions (user_id, token_hash, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind(id)
+        .bind(hash.to_string())
+        .bind(at.as_millis())
+        .bind(expires_at.as_millis())
+        .execute(tx.conn())
+        .await?;
+        let audit = Audit {
+            by,
+            action: AuditAction::SsoSignedIn,
+            detail: format!(
+                "{name:?}, {} ({}); {} {}{}",
+                person.role,
+                person.because,
+                person.issuer,
+                person.subject,
+                if made { "; user made" } else { "" }
+            ),
+        };
+        rows::record(tx.conn(), &audit).await?;
+        tx.commit().await?;
+        Ok(SsoSignIn::Started { name, made })
+    }
+
+    async fn record_audit(&self, audit: Audit<'_>) -> Result<()> {
+        let mut tx = self.writer.begin(self.backend.begin_write()).await?;
+        rows::record(tx.conn(), &audit).await?;
+        tx.commit().await
+    }
+
+    async fn user(&self, name: &str) -> Result<Option<StoredUser>> {
+        let row = sqlx::query(
+            "SELECT password_hash, role, disabled_at FROM users \
+             WHERE name = $1 AND sso_subject IS NULL",
+        )
+        .bind(name.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
         row.map(|row| {
             Ok(StoredUser {
                 password_hash: row.try_get("password_hash")?,
@@ -286,6 +411,9 @@ impl CredentialStore for SqlStore {
         let Some(before) = select_user(tx.conn(), name, by.at).await? else {
             return Ok(None);
         };
+        if matches!(change, UserChange::SetPassword(_)) && before.sso_issuer.is_some() {
+            return Err(StoreError::NotLocalUser(name.to_string()));
+        }
         // Sign-ins end first: a deleted user's are found by its name.
         let ended = match change {
             UserChange::Enable => 0,
