@@ -411,3 +411,83 @@ async fn an_online_backup_is_owner_only_and_serves_the_same_agents() {
     assert!(stderr.contains("pg_dump"), "{stderr}");
     assert!(!stderr.contains("secret"), "{stderr}");
 }
+
+#[tokio::test]
+async fn single_sign_on_settings_are_checked_and_a_provider_down_keeps_the_rest_working() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = format!("sqlite://{}/sso.db", dir.path().display());
+    let serve = |extra: &[&str]| {
+        let mut command = Command::new(BIN);
+        command
+            .args(["serve", "--listen", "127.0.0.1:0", "--database", &database])
+            .args(extra);
+        command
+    };
+    let issuer = [
+        "--oidc-issuer",
+        "https://idp.example.com",
+        "--oidc-client-id",
+        "fleet",
+    ];
+    let stderr = run_failing(&mut serve(
+        &[&issuer[..], &["--oidc-admin", "ops"]].concat(),
+    ))
+    .await;
+    assert!(stderr.contains("--public-url"), "{stderr}");
+    let plain = ["--public-url", "http://10.1.2.3", "--oidc-admin", "ops"];
+    let stderr = run_failing(&mut serve(&[&issuer[..], &plain].concat())).await;
+    assert!(stderr.contains("plain HTTP"), "{stderr}");
+    let no_roles = ["--public-url", "https://fleet.example.com"];
+    let stderr = run_failing(&mut serve(&[&issuer[..], &no_roles].concat())).await;
+    assert!(stderr.contains("--oidc-admin"), "{stderr}");
+
+    // A provider that does not answer: the server starts, offers SSO, says the provider is
+    // down at sign-in, and its tokens still work. Role values come from the environment too.
+    let server = Served::start_with_env(
+        BIN,
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--database",
+            &database,
+            "--public-url",
+            "http://127.0.0.1:9",
+            "--oidc-issuer",
+            "http://127.0.0.1:9/realms/x",
+            "--oidc-client-id",
+            "fleet",
+        ],
+        &[("PLURA_OIDC_MONITOR", "noc,soc")],
+    )
+    .await;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let offer = http
+        .get(format!("{}/api/v1/session/sso", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(offer.status(), StatusCode::OK);
+    let login = http
+        .get(format!("{}/auth/oidc/login", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), StatusCode::BAD_GATEWAY);
+    assert!(login.text().await.unwrap().contains("cannot be reached"));
+    let token = run(&[
+        "token",
+        "create",
+        "--role",
+        "monitor",
+        "--name",
+        "noc",
+        "--database",
+        &database,
+    ])
+    .await;
+    assert_eq!(whoami(&server.base, &token).await.status(), StatusCode::OK);
+    terminate(server).await;
+}

@@ -165,24 +165,55 @@ struct OidcArgs {
     )]
     oidc_client_secret_file: Option<PathBuf>,
     /// The scopes asked for, separated by spaces.
-    #[arg(long, default_value = oidc::DEFAULT_SCOPES, requires = "oidc_issuer")]
+    #[arg(long, env = "PLURA_OIDC_SCOPES", default_value = oidc::DEFAULT_SCOPES, requires = "oidc_issuer")]
     oidc_scopes: String,
     /// The claim (of the ID token or the UserInfo answer) whose values give roles; a dotted
     /// path reaches into objects (realm_access.roles).
-    #[arg(long, default_value = "groups", requires = "oidc_issuer")]
+    #[arg(
+        long,
+        env = "PLURA_OIDC_ROLE_CLAIM",
+        default_value = "groups",
+        requires = "oidc_issuer"
+    )]
     oidc_role_claim: String,
-    /// Values of the role claim that make a person an admin. The highest role matched wins;
-    /// a person matching none is refused.
-    #[arg(long, value_name = "VALUE", num_args = 1.., requires = "oidc_issuer")]
+    /// Values of the role claim that make a person an admin (several: repeated, or separated
+    /// by commas). The highest role matched wins; a person matching none is refused.
+    #[arg(
+        long,
+        env = "PLURA_OIDC_ADMIN",
+        value_name = "VALUE",
+        num_args = 1..,
+        value_delimiter = ',',
+        requires = "oidc_issuer"
+    )]
     oidc_admin: Vec<String>,
     /// Values of the role claim that make a person an operator.
-    #[arg(long, value_name = "VALUE", num_args = 1.., requires = "oidc_issuer")]
+    #[arg(
+        long,
+        env = "PLURA_OIDC_OPERATOR",
+        value_name = "VALUE",
+        num_args = 1..,
+        value_delimiter = ',',
+        requires = "oidc_issuer"
+    )]
     oidc_operator: Vec<String>,
     /// Values of the role claim that make a person a monitor.
-    #[arg(long, value_name = "VALUE", num_args = 1.., requires = "oidc_issuer")]
+    #[arg(
+        long,
+        env = "PLURA_OIDC_MONITOR",
+        value_name = "VALUE",
+        num_args = 1..,
+        value_delimiter = ',',
+        requires = "oidc_issuer"
+    )]
     oidc_monitor: Vec<String>,
     /// Trust the provider's certificate through this CA (PEM) besides the system's.
-    #[arg(long, value_name = "FILE", requires = "oidc_issuer")]
+    #[arg(
+        long,
+        env = "PLURA_OIDC_CA_FILE",
+        value_name = "FILE",
+        requires = "oidc_issuer"
+    )]
     oidc_ca_file: Option<PathBuf>,
 }
 
