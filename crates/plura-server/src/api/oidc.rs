@@ -35,12 +35,10 @@ pub async fn login(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
 ) -> Response {
-    let Some(party) = state.oidc.as_deref() else {
-        return not_set_up();
+    let party = match admitted(&state, peer) {
+        Ok(party) => party,
+        Err(refused) => return refused.into_response(),
     };
-    if let Err(wait) = state.sso_tries.take(peer.ip()) {
-        return busy(wait);
-    }
     match party.start().await {
         Ok(start) => {
             let cookie = cookie(
@@ -65,12 +63,10 @@ pub async fn callback(
     headers: HeaderMap,
     Query(answer): Query<Callback>,
 ) -> Response {
-    let Some(party) = state.oidc.as_deref() else {
-        return not_set_up();
+    let party = match admitted(&state, peer) {
+        Ok(party) => party,
+        Err(refused) => return refused.into_response(),
     };
-    if let Err(wait) = state.sso_tries.take(peer.ip()) {
-        return busy(wait);
-    }
     let flow = cookie_value(&headers, FLOW_COOKIE).and_then(Flow::from_cookie);
     let person = match party.finish(answer, flow).await {
         Ok(person) => person,
@@ -158,6 +154,29 @@ pub async fn pick_up(
     );
     cleared.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok((cleared, Json(session)))
+}
+
+/// Why a browser does not get to the identity provider at all.
+enum NotAdmitted {
+    NotSetUp,
+    /// Its source used its budget of sign-ins; this long until the next.
+    Busy(std::time::Duration),
+}
+
+impl IntoResponse for NotAdmitted {
+    fn into_response(self) -> Response {
+        match self {
+            Self::NotSetUp => not_set_up(),
+            Self::Busy(wait) => busy(wait),
+        }
+    }
+}
+
+/// The relying party, for a browser within its source's budget of sign-ins.
+fn admitted(state: &AppState, peer: SocketAddr) -> Result<&RelyingParty, NotAdmitted> {
+    let party = state.oidc.as_deref().ok_or(NotAdmitted::NotSetUp)?;
+    state.sso_tries.take(peer.ip()).map_err(NotAdmitted::Busy)?;
+    Ok(party)
 }
 
 /// The page of a refusal, after it is in the audit log and the server's log.

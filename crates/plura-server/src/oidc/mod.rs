@@ -26,10 +26,11 @@ use openidconnect::core::{
 };
 use openidconnect::url::Url;
 use openidconnect::{
-    AdditionalClaims, AuthenticationFlow, AuthorizationCode, ClientId, ClientSecret,
-    EmptyExtraTokenFields, EndpointMaybeSet, EndpointNotSet, EndpointSet, IdTokenFields, IssuerUrl,
-    LogoutRequest, OAuth2TokenResponse, PostLogoutRedirectUrl, ProviderMetadataWithLogout,
-    RedirectUrl, Scope, StandardErrorResponse, StandardTokenResponse, UserInfoClaims,
+    AccessToken, AdditionalClaims, AuthenticationFlow, AuthorizationCode, ClientId, ClientSecret,
+    EmptyExtraTokenFields, EndpointMaybeSet, EndpointNotSet, EndpointSet, IdTokenClaims,
+    IdTokenFields, IssuerUrl, LogoutRequest, OAuth2TokenResponse, PostLogoutRedirectUrl,
+    ProviderMetadataWithLogout, RedirectUrl, Scope, StandardErrorResponse, StandardTokenResponse,
+    UserInfoClaims,
 };
 use serde::{Deserialize, Serialize};
 
@@ -251,6 +252,17 @@ impl RelyingParty {
         let claims = id_token
             .claims(&verifier, &flow.nonce())
             .map_err(|e| Refusal::from_claims(e, &self.settings.client_id))?;
+        self.person(&provider, answer.access_token(), claims).await
+    }
+
+    /// Who the checked ID token (and the UserInfo answer, when it lacks something) says the
+    /// person is, with the role their claims give.
+    async fn person(
+        &self,
+        provider: &Provider,
+        access_token: &AccessToken,
+        claims: &IdTokenClaims<OtherClaims, CoreGenderClaim>,
+    ) -> Result<SsoPerson, Refusal> {
         let subject = claims.subject().to_string();
         let mut other = claims.additional_claims().0.clone();
         let mut names: Vec<Option<String>> = vec![
@@ -261,12 +273,12 @@ impl RelyingParty {
                 .and_then(|n| n.get(None))
                 .map(|n| n.to_string()),
         ];
-        // Most providers put groups in the UserInfo answer rather than the ID token.
-        if self.settings.roles.values(&other).is_none() {
-            let request = provider.client.user_info(
-                answer.access_token().clone(),
-                Some(claims.subject().clone()),
-            );
+        // Most providers put groups (and often names) in the UserInfo answer rather than the ID
+        // token.
+        if self.settings.roles.values(&other).is_none() || names.iter().all(Option::is_none) {
+            let request = provider
+                .client
+                .user_info(access_token.clone(), Some(claims.subject().clone()));
             if let Ok(request) = request {
                 let info: UserInfoClaims<OtherClaims, CoreGenderClaim> = request
                     .request_async(&self.http)
