@@ -203,8 +203,8 @@ impl Auth {
     }
 
     /// Starts a sign-in for a person the identity provider vouched for, making their user the
-    /// first time; `None` when an admin disabled that user.
-    pub async fn sso_sign_in(&self, person: &SsoPerson) -> store::Result<Option<Session>> {
+    /// first time; `Err` with their user's name when an admin disabled that user.
+    pub async fn sso_sign_in(&self, person: &SsoPerson) -> store::Result<Result<Session, String>> {
         let (token, now, expires_at) = new_session();
         let signed_in = self
             .store
@@ -212,14 +212,14 @@ impl Auth {
             .await
             .doing(|| format!("signing in {:?} through the identity provider", person.name))?;
         Ok(match signed_in {
-            SsoSignIn::Started { name, .. } => Some(Session {
+            SsoSignIn::Started { name, .. } => Ok(Session {
                 token,
                 name,
                 role: person.role,
                 expires_at,
                 end_session_url: None,
             }),
-            SsoSignIn::Disabled { .. } => None,
+            SsoSignIn::Disabled { name } => Err(name),
         })
     }
 

@@ -73,9 +73,10 @@ pub async fn callback(
         Err(refusal) => return ended_flow(party, refused(&state, refusal).await),
     };
     let session = match state.auth.sso_sign_in(&person).await {
-        Ok(Some(session)) => session,
-        Ok(None) => {
-            let refusal = Refusal::Disabled { name: person.name };
+        Ok(Ok(session)) => session,
+        // The store audited it already.
+        Ok(Err(name)) => {
+            let refusal = Refusal::Disabled { name };
             tracing::warn!(from = %peer.ip(), "{refusal}");
             return ended_flow(party, refusal_page(&refusal));
         }
